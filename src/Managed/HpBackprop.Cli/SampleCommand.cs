@@ -1,0 +1,34 @@
+using System.CommandLine;
+using HpBackprop.Cpu;
+using HpBackprop.IO;
+using HpBackprop.Training;
+
+namespace HpBackprop.Cli;
+
+/// <summary><c>hpbackprop sample</c>: words from a saved model.</summary>
+internal static class SampleCommand
+{
+    public static Command Create(TextWriter stdout)
+    {
+        var model = new Option<string>("--model") { Description = "A model saved by 'train --out'", Required = true };
+        var count = new Option<int>("-n") { Description = "How many words", DefaultValueFactory = _ => 20 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the draws", DefaultValueFactory = _ => 42 };
+        var temperature = new Option<double>("--temperature") { Description = "Below 1: safer words; above 1: wilder ones", DefaultValueFactory = _ => 1.0 };
+        var maxLength = new Option<int>("--max-length") { Description = "Longest word", DefaultValueFactory = _ => 50 };
+        var cmd = new Command("sample", "Sample words from a trained model.") { model, count, seed, temperature, maxLength };
+        cmd.SetAction(pr =>
+        {
+            int n = pr.GetValue(count);
+            double t = pr.GetValue(temperature);
+            int max = pr.GetValue(maxLength);
+            if (n < 0) throw new UserErrorException("-n must not be negative.");
+            if (!(t > 0) || !double.IsFinite(t)) throw new UserErrorException($"--temperature {t}: must be a positive number.");
+            if (max < 1) throw new UserErrorException("--max-length must be at least 1.");
+            var (parameters, vocab, _) = Checkpoint.Load(pr.GetValue(model)!);
+            using var backend = new CpuBackend(parameters);
+            foreach (string w in new Sampler(backend, vocab).Sample(n, pr.GetValue(seed), t, max)) stdout.WriteLine(w);
+            return Program.Ok;
+        });
+        return cmd;
+    }
+}
