@@ -8,6 +8,8 @@ public static class CudaProbe
     /// <summary>The driver library's file name on Linux.</summary>
     public const string DriverLibrary = "libcuda.so.1";
 
+    private const int NoDevice = 100; // CUDA_ERROR_NO_DEVICE
+
     /// <summary>
     /// Returns null when a CUDA driver is loadable and reports at least one device, otherwise a
     /// sentence saying what is missing and what to do.
@@ -23,10 +25,11 @@ public static class CudaProbe
             unsafe
             {
                 int rc = ((delegate* unmanaged<uint, int>)init)(0);
-                if (rc != 0) return $"the CUDA driver failed to initialise (cuInit returned {rc}); check the driver installation and that a GPU is visible (nvidia-smi), or use --device cpu.";
+                if (rc == NoDevice) return $"the CUDA driver ({DriverLibrary}) found no GPU (cuInit: CUDA_ERROR_NO_DEVICE). Run on a machine with an NVIDIA GPU (check nvidia-smi and CUDA_VISIBLE_DEVICES), or use --device cpu.";
+                if (rc != 0) return $"the CUDA driver ({DriverLibrary}) failed to initialise (cuInit returned error {rc}); check the driver installation with nvidia-smi, or use --device cpu.";
                 int n = 0;
                 rc = ((delegate* unmanaged<int*, int>)count)(&n);
-                if (rc != 0 || n == 0) return "the CUDA driver found no device; check nvidia-smi and CUDA_VISIBLE_DEVICES, or use --device cpu.";
+                if (rc != 0 || n == 0) return $"the CUDA driver ({DriverLibrary}) found no GPU; check nvidia-smi and CUDA_VISIBLE_DEVICES, or use --device cpu.";
             }
             return null;
         }

@@ -28,7 +28,7 @@ internal static class Backends
                     string? why = CudaProbe.WhyUnavailable();
                     say(why == null
                         ? "device auto: a CUDA device is present but this build has no CUDA training backend yet; using the CPU."
-                        : "device auto: using the CPU (" + why.Split(';')[0].Split(':')[0] + ").");
+                        : "device auto: using the CPU; " + why.Split(". ")[0] + ".");
                     return new CpuBackend(parameters);
                 }
             default:
