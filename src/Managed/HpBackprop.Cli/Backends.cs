@@ -5,30 +5,46 @@ using HpBackprop.Training;
 
 namespace HpBackprop.Cli;
 
-/// <summary>Device selection for the command: cpu, cuda or auto.</summary>
+/// <summary>Device selection for the command: cpu, cuda, auto, or emulator (the CUDA kernels on the host, for testing).</summary>
 internal static class Backends
 {
-    public static readonly string[] Devices = ["cpu", "cuda", "auto"];
+    public static readonly string[] Devices = ["cpu", "cuda", "auto", "emulator"];
 
-    /// <summary>Creates the backend for <paramref name="device"/>; <paramref name="say"/> receives the one-line notice of what was chosen.</summary>
-    public static ITrainingBackend Create(string device, ParameterSet parameters, Action<string> say)
+    /// <summary>Creates the backend for <paramref name="device"/>; <paramref name="say"/> receives the one-line notice of an automatic choice.</summary>
+    public static ITrainingBackend Create(string device, ParameterSet parameters, Action<string> say, ScatterMode scatter = ScatterMode.Deterministic)
     {
         switch (device)
         {
             case "cpu":
                 return new CpuBackend(parameters);
             case "cuda":
+                try
                 {
-                    string? why = CudaProbe.WhyUnavailable();
-                    if (why != null) throw new UserErrorException("--device cuda: " + why);
-                    throw new UserErrorException("--device cuda: a CUDA device is present, but this build has no CUDA training backend yet; use --device cpu.");
+                    return CudaBackend.OnDevice(parameters, scatter);
                 }
+                catch (CudaUnavailableException e)
+                {
+                    throw new UserErrorException("--device cuda: " + e.Message);
+                }
+            case "emulator":
+                return CudaBackend.OnEmulator(parameters, scatter);
             case "auto":
                 {
                     string? why = CudaProbe.WhyUnavailable();
-                    say(why == null
-                        ? "device auto: a CUDA device is present but this build has no CUDA training backend yet; using the CPU."
-                        : "device auto: using the CPU; " + why.Split(". ")[0] + ".");
+                    if (why == null)
+                    {
+                        try
+                        {
+                            var gpu = CudaBackend.OnDevice(parameters, scatter);
+                            say($"device auto: using {gpu.Name}.");
+                            return gpu;
+                        }
+                        catch (CudaUnavailableException e)
+                        {
+                            why = e.Message;
+                        }
+                    }
+                    say("device auto: using the CPU; " + why.Split(". ")[0] + ".");
                     return new CpuBackend(parameters);
                 }
             default:

@@ -22,7 +22,7 @@ internal static class GradsCommand
         var output = new Option<string>("--out") { Description = "Output safetensors with loss and the gradients", Required = true };
         var mode = new Option<string>("--mode") { Description = "fused (float32) or atomic (all 26 gradients, in the input's precision)", DefaultValueFactory = _ => "fused" };
         mode.AcceptOnlyFromAmong("fused", "atomic");
-        var device = new Option<string>("--device") { Description = "cpu, cuda or auto", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = "cpu, cuda, auto or emulator (the CUDA kernels on the host)", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong(Backends.Devices);
         var cmd = new Command("grads", "Compute the loss and gradients of one minibatch given in a safetensors file.") { input, output, mode, device };
         cmd.SetAction(pr =>
@@ -59,6 +59,11 @@ internal static class GradsCommand
                 {
                     result.Add("dlogits", cpu.Intermediate("dlogits"), c.BatchSize, c.VocabSize);
                     result.Add("dhprebn", cpu.Intermediate("dhprebn"), c.BatchSize, c.HiddenSize);
+                }
+                else if (backend is HpBackprop.Cuda.CudaBackend gpu)
+                {
+                    result.Add("dlogits", gpu.Download("dlogits"), c.BatchSize, c.VocabSize);
+                    result.Add("dhprebn", gpu.Download("dhprebn"), c.BatchSize, c.HiddenSize);
                 }
             }
             result.Metadata["mode"] = pr.GetValue(mode)!;

@@ -23,7 +23,7 @@ internal static class TrainCommand
         var lr = new Option<float>("--lr") { Description = "Learning rate; a tenth of it from --lr-decay-step on", DefaultValueFactory = _ => 0.1f };
         var decay = new Option<int?>("--lr-decay-step") { Description = "First step of the decayed learning rate (default: half of --steps)" };
         var seed = new Option<int>("--seed") { Description = "Seed of initialisation, split, minibatches and samples", DefaultValueFactory = _ => 42 };
-        var device = new Option<string>("--device") { Description = "cpu, cuda or auto", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = "cpu, cuda, auto, or emulator (the CUDA kernels on the host; slow, for testing)", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong(Backends.Devices);
         var momentum = new Option<float>("--bn-momentum") { Description = "Weight of each batch in the batch-norm running statistics", DefaultValueFactory = _ => 0.001f };
         var calibrate = new Option<bool>("--no-calibrate") { Description = "Use the running batch-norm statistics instead of a calibration pass" };

@@ -1,0 +1,178 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+using System.Text;
+using HpBackprop.Cuda.Native;
+
+namespace HpBackprop.Cuda.Runtime;
+
+/// <summary>
+/// The device runtime on a real GPU: the CUDA driver API (primary context of one device, one
+/// stream, the embedded PTX loaded with the JIT's error log) and cuBLAS for SGEMM (default math:
+/// no TF32 unless asked). Every failing call throws <see cref="CudaException"/> naming the call.
+/// </summary>
+public sealed unsafe class DriverRuntime : IDeviceRuntime
+{
+    private readonly PrimaryContextHandle _context;
+    private readonly StreamHandle _stream;
+    private readonly CublasHandle _cublas;
+    private readonly List<CuModuleHandle> _modules = [];
+
+    /// <summary>Opens device <paramref name="ordinal"/>.</summary>
+    /// <param name="ordinal">Device number.</param>
+    /// <param name="allowTf32">Let cuBLAS use TF32 tensor cores (faster, about 10 bits of mantissa).</param>
+    /// <exception cref="CudaUnavailableException">No driver, no device, or the PTX cannot be JIT-compiled by this driver.</exception>
+    public DriverRuntime(int ordinal = 0, bool allowTf32 = false)
+    {
+        string? why = CudaProbe.WhyUnavailable();
+        if (why != null) throw new CudaUnavailableException(why);
+        Driver.Check(Driver.cuInit(0), "cuInit");
+        int device, count;
+        Driver.Check(Driver.cuDeviceGetCount(&count), "cuDeviceGetCount");
+        if (ordinal < 0 || ordinal >= count) throw new CudaUnavailableException($"CUDA device {ordinal} does not exist ({count} device(s)); choose 0..{count - 1}.");
+        Driver.Check(Driver.cuDeviceGet(&device, ordinal), "cuDeviceGet");
+        byte* name = stackalloc byte[256];
+        Driver.Check(Driver.cuDeviceGetName(name, 256, device), "cuDeviceGetName");
+        int major, minor, version;
+        Driver.Check(Driver.cuDeviceGetAttribute(&major, Driver.AttrComputeCapabilityMajor, device), "cuDeviceGetAttribute");
+        Driver.Check(Driver.cuDeviceGetAttribute(&minor, Driver.AttrComputeCapabilityMinor, device), "cuDeviceGetAttribute");
+        Driver.Check(Driver.cuDriverGetVersion(&version), "cuDriverGetVersion");
+        DeviceName = Marshal.PtrToStringUTF8((nint)name) ?? "?";
+        ComputeCapability = (major, minor);
+        DriverVersion = version;
+        nint ctx;
+        Driver.Check(Driver.cuDevicePrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain");
+        _context = new PrimaryContextHandle(ctx, device);
+        Driver.Check(Driver.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+        nint stream;
+        Driver.Check(Driver.cuStreamCreate(&stream, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate");
+        _stream = new StreamHandle(stream, ctx);
+        foreach (var (resource, ptx) in EmbeddedPtx.All()) _modules.Add(LoadModule(resource, ptx, ctx));
+        nint cublas;
+        Cublas.Check(Cublas.cublasCreate(&cublas), "cublasCreate_v2");
+        _cublas = new CublasHandle(cublas, ctx);
+        Cublas.Check(Cublas.cublasSetStream(cublas, stream), "cublasSetStream_v2");
+        Cublas.Check(Cublas.cublasSetMathMode(cublas, allowTf32 ? Cublas.Tf32TensorOpMath : Cublas.DefaultMath), "cublasSetMathMode");
+    }
+
+    /// <inheritdoc />
+    public string Name => $"cuda ({DeviceName}, sm_{ComputeCapability.Major}{ComputeCapability.Minor})";
+
+    /// <summary>The device's name.</summary>
+    public string DeviceName { get; }
+
+    /// <summary>The device's compute capability.</summary>
+    public (int Major, int Minor) ComputeCapability { get; }
+
+    /// <summary>The driver's CUDA version (for example 12040).</summary>
+    public int DriverVersion { get; }
+
+    private CuModuleHandle LoadModule(string resource, byte[] ptx, nint ctx)
+    {
+        const int logSize = 16384;
+        byte* errorLog = stackalloc byte[logSize];
+        int* options = stackalloc int[2] { Driver.JitErrorLogBuffer, Driver.JitErrorLogBufferSizeBytes };
+        void** values = stackalloc void*[2] { errorLog, (void*)logSize };
+        nint module;
+        int rc;
+        fixed (byte* image = ptx) rc = Driver.cuModuleLoadDataEx(&module, image, 2, options, values);
+        if (rc != Driver.Success)
+        {
+            string log = Marshal.PtrToStringUTF8((nint)errorLog) ?? "";
+            var (errName, _) = Driver.Describe(rc);
+            if (rc is Driver.ErrorInvalidPtx or Driver.ErrorUnsupportedPtxVersion or Driver.ErrorNoBinaryForGpu)
+                throw new CudaUnavailableException($"the CUDA driver (version {DriverVersion / 1000}.{DriverVersion % 1000 / 10}) cannot JIT-compile {resource} ({errName}): "
+                    + $"the PTX needs a driver for CUDA 11.8 or newer and a GPU of compute capability 8.0 or newer. Update the NVIDIA driver, or use --device cpu. JIT log: {log.Trim()}");
+            throw new CudaException($"cuModuleLoadDataEx({resource})", rc, errName, log.Trim());
+        }
+        return new CuModuleHandle(module, ctx);
+    }
+
+    /// <inheritdoc />
+    public DeviceMemory Allocate(long bytes)
+    {
+        ulong p;
+        Driver.Check(Driver.cuMemAlloc(&p, (nuint)Math.Max(bytes, 1)), "cuMemAlloc_v2");
+        return new DriverMemory(p, bytes, _context.Context);
+    }
+
+    /// <inheritdoc />
+    public void CopyToDevice(ulong dst, void* src, long bytes)
+    {
+        Driver.Check(Driver.cuMemcpyHtoDAsync(dst, src, (nuint)bytes, _stream.Value), "cuMemcpyHtoDAsync_v2");
+        // the host buffer may be reused as soon as this returns
+        Driver.Check(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+    }
+
+    /// <inheritdoc />
+    public void CopyToHost(void* dst, ulong src, long bytes)
+    {
+        Driver.Check(Driver.cuMemcpyDtoHAsync(dst, src, (nuint)bytes, _stream.Value), "cuMemcpyDtoHAsync_v2");
+        Driver.Check(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+    }
+
+    /// <inheritdoc />
+    public void CopyOnDevice(ulong dst, ulong src, long bytes) =>
+        Driver.Check(Driver.cuMemcpyDtoDAsync(dst, src, (nuint)bytes, _stream.Value), "cuMemcpyDtoDAsync_v2");
+
+    /// <inheritdoc />
+    public void Zero(ulong dst, long bytes) => Driver.Check(Driver.cuMemsetD8Async(dst, 0, (nuint)bytes, _stream.Value), "cuMemsetD8Async");
+
+    /// <inheritdoc />
+    public Kernel GetKernel(string name)
+    {
+        byte[] utf8 = Encoding.UTF8.GetBytes(name + "\0");
+        foreach (var m in _modules)
+        {
+            nint f;
+            int rc;
+            fixed (byte* p = utf8) rc = Driver.cuModuleGetFunction(&f, m.Value, p);
+            if (rc == Driver.Success) return new Kernel(name, f);
+        }
+        throw new ArgumentException($"no kernel '{name}' in the embedded PTX modules.", nameof(name));
+    }
+
+    /// <inheritdoc />
+    public void Launch(Kernel kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** args)
+    {
+        int rc = Driver.cuLaunchKernel(kernel.Handle, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedBytes, _stream.Value, args, null);
+        if (rc != Driver.Success) Driver.Check(rc, $"cuLaunchKernel({kernel.Name})");
+    }
+
+    /// <inheritdoc />
+    public void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha, ulong a, int lda, ulong b, int ldb, float beta, ulong c, int ldc)
+    {
+        int rc = Cublas.cublasSgemm(_cublas.Value, transA ? Cublas.OpT : Cublas.OpN, transB ? Cublas.OpT : Cublas.OpN, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
+        if (rc != 0) Cublas.Check(rc, "cublasSgemm_v2");
+    }
+
+    /// <inheritdoc />
+    public void Synchronize() => Driver.Check(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        _cublas.Dispose();
+        foreach (var m in _modules) m.Dispose();
+        _stream.Dispose();
+        _context.Dispose();
+    }
+}
+
+/// <summary>The PTX modules embedded in this assembly (generated from native/kernels by build-ptx.sh).</summary>
+public static class EmbeddedPtx
+{
+    private const string Prefix = "HpBackprop.Cuda.Ptx.";
+
+    /// <summary>Each embedded PTX module: resource name and bytes with a terminating NUL (as cuModuleLoadData wants).</summary>
+    public static IEnumerable<(string Name, byte[] Ptx)> All()
+    {
+        var asm = Assembly.GetExecutingAssembly();
+        foreach (string r in asm.GetManifestResourceNames().Where(n => n.StartsWith(Prefix, StringComparison.Ordinal)).Order(StringComparer.Ordinal))
+        {
+            using var s = asm.GetManifestResourceStream(r)!;
+            var bytes = new byte[s.Length + 1];
+            s.ReadExactly(bytes, 0, (int)s.Length);
+            yield return (r[Prefix.Length..], bytes);
+        }
+    }
+}

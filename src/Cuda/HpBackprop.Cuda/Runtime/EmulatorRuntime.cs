@@ -1,0 +1,127 @@
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace HpBackprop.Cuda.Runtime;
+
+/// <summary>
+/// The device runtime backed by the host emulator: the unchanged <c>native/kernels/*.cu</c>
+/// compiled by the host C++ compiler into <c>libhpbackprop_kernels_emu.so</c> (built by
+/// <c>dotnet build</c>), with real thread-block semantics, plus a reference column-major SGEMM
+/// with cuBLAS's argument semantics. "Device" memory is host memory.
+/// </summary>
+public sealed unsafe partial class EmulatorRuntime : IDeviceRuntime
+{
+    /// <summary>The emulator library's file name.</summary>
+    public const string LibraryName = "libhpbackprop_kernels_emu.so";
+
+    private readonly nint _lib;
+    private readonly delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, void**, int> _launch;
+    private readonly delegate* unmanaged<byte*> _lastError;
+    private readonly List<nint> _names = [];
+    private bool _disposed;
+
+    /// <summary>Loads the emulator library from the application directory (or the loader's search path).</summary>
+    /// <exception cref="CudaUnavailableException">The library is not there (build the solution with cmake and g++ present).</exception>
+    public EmulatorRuntime()
+    {
+        string local = Path.Combine(AppContext.BaseDirectory, LibraryName);
+        if (!NativeLibrary.TryLoad(local, out _lib) && !NativeLibrary.TryLoad(LibraryName, out _lib))
+            throw new CudaUnavailableException($"the kernel emulator {LibraryName} was not found in {AppContext.BaseDirectory}; it is built by 'dotnet build' when cmake and g++ are installed.");
+        _launch = (delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, void**, int>)NativeLibrary.GetExport(_lib, "hpb_emu_launch");
+        _lastError = (delegate* unmanaged<byte*>)NativeLibrary.GetExport(_lib, "hpb_emu_last_error");
+        var count = (delegate* unmanaged<int>)NativeLibrary.GetExport(_lib, "hpb_emu_kernel_count");
+        var name = (delegate* unmanaged<int, byte*>)NativeLibrary.GetExport(_lib, "hpb_emu_kernel_name");
+        var names = new List<string>();
+        for (int i = 0; i < count(); i++) names.Add(Marshal.PtrToStringUTF8((nint)name(i))!);
+        KernelNames = names;
+    }
+
+    /// <inheritdoc />
+    public string Name => "cuda-emulator";
+
+    /// <summary>Every kernel the emulator library contains.</summary>
+    public IReadOnlyList<string> KernelNames { get; }
+
+    /// <inheritdoc />
+    public DeviceMemory Allocate(long bytes) => new HostMemory(bytes);
+
+    /// <inheritdoc />
+    public void CopyToDevice(ulong dst, void* src, long bytes) => Buffer.MemoryCopy(src, (void*)dst, bytes, bytes);
+
+    /// <inheritdoc />
+    public void CopyToHost(void* dst, ulong src, long bytes) => Buffer.MemoryCopy((void*)src, dst, bytes, bytes);
+
+    /// <inheritdoc />
+    public void CopyOnDevice(ulong dst, ulong src, long bytes) => Buffer.MemoryCopy((void*)src, (void*)dst, bytes, bytes);
+
+    /// <inheritdoc />
+    public void Zero(ulong dst, long bytes) => NativeMemory.Clear((void*)dst, (nuint)bytes);
+
+    /// <inheritdoc />
+    public Kernel GetKernel(string name)
+    {
+        if (!KernelNames.Contains(name)) throw new ArgumentException($"the emulator has no kernel '{name}'.", nameof(name));
+        byte[] utf8 = Encoding.UTF8.GetBytes(name + "\0");
+        nint p = (nint)NativeMemory.Alloc((nuint)utf8.Length);
+        utf8.CopyTo(new Span<byte>((void*)p, utf8.Length));
+        lock (_names) _names.Add(p);
+        return new Kernel(name, p);
+    }
+
+    /// <inheritdoc />
+    public void Launch(Kernel kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** args)
+    {
+        int rc = _launch((byte*)kernel.Handle, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedBytes, args);
+        if (rc != 0)
+            throw new Native.CudaException($"hpb_emu_launch({kernel.Name})", rc, "HPB_EMU_ERROR", Marshal.PtrToStringUTF8((nint)_lastError()));
+    }
+
+    /// <inheritdoc />
+    public void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha, ulong a, int lda, ulong b, int ldb, float beta, ulong c, int ldc) =>
+        ReferenceSgemm.Run(transA, transB, m, n, k, alpha, (float*)a, lda, (float*)b, ldb, beta, (float*)c, ldc);
+
+    /// <inheritdoc />
+    public void Synchronize() { }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        lock (_names) { foreach (nint p in _names) NativeMemory.Free((void*)p); _names.Clear(); }
+        // The library stays loaded: its worker threads may outlive this object, and it is shared by every instance.
+    }
+}
+
+/// <summary>
+/// A straightforward column-major SGEMM with cuBLAS's argument semantics (the emulator's
+/// stand-in for <c>cublasSgemm</c>): validates the arguments as cuBLAS does, accumulates each
+/// dot product in float in k order, and does not read C when beta is 0.
+/// </summary>
+public static unsafe class ReferenceSgemm
+{
+    /// <summary>Runs <c>C = alpha·op(A)·op(B) + beta·C</c> on host pointers.</summary>
+    /// <exception cref="ArgumentException">An argument cuBLAS would reject (CUBLAS_STATUS_INVALID_VALUE).</exception>
+    public static void Run(bool transA, bool transB, int m, int n, int k, float alpha, float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)
+    {
+        if (m < 0 || n < 0 || k < 0) throw new ArgumentException($"sgemm: negative dimension (m={m}, n={n}, k={k}).");
+        if (lda < Math.Max(1, transA ? k : m)) throw new ArgumentException($"sgemm: lda={lda} < {(transA ? k : m)}.");
+        if (ldb < Math.Max(1, transB ? n : k)) throw new ArgumentException($"sgemm: ldb={ldb} < {(transB ? n : k)}.");
+        if (ldc < Math.Max(1, m)) throw new ArgumentException($"sgemm: ldc={ldc} < {m}.");
+        for (int j = 0; j < n; j++)
+        {
+            for (int i = 0; i < m; i++)
+            {
+                float s = 0;
+                for (int p = 0; p < k; p++)
+                {
+                    float av = transA ? a[p + (long)i * lda] : a[i + (long)p * lda];
+                    float bv = transB ? b[j + (long)p * ldb] : b[p + (long)j * ldb];
+                    s += av * bv;
+                }
+                float* cij = c + i + (long)j * ldc;
+                *cij = beta == 0 ? alpha * s : alpha * s + beta * *cij;
+            }
+        }
+    }
+}
