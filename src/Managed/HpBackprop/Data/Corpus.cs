@@ -3,10 +3,11 @@ namespace HpBackprop.Data;
 /// <summary>A list of words, one per line of a text file (SPEC §1).</summary>
 public sealed class Corpus
 {
-    private Corpus(string source, string[] words)
+    private Corpus(string source, string[] words, int[] lineNumbers)
     {
         Source = source;
         Words = words;
+        LineNumbers = lineNumbers;
     }
 
     /// <summary>Where the words came from (a file path or a description), used in error messages.</summary>
@@ -14,6 +15,12 @@ public sealed class Corpus
 
     /// <summary>The words, in file order.</summary>
     public IReadOnlyList<string> Words { get; }
+
+    /// <summary>
+    /// The 1-based line of each word in <see cref="Source"/> (blank lines are skipped, so the
+    /// line of word i is not i + 1 in general); used by error messages.
+    /// </summary>
+    public IReadOnlyList<int> LineNumbers { get; }
 
     /// <summary>
     /// Reads a corpus: one word per line, surrounding white space trimmed, blank lines skipped.
@@ -34,6 +41,7 @@ public sealed class Corpus
         ArgumentNullException.ThrowIfNull(lines);
         ArgumentNullException.ThrowIfNull(source);
         var words = new List<string>();
+        var lineNumbers = new List<int>();
         int lineNo = 0;
         foreach (string raw in lines)
         {
@@ -49,9 +57,10 @@ public sealed class Corpus
                     throw new CorpusException(source, lineNo, $"word \"{w}\" contains white space or a control character ('{Vocabulary.Printable(c)}'); put one word per line.");
             }
             words.Add(w);
+            lineNumbers.Add(lineNo);
         }
         if (words.Count == 0)
             throw new CorpusException(source, 0, "the corpus is empty: it needs at least one word (one per line).");
-        return new Corpus(source, words.ToArray());
+        return new Corpus(source, words.ToArray(), lineNumbers.ToArray());
     }
 }

@@ -27,31 +27,49 @@ public sealed class Dataset
 
     /// <summary>
     /// Builds the examples of a list of words: the context starts as B boundary ids and shifts
-    /// left after each character of <c>word + '.'</c>.
+    /// left after each character of <c>word + '.'</c>. An error names <paramref name="source"/>
+    /// and the 1-based position of the word in <paramref name="words"/>.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="blockSize"/> is less than 1.</exception>
     /// <exception cref="CorpusException">A word has a character outside the vocabulary.</exception>
     public static Dataset Build(IEnumerable<string> words, Vocabulary vocab, int blockSize, string source = "words")
     {
         ArgumentNullException.ThrowIfNull(words);
+        return Build(words, vocab, blockSize, source, static i => i + 1);
+    }
+
+    /// <summary>
+    /// Builds the examples of all words of a corpus (for example a dev or test file encoded with
+    /// a trained model's vocabulary). An error names the corpus source and the word's line in it.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="blockSize"/> is less than 1.</exception>
+    /// <exception cref="CorpusException">A word has a character outside the vocabulary.</exception>
+    public static Dataset Build(Corpus corpus, Vocabulary vocab, int blockSize)
+    {
+        ArgumentNullException.ThrowIfNull(corpus);
+        return Build(corpus.Words, vocab, blockSize, corpus.Source, i => corpus.LineNumbers[i]);
+    }
+
+    private static Dataset Build(IEnumerable<string> words, Vocabulary vocab, int blockSize, string source, Func<int, int> lineOf)
+    {
         ArgumentNullException.ThrowIfNull(vocab);
         ValidateBlockSize(blockSize);
         var x = new List<int>();
         var y = new List<int>();
         var context = new int[blockSize];
-        int line = 0;
+        int index = 0;
         foreach (string w in words)
         {
-            line++;
             Array.Clear(context);
             for (int i = 0; i <= w.Length; i++)
             {
-                int id = i < w.Length ? vocab.Encode(w[i], source, line) : 0;
+                int id = i < w.Length ? vocab.Encode(w[i], source, lineOf(index)) : 0;
                 x.AddRange(context);
                 y.Add(id);
                 Array.Copy(context, 1, context, 0, blockSize - 1);
                 context[blockSize - 1] = id;
             }
+            index++;
         }
         return new Dataset(blockSize, x.ToArray(), y.ToArray());
     }

@@ -191,8 +191,16 @@ public sealed class SafeTensorsFile
                 if (begin < 0 || end < begin || end > data.Length)
                     throw new SafeTensorsFormatException(source, $"tensor '{prop.Name}' claims bytes [{begin}, {end}) of a {data.Length}-byte data section (truncated?).");
                 long expected = 1;
-                foreach (int d in t.Shape) expected *= d;
-                expected *= Size(t.DType);
+                try
+                {
+                    // checked: a shape such as [2^30, 2^30, 2^30] must not wrap to a plausible byte count
+                    foreach (int d in t.Shape) expected = checked(expected * d);
+                    expected = checked(expected * Size(t.DType));
+                }
+                catch (OverflowException)
+                {
+                    throw new SafeTensorsFormatException(source, $"tensor '{prop.Name}' has shape [{string.Join(", ", t.Shape)}], too large to address.");
+                }
                 if (end - begin != expected)
                     throw new SafeTensorsFormatException(source, $"tensor '{prop.Name}' has {end - begin} bytes but shape [{string.Join(", ", t.Shape)}] of {t.DType} needs {expected}.");
                 ranges.Add((begin, end, prop.Name));
