@@ -18,7 +18,7 @@ internal static class EvalCommand
         {
             var (parameters, vocab, _) = Checkpoint.Load(pr.GetValue(model)!);
             var corpus = Program.LoadCorpus(pr.GetValue(data));
-            var examples = Dataset.Build(corpus.Words, vocab, parameters.Config.BlockSize, corpus.Source);
+            var examples = Dataset.Build(corpus, vocab, parameters.Config.BlockSize);
             using var backend = new CpuBackend(parameters);
             float loss = backend.Evaluate(examples);
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"loss {loss:R} over {examples.Count} examples"));

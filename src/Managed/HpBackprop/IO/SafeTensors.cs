@@ -186,6 +186,8 @@ public sealed class SafeTensorsFile
                     }
                     continue;
                 }
+                if (file._tensors.ContainsKey(prop.Name))
+                    throw new SafeTensorsFormatException(source, $"tensor '{prop.Name}' appears twice in the header.");
                 var t = ParseEntry(prop, source);
                 long begin = t.Begin, end = t.End;
                 if (begin < 0 || end < begin || end > data.Length)
