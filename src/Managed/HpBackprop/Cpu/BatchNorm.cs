@@ -94,6 +94,7 @@ public static unsafe partial class BatchNorm
     }
 
     /// <summary>The forward on columns <c>[c0,c1)</c>, 16 columns per vector, two vectors per block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Forward512(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
         int n, int H, float eps, int c0, int c1)
     {
@@ -126,13 +127,14 @@ public static unsafe partial class BatchNorm
                 nint o = (nint)i * H + c;
                 var r = (Ld(x + o, mask, full) - mu) * inv;
                 St(raw + o, r, mask, full);
-                St(hh + o, Tanh(Vector512.FusedMultiplyAdd(r, gain, bias)), mask, full);
+                St(hh + o, FastMath.Tanh(Vector512.FusedMultiplyAdd(r, gain, bias)), mask, full);
             }
         }
     }
 
     /// <summary>The backward on columns <c>[c0,c1)</c>.</summary>
     /// <remarks>When <paramref name="dsum"/> is not null it receives <c>sum0(dhprebn)</c> (the next layer's bias gradient), summed in row order.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Backward512(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
         int n, int H, int c0, int c1, float* dsum = null)
     {

@@ -108,6 +108,7 @@ public sealed unsafe class CpuBackend : ITrainingBackend
     };
 
     /// <inheritdoc />
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public float ForwardBackward(ReadOnlySpan<int> xb, ReadOnlySpan<int> yb)
     {
         CheckBatch(xb, yb);
@@ -203,6 +204,7 @@ public sealed unsafe class CpuBackend : ITrainingBackend
         return loss;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private void UpdateRunning()
     {
         float m = RunningMomentum;

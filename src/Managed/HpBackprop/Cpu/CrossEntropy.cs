@@ -60,6 +60,7 @@ public static unsafe class CrossEntropy
     }
 
     /// <summary>One row, 16 ≤ V ≤ 64: up to four vectors, the last at V−16.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static float Row512(float* row, float* d, int y, int V, float invN)
     {
         int chunks = (V + 15) / 16;           // 1..4
@@ -74,10 +75,10 @@ public static unsafe class CrossEntropy
         float target = row[y];
         float m = HMax(Vector512.Max(Vector512.Max(v0, v1), Vector512.Max(v2, vl)));
         var vm = Vector512.Create(m);
-        var e0 = Vector512.Exp(v0 - vm);
-        var e1 = chunks > 2 ? Vector512.Exp(v1 - vm) : Vector512<float>.Zero;
-        var e2 = chunks > 3 ? Vector512.Exp(v2 - vm) : Vector512<float>.Zero;
-        var el = Vector512.Exp(vl - vm);
+        var e0 = FastMath.Exp(v0 - vm);
+        var e1 = chunks > 2 ? FastMath.Exp(v1 - vm) : Vector512<float>.Zero;
+        var e2 = chunks > 3 ? FastMath.Exp(v2 - vm) : Vector512<float>.Zero;
+        var el = FastMath.Exp(vl - vm);
         var tot = (chunks > 1 ? e0 : Vector512<float>.Zero) + e1 + e2 + (el & lastMask);
         float sum = Vector512.Sum(tot);
         if (d != null)

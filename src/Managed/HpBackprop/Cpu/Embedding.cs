@@ -16,6 +16,7 @@ public static unsafe class Embedding
             Forward(pc, px, pe, n * B, E);
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static void Forward(float* C, int* Xb, float* embcat, int count, int E)
     {
         nuint bytes = (nuint)E * sizeof(float);
@@ -39,6 +40,7 @@ public static unsafe class Embedding
             Backward(pd, px, pc, dC.Length, n * B, E);
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static void Backward(float* dembcat, int* Xb, float* dC, int lengthOfC, int count, int E)
     {
         new Span<float>(dC, lengthOfC).Clear();

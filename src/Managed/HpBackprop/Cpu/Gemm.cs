@@ -2,6 +2,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace HpBackprop.Cpu;
 
@@ -121,6 +122,7 @@ public static unsafe class Gemm
     }
 
     /// <summary>The blocked algorithm on rows <c>[i0,i1)</c> and panels <c>[p0,p1)</c> of C.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rect(in Args g, int i0, int i1, int p0, int p1)
     {
         int j0 = p0 * NR, j1 = Math.Min(g.N, p1 * NR);
@@ -160,7 +162,7 @@ public static unsafe class Gemm
                         int rows = Math.Min(MR, ie - i);
                         float* a = g.A + i * g.Ars + kb * g.Acs;
                         float* c = g.C + i * g.Ldc + jc;
-                        if (Vector512.IsHardwareAccelerated && !ForceVector256)
+                        if (Avx512F.IsSupported && !ForceVector256)
                             Kernel512(kc, a, g.Ars, g.Acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
                         else
                             Kernel256(kc, a, g.Ars, g.Acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
@@ -171,6 +173,7 @@ public static unsafe class Gemm
     }
 
     /// <summary>Copies <c>B[kb..kb+kc, jc..jc+32)</c> into a dense <c>kc×32</c> panel, zero past column N.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackPanel(in Args g, int kb, int kc, int jc, float* dst)
     {
         int cols = Math.Min(NR, g.N - jc);
@@ -185,11 +188,41 @@ public static unsafe class Gemm
                     Vector512.Store(Vector512.Load(src), d);
                     Vector512.Store(Vector512.Load(src + 16), d + 16);
                 }
+                else if (Avx512F.IsSupported)
+                {
+                    var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
+                    var m1 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols - 16)).AsSingle();
+                    Avx512F.MaskLoad(src, m0, Vector512<float>.Zero).Store(d);
+                    Avx512F.MaskLoad(src + 16, m1, Vector512<float>.Zero).Store(d + 16);
+                }
                 else
                 {
                     int j = 0;
                     for (; j < cols; j++) d[j] = src[j];
                     for (; j < NR; j++) d[j] = 0f;
+                }
+            }
+        }
+        else if (Avx2.IsSupported && (long)g.Bcs * NR < int.MaxValue)
+        {
+            // B(p,j) = b[p·brs + j·bcs]: gather 8 columns of one row p at a time, write rows contiguously
+            var idx = Vector256<int>.Indices * Vector256.Create((int)g.Bcs);
+            float* col0 = g.B + jc * g.Bcs + kb * g.Brs;
+            nint step8 = 8 * g.Bcs;
+            for (int p = 0; p < kc; p++)
+            {
+                float* src = col0 + p * g.Brs;
+                float* d = dst + p * NR;
+                for (int q = 0; q < 4; q++)
+                {
+                    int left = cols - 8 * q;
+                    Vector256<float> v;
+                    if (left >= 8) v = Avx2.GatherVector256(src + q * step8, idx, 4);
+                    else if (left > 0)
+                        v = Avx2.GatherMaskVector256(Vector256<float>.Zero, src + q * step8, idx,
+                            Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(left)).AsSingle(), 4);
+                    else v = Vector256<float>.Zero;
+                    v.Store(d + 8 * q);
                 }
             }
         }
@@ -220,58 +253,42 @@ public static unsafe class Gemm
 
     /// <summary>
     /// C[rows×cols tile] (mode 0: =, 1: +=, 2: = bias +) A[rows×kc]·Bpanel[kc×32]; rows ≤ 8, cols ≤ 32.
-    /// Rows past <paramref name="rows"/> repeat the last valid row of A and are not stored.
+    /// Rows past <paramref name="rows"/> repeat the last valid row of A and are not stored; columns
+    /// past <paramref name="cols"/> are masked out of the loads and stores of C.
     /// <paramref name="addC"/> adds C on top of the bias (bias with accumulate).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Kernel512(int kc, float* a, nint ars, nint acs, int rows, float* bp, nint bstride,
         float* c, nint ldc, int cols, int mode, float* bias, bool addC)
     {
-        float* tile = stackalloc float[MR * NR];
-        bool full = rows == MR && cols == NR;
-        float* ct = c; nint ldt = ldc;
-        if (!full)
-        {
-            ct = tile; ldt = NR;
-            if (mode == 1 || addC)
-                for (int r = 0; r < MR; r++)
-                    for (int j = 0; j < NR; j++) tile[r * NR + j] = r < rows && j < cols ? c[r * ldc + j] : 0f;
-        }
+        bool fc = cols == NR;
+        var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
+        var m1 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols - 16)).AsSingle();
         Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
-        if (mode == 1)
+        if (mode == 0)
         {
-            c00 = Vector512.Load(ct); c01 = Vector512.Load(ct + 16);
-            c10 = Vector512.Load(ct + ldt); c11 = Vector512.Load(ct + ldt + 16);
-            c20 = Vector512.Load(ct + 2 * ldt); c21 = Vector512.Load(ct + 2 * ldt + 16);
-            c30 = Vector512.Load(ct + 3 * ldt); c31 = Vector512.Load(ct + 3 * ldt + 16);
-            c40 = Vector512.Load(ct + 4 * ldt); c41 = Vector512.Load(ct + 4 * ldt + 16);
-            c50 = Vector512.Load(ct + 5 * ldt); c51 = Vector512.Load(ct + 5 * ldt + 16);
-            c60 = Vector512.Load(ct + 6 * ldt); c61 = Vector512.Load(ct + 6 * ldt + 16);
-            c70 = Vector512.Load(ct + 7 * ldt); c71 = Vector512.Load(ct + 7 * ldt + 16);
-        }
-        else if (mode == 2)
-        {
-            c00 = Vector512.Load(bias); c01 = Vector512.Load(bias + 16);
-            if (addC)
-            {
-                c10 = c00 + Vector512.Load(ct + ldt); c11 = c01 + Vector512.Load(ct + ldt + 16);
-                c20 = c00 + Vector512.Load(ct + 2 * ldt); c21 = c01 + Vector512.Load(ct + 2 * ldt + 16);
-                c30 = c00 + Vector512.Load(ct + 3 * ldt); c31 = c01 + Vector512.Load(ct + 3 * ldt + 16);
-                c40 = c00 + Vector512.Load(ct + 4 * ldt); c41 = c01 + Vector512.Load(ct + 4 * ldt + 16);
-                c50 = c00 + Vector512.Load(ct + 5 * ldt); c51 = c01 + Vector512.Load(ct + 5 * ldt + 16);
-                c60 = c00 + Vector512.Load(ct + 6 * ldt); c61 = c01 + Vector512.Load(ct + 6 * ldt + 16);
-                c70 = c00 + Vector512.Load(ct + 7 * ldt); c71 = c01 + Vector512.Load(ct + 7 * ldt + 16);
-                c00 += Vector512.Load(ct); c01 += Vector512.Load(ct + 16);
-            }
-            else
-            {
-                c10 = c00; c11 = c01; c20 = c00; c21 = c01; c30 = c00; c31 = c01;
-                c40 = c00; c41 = c01; c50 = c00; c51 = c01; c60 = c00; c61 = c01; c70 = c00; c71 = c01;
-            }
+            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = Vector512<float>.Zero;
         }
         else
         {
-            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = Vector512<float>.Zero;
+            Vector512<float> i0 = Vector512<float>.Zero, i1 = Vector512<float>.Zero;
+            if (mode == 2) { i0 = Vector512.Load(bias); i1 = Vector512.Load(bias + 16); }
+            if (mode == 1 || addC)
+            {
+                c00 = i0 + LdC(c, m0, fc); c01 = i1 + LdC(c + 16, m1, fc);
+                c10 = rows > 1 ? i0 + LdC(c + ldc, m0, fc) : i0; c11 = rows > 1 ? i1 + LdC(c + ldc + 16, m1, fc) : i1;
+                c20 = rows > 2 ? i0 + LdC(c + 2 * ldc, m0, fc) : i0; c21 = rows > 2 ? i1 + LdC(c + 2 * ldc + 16, m1, fc) : i1;
+                c30 = rows > 3 ? i0 + LdC(c + 3 * ldc, m0, fc) : i0; c31 = rows > 3 ? i1 + LdC(c + 3 * ldc + 16, m1, fc) : i1;
+                c40 = rows > 4 ? i0 + LdC(c + 4 * ldc, m0, fc) : i0; c41 = rows > 4 ? i1 + LdC(c + 4 * ldc + 16, m1, fc) : i1;
+                c50 = rows > 5 ? i0 + LdC(c + 5 * ldc, m0, fc) : i0; c51 = rows > 5 ? i1 + LdC(c + 5 * ldc + 16, m1, fc) : i1;
+                c60 = rows > 6 ? i0 + LdC(c + 6 * ldc, m0, fc) : i0; c61 = rows > 6 ? i1 + LdC(c + 6 * ldc + 16, m1, fc) : i1;
+                c70 = rows > 7 ? i0 + LdC(c + 7 * ldc, m0, fc) : i0; c71 = rows > 7 ? i1 + LdC(c + 7 * ldc + 16, m1, fc) : i1;
+            }
+            else
+            {
+                c00 = c10 = c20 = c30 = c40 = c50 = c60 = c70 = i0;
+                c01 = c11 = c21 = c31 = c41 = c51 = c61 = c71 = i1;
+            }
         }
         int last = rows - 1;
         float* a0 = a, a1 = a + Math.Min(1, last) * ars, a2 = a + Math.Min(2, last) * ars, a3 = a + Math.Min(3, last) * ars;
@@ -292,15 +309,24 @@ public static unsafe class Gemm
             x = Vector512.Create(a7[off]); c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71);
             off += acs;
         }
-        c00.Store(ct); c01.Store(ct + 16);
-        c10.Store(ct + ldt); c11.Store(ct + ldt + 16);
-        c20.Store(ct + 2 * ldt); c21.Store(ct + 2 * ldt + 16);
-        c30.Store(ct + 3 * ldt); c31.Store(ct + 3 * ldt + 16);
-        c40.Store(ct + 4 * ldt); c41.Store(ct + 4 * ldt + 16);
-        c50.Store(ct + 5 * ldt); c51.Store(ct + 5 * ldt + 16);
-        c60.Store(ct + 6 * ldt); c61.Store(ct + 6 * ldt + 16);
-        c70.Store(ct + 7 * ldt); c71.Store(ct + 7 * ldt + 16);
-        if (!full) CopyOut(tile, c, ldc, rows, cols);
+        StC(c, c00, m0, fc); StC(c + 16, c01, m1, fc);
+        if (rows > 1) { StC(c + ldc, c10, m0, fc); StC(c + ldc + 16, c11, m1, fc); }
+        if (rows > 2) { StC(c + 2 * ldc, c20, m0, fc); StC(c + 2 * ldc + 16, c21, m1, fc); }
+        if (rows > 3) { StC(c + 3 * ldc, c30, m0, fc); StC(c + 3 * ldc + 16, c31, m1, fc); }
+        if (rows > 4) { StC(c + 4 * ldc, c40, m0, fc); StC(c + 4 * ldc + 16, c41, m1, fc); }
+        if (rows > 5) { StC(c + 5 * ldc, c50, m0, fc); StC(c + 5 * ldc + 16, c51, m1, fc); }
+        if (rows > 6) { StC(c + 6 * ldc, c60, m0, fc); StC(c + 6 * ldc + 16, c61, m1, fc); }
+        if (rows > 7) { StC(c + 7 * ldc, c70, m0, fc); StC(c + 7 * ldc + 16, c71, m1, fc); }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> LdC(float* p, Vector512<float> mask, bool full) =>
+        full ? Vector512.Load(p) : Avx512F.MaskLoad(p, mask, Vector512<float>.Zero);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StC(float* p, Vector512<float> v, Vector512<float> mask, bool full)
+    {
+        if (full) v.Store(p); else Avx512F.MaskStore(p, mask, v);
     }
 
     /// <summary>The same tile with Vector256 (no AVX-512): one row of 32 columns at a time.</summary>
