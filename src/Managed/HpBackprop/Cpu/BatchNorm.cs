@@ -95,7 +95,7 @@ public static unsafe partial class BatchNorm
 
     /// <summary>The forward on columns <c>[c0,c1)</c>, 16 columns per vector, two vectors per block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Forward512(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
+    private static void Forward512Columns(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
         int n, int H, float eps, int c0, int c1)
     {
         float invN = 1f / n, invNm1 = 1f / (n - 1);
@@ -135,7 +135,7 @@ public static unsafe partial class BatchNorm
     /// <summary>The backward on columns <c>[c0,c1)</c>.</summary>
     /// <remarks>When <paramref name="dsum"/> is not null it receives <c>sum0(dhprebn)</c> (the next layer's bias gradient), summed in row order.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Backward512(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
+    private static void Backward512Columns(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
         int n, int H, int c0, int c1, float* dsum = null)
     {
         float invN = 1f / n, invNm1 = 1f / (n - 1);
@@ -173,5 +173,127 @@ public static unsafe partial class BatchNorm
             }
             if (dsum != null) St(dsum + c, ds, mask, full);
         }
+    }
+    /// <summary>Batches of at least this many rows sweep whole rows (streaming) instead of column blocks (cache-resident).</summary>
+    internal const int RowSweepRows = 128;
+
+    /// <summary>
+    /// The forward on columns <c>[c0,c1)</c>: small batches one column block at a time (all rows in
+    /// cache), large ones as three streaming sweeps over the rows with the column statistics held in
+    /// a stack buffer — each column is summed in row order either way.
+    /// </summary>
+    internal static void Forward512(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
+        int n, int H, float eps, int c0, int c1)
+    {
+        if (n < RowSweepRows || c1 - c0 > 16384) { Forward512Columns(x, g, b, mean, v, vi, raw, hh, n, H, eps, c0, c1); return; }
+        int w = c1 - c0;
+        float* acc = stackalloc float[w + 16];
+        Forward512Rows(x, g, b, mean, v, vi, raw, hh, n, H, eps, c0, c1, acc);
+    }
+
+    /// <summary>The backward on columns <c>[c0,c1)</c> (see <see cref="Forward512"/> for the two layouts).</summary>
+    internal static void Backward512(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
+        int n, int H, int c0, int c1, float* dsum = null)
+    {
+        if (n < RowSweepRows || c1 - c0 > 16384) { Backward512Columns(dh, h, raw, g, vi, d, dg, db, n, H, c0, c1, dsum); return; }
+        int w = c1 - c0;
+        float* acc = stackalloc float[4 * (w + 16)];
+        Backward512Rows(dh, h, raw, g, vi, d, dg, db, n, H, c0, c1, dsum, acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Forward512Rows(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
+        int n, int H, float eps, int c0, int c1, float* acc)
+    {
+        float invN = 1f / n, invNm1 = 1f / (n - 1);
+        int w = c1 - c0;
+        new Span<float>(acc, w).Clear();
+        for (int i = 0; i < n; i++)
+        {
+            float* xr = x + (nint)i * H + c0;
+            for (int c = 0; c < w; c += 16)
+            {
+                int cols = Math.Min(16, w - c); bool full = cols == 16; var m = Mask(cols);
+                St(acc + c, Ld(acc + c, m, full) + Ld(xr + c, m, full), m, full);
+            }
+        }
+        for (int c = 0; c < w; c += 16)
+        {
+            int cols = Math.Min(16, w - c); bool full = cols == 16; var m = Mask(cols);
+            St(mean + c0 + c, Ld(acc + c, m, full) * invN, m, full);
+        }
+        new Span<float>(acc, w).Clear();
+        for (int i = 0; i < n; i++)
+        {
+            float* xr = x + (nint)i * H + c0;
+            for (int c = 0; c < w; c += 16)
+            {
+                int cols = Math.Min(16, w - c); bool full = cols == 16; var m = Mask(cols);
+                var dd = Ld(xr + c, m, full) - Ld(mean + c0 + c, m, full);
+                St(acc + c, Vector512.FusedMultiplyAdd(dd, dd, Ld(acc + c, m, full)), m, full);
+            }
+        }
+        for (int c = 0; c < w; c += 16)
+        {
+            int cols = Math.Min(16, w - c); bool full = cols == 16; var m = Mask(cols);
+            var va = Ld(acc + c, m, full) * invNm1;
+            St(v + c0 + c, va, m, full);
+            St(vi + c0 + c, Vector512<float>.One / Vector512.Sqrt(va + Vector512.Create(eps)), m, full);
+        }
+        for (int i = 0; i < n; i++)
+        {
+            nint o = (nint)i * H + c0;
+            for (int c = 0; c < w; c += 16)
+            {
+                int cols = Math.Min(16, w - c); bool full = cols == 16; var m = Mask(cols);
+                var r = (Ld(x + o + c, m, full) - Ld(mean + c0 + c, m, full)) * Ld(vi + c0 + c, m, full);
+                St(raw + o + c, r, m, full);
+                St(hh + o + c, FastMath.Tanh(Vector512.FusedMultiplyAdd(r, Ld(g + c0 + c, m, full), Ld(b + c0 + c, m, full))), m, full);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Backward512Rows(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
+        int n, int H, int c0, int c1, float* dsum, float* acc)
+    {
+        float invN = 1f / n, invNm1 = 1f / (n - 1);
+        int w = c1 - c0, stride = w + 16;
+        float* sb = acc, sg = acc + stride, ds = acc + 2 * stride;
+        new Span<float>(acc, 3 * stride).Clear();
+        var one = Vector512<float>.One;
+        for (int i = 0; i < n; i++)
+        {
+            nint o = (nint)i * H + c0;
+            for (int c = 0; c < w; c += 16)
+            {
+                int cols = Math.Min(16, w - c); bool full = cols == 16; var m = Mask(cols);
+                var hv = Ld(h + o + c, m, full);
+                var dp = (one - hv * hv) * Ld(dh + o + c, m, full);
+                St(sb + c, Ld(sb + c, m, full) + dp, m, full);
+                St(sg + c, Vector512.FusedMultiplyAdd(Ld(raw + o + c, m, full), dp, Ld(sg + c, m, full)), m, full);
+            }
+        }
+        for (int c = 0; c < w; c += 16)
+        {
+            int cols = Math.Min(16, w - c); bool full = cols == 16; var m = Mask(cols);
+            St(db + c0 + c, Ld(sb + c, m, full), m, full);
+            St(dg + c0 + c, Ld(sg + c, m, full), m, full);
+        }
+        for (int i = 0; i < n; i++)
+        {
+            nint o = (nint)i * H + c0;
+            for (int c = 0; c < w; c += 16)
+            {
+                int cols = Math.Min(16, w - c); bool full = cols == 16; var m = Mask(cols);
+                var hv = Ld(h + o + c, m, full);
+                var dp = (one - hv * hv) * Ld(dh + o + c, m, full);
+                var scale = Ld(g + c0 + c, m, full) * Ld(vi + c0 + c, m, full);
+                var r = scale * (dp - Ld(sb + c, m, full) * invN - Ld(raw + o + c, m, full) * (Ld(sg + c, m, full) * invNm1));
+                St(d + o + c, r, m, full);
+                St(ds + c, Ld(ds + c, m, full) + r, m, full);
+            }
+        }
+        if (dsum != null) new Span<float>(ds, w).CopyTo(new Span<float>(dsum + c0, w));
     }
 }

@@ -128,11 +128,16 @@ public static unsafe class Gemm
         int j0 = p0 * NR, j1 = Math.Min(g.N, p1 * NR);
         int width = (p1 - p0) * NR;
         // pack B when it is not row-contiguous, or when it is reused by many row slivers
-        bool packAll = g.Bcs != 1 || (i1 - i0) >= 4 * MC;
+        // (also when B's rows are 2 KB+ apart and a long k is reused by several slivers: strided rows thrash L1 sets and the TLB)
+        bool packAll = g.Bcs != 1 || (i1 - i0) >= 4 * MC || (g.Brs >= 512 && g.K >= 256 && i1 - i0 > MR);
         bool hasTail = (j1 - j0) % NR != 0;
         int kcMax = Math.Min(KC, g.K);
         float* pack = packAll || hasTail ? Scratch(kcMax * (packAll ? width : NR)) : null;
         float* biasTile = stackalloc float[NR];
+        // A with strided rows (Aᵀ of a row-major matrix) and a long k: pack each MC×kc block as
+        // slivers [p][8] so the kernel's broadcasts walk one dense stream instead of 4 KB strides
+        bool packA = g.Acs != 1 && g.K >= 128 && (i1 - i0) >= 2 * MR;
+        float* apack = packA ? ScratchA(MC * kcMax) : null;
         for (int kb = 0; kb < g.K; kb += KC)
         {
             int kc = Math.Min(KC, g.K - kb);
@@ -141,6 +146,7 @@ public static unsafe class Gemm
             for (int ib = i0; ib < i1; ib += MC)
             {
                 int ie = Math.Min(i1, ib + MC);
+                if (packA) PackA(in g, ib, ie, kb, kc, apack);
                 for (int p = p0; p < p1; p++)
                 {
                     int jc = p * NR, cols = Math.Min(NR, g.N - jc);
@@ -160,12 +166,13 @@ public static unsafe class Gemm
                     for (int i = ib; i < ie; i += MR)
                     {
                         int rows = Math.Min(MR, ie - i);
-                        float* a = g.A + i * g.Ars + kb * g.Acs;
+                        float* a = packA ? apack + (nint)(i - ib) * kc : g.A + i * g.Ars + kb * g.Acs;
+                        nint ars = packA ? 1 : g.Ars, acs = packA ? MR : g.Acs;
                         float* c = g.C + i * g.Ldc + jc;
                         if (Avx512F.IsSupported && !ForceVector256)
-                            Kernel512(kc, a, g.Ars, g.Acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
+                            Kernel512(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
                         else
-                            Kernel256(kc, a, g.Ars, g.Acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
+                            Kernel256(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
                     }
                 }
             }
@@ -237,6 +244,43 @@ public static unsafe class Gemm
             if (cols < NR)
                 for (int p = 0; p < kc; p++) new Span<float>(dst + p * NR + cols, NR - cols).Clear();
         }
+    }
+
+    /// <summary>Packs rows <c>[ib,ie)</c>, columns <c>[kb,kb+kc)</c> of A as slivers of 8 rows: <c>dst[s·kc·8 + p·8 + r] = A(ib+8s+r, kb+p)</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackA(in Args g, int ib, int ie, int kb, int kc, float* dst)
+    {
+        int rows = ie - ib;
+        for (int s = 0; s * MR < rows; s++)
+        {
+            int r0 = ib + s * MR, valid = Math.Min(MR, ie - r0);
+            float* d = dst + (nint)s * kc * MR;
+            if (g.Ars == 1 && valid == MR)
+            {
+                float* src = g.A + r0 + kb * g.Acs;
+                for (int p = 0; p < kc; p++) Vector256.Store(Vector256.Load(src + p * g.Acs), d + p * MR);
+            }
+            else
+            {
+                for (int p = 0; p < kc; p++)
+                    for (int r = 0; r < MR; r++)
+                        d[p * MR + r] = g.A[(r0 + Math.Min(r, valid - 1)) * g.Ars + (kb + p) * g.Acs];
+            }
+        }
+    }
+
+    [ThreadStatic] private static float* t_apack;
+    [ThreadStatic] private static int t_apackCap;
+
+    private static float* ScratchA(int floats)
+    {
+        if (t_apackCap < floats)
+        {
+            if (t_apack != null) NativeMemory.AlignedFree(t_apack);
+            t_apack = (float*)NativeMemory.AlignedAlloc((nuint)floats * sizeof(float), 64);
+            t_apackCap = floats;
+        }
+        return t_apack;
     }
 
     private static float* Scratch(int floats)
