@@ -1,19 +1,37 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
 using HpBackprop.Data;
 using HpBackprop.Model;
 using HpBackprop.Training;
 
 namespace HpBackprop.Cpu;
 
+/// <summary>Options of the <see cref="CpuBackend"/>.</summary>
+public sealed record CpuBackendOptions
+{
+    /// <summary>
+    /// Threads for a step (the caller plus <c>Threads − 1</c> persistent workers). Only large
+    /// products and batch-norm passes are split; results are bitwise the same for every thread
+    /// count, since work is divided by output elements, never inside a sum. Default 1.
+    /// </summary>
+    public int Threads { get; init; } = 1;
+}
+
 /// <summary>
-/// The fused CPU backend: embedding gather, linear, batch norm + tanh in one pass, linear,
-/// one-pass cross-entropy forward+backward, the fused batch-norm backward, the embedding
-/// scatter-add and SGD over the flat buffers. All buffers are sized once in the constructor;
-/// a step allocates nothing.
+/// The fused CPU backend: embedding gather, linear with the bias folded into the GEMM, batch
+/// norm + tanh in one sweep per column block, linear, one-pass cross-entropy forward+backward,
+/// the fused batch-norm backward (which also sums <c>db1</c>), the register-blocked GEMMs of
+/// the backward, the embedding scatter-add and SGD over the flat buffers. All buffers are sized
+/// once in the constructor; a step allocates nothing.
 /// </summary>
-public sealed class CpuBackend : ITrainingBackend
+public sealed unsafe class CpuBackend : ITrainingBackend
 {
     /// <summary>Rows per chunk when evaluating or calibrating.</summary>
     public const int EvalChunk = 1024;
+
+    /// <summary>Batch-norm passes over fewer elements than this run on one thread.</summary>
+    private const int ParallelElements = 1 << 16;
 
     private readonly int _n, _b, _e, _h, _v, _k;
     private readonly float _eps;
@@ -24,22 +42,47 @@ public sealed class CpuBackend : ITrainingBackend
     // evaluation buffers
     private readonly float[] _evEmbcat, _evHprebn, _evH, _evLogits;
     private readonly double[] _calSum, _calSq;
+    private readonly WorkerPool? _pool;
+    private readonly BnForwardWork _bnForward = new();
+    private readonly BnBackwardWork _bnBackward = new();
+    private readonly int _oC, _oW1, _ob1, _oW2, _ob2, _oGain, _oBias;
 
-    /// <summary>Creates a backend over <paramref name="parameters"/> for minibatches of <see cref="ModelConfig.BatchSize"/> rows.</summary>
-    public CpuBackend(ParameterSet parameters)
+    /// <summary>Creates a single-threaded backend over <paramref name="parameters"/> for minibatches of <see cref="ModelConfig.BatchSize"/> rows.</summary>
+    public CpuBackend(ParameterSet parameters) : this(parameters, new CpuBackendOptions()) { }
+
+    /// <summary>Creates a backend that runs large steps on <paramref name="threads"/> threads.</summary>
+    public CpuBackend(ParameterSet parameters, int threads) : this(parameters, new CpuBackendOptions { Threads = threads }) { }
+
+    /// <summary>Creates a backend over <paramref name="parameters"/> with <paramref name="options"/>.</summary>
+    public CpuBackend(ParameterSet parameters, CpuBackendOptions options)
     {
         ArgumentNullException.ThrowIfNull(parameters);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Threads < 1) throw new ArgumentOutOfRangeException(nameof(options), options.Threads, "CpuBackendOptions.Threads must be at least 1.");
         Parameters = parameters;
         Config = parameters.Config;
+        Threads = options.Threads;
         _n = Config.BatchSize; _b = Config.BlockSize; _e = Config.EmbeddingSize; _h = Config.HiddenSize; _v = Config.VocabSize;
         _k = Config.ContextWidth; _eps = (float)Config.Eps;
-        embcat = new float[_n * _k]; hprebn = new float[_n * _h]; bnmeani = new float[_h]; bnvar = new float[_h]; bnvar_inv = new float[_h];
-        bnraw = new float[_n * _h]; h = new float[_n * _h]; logits = new float[_n * _v];
-        dlogits = new float[_n * _v]; dh = new float[_n * _h]; dhprebn = new float[_n * _h]; dembcat = new float[_n * _k]; scratch = new float[_h];
+        embcat = Buf(_n * _k); hprebn = Buf(_n * _h); bnmeani = Buf(_h); bnvar = Buf(_h); bnvar_inv = Buf(_h);
+        bnraw = Buf(_n * _h); h = Buf(_n * _h); logits = Buf(_n * _v);
+        dlogits = Buf(_n * _v); dh = Buf(_n * _h); dhprebn = Buf(_n * _h); dembcat = Buf(_n * _k); scratch = Buf(_h);
         int c = EvalChunk;
-        _evEmbcat = new float[c * _k]; _evHprebn = new float[c * _h]; _evH = new float[c * _h]; _evLogits = new float[c * _v];
+        _evEmbcat = Buf(c * _k); _evHprebn = Buf(c * _h); _evH = Buf(c * _h); _evLogits = Buf(c * _v);
         _calSum = new double[_h]; _calSq = new double[_h];
+        var lay = parameters.Layout;
+        _oC = lay[0].Offset; _oW1 = lay[1].Offset; _ob1 = lay[2].Offset; _oW2 = lay[3].Offset; _ob2 = lay[4].Offset; _oGain = lay[5].Offset; _oBias = lay[6].Offset;
+        if (Threads > 1) _pool = new WorkerPool(Threads);
     }
+
+    /// <summary>Pinned (never moved) so the step can hold raw pointers to it.</summary>
+    private static float[] Buf(int length) => GC.AllocateArray<float>(length, pinned: true);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float* Ptr(float[] a) => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
+
+    /// <summary>Threads a step may use.</summary>
+    public int Threads { get; }
 
     /// <inheritdoc />
     public string Name => "cpu";
@@ -65,18 +108,86 @@ public sealed class CpuBackend : ITrainingBackend
     };
 
     /// <inheritdoc />
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public float ForwardBackward(ReadOnlySpan<int> xb, ReadOnlySpan<int> yb)
     {
         CheckBatch(xb, yb);
+        if (!Avx512F.IsSupported || Gemm.ForceVector256) return ForwardBackwardPortable(xb, yb);
+        float* P = Ptr(Parameters.Data), G = Ptr(Parameters.Grad);
+        float* pEmbcat = Ptr(embcat), pHprebn = Ptr(hprebn), pH = Ptr(h), pLogits = Ptr(logits), pDlogits = Ptr(dlogits);
+        float* pDh = Ptr(dh), pDhprebn = Ptr(dhprebn), pDembcat = Ptr(dembcat), pRaw = Ptr(bnraw);
+        int n = _n, H = _h, V = _v, K = _k;
+        var pool = _pool;
+        float loss;
+        fixed (int* px = xb)
+        {
+            // forward
+            Embedding.Forward(P + _oC, px, pEmbcat, n * _b, _e);
+            Linear.Forward(pEmbcat, P + _oW1, P + _ob1, pHprebn, n, K, H, pool);
+            RunBnForward(pHprebn, P + _oGain, P + _oBias, pRaw, pH);
+            Linear.Forward(pH, P + _oW2, P + _ob2, pLogits, n, H, V, pool);
+            loss = CrossEntropy.ForwardBackward(new ReadOnlySpan<float>(pLogits, n * V), yb, new Span<float>(pDlogits, n * V), n, V);
+            // backward
+            Linear.Backward(pH, P + _oW2, pDlogits, pDh, G + _oW2, G + _ob2, n, H, V, pool);
+            RunBnBackward(pDh, pH, pRaw, P + _oGain, pDhprebn, G + _oGain, G + _oBias, G + _ob1);
+            // dembcat = dhprebn · W1ᵀ, dW1 = embcatᵀ · dhprebn (db1 came out of the batch-norm backward)
+            Gemm.Run(new Gemm.Args(n, K, H, pDhprebn, H, 1, P + _oW1, 1, H, pDembcat, K, null, false), pool);
+            Gemm.Run(new Gemm.Args(K, H, n, pEmbcat, 1, K, pDhprebn, H, 1, G + _oW1, H, null, false), pool);
+            Embedding.Backward(pDembcat, px, G + _oC, _v * _e, n * _b, _e);
+        }
+        return loss;
+    }
+
+    private void RunBnForward(float* x, float* gain, float* bias, float* raw, float* hh)
+    {
+        var w = _bnForward;
+        w.X = x; w.Gain = gain; w.Bias = bias; w.Raw = raw; w.Hh = hh;
+        w.Mean = Ptr(bnmeani); w.Var = Ptr(bnvar); w.VarInv = Ptr(bnvar_inv); w.N = _n; w.H = _h; w.Eps = _eps;
+        if (_pool is null || (long)_n * _h < ParallelElements) w.Run(0, 1); else _pool.Run(w);
+    }
+
+    private void RunBnBackward(float* dhh, float* hh, float* raw, float* gain, float* d, float* dg, float* db, float* db1)
+    {
+        var w = _bnBackward;
+        w.Dh = dhh; w.Hh = hh; w.Raw = raw; w.Gain = gain; w.VarInv = Ptr(bnvar_inv); w.D = d; w.Dg = dg; w.Db = db; w.Db1 = db1;
+        w.N = _n; w.H = _h;
+        if (_pool is null || (long)_n * _h < ParallelElements) w.Run(0, 1); else _pool.Run(w);
+    }
+
+    /// <summary>Column blocks of 16 shared out contiguously: each column is computed the same way on any thread count.</summary>
+    private sealed class BnForwardWork : ParallelWork
+    {
+        public float* X, Gain, Bias, Raw, Hh, Mean, Var, VarInv;
+        public int N, H;
+        public float Eps;
+        public override void Run(int thread, int threads)
+        {
+            var (b0, b1) = Share((H + 15) / 16, thread, threads);
+            if (b1 > b0) BatchNorm.Forward512(X, Gain, Bias, Mean, Var, VarInv, Raw, Hh, N, H, Eps, b0 * 16, Math.Min(H, b1 * 16));
+        }
+    }
+
+    private sealed class BnBackwardWork : ParallelWork
+    {
+        public float* Dh, Hh, Raw, Gain, VarInv, D, Dg, Db, Db1;
+        public int N, H;
+        public override void Run(int thread, int threads)
+        {
+            var (b0, b1) = Share((H + 15) / 16, thread, threads);
+            if (b1 > b0) BatchNorm.Backward512(Dh, Hh, Raw, Gain, VarInv, D, Dg, Db, N, H, b0 * 16, Math.Min(H, b1 * 16), Db1);
+        }
+    }
+
+    /// <summary>The same step through the span-based layer functions (machines without AVX-512).</summary>
+    private float ForwardBackwardPortable(ReadOnlySpan<int> xb, ReadOnlySpan<int> yb)
+    {
         var p = Parameters;
         int n = _n;
-        // forward
         Embedding.Forward(p.C, xb, embcat, n, _b, _e);
         Linear.Forward(embcat, p.W1, p.b1, hprebn, n, _k, _h);
         BatchNorm.ForwardTanh(hprebn, p.bngain, p.bnbias, bnmeani, bnvar, bnvar_inv, bnraw, h, n, _h, _eps);
         Linear.Forward(h, p.W2, p.b2, logits, n, _h, _v);
         float loss = CrossEntropy.ForwardBackward(logits, yb, dlogits, n, _v);
-        // backward
         Linear.Backward(h, p.W2, dlogits, dh, p.dW2, p.db2, n, _h, _v);
         BatchNorm.Backward(dh, h, bnraw, p.bngain, bnvar_inv, dhprebn, p.dbngain, p.dbnbias, scratch, n, _h);
         Linear.Backward(embcat, p.W1, dhprebn, dembcat, p.dW1, p.db1, n, _k, _h);
@@ -93,15 +204,24 @@ public sealed class CpuBackend : ITrainingBackend
         return loss;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private void UpdateRunning()
     {
         float m = RunningMomentum;
         var mean = Parameters.RunningMean;
         var variance = Parameters.RunningVar;
-        for (int c = 0; c < _h; c++)
+        float keep = 1 - m;
+        var nm = System.Numerics.Vector<float>.Count;
+        int c = 0;
+        for (; c <= _h - nm; c += nm)
         {
-            mean[c] = (1 - m) * mean[c] + m * bnmeani[c];
-            variance[c] = (1 - m) * variance[c] + m * bnvar[c];
+            (new System.Numerics.Vector<float>(mean, c) * keep + new System.Numerics.Vector<float>(bnmeani, c) * m).CopyTo(mean, c);
+            (new System.Numerics.Vector<float>(variance, c) * keep + new System.Numerics.Vector<float>(bnvar, c) * m).CopyTo(variance, c);
+        }
+        for (; c < _h; c++)
+        {
+            mean[c] = keep * mean[c] + m * bnmeani[c];
+            variance[c] = keep * variance[c] + m * bnvar[c];
         }
         Parameters.IsCalibrated = false;
     }
@@ -179,7 +299,7 @@ public sealed class CpuBackend : ITrainingBackend
     public void PushParameters() { }
 
     /// <inheritdoc />
-    public void Dispose() { }
+    public void Dispose() => _pool?.Dispose();
 
     private void CheckBatch(ReadOnlySpan<int> xb, ReadOnlySpan<int> yb)
     {

@@ -1,10 +1,15 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace HpBackprop.Cpu;
 
 /// <summary>
 /// Softmax cross-entropy straight from logits (exercise 2): one pass per row computes the
-/// row's loss and <c>dlogits = (softmax(logits) − onehot(Yb))/n</c>.
+/// row's loss and <c>dlogits = (softmax(logits) − onehot(Yb))/n</c>. With AVX-512 a row of
+/// V ≥ 16 logits is covered by 16-wide vectors, the last one overlapping the one before
+/// (so no row needs a scalar tail); the overlap is masked out of the sum.
 /// </summary>
-public static class CrossEntropy
+public static unsafe class CrossEntropy
 {
     /// <summary>
     /// Returns the mean loss over the <paramref name="n"/> rows and writes <paramref name="dlogits"/>
@@ -12,30 +17,88 @@ public static class CrossEntropy
     /// </summary>
     public static float ForwardBackward(ReadOnlySpan<float> logits, ReadOnlySpan<int> Yb, Span<float> dlogits, int n, int V)
     {
+        if (logits.Length < n * V) throw new ArgumentException($"logits has {logits.Length} elements, needs {n * V}.", nameof(logits));
+        if (Yb.Length < n) throw new ArgumentException($"Yb has {Yb.Length} elements, needs {n}.", nameof(Yb));
+        if (!dlogits.IsEmpty && dlogits.Length < n * V) throw new ArgumentException($"dlogits has {dlogits.Length} elements, needs {n * V}.", nameof(dlogits));
+        for (int i = 0; i < n; i++)
+            if ((uint)Yb[i] >= (uint)V) throw new ArgumentOutOfRangeException(nameof(Yb), Yb[i], $"target id at row {i} is outside [0, {V}).");
         double total = 0;
         float invN = 1f / n;
-        for (int i = 0; i < n; i++)
+        fixed (float* pl = logits, pd = dlogits)
+        fixed (int* py = Yb)
         {
-            ReadOnlySpan<float> row = logits.Slice(i * V, V);
-            int y = Yb[i];
-            if ((uint)y >= (uint)V) throw new ArgumentOutOfRangeException(nameof(Yb), y, $"target id at row {i} is outside [0, {V}).");
-            float m = System.Numerics.Tensors.TensorPrimitives.Max(row);
-            float target = row[y];
-            float sum = 0;
-            if (dlogits.IsEmpty)
+            if (Avx512F.IsSupported && !Gemm.ForceVector256 && V >= 16 && V <= 64)
             {
-                for (int j = 0; j < V; j++) sum += MathF.Exp(row[j] - m);
+                for (int i = 0; i < n; i++) total += Row512(pl + (nint)i * V, pd == null ? null : pd + (nint)i * V, py[i], V, invN);
             }
             else
             {
-                Span<float> d = dlogits.Slice(i * V, V);
-                for (int j = 0; j < V; j++) { float c = MathF.Exp(row[j] - m); d[j] = c; sum += c; }
-                float s = invN / sum;
-                for (int j = 0; j < V; j++) d[j] *= s;
-                d[y] -= invN;
+                for (int i = 0; i < n; i++) total += RowScalar(pl + (nint)i * V, pd == null ? null : pd + (nint)i * V, py[i], V, invN);
             }
-            total += MathF.Log(sum) + m - target;
         }
         return (float)(total / n);
+    }
+
+    private static float RowScalar(float* row, float* d, int y, int V, float invN)
+    {
+        float m = float.NegativeInfinity;
+        for (int j = 0; j < V; j++) m = MathF.Max(m, row[j]);
+        float target = row[y];
+        float sum = 0;
+        if (d == null)
+        {
+            for (int j = 0; j < V; j++) sum += MathF.Exp(row[j] - m);
+        }
+        else
+        {
+            for (int j = 0; j < V; j++) { float c = MathF.Exp(row[j] - m); d[j] = c; sum += c; }
+            float s = invN / sum;
+            for (int j = 0; j < V; j++) d[j] *= s;
+            d[y] -= invN;
+        }
+        return MathF.Log(sum) + m - target;
+    }
+
+    /// <summary>One row, 16 ≤ V ≤ 64: up to four vectors, the last at V−16.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static float Row512(float* row, float* d, int y, int V, float invN)
+    {
+        int chunks = (V + 15) / 16;           // 1..4
+        int lastStart = V - 16;
+        // lanes of the last vector already covered by the previous full vectors
+        int covered = (chunks - 1) * 16 - lastStart;
+        var lastMask = Vector512.GreaterThanOrEqual(Vector512<int>.Indices, Vector512.Create(covered)).AsSingle();
+        var v0 = Vector512.Load(row);
+        var v1 = chunks > 2 ? Vector512.Load(row + 16) : v0;
+        var v2 = chunks > 3 ? Vector512.Load(row + 32) : v0;
+        var vl = Vector512.Load(row + lastStart);
+        float target = row[y];
+        float m = HMax(Vector512.Max(Vector512.Max(v0, v1), Vector512.Max(v2, vl)));
+        var vm = Vector512.Create(m);
+        var e0 = FastMath.Exp(v0 - vm);
+        var e1 = chunks > 2 ? FastMath.Exp(v1 - vm) : Vector512<float>.Zero;
+        var e2 = chunks > 3 ? FastMath.Exp(v2 - vm) : Vector512<float>.Zero;
+        var el = FastMath.Exp(vl - vm);
+        var tot = (chunks > 1 ? e0 : Vector512<float>.Zero) + e1 + e2 + (el & lastMask);
+        float sum = Vector512.Sum(tot);
+        if (d != null)
+        {
+            var s = Vector512.Create(invN / sum);
+            (el * s).Store(d + lastStart);
+            if (chunks > 1) (e0 * s).Store(d);
+            if (chunks > 2) (e1 * s).Store(d + 16);
+            if (chunks > 3) (e2 * s).Store(d + 32);
+            d[y] -= invN;
+        }
+        return MathF.Log(sum) + m - target;
+    }
+
+    private static float HMax(Vector512<float> v)
+    {
+        var a = Vector256.Max(v.GetLower(), v.GetUpper());
+        var b = Vector128.Max(a.GetLower(), a.GetUpper());
+        b = Vector128.Max(b, Vector128.Shuffle(b, Vector128.Create(2, 3, 0, 1)));
+        b = Vector128.Max(b, Vector128.Shuffle(b, Vector128.Create(1, 0, 3, 2)));
+        return b.ToScalar();
     }
 }

@@ -1,6 +1,8 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace HpBackprop.Cpu;
 
@@ -9,45 +11,409 @@ namespace HpBackprop.Cpu;
 /// (<c>A·B</c>, <c>A·Bᵀ</c>, <c>Aᵀ·B</c>). Every method overwrites <c>c</c> unless
 /// <c>accumulate</c> is set, in which case it adds to it.
 /// </summary>
-public static class Gemm
+/// <remarks>
+/// One register-blocked kernel serves all three forms: an 8×32 tile of <c>C</c> held in
+/// sixteen 512-bit registers (Vector256 pairs on machines without AVX-512), <c>A</c> read in
+/// place through eight row pointers (its layout is a pair of strides, so <c>Aᵀ</c> costs no
+/// copy), <c>B</c> read as 32-column panels — in place when its rows are contiguous and the
+/// panel is full, otherwise packed (transposed for <c>Bᵀ</c>, zero-padded at the right
+/// edge). Large products are blocked over <c>k</c> (KC) and rows (MC), and the whole of
+/// <c>B</c>'s k-block is packed once so its panels stream from L1/L2. Work is split over
+/// output tiles only, never over <c>k</c>: every element is summed in the same order whatever
+/// the thread count, so results are bitwise independent of it.
+/// </remarks>
+public static unsafe class Gemm
 {
+    internal const int MR = 8, NR = 32, KC = 256, MC = 64;
+
+    /// <summary>Forces the Vector256 kernel (for tests of the fallback path).</summary>
+    internal static bool ForceVector256 { get; set; }
+
+    /// <summary>Products below this many multiply-adds run on one thread.</summary>
+    internal const long ParallelThreshold = 1L << 20;
+
+    [ThreadStatic] private static float* t_pack;
+    [ThreadStatic] private static int t_packCap;
+
     /// <summary><c>c[m,n] (+)= a[m,k] · b[k,n]</c>.</summary>
     public static void NN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int k, int n, bool accumulate = false)
     {
         Check(a, m * k, b, k * n, c, m * n);
-        for (int i = 0; i < m; i++)
-        {
-            Span<float> ci = c.Slice(i * n, n);
-            if (!accumulate) ci.Clear();
-            ReadOnlySpan<float> ai = a.Slice(i * k, k);
-            for (int p = 0; p < k; p++) Axpy(ai[p], b.Slice(p * n, n), ci);
-        }
+        fixed (float* pa = a, pb = b, pc = c)
+            Run(new Args(m, n, k, pa, k, 1, pb, n, 1, pc, n, null, accumulate), null);
     }
 
     /// <summary><c>c[m,n] (+)= a[m,k] · b[n,k]ᵀ</c>.</summary>
     public static void NT(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int k, int n, bool accumulate = false)
     {
         Check(a, m * k, b, n * k, c, m * n);
-        for (int i = 0; i < m; i++)
-        {
-            ReadOnlySpan<float> ai = a.Slice(i * k, k);
-            for (int j = 0; j < n; j++)
-            {
-                float d = Dot(ai, b.Slice(j * k, k));
-                c[i * n + j] = accumulate ? c[i * n + j] + d : d;
-            }
-        }
+        fixed (float* pa = a, pb = b, pc = c)
+            Run(new Args(m, n, k, pa, k, 1, pb, 1, k, pc, n, null, accumulate), null);
     }
 
     /// <summary><c>c[k,n] (+)= a[m,k]ᵀ · b[m,n]</c>.</summary>
     public static void TN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int k, int n, bool accumulate = false)
     {
         Check(a, m * k, b, m * n, c, k * n);
-        if (!accumulate) c.Slice(0, k * n).Clear();
-        for (int p = 0; p < k; p++)
+        fixed (float* pa = a, pb = b, pc = c)
+            Run(new Args(k, n, m, pa, 1, k, pb, n, 1, pc, n, null, accumulate), null);
+    }
+
+    /// <summary>
+    /// One product <c>C[M,N] = A·B (+ bias row) (+ C)</c>, with <c>A(i,p) = a[i·ars + p·acs]</c> and
+    /// <c>B(p,j) = b[p·brs + j·bcs]</c>; <c>C</c> row-major with leading dimension <c>ldc</c>.
+    /// </summary>
+    internal readonly struct Args(int m, int n, int k, float* a, nint ars, nint acs, float* b, nint brs, nint bcs, float* c, nint ldc, float* bias, bool accumulate)
+    {
+        public readonly int M = m, N = n, K = k;
+        public readonly float* A = a, B = b, C = c, Bias = bias;
+        public readonly nint Ars = ars, Acs = acs, Brs = brs, Bcs = bcs, Ldc = ldc;
+        public readonly bool Accumulate = accumulate;
+    }
+
+    private sealed class Work : ParallelWork
+    {
+        public Args Args;
+        public bool SplitColumns;
+        public override void Run(int thread, int threads)
         {
-            Span<float> cp = c.Slice(p * n, n);
-            for (int i = 0; i < m; i++) Axpy(a[i * k + p], b.Slice(i * n, n), cp);
+            ref readonly Args g = ref Args;
+            int panels = (g.N + NR - 1) / NR;
+            if (SplitColumns)
+            {
+                var (p0, p1) = Share(panels, thread, threads);
+                if (p1 > p0) Rect(in g, 0, g.M, p0, p1);
+            }
+            else
+            {
+                int slivers = (g.M + MR - 1) / MR;
+                var (s0, s1) = Share(slivers, thread, threads);
+                if (s1 > s0) Rect(in g, s0 * MR, Math.Min(g.M, s1 * MR), 0, panels);
+            }
+        }
+    }
+
+    [ThreadStatic] private static Work? t_work;
+
+    /// <summary>Runs a product, on <paramref name="pool"/> when it is large enough to pay.</summary>
+    internal static void Run(in Args g, WorkerPool? pool)
+    {
+        if (g.M <= 0 || g.N <= 0) return;
+        if (g.K <= 0)
+        {
+            for (int i = 0; i < g.M; i++)
+            {
+                float* ci = g.C + i * g.Ldc;
+                for (int j = 0; j < g.N; j++) ci[j] = (g.Accumulate ? ci[j] : 0f) + (g.Bias != null ? g.Bias[j] : 0f);
+            }
+            return;
+        }
+        int panels = (g.N + NR - 1) / NR;
+        if (pool is null || pool.Threads == 1 || (long)g.M * g.N * g.K < ParallelThreshold)
+        {
+            Rect(in g, 0, g.M, 0, panels);
+            return;
+        }
+        var w = t_work ??= new Work();
+        w.Args = g;
+        // split the wider side; columns when there are enough panels to share evenly
+        w.SplitColumns = panels >= 4 * pool.Threads || panels >= (g.M + MR - 1) / MR;
+        pool.Run(w);
+    }
+
+    /// <summary>The blocked algorithm on rows <c>[i0,i1)</c> and panels <c>[p0,p1)</c> of C.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rect(in Args g, int i0, int i1, int p0, int p1)
+    {
+        int j0 = p0 * NR, j1 = Math.Min(g.N, p1 * NR);
+        int width = (p1 - p0) * NR;
+        // pack B when it is not row-contiguous, or when it is reused by many row slivers
+        // (also when B's rows are 2 KB+ apart and a long k is reused by several slivers: strided rows thrash L1 sets and the TLB)
+        bool packAll = g.Bcs != 1 || (i1 - i0) >= 4 * MC || (g.Brs >= 512 && g.K >= 256 && i1 - i0 > MR);
+        bool hasTail = (j1 - j0) % NR != 0;
+        int kcMax = Math.Min(KC, g.K);
+        float* pack = packAll || hasTail ? Scratch(kcMax * (packAll ? width : NR)) : null;
+        float* biasTile = stackalloc float[NR];
+        // A with strided rows (Aᵀ of a row-major matrix) and a long k: pack each MC×kc block as
+        // slivers [p][8] so the kernel's broadcasts walk one dense stream instead of 4 KB strides
+        bool packA = g.Acs != 1 && g.K >= 128 && (i1 - i0) >= 2 * MR;
+        float* apack = packA ? ScratchA(MC * kcMax) : null;
+        for (int kb = 0; kb < g.K; kb += KC)
+        {
+            int kc = Math.Min(KC, g.K - kb);
+            bool first = kb == 0;
+            if (packAll) for (int p = p0; p < p1; p++) PackPanel(in g, kb, kc, p * NR, pack + (nint)(p - p0) * kc * NR);
+            for (int ib = i0; ib < i1; ib += MC)
+            {
+                int ie = Math.Min(i1, ib + MC);
+                if (packA) PackA(in g, ib, ie, kb, kc, apack);
+                for (int p = p0; p < p1; p++)
+                {
+                    int jc = p * NR, cols = Math.Min(NR, g.N - jc);
+                    float* bp; nint bstride;
+                    if (packAll) { bp = pack + (nint)(p - p0) * kc * NR; bstride = NR; }
+                    else if (cols < NR)
+                    {
+                        bp = pack; bstride = NR;
+                        if (ib == i0) PackPanel(in g, kb, kc, jc, pack);
+                    }
+                    else { bp = g.B + kb * g.Brs + jc; bstride = g.Brs; }
+                    int mode = first ? (g.Bias != null ? 2 : g.Accumulate ? 1 : 0) : 1;
+                    if (mode == 2)
+                    {
+                        for (int j = 0; j < NR; j++) biasTile[j] = j < cols ? g.Bias[jc + j] : 0f;
+                    }
+                    for (int i = ib; i < ie; i += MR)
+                    {
+                        int rows = Math.Min(MR, ie - i);
+                        float* a = packA ? apack + (nint)(i - ib) * kc : g.A + i * g.Ars + kb * g.Acs;
+                        nint ars = packA ? 1 : g.Ars, acs = packA ? MR : g.Acs;
+                        float* c = g.C + i * g.Ldc + jc;
+                        if (Avx512F.IsSupported && !ForceVector256)
+                            Kernel512(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
+                        else
+                            Kernel256(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Copies <c>B[kb..kb+kc, jc..jc+32)</c> into a dense <c>kc×32</c> panel, zero past column N.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackPanel(in Args g, int kb, int kc, int jc, float* dst)
+    {
+        int cols = Math.Min(NR, g.N - jc);
+        if (g.Bcs == 1)
+        {
+            for (int p = 0; p < kc; p++)
+            {
+                float* src = g.B + (kb + p) * g.Brs + jc;
+                float* d = dst + p * NR;
+                if (cols == NR)
+                {
+                    Vector512.Store(Vector512.Load(src), d);
+                    Vector512.Store(Vector512.Load(src + 16), d + 16);
+                }
+                else if (Avx512F.IsSupported)
+                {
+                    var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
+                    var m1 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols - 16)).AsSingle();
+                    Avx512F.MaskLoad(src, m0, Vector512<float>.Zero).Store(d);
+                    Avx512F.MaskLoad(src + 16, m1, Vector512<float>.Zero).Store(d + 16);
+                }
+                else
+                {
+                    int j = 0;
+                    for (; j < cols; j++) d[j] = src[j];
+                    for (; j < NR; j++) d[j] = 0f;
+                }
+            }
+        }
+        else if (Avx2.IsSupported && (long)g.Bcs * NR < int.MaxValue)
+        {
+            // B(p,j) = b[p·brs + j·bcs]: gather 8 columns of one row p at a time, write rows contiguously
+            var idx = Vector256<int>.Indices * Vector256.Create((int)g.Bcs);
+            float* col0 = g.B + jc * g.Bcs + kb * g.Brs;
+            nint step8 = 8 * g.Bcs;
+            for (int p = 0; p < kc; p++)
+            {
+                float* src = col0 + p * g.Brs;
+                float* d = dst + p * NR;
+                for (int q = 0; q < 4; q++)
+                {
+                    int left = cols - 8 * q;
+                    Vector256<float> v;
+                    if (left >= 8) v = Avx2.GatherVector256(src + q * step8, idx, 4);
+                    else if (left > 0)
+                        v = Avx2.GatherMaskVector256(Vector256<float>.Zero, src + q * step8, idx,
+                            Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(left)).AsSingle(), 4);
+                    else v = Vector256<float>.Zero;
+                    v.Store(d + 8 * q);
+                }
+            }
+        }
+        else
+        {
+            // B(p,j) = b[p·brs + j·bcs]: walk each source column (contiguous in p when brs = 1)
+            for (int j = 0; j < cols; j++)
+            {
+                float* src = g.B + (jc + j) * g.Bcs + kb * g.Brs;
+                for (int p = 0; p < kc; p++) dst[p * NR + j] = src[p * g.Brs];
+            }
+            if (cols < NR)
+                for (int p = 0; p < kc; p++) new Span<float>(dst + p * NR + cols, NR - cols).Clear();
+        }
+    }
+
+    /// <summary>Packs rows <c>[ib,ie)</c>, columns <c>[kb,kb+kc)</c> of A as slivers of 8 rows: <c>dst[s·kc·8 + p·8 + r] = A(ib+8s+r, kb+p)</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackA(in Args g, int ib, int ie, int kb, int kc, float* dst)
+    {
+        int rows = ie - ib;
+        for (int s = 0; s * MR < rows; s++)
+        {
+            int r0 = ib + s * MR, valid = Math.Min(MR, ie - r0);
+            float* d = dst + (nint)s * kc * MR;
+            if (g.Ars == 1 && valid == MR)
+            {
+                float* src = g.A + r0 + kb * g.Acs;
+                for (int p = 0; p < kc; p++) Vector256.Store(Vector256.Load(src + p * g.Acs), d + p * MR);
+            }
+            else
+            {
+                for (int p = 0; p < kc; p++)
+                    for (int r = 0; r < MR; r++)
+                        d[p * MR + r] = g.A[(r0 + Math.Min(r, valid - 1)) * g.Ars + (kb + p) * g.Acs];
+            }
+        }
+    }
+
+    [ThreadStatic] private static float* t_apack;
+    [ThreadStatic] private static int t_apackCap;
+
+    private static float* ScratchA(int floats)
+    {
+        if (t_apackCap < floats)
+        {
+            if (t_apack != null) NativeMemory.AlignedFree(t_apack);
+            t_apack = (float*)NativeMemory.AlignedAlloc((nuint)floats * sizeof(float), 64);
+            t_apackCap = floats;
+        }
+        return t_apack;
+    }
+
+    private static float* Scratch(int floats)
+    {
+        if (t_packCap < floats)
+        {
+            if (t_pack != null) NativeMemory.AlignedFree(t_pack);
+            int cap = Math.Max(floats, 64 * 1024);
+            t_pack = (float*)NativeMemory.AlignedAlloc((nuint)cap * sizeof(float), 64);
+            t_packCap = cap;
+        }
+        return t_pack;
+    }
+
+    /// <summary>
+    /// C[rows×cols tile] (mode 0: =, 1: +=, 2: = bias +) A[rows×kc]·Bpanel[kc×32]; rows ≤ 8, cols ≤ 32.
+    /// Rows past <paramref name="rows"/> repeat the last valid row of A and are not stored; columns
+    /// past <paramref name="cols"/> are masked out of the loads and stores of C.
+    /// <paramref name="addC"/> adds C on top of the bias (bias with accumulate).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel512(int kc, float* a, nint ars, nint acs, int rows, float* bp, nint bstride,
+        float* c, nint ldc, int cols, int mode, float* bias, bool addC)
+    {
+        bool fc = cols == NR;
+        var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
+        var m1 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols - 16)).AsSingle();
+        Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+        if (mode == 0)
+        {
+            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = Vector512<float>.Zero;
+        }
+        else
+        {
+            Vector512<float> i0 = Vector512<float>.Zero, i1 = Vector512<float>.Zero;
+            if (mode == 2) { i0 = Vector512.Load(bias); i1 = Vector512.Load(bias + 16); }
+            if (mode == 1 || addC)
+            {
+                c00 = i0 + LdC(c, m0, fc); c01 = i1 + LdC(c + 16, m1, fc);
+                c10 = rows > 1 ? i0 + LdC(c + ldc, m0, fc) : i0; c11 = rows > 1 ? i1 + LdC(c + ldc + 16, m1, fc) : i1;
+                c20 = rows > 2 ? i0 + LdC(c + 2 * ldc, m0, fc) : i0; c21 = rows > 2 ? i1 + LdC(c + 2 * ldc + 16, m1, fc) : i1;
+                c30 = rows > 3 ? i0 + LdC(c + 3 * ldc, m0, fc) : i0; c31 = rows > 3 ? i1 + LdC(c + 3 * ldc + 16, m1, fc) : i1;
+                c40 = rows > 4 ? i0 + LdC(c + 4 * ldc, m0, fc) : i0; c41 = rows > 4 ? i1 + LdC(c + 4 * ldc + 16, m1, fc) : i1;
+                c50 = rows > 5 ? i0 + LdC(c + 5 * ldc, m0, fc) : i0; c51 = rows > 5 ? i1 + LdC(c + 5 * ldc + 16, m1, fc) : i1;
+                c60 = rows > 6 ? i0 + LdC(c + 6 * ldc, m0, fc) : i0; c61 = rows > 6 ? i1 + LdC(c + 6 * ldc + 16, m1, fc) : i1;
+                c70 = rows > 7 ? i0 + LdC(c + 7 * ldc, m0, fc) : i0; c71 = rows > 7 ? i1 + LdC(c + 7 * ldc + 16, m1, fc) : i1;
+            }
+            else
+            {
+                c00 = c10 = c20 = c30 = c40 = c50 = c60 = c70 = i0;
+                c01 = c11 = c21 = c31 = c41 = c51 = c61 = c71 = i1;
+            }
+        }
+        int last = rows - 1;
+        float* a0 = a, a1 = a + Math.Min(1, last) * ars, a2 = a + Math.Min(2, last) * ars, a3 = a + Math.Min(3, last) * ars;
+        float* a4 = a + Math.Min(4, last) * ars, a5 = a + Math.Min(5, last) * ars, a6 = a + Math.Min(6, last) * ars, a7 = a + Math.Min(7, last) * ars;
+        nint off = 0;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Vector512.Load(bp);
+            var b1 = Vector512.Load(bp + 16);
+            bp += bstride;
+            var x = Vector512.Create(a0[off]); c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
+            x = Vector512.Create(a1[off]); c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
+            x = Vector512.Create(a2[off]); c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
+            x = Vector512.Create(a3[off]); c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
+            x = Vector512.Create(a4[off]); c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41);
+            x = Vector512.Create(a5[off]); c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51);
+            x = Vector512.Create(a6[off]); c60 = Vector512.FusedMultiplyAdd(x, b0, c60); c61 = Vector512.FusedMultiplyAdd(x, b1, c61);
+            x = Vector512.Create(a7[off]); c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71);
+            off += acs;
+        }
+        StC(c, c00, m0, fc); StC(c + 16, c01, m1, fc);
+        if (rows > 1) { StC(c + ldc, c10, m0, fc); StC(c + ldc + 16, c11, m1, fc); }
+        if (rows > 2) { StC(c + 2 * ldc, c20, m0, fc); StC(c + 2 * ldc + 16, c21, m1, fc); }
+        if (rows > 3) { StC(c + 3 * ldc, c30, m0, fc); StC(c + 3 * ldc + 16, c31, m1, fc); }
+        if (rows > 4) { StC(c + 4 * ldc, c40, m0, fc); StC(c + 4 * ldc + 16, c41, m1, fc); }
+        if (rows > 5) { StC(c + 5 * ldc, c50, m0, fc); StC(c + 5 * ldc + 16, c51, m1, fc); }
+        if (rows > 6) { StC(c + 6 * ldc, c60, m0, fc); StC(c + 6 * ldc + 16, c61, m1, fc); }
+        if (rows > 7) { StC(c + 7 * ldc, c70, m0, fc); StC(c + 7 * ldc + 16, c71, m1, fc); }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> LdC(float* p, Vector512<float> mask, bool full) =>
+        full ? Vector512.Load(p) : Avx512F.MaskLoad(p, mask, Vector512<float>.Zero);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StC(float* p, Vector512<float> v, Vector512<float> mask, bool full)
+    {
+        if (full) v.Store(p); else Avx512F.MaskStore(p, mask, v);
+    }
+
+    /// <summary>The same tile with Vector256 (no AVX-512): one row of 32 columns at a time.</summary>
+    private static void Kernel256(int kc, float* a, nint ars, nint acs, int rows, float* bp, nint bstride,
+        float* c, nint ldc, int cols, int mode, float* bias, bool addC)
+    {
+        float* tile = stackalloc float[NR];
+        for (int r = 0; r < rows; r++)
+        {
+            float* cr = c + r * ldc;
+            bool fullRow = cols == NR;
+            float* ct = fullRow ? cr : tile;
+            if (!fullRow && (mode == 1 || addC)) for (int j = 0; j < NR; j++) tile[j] = j < cols ? cr[j] : 0f;
+            Vector256<float> v0, v1, v2, v3;
+            if (mode == 1) { v0 = Vector256.Load(ct); v1 = Vector256.Load(ct + 8); v2 = Vector256.Load(ct + 16); v3 = Vector256.Load(ct + 24); }
+            else if (mode == 2)
+            {
+                v0 = Vector256.Load(bias); v1 = Vector256.Load(bias + 8); v2 = Vector256.Load(bias + 16); v3 = Vector256.Load(bias + 24);
+                if (addC) { v0 += Vector256.Load(ct); v1 += Vector256.Load(ct + 8); v2 += Vector256.Load(ct + 16); v3 += Vector256.Load(ct + 24); }
+            }
+            else v0 = v1 = v2 = v3 = Vector256<float>.Zero;
+            float* ar = a + r * ars;
+            float* b = bp;
+            for (int p = 0; p < kc; p++)
+            {
+                var x = Vector256.Create(ar[p * acs]);
+                v0 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b), v0);
+                v1 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b + 8), v1);
+                v2 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b + 16), v2);
+                v3 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b + 24), v3);
+                b += bstride;
+            }
+            v0.Store(ct); v1.Store(ct + 8); v2.Store(ct + 16); v3.Store(ct + 24);
+            if (!fullRow) for (int j = 0; j < cols; j++) cr[j] = tile[j];
+        }
+    }
+
+    private static void CopyOut(float* tile, float* c, nint ldc, int rows, int cols)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            float* cr = c + r * ldc, tr = tile + r * NR;
+            for (int j = 0; j < cols; j++) cr[j] = tr[j];
         }
     }
 
@@ -67,24 +433,6 @@ public static class Gemm
             }
         }
         for (; i < x.Length; i++) y[i] += alpha * x[i];
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static float Dot(ReadOnlySpan<float> x, ReadOnlySpan<float> y)
-    {
-        int i = 0;
-        float s = 0;
-        if (Vector.IsHardwareAccelerated && x.Length >= Vector<float>.Count)
-        {
-            var acc = Vector<float>.Zero;
-            ref float rx = ref MemoryMarshal.GetReference(x);
-            ref float ry = ref MemoryMarshal.GetReference(y);
-            for (; i <= x.Length - Vector<float>.Count; i += Vector<float>.Count)
-                acc += Vector.LoadUnsafe(ref rx, (nuint)i) * Vector.LoadUnsafe(ref ry, (nuint)i);
-            s = Vector.Sum(acc);
-        }
-        for (; i < x.Length; i++) s += x[i] * y[i];
-        return s;
     }
 
     private static void Check(ReadOnlySpan<float> a, int la, ReadOnlySpan<float> b, int lb, ReadOnlySpan<float> c, int lc)

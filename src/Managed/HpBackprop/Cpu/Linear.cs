@@ -1,13 +1,13 @@
 namespace HpBackprop.Cpu;
 
 /// <summary>A linear layer <c>y = x·W + b</c> and its backward (SPEC §3: a broadcast bias becomes a column sum).</summary>
-public static class Linear
+public static unsafe class Linear
 {
-    /// <summary>Forward: <c>y[n,out] = x[n,in] · W[in,out] + b[out]</c>.</summary>
+    /// <summary>Forward: <c>y[n,out] = x[n,in] · W[in,out] + b[out]</c> (the bias is the GEMM's starting value).</summary>
     public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> W, ReadOnlySpan<float> b, Span<float> y, int n, int inDim, int outDim)
     {
-        for (int i = 0; i < n; i++) b.Slice(0, outDim).CopyTo(y.Slice(i * outDim, outDim));
-        Gemm.NN(x, W, y, n, inDim, outDim, accumulate: true);
+        Need(x, n * inDim, nameof(x)); Need(W, inDim * outDim, nameof(W)); Need(b, outDim, nameof(b)); Need(y, n * outDim, nameof(y));
+        fixed (float* px = x, pw = W, pb = b, py = y) Forward(px, pw, pb, py, n, inDim, outDim, null);
     }
 
     /// <summary>
@@ -17,15 +17,41 @@ public static class Linear
     public static void Backward(ReadOnlySpan<float> x, ReadOnlySpan<float> W, ReadOnlySpan<float> dy,
         Span<float> dx, Span<float> dW, Span<float> db, int n, int inDim, int outDim)
     {
-        if (!dx.IsEmpty) Gemm.NT(dy, W, dx, n, outDim, inDim);
-        Gemm.TN(x, dy, dW, n, inDim, outDim);
+        Need(x, n * inDim, nameof(x)); Need(W, inDim * outDim, nameof(W)); Need(dy, n * outDim, nameof(dy));
+        Need(dW, inDim * outDim, nameof(dW)); Need(db, outDim, nameof(db));
+        if (!dx.IsEmpty) Need(dx, n * inDim, nameof(dx));
+        fixed (float* px = x, pw = W, pdy = dy, pdx = dx, pdw = dW, pdb = db)
+            Backward(px, pw, pdy, pdx, pdw, pdb, n, inDim, outDim, null);
+    }
+
+    internal static void Forward(float* x, float* W, float* b, float* y, int n, int inDim, int outDim, WorkerPool? pool)
+        => Gemm.Run(new Gemm.Args(n, outDim, inDim, x, inDim, 1, W, outDim, 1, y, outDim, b, false), pool);
+
+    internal static void Backward(float* x, float* W, float* dy, float* dx, float* dW, float* db, int n, int inDim, int outDim, WorkerPool? pool)
+    {
+        // dx[n,in] = dy[n,out] · W[in,out]ᵀ
+        if (dx != null) Gemm.Run(new Gemm.Args(n, inDim, outDim, dy, outDim, 1, W, 1, outDim, dx, inDim, null, false), pool);
+        // dW[in,out] = x[n,in]ᵀ · dy[n,out]
+        Gemm.Run(new Gemm.Args(inDim, outDim, n, x, 1, inDim, dy, outDim, 1, dW, outDim, null, false), pool);
         ColumnSum(dy, db, n, outDim);
     }
 
     /// <summary><c>o[cols] = sum over rows of a[rows,cols]</c>.</summary>
     public static void ColumnSum(ReadOnlySpan<float> a, Span<float> o, int rows, int cols)
     {
-        a.Slice(0, cols).CopyTo(o);
-        for (int i = 1; i < rows; i++) Gemm.Axpy(1f, a.Slice(i * cols, cols), o.Slice(0, cols));
+        Need(a, rows * cols, nameof(a)); Need(o, cols, nameof(o));
+        fixed (float* pa = a, po = o) ColumnSum(pa, po, rows, cols);
+    }
+
+    internal static void ColumnSum(float* a, float* o, int rows, int cols)
+    {
+        new ReadOnlySpan<float>(a, cols).CopyTo(new Span<float>(o, cols));
+        var os = new Span<float>(o, cols);
+        for (int i = 1; i < rows; i++) Gemm.Axpy(1f, new ReadOnlySpan<float>(a + (nint)i * cols, cols), os);
+    }
+
+    private static void Need(ReadOnlySpan<float> s, int length, string name)
+    {
+        if (s.Length < length) throw new ArgumentException($"{name} has {s.Length} elements, needs {length}.", name);
     }
 }

@@ -1,0 +1,91 @@
+using System.Diagnostics;
+using BenchmarkDotNet.Running;
+
+namespace HpBackprop.Bench;
+
+public static class Program
+{
+    /// <summary>
+    /// <c>steps [--threads 1,2] [--shapes S,M,L] [--seconds 2]</c>: µs per training step, median of 5 timed
+    /// windows, as a Markdown table and one JSON line per row (for the baselines runner).
+    /// <c>gemm [--threads 1]</c>: the six products of each shape against OpenBLAS.
+    /// <c>fused</c>: fused vs atomic cross-entropy and batch-norm backward.
+    /// Anything else goes to BenchmarkDotNet's switcher (e.g. <c>--filter *Step*</c>).
+    /// </summary>
+    public static int Main(string[] args)
+    {
+        string mode = args.Length > 0 ? args[0] : "";
+        switch (mode)
+        {
+            case "steps": return Steps(args);
+            case "gemm": return GemmCompare.Run(args);
+            case "fused": return FusedCompare.Run(args);
+            case "stages": return Stages.Run(args);
+            default:
+                BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+                return 0;
+        }
+    }
+
+    internal static string Opt(string[] args, string name, string fallback)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+    }
+
+    /// <summary>
+    /// Time per call of <paramref name="action"/> in µs after ≥0.5 s of warm-up (so the JIT has tiered up):
+    /// the median and the minimum over <paramref name="windows"/> timed windows (each a mean over many calls).
+    /// The machine is shared: the minimum is the least disturbed estimate, the median the typical one.
+    /// </summary>
+    internal static (double Median, double Min) Time(Action action, double seconds, int windows = 15)
+    {
+        var sw = Stopwatch.StartNew();
+        int calls = 0;
+        while (sw.Elapsed.TotalSeconds < Math.Max(0.5, seconds / 4) || calls < 5) { action(); calls++; }
+        sw.Restart();
+        int probe = Math.Max(3, calls / 10);
+        for (int i = 0; i < probe; i++) action();
+        double per = sw.Elapsed.TotalSeconds / probe;
+        int reps = Math.Max(1, (int)(seconds / windows / per));
+        var res = new double[windows];
+        for (int w = 0; w < windows; w++)
+        {
+            sw.Restart();
+            for (int r = 0; r < reps; r++) action();
+            res[w] = sw.Elapsed.TotalMicroseconds / reps;
+        }
+        Array.Sort(res);
+        return (res[windows / 2], res[0]);
+    }
+
+    internal static double TimeUs(Action action, double seconds) => Time(action, seconds).Min;
+
+    private static int Steps(string[] args)
+    {
+        var threads = Opt(args, "--threads", "1,2").Split(',').Select(int.Parse).ToArray();
+        var shapes = Opt(args, "--shapes", "S,M,L").Split(',');
+        double seconds = double.Parse(Opt(args, "--seconds", "2"), System.Globalization.CultureInfo.InvariantCulture);
+        Console.WriteLine("| shape | n, E, H | threads | µs/step (median) | µs/step (best window) | GFLOP/s (median) |");
+        Console.WriteLine("|---|---|---|---|---|---|");
+        var json = new List<string>();
+        foreach (var s in shapes)
+        {
+            var cfg = Shapes.Get(s);
+            foreach (int t in threads)
+            {
+                var (cpu, x, y) = Shapes.Make(cfg, t);
+                using (cpu)
+                {
+                    var (us, best) = Time(() => cpu.Step(x, y, 0.01f), cfg.BatchSize >= 4096 ? seconds * 3 : seconds);
+                    double gf = cfg.GemmFlopsPerStep / us / 1e3;
+                    Console.WriteLine($"| {s} | {cfg.BatchSize}, {cfg.EmbeddingSize}, {cfg.HiddenSize} | {t} | {us:F1} | {best:F1} | {gf:F1} |");
+                    var inv = System.Globalization.CultureInfo.InvariantCulture;
+                    json.Add($"{{\"side\":\"hpbackprop\",\"shape\":\"{s}\",\"threads\":{t},\"us_median\":{us.ToString("F2", inv)},\"us_min\":{best.ToString("F2", inv)}}}");
+                }
+            }
+        }
+        foreach (var j in json) Console.WriteLine("JSON " + j);
+        return 0;
+    }
+}

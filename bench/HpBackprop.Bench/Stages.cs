@@ -1,0 +1,45 @@
+using HpBackprop.Cpu;
+using HpBackprop.Model;
+
+namespace HpBackprop.Bench;
+
+/// <summary><c>stages --shape S</c>: µs of each piece of a step, to see where the time goes.</summary>
+public static unsafe class Stages
+{
+    public static int Run(string[] args)
+    {
+        var cfg = Shapes.Get(Program.Opt(args, "--shape", "S"));
+        double sec = double.Parse(Program.Opt(args, "--seconds", "0.5"), System.Globalization.CultureInfo.InvariantCulture);
+        int n = cfg.BatchSize, K = cfg.ContextWidth, H = cfg.HiddenSize, V = cfg.VocabSize;
+        var (cpu, x, y) = Shapes.Make(cfg, 1);
+        var p = cpu.Parameters;
+        float[] embcat = Pinned(n * K), hprebn = Pinned(n * H), h = Pinned(n * H), raw = Pinned(n * H), logits = Pinned(n * V), dlogits = Pinned(n * V);
+        float[] dh = Pinned(n * H), dhprebn = Pinned(n * H), dembcat = Pinned(n * K), st = Pinned(4 * H);
+        cpu.ForwardBackward(x, y);
+        cpu.Intermediate("h").CopyTo(h); cpu.Intermediate("bnraw").CopyTo(raw); cpu.Intermediate("dlogits").CopyTo(dlogits);
+        cpu.Intermediate("embcat").CopyTo(embcat); cpu.Intermediate("dhprebn").CopyTo(dhprebn);
+        var W1 = p.W1.ToArray(); var W2 = p.W2.ToArray(); var b1 = p.b1.ToArray(); var b2 = p.b2.ToArray();
+        var dW1 = new float[W1.Length]; var dW2 = new float[W2.Length];
+        var rows = new List<(string, double, double)>();
+        void T(string name, double flops, Action a) { double us = Program.TimeUs(a, sec); rows.Add((name, us, flops / us / 1e3)); }
+        T("step", cfg.GemmFlopsPerStep, () => cpu.Step(x, y, 0.01f));
+        T("forward+backward", cfg.GemmFlopsPerStep, () => cpu.ForwardBackward(x, y));
+        T("embedding fwd", 0, () => Embedding.Forward(p.C, x, embcat, n, cfg.BlockSize, cfg.EmbeddingSize));
+        T("hprebn = embcat·W1+b1", 2.0 * n * K * H, () => Linear.Forward(embcat, W1, b1, hprebn, n, K, H));
+        T("bn+tanh fwd", 0, () => BatchNorm.ForwardTanh(hprebn, p.bngain, p.bnbias, st.AsSpan(0, H), st.AsSpan(H, H), st.AsSpan(2 * H, H), raw, h, n, H, 1e-5f));
+        T("logits = h·W2+b2", 2.0 * n * H * V, () => Linear.Forward(h, W2, b2, logits, n, H, V));
+        T("cross-entropy", 0, () => CrossEntropy.ForwardBackward(logits, y, dlogits, n, V));
+        T("dh = dlogits·W2ᵀ", 2.0 * n * H * V, () => Gemm.NT(dlogits, W2, dh, n, V, H));
+        T("dW2 = hᵀ·dlogits", 2.0 * n * H * V, () => Gemm.TN(h, dlogits, dW2, n, H, V));
+        T("bn backward", 0, () => BatchNorm.Backward(dh, h, raw, p.bngain, st.AsSpan(2 * H, H), dhprebn, st.AsSpan(0, H), st.AsSpan(H, H), st.AsSpan(3 * H, H), n, H));
+        T("dembcat = dhprebn·W1ᵀ", 2.0 * n * H * K, () => Gemm.NT(dhprebn, W1, dembcat, n, H, K));
+        T("dW1 = embcatᵀ·dhprebn", 2.0 * n * H * K, () => Gemm.TN(embcat, dhprebn, dW1, n, K, H));
+        T("embedding bwd", 0, () => Embedding.Backward(dembcat, x, p.dC, n, cfg.BlockSize, cfg.EmbeddingSize));
+        T("sgd", 0, () => Sgd.Update(p.Data, p.Grad, 0f));
+        Console.WriteLine("| piece | µs | GFLOP/s |\n|---|---|---|");
+        foreach (var (name, us, gf) in rows) Console.WriteLine($"| {name} | {us:F2} | {(gf > 0 ? gf.ToString("F1") : "")} |");
+        return 0;
+    }
+
+    private static float[] Pinned(int n) => GC.AllocateArray<float>(n, pinned: true);
+}

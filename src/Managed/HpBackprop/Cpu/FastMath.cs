@@ -1,0 +1,66 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+[module: SkipLocalsInit]
+
+namespace HpBackprop.Cpu;
+
+/// <summary>
+/// Single-precision vector <c>exp</c> and <c>tanh</c> in float arithmetic (the BCL's
+/// <c>Vector512.Exp</c> widens to double, which costs several times more). Errors are a few
+/// units in the last place, far inside the float tolerance of the parity tests.
+/// </summary>
+internal static class FastMath
+{
+    /// <summary>
+    /// <c>exp(x)</c>: <c>x = k·ln2 + r</c> with |r| ≤ ln2/2 (ln2 split in two parts), a degree-6
+    /// polynomial for <c>exp(r)</c>, and <c>2^k</c> built in the exponent bits. Inputs are clamped to
+    /// [−87.3, 88.7]: below it the result is flushed to 0, above it saturates near float's maximum.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Exp(Vector512<float> x)
+    {
+        var under = Vector512.LessThan(x, Vector512.Create(-87.33654f));
+        x = Vector512.Min(Vector512.Max(x, Vector512.Create(-87.33654f)), Vector512.Create(88.72283f));
+        var k = Vector512.Round(x * Vector512.Create(1.44269504088896341f));
+        var r = Vector512.FusedMultiplyAdd(k, Vector512.Create(-0.693359375f), x);
+        r = Vector512.FusedMultiplyAdd(k, Vector512.Create(2.12194440e-4f), r);
+        var p = Vector512.Create(1.9875691500E-4f);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507E-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073E-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894E-2f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459E-1f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201E-1f));
+        var r2 = r * r;
+        p = Vector512.FusedMultiplyAdd(p, r2, r) + Vector512<float>.One;
+        // 2^k: k in [-126, 128]; split so each factor is a normal number
+        var ki = Vector512.ConvertToInt32(k);
+        var half = ki >> 1;
+        var s1 = ((half + Vector512.Create(127)) << 23).AsSingle();
+        var s2 = ((ki - half + Vector512.Create(127)) << 23).AsSingle();
+        var result = p * s1 * s2;
+        return Vector512.AndNot(result, under);
+    }
+
+    /// <summary>
+    /// <c>tanh(x)</c> as the odd rational approximation x·P(x²)/Q(x²) (degree 13/6, the minimax
+    /// fit used by Eigen's fast tanh), argument clamped to ±7.9053 where tanh rounds to ±1.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Tanh(Vector512<float> x)
+    {
+        x = Vector512.Min(Vector512.Max(x, Vector512.Create(-7.90531110763549805f)), Vector512.Create(7.90531110763549805f));
+        var x2 = x * x;
+        var p = Vector512.FusedMultiplyAdd(x2, Vector512.Create(-2.76076847742355e-16f), Vector512.Create(2.00018790482477e-13f));
+        p = Vector512.FusedMultiplyAdd(p, x2, Vector512.Create(-8.60467152213735e-11f));
+        p = Vector512.FusedMultiplyAdd(p, x2, Vector512.Create(5.12229709037114e-08f));
+        p = Vector512.FusedMultiplyAdd(p, x2, Vector512.Create(1.48572235717979e-05f));
+        p = Vector512.FusedMultiplyAdd(p, x2, Vector512.Create(6.37261928875436e-04f));
+        p = Vector512.FusedMultiplyAdd(p, x2, Vector512.Create(4.89352455891786e-03f));
+        p *= x;
+        var q = Vector512.FusedMultiplyAdd(x2, Vector512.Create(1.19825839466702e-06f), Vector512.Create(1.18534705686654e-04f));
+        q = Vector512.FusedMultiplyAdd(q, x2, Vector512.Create(2.26843463243900e-03f));
+        q = Vector512.FusedMultiplyAdd(q, x2, Vector512.Create(4.89352518554385e-03f));
+        return p / q;
+    }
+}

@@ -1,0 +1,165 @@
+using HpBackprop.Cpu;
+using HpBackprop.Model;
+
+namespace HpBackprop.Tests;
+
+/// <summary>The CPU kernels against naive loops: every GEMM form and edge, the fallback path, thread-count independence, no allocation.</summary>
+[TestClass]
+[DoNotParallelize]
+public sealed class CpuKernelTests
+{
+    private static float[] Random(int count, int seed)
+    {
+        var r = new Random(seed);
+        var a = new float[count];
+        for (int i = 0; i < a.Length; i++) a[i] = (float)(r.NextDouble() * 2 - 1);
+        return a;
+    }
+
+    private static double[] Naive(float[] a, float[] b, int m, int k, int n, string form)
+    {
+        var c = new double[m * n];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double s = 0;
+                for (int p = 0; p < k; p++)
+                {
+                    double x = form == "TN" ? a[p * m + i] : a[i * k + p];
+                    double y = form == "NT" ? b[j * k + p] : b[p * n + j];
+                    s += x * y;
+                }
+                c[i * n + j] = s;
+            }
+        return c;
+    }
+
+    public static IEnumerable<object[]> Shapes()
+    {
+        int[][] shapes = [[1, 1, 1], [3, 5, 7], [8, 30, 32], [32, 30, 200], [32, 200, 27], [200, 32, 27], [30, 32, 200], [33, 27, 65],
+                          [17, 300, 31], [70, 513, 96], [300, 20, 40], [9, 1, 33]];
+        foreach (var s in shapes)
+            foreach (var form in new[] { "NN", "NT", "TN" })
+                foreach (bool v256 in new[] { false, true })
+                    yield return [s[0], s[1], s[2], form, v256];
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(Shapes))]
+    public void GemmMatchesNaive(int m, int k, int n, string form, bool vector256)
+    {
+        var a = Random(m * k, 1);
+        var b = Random(k * n, 2);
+        var c = Random(m * n, 3);
+        var c0 = (float[])c.Clone();
+        var want = Naive(a, b, m, k, n, form);
+        Gemm.ForceVector256 = vector256;
+        try
+        {
+            for (int acc = 0; acc < 2; acc++)
+            {
+                var got = acc == 1 ? (float[])c0.Clone() : c;
+                switch (form)
+                {
+                    case "NN": Gemm.NN(a, b, got, m, k, n, acc == 1); break;
+                    case "NT": Gemm.NT(a, b, got, m, k, n, acc == 1); break;
+                    default: Gemm.TN(a, b, got, k, m, n, acc == 1); break;
+                }
+                for (int i = 0; i < m * n; i++)
+                {
+                    double w = want[i] + (acc == 1 ? c0[i] : 0);
+                    Assert.AreEqual(w, got[i], 1e-5 * (k + 1), $"{form} {m}x{k}x{n} acc={acc} at {i}");
+                }
+            }
+        }
+        finally { Gemm.ForceVector256 = false; }
+    }
+
+    [TestMethod]
+    public void GemmWithBiasAndThreadsIsBitwiseIndependentOfThreadCount()
+    {
+        foreach (var (m, k, n) in new[] { (700, 300, 1000), (1000, 700, 27), (96, 1500, 1000) })
+        {
+            var a = Random(m * k, 4);
+            var b = Random(k * n, 5);
+            var bias = Random(n, 6);
+            var c1 = new float[m * n];
+            var c2 = new float[m * n];
+            using var pool = new WorkerPool(2);
+            unsafe
+            {
+                fixed (float* pa = a, pb = b, pbias = bias, p1 = c1, p2 = c2)
+                {
+                    Gemm.Run(new Gemm.Args(m, n, k, pa, k, 1, pb, n, 1, p1, n, pbias, false), null);
+                    Gemm.Run(new Gemm.Args(m, n, k, pa, k, 1, pb, n, 1, p2, n, pbias, false), pool);
+                }
+            }
+            CollectionAssert.AreEqual(c1, c2, $"{m}x{k}x{n}");
+            var want = Naive(a, b, m, k, n, "NN");
+            for (int i = 0; i < m * n; i += 97) Assert.AreEqual(want[i] + bias[i % n], c1[i], 1e-5 * k);
+        }
+    }
+
+    private static (ParameterSet P, int[] X, int[] Y) Problem(ModelConfig cfg, int seed)
+    {
+        var p = new ParameterSet(cfg);
+        p.Initialize(seed);
+        var r = new Random(seed);
+        var x = new int[cfg.BatchSize * cfg.BlockSize];
+        var y = new int[cfg.BatchSize];
+        for (int i = 0; i < x.Length; i++) x[i] = r.Next(cfg.VocabSize);
+        for (int i = 0; i < y.Length; i++) y[i] = r.Next(cfg.VocabSize);
+        return (p, x, y);
+    }
+
+    [TestMethod]
+    public void TrainingStepIsBitwiseTheSameOnOneAndTwoThreads()
+    {
+        var cfg = new ModelConfig(27, 3, 32, 1024, 512);
+        var (p1, x, y) = Problem(cfg, 7);
+        var (p2, _, _) = Problem(cfg, 7);
+        using var one = new CpuBackend(p1, threads: 1);
+        using var two = new CpuBackend(p2, threads: 2);
+        for (int s = 0; s < 3; s++)
+        {
+            float l1 = one.Step(x, y, 0.1f), l2 = two.Step(x, y, 0.1f);
+            Assert.AreEqual(l1, l2, $"loss at step {s}");
+        }
+        CollectionAssert.AreEqual(p1.Data, p2.Data);
+        CollectionAssert.AreEqual(p1.Grad, p2.Grad);
+    }
+
+    [TestMethod]
+    public void FallbackStepMatchesTheVectorStep()
+    {
+        var cfg = new ModelConfig(27, 3, 10, 200, 32);
+        var (p1, x, y) = Problem(cfg, 9);
+        var (p2, _, _) = Problem(cfg, 9);
+        using var fast = new CpuBackend(p1);
+        using var slow = new CpuBackend(p2);
+        float l1 = fast.ForwardBackward(x, y);
+        Gemm.ForceVector256 = true;
+        float l2;
+        try { l2 = slow.ForwardBackward(x, y); }
+        finally { Gemm.ForceVector256 = false; }
+        Assert.AreEqual(l2, l1, 1e-5);
+        double scale = p2.Grad.Max(Math.Abs);
+        for (int i = 0; i < p1.Grad.Length; i++) Assert.AreEqual(p2.Grad[i], p1.Grad[i], 1e-4 * scale, $"grad {i}");
+    }
+
+    [TestMethod]
+    public void TrainingStepAllocatesNothing()
+    {
+        foreach (int threads in new[] { 1, 2 })
+        {
+            var cfg = threads == 1 ? new ModelConfig(27, 3, 10, 200, 32) : new ModelConfig(27, 3, 32, 512, 256);
+            var (p, x, y) = Problem(cfg, 11);
+            using var cpu = new CpuBackend(p, threads);
+            for (int i = 0; i < 5; i++) cpu.Step(x, y, 0.1f);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 20; i++) cpu.Step(x, y, 0.1f);
+            long after = GC.GetAllocatedBytesForCurrentThread();
+            Assert.AreEqual(0, after - before, $"bytes allocated by 20 steps on {threads} thread(s)");
+        }
+    }
+}
