@@ -11,12 +11,12 @@ internal static class Backends
     public static readonly string[] Devices = ["cpu", "cuda", "auto", "emulator"];
 
     /// <summary>Creates the backend for <paramref name="device"/>; <paramref name="say"/> receives the one-line notice of an automatic choice.</summary>
-    public static ITrainingBackend Create(string device, ParameterSet parameters, Action<string> say, ScatterMode scatter = ScatterMode.Deterministic)
+    public static ITrainingBackend Create(string device, ParameterSet parameters, Action<string> say, ScatterMode scatter = ScatterMode.Deterministic, int threads = 1)
     {
         switch (device)
         {
             case "cpu":
-                return new CpuBackend(parameters);
+                return new CpuBackend(parameters, threads);
             case "cuda":
                 try
                 {
@@ -45,7 +45,7 @@ internal static class Backends
                         }
                     }
                     say("device auto: using the CPU; " + why.Split(". ")[0] + ".");
-                    return new CpuBackend(parameters);
+                    return new CpuBackend(parameters, threads);
                 }
             default:
                 throw new UserErrorException($"--device '{device}' is not one of {string.Join(", ", Devices)}.");

@@ -38,18 +38,21 @@ internal static class LossPlot
         sb.Append(CultureInfo.InvariantCulture, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{Width}\" height=\"{Height}\" viewBox=\"0 0 {Width} {Height}\" font-family=\"sans-serif\" font-size=\"12\">\n");
         sb.Append(CultureInfo.InvariantCulture, $"<rect width=\"{Width}\" height=\"{Height}\" fill=\"white\"/>\n");
         sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{Width / 2}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{Escape(title)}</text>\n");
-        // loss ticks at "nice" values on the log axis
-        foreach (double v in new[] { 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50 })
+        // loss ticks at evenly spaced "nice" values, about six over the visible range
+        double lo = Math.Pow(10, ymin), hi = Math.Pow(10, ymax);
+        double raw = (hi - lo) / 6, mag = Math.Pow(10, Math.Floor(Math.Log10(raw)));
+        double tick = new[] { 1.0, 2.0, 2.5, 5.0, 10.0 }.Select(f => f * mag).First(t => t >= raw);
+        for (double v = Math.Ceiling(lo / tick) * tick; v <= hi; v += tick)
         {
             double ly = Math.Log10(v);
-            if (ly < ymin || ly > ymax) continue;
             sb.Append(CultureInfo.InvariantCulture, $"<line x1=\"{Left}\" x2=\"{Width - Right}\" y1=\"{F(Y(ly))}\" y2=\"{F(Y(ly))}\" stroke=\"#e5e5e5\"/>");
-            sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{Left - 6}\" y=\"{F(Y(ly) + 4)}\" text-anchor=\"end\">{F(v)}</text>\n");
+            sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{Left - 6}\" y=\"{F(Y(ly) + 4)}\" text-anchor=\"end\">{v.ToString("0.###", CultureInfo.InvariantCulture)}</text>\n");
         }
         for (int t = 0; t <= 4; t++)
         {
             double step = losses.Length * t / 4.0;
-            sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{F(X(step))}\" y=\"{Height - Bottom + 18}\" text-anchor=\"middle\">{Math.Round(step).ToString("N0", CultureInfo.InvariantCulture)}</text>\n");
+            string anchor = t == 0 ? "start" : t == 4 ? "end" : "middle";
+            sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{F(X(step))}\" y=\"{Height - Bottom + 18}\" text-anchor=\"{anchor}\">{Math.Round(step).ToString("N0", CultureInfo.InvariantCulture)}</text>\n");
         }
         sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{(Left + Width - Right) / 2}\" y=\"{Height - 10}\" text-anchor=\"middle\">step</text>\n");
         sb.Append(CultureInfo.InvariantCulture, $"<text x=\"16\" y=\"{(Top + Height - Bottom) / 2}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {(Top + Height - Bottom) / 2})\">training loss (log scale, mean per {Math.Max(losses.Length / bins, 1)} steps)</text>\n");
@@ -62,10 +65,10 @@ internal static class LossPlot
             if (v is not float f || !(f > 0)) return;
             double ly = Y(Math.Log10(f));
             sb.Append(CultureInfo.InvariantCulture, $"<line id=\"{name}\" x1=\"{Left}\" x2=\"{Width - Right}\" y1=\"{F(ly)}\" y2=\"{F(ly)}\" stroke=\"{color}\" stroke-dasharray=\"6 4\"/>");
-            sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{Width - Right - 4}\" y=\"{F(ly + dy)}\" text-anchor=\"end\" fill=\"{color}\">{name} {f.ToString("0.0000", CultureInfo.InvariantCulture)}</text>\n");
+            sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{Left + 8}\" y=\"{F(ly + dy)}\" fill=\"{color}\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">final {name} loss {f.ToString("0.0000", CultureInfo.InvariantCulture)}</text>\n");
         }
-        Level(train, "train", "#2ca02c", -5);
-        Level(dev, "dev", "#d62728", 14);
+        Level(train, "train", "#2ca02c", train <= dev ? 16 : -6);
+        Level(dev, "dev", "#d62728", train <= dev ? -6 : 16);
         sb.Append("</svg>\n");
         return sb.ToString();
     }

@@ -30,11 +30,14 @@ internal static class TrainCommand
         var outFile = new Option<string?>("--out") { Description = "Write the trained model to this safetensors file" };
         var plot = new Option<string?>("--plot") { Description = "Write an SVG plot of the training loss to this file" };
         var samples = new Option<int>("--samples") { Description = "Words to sample after training", DefaultValueFactory = _ => 20 };
+        var threads = new Option<int>("--threads") { Description = "CPU threads for large shapes (small steps stay on one)", DefaultValueFactory = _ => 1 };
+        var scatter = new Option<string>("--scatter") { Description = "CUDA dC accumulation: deterministic or atomic", DefaultValueFactory = _ => "deterministic" };
+        scatter.AcceptOnlyFromAmong("deterministic", "atomic");
         var json = new Option<bool>("--json") { Description = "Print one machine-readable JSON summary line on stdout (everything else goes to stderr)" };
 
         var cmd = new Command("train", "Train the MLP with manual gradients (SPEC §5), calibrate batch norm, report train/dev loss and sample words.")
         {
-            data, steps, batch, embd, hidden, block, lr, decay, seed, device, momentum, calibrate, outFile, plot, samples, json,
+            data, steps, batch, embd, hidden, block, lr, decay, seed, device, threads, scatter, momentum, calibrate, outFile, plot, samples, json,
         };
         cmd.SetAction(pr =>
         {
@@ -56,7 +59,10 @@ internal static class TrainCommand
                 Steps = nSteps, LearningRate = lr0, DecayedLearningRate = lr0 / 10, DecayStep = pr.GetValue(decay),
                 Seed = pr.GetValue(seed), ReportEvery = Math.Max(1, nSteps / 200),
             }.Validate();
-            using var backend = Backends.Create(pr.GetValue(device)!, parameters, m => say.WriteLine(m));
+            int nThreads = pr.GetValue(threads);
+            if (nThreads < 1 || nThreads > Environment.ProcessorCount * 4) throw new UserErrorException($"--threads {nThreads}: must be between 1 and {Environment.ProcessorCount * 4}.");
+            var scatterMode = pr.GetValue(scatter) == "atomic" ? HpBackprop.Cuda.ScatterMode.Atomic : HpBackprop.Cuda.ScatterMode.Deterministic;
+            using var backend = Backends.Create(pr.GetValue(device)!, parameters, m => say.WriteLine(m), scatterMode, nThreads);
             backend.RunningMomentum = pr.GetValue(momentum);
 
             say.WriteLine($"corpus: {corpus.Source}: {corpus.Words.Count:N0} words, vocabulary of {config.VocabSize} ({split.Vocabulary.Characters})");
@@ -110,7 +116,7 @@ internal static class TrainCommand
                 stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
                 {
                     ["steps"] = nSteps, ["batch"] = config.BatchSize, ["block"] = config.BlockSize, ["embd"] = config.EmbeddingSize,
-                    ["hidden"] = config.HiddenSize, ["vocab"] = config.VocabSize, ["device"] = backend.Name,
+                    ["hidden"] = config.HiddenSize, ["vocab"] = config.VocabSize, ["device"] = backend.Name, ["threads"] = nThreads,
                     ["train_seconds"] = Math.Round(seconds, 4), ["steps_per_second"] = Math.Round(nSteps / seconds, 1),
                     ["train_loss"] = trainLoss, ["dev_loss"] = devLoss,
                 }));
