@@ -1,0 +1,93 @@
+// registry.cpp — the exported C API of libhpbackprop_kernels_emu.so: launch a kernel by name
+// with cuLaunchKernel-style arguments.
+//
+// The table is generated from kernel_list.h (the same list that declares the prototypes
+// every .cu file is checked against), so it cannot drift from the kernels.
+#include <string.h>
+
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "../hpb_common.cuh"
+#include "emu_launch.h"
+#include "hpb_emu.h"
+
+namespace {
+
+template <class... A, size_t... I>
+void call_unpacked(void (*kernel)(A...), void** args, std::index_sequence<I...>) {
+    // args[i] points to the value of parameter i (cuLaunchKernel's kernelParams).
+    kernel(*static_cast<std::remove_cv_t<A>*>(args[I])...);
+}
+
+template <class... A>
+constexpr int arity(void (*)(A...)) {
+    return (int)sizeof...(A);
+}
+
+template <auto Kernel>
+void thunk(void** args) {
+    call_unpacked(Kernel, args, std::make_index_sequence<arity(Kernel)>{});
+}
+
+struct KernelEntry {
+    const char* name;
+    hpb_emu::Thunk thunk;
+    int arity;
+    const char* signature;
+};
+
+#define HPB_KERNEL(name, ...) {#name, &thunk<&name>, arity(&name), #__VA_ARGS__},
+const KernelEntry kKernels[] = {
+#include "../kernel_list.h"
+};
+#undef HPB_KERNEL
+
+constexpr int kKernelCount = (int)(sizeof kKernels / sizeof kKernels[0]);
+
+thread_local std::string tl_last_error;
+
+int fail(int code, std::string message) {
+    tl_last_error = std::move(message);
+    return code;
+}
+
+}  // namespace
+
+extern "C" {
+
+HPB_EMU_API int hpb_emu_launch(const char* kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                               unsigned bz, unsigned shared_bytes, void** args) {
+    tl_last_error.clear();
+    if (!kernel) return fail(HPB_EMU_ERROR_UNKNOWN_KERNEL, "kernel name is NULL");
+    const KernelEntry* entry = nullptr;
+    for (const KernelEntry& e : kKernels)
+        if (strcmp(e.name, kernel) == 0) entry = &e;
+    if (!entry) return fail(HPB_EMU_ERROR_UNKNOWN_KERNEL, std::string("unknown kernel '") + kernel + "'");
+    if (entry->arity > 0 && !args)
+        return fail(HPB_EMU_ERROR_BAD_ARGS, std::string(kernel) + ": args is NULL but the kernel takes (" +
+                                                entry->signature + ")");
+    for (int i = 0; i < entry->arity; ++i)
+        if (!args[i])
+            return fail(HPB_EMU_ERROR_BAD_ARGS, std::string(kernel) + ": args[" + std::to_string(i) +
+                                                    "] is NULL (each entry must point to an argument value)");
+    std::string error;
+    const int rc = hpb_emu::launch(entry->thunk, dim3(gx, gy, gz), dim3(bx, by, bz), shared_bytes, args, &error);
+    if (rc != HPB_EMU_OK) return fail(rc, std::string(kernel) + ": " + error);
+    return HPB_EMU_OK;
+}
+
+HPB_EMU_API const char* hpb_emu_last_error(void) { return tl_last_error.c_str(); }
+
+HPB_EMU_API int hpb_emu_kernel_count(void) { return kKernelCount; }
+
+HPB_EMU_API const char* hpb_emu_kernel_name(int index) {
+    return (index >= 0 && index < kKernelCount) ? kKernels[index].name : nullptr;
+}
+
+HPB_EMU_API const char* hpb_emu_kernel_signature(int index) {
+    return (index >= 0 && index < kKernelCount) ? kKernels[index].signature : nullptr;
+}
+
+}  // extern "C"

@@ -1,0 +1,72 @@
+// kernel_list.h — THE kernel contract: every kernel's name and parameter list, once.
+//
+// X-macro: HPB_KERNEL(name, params...).  hpb_common.cuh expands it into prototypes (so each
+// definition in a .cu file is checked against this list by nvcc and by the host compiler),
+// and the emulator's registry expands it into its launch table (hpb_emu_launch by name).
+// The C# backend launches these by name with cuLaunchKernel-style argument arrays, so the
+// parameter order and types here are an ABI: change them only together with the C# side.
+// Launch configurations: README.md.
+// No include guard: meant to be included several times with different HPB_KERNEL.
+
+// ---- embedding.cu
+HPB_KERNEL(embedding_forward, float* embcat, const float* C, const int* Xb, int n, int B, int E)
+HPB_KERNEL(embedding_backward_atomic, float* dC, const float* dembcat, const int* Xb, int n, int B, int E)
+HPB_KERNEL(embedding_backward_dense, float* dC, const float* dembcat, const int* Xb, int n, int B, int E, int V)
+HPB_KERNEL(embedding_sort_histogram, int* hist, const int* keys, int M, int shift)
+HPB_KERNEL(exclusive_scan_int, int* data, int count)
+HPB_KERNEL(embedding_sort_scatter, int* keys_out, int* vals_out, const int* keys_in, const int* vals_in, const int* offsets, int M, int shift)
+HPB_KERNEL(embedding_backward_segments, float* dC, const float* dembcat, const int* sorted_ids, const int* sorted_rows, int M, int E)
+
+// ---- batchnorm.cu
+HPB_KERNEL(batchnorm_forward, const float* hprebn, const float* bngain, const float* bnbias, float* bnmeani, float* bnvar, float* bnvar_inv, float* bnraw, float* h, int n, int H, float eps)
+HPB_KERNEL(batchnorm_backward, const float* dh, const float* h, const float* bnraw, const float* bngain, const float* bnvar_inv, float* dhprebn, float* dbngain, float* dbnbias, int n, int H)
+HPB_KERNEL(batchnorm_inference, const float* hprebn, const float* bnmean, const float* bnvar, const float* bngain, const float* bnbias, float* h, int n, int H, float eps)
+HPB_KERNEL(batchnorm_calib_accumulate, const float* hprebn, int n, int H, const float* center, double* sum, double* sumsq)
+
+// ---- cross_entropy.cu
+HPB_KERNEL(cross_entropy_warp, const float* logits, const int* Yb, float* dlogits, float* losses, int n, int V)
+HPB_KERNEL(cross_entropy_block, const float* logits, const int* Yb, float* dlogits, float* losses, int n, int V)
+HPB_KERNEL(sum_reduce, const float* x, float* out, int count, float scale)
+
+// ---- linear.cu
+HPB_KERNEL(bias_add, float* y, const float* b, int rows, int cols)
+HPB_KERNEL(column_sum, const float* x, float* out, int rows, int cols)
+
+// ---- optimizer.cu
+HPB_KERNEL(sgd_update, float* params, const float* grads, float lr, int count)
+
+// ---- atomic_chain.cu
+HPB_KERNEL(chain_logit_maxes, const float* logits, float* logit_maxes, int n, int V)
+HPB_KERNEL(chain_norm_logits, const float* logits, const float* logit_maxes, float* norm_logits, int n, int V)
+HPB_KERNEL(chain_counts, const float* norm_logits, float* counts, int count)
+HPB_KERNEL(chain_counts_sum, const float* counts, float* counts_sum, int n, int V)
+HPB_KERNEL(chain_counts_sum_inv, const float* counts_sum, float* counts_sum_inv, int n)
+HPB_KERNEL(chain_probs, const float* counts, const float* counts_sum_inv, float* probs, int n, int V)
+HPB_KERNEL(chain_logprobs, const float* probs, float* logprobs, int count)
+HPB_KERNEL(chain_losses, const float* logprobs, const int* Yb, float* losses, int n, int V)
+HPB_KERNEL(chain_dlogprobs, float* dlogprobs, const int* Yb, int n, int V)
+HPB_KERNEL(chain_dprobs, const float* dlogprobs, const float* probs, float* dprobs, int count)
+HPB_KERNEL(chain_dcounts_sum_inv, const float* counts, const float* dprobs, float* dcounts_sum_inv, int n, int V)
+HPB_KERNEL(chain_dcounts_sum, const float* counts_sum, const float* dcounts_sum_inv, float* dcounts_sum, int n)
+HPB_KERNEL(chain_dcounts, const float* counts_sum_inv, const float* dprobs, const float* dcounts_sum, float* dcounts, int n, int V)
+HPB_KERNEL(chain_dnorm_logits, const float* counts, const float* dcounts, float* dnorm_logits, int count)
+HPB_KERNEL(chain_dlogit_maxes, const float* dnorm_logits, float* dlogit_maxes, int n, int V)
+HPB_KERNEL(chain_dlogits, const float* logits, const float* dnorm_logits, const float* dlogit_maxes, float* dlogits, int n, int V)
+HPB_KERNEL(chain_bnmeani, const float* hprebn, float* bnmeani, int n, int H)
+HPB_KERNEL(chain_bndiff, const float* hprebn, const float* bnmeani, float* bndiff, int n, int H)
+HPB_KERNEL(chain_bndiff2, const float* bndiff, float* bndiff2, int count)
+HPB_KERNEL(chain_bnvar, const float* bndiff2, float* bnvar, int n, int H)
+HPB_KERNEL(chain_bnvar_inv, const float* bnvar, float* bnvar_inv, int H, float eps)
+HPB_KERNEL(chain_bnraw, const float* bndiff, const float* bnvar_inv, float* bnraw, int n, int H)
+HPB_KERNEL(chain_hpreact, const float* bngain, const float* bnraw, const float* bnbias, float* hpreact, int n, int H)
+HPB_KERNEL(chain_h, const float* hpreact, float* h, int count)
+HPB_KERNEL(chain_dhpreact, const float* h, const float* dh, float* dhpreact, int count)
+HPB_KERNEL(chain_dbngain, const float* bnraw, const float* dhpreact, float* dbngain, int n, int H)
+HPB_KERNEL(chain_dbnraw, const float* bngain, const float* dhpreact, float* dbnraw, int n, int H)
+HPB_KERNEL(chain_dbnbias, const float* dhpreact, float* dbnbias, int n, int H)
+HPB_KERNEL(chain_dbnvar_inv, const float* bndiff, const float* dbnraw, float* dbnvar_inv, int n, int H)
+HPB_KERNEL(chain_dbnvar, const float* bnvar, const float* dbnvar_inv, float* dbnvar, int H, float eps)
+HPB_KERNEL(chain_dbndiff2, const float* dbnvar, float* dbndiff2, int n, int H)
+HPB_KERNEL(chain_dbndiff, const float* bnvar_inv, const float* dbnraw, const float* bndiff, const float* dbndiff2, float* dbndiff, int n, int H)
+HPB_KERNEL(chain_dbnmeani, const float* dbndiff, float* dbnmeani, int n, int H)
+HPB_KERNEL(chain_dhprebn, const float* dbndiff, const float* dbnmeani, float* dhprebn, int n, int H)
