@@ -118,6 +118,19 @@ extern "C" __global__ void batchnorm_inference(const float* hprebn, const float*
     }
 }
 
+// Running statistics during training (the alternative to calibration, makemore style):
+// running_mean [1,H] = (1 - momentum) * running_mean + momentum * bnmeani [1,H]
+// running_var  [1,H] = (1 - momentum) * running_var  + momentum * bnvar [1,H]
+// grid = ceil(H / 256) (any, grid-stride), block = 256 (any), shared = 0
+extern "C" __global__ void batchnorm_running_update(float* running_mean, float* running_var, const float* bnmeani,
+                                                    const float* bnvar, float momentum, int H) {
+    const float keep = 1.0f - momentum;
+    for (size_t c = hpb_global_index(); c < (size_t)H; c += hpb_global_stride()) {
+        running_mean[c] = keep * running_mean[c] + momentum * bnmeani[c];
+        running_var[c] = keep * running_var[c] + momentum * bnvar[c];
+    }
+}
+
 // Calibration over the training set, one chunk of rows per launch (double accumulation):
 // hprebn [n,H] (one chunk), center [1,H] or NULL (= 0)
 //   ->  sum [1,H] += sum0(hprebn - center),  sumsq [1,H] += sum0((hprebn - center)^2)

@@ -21,6 +21,7 @@ HPB_KERNEL(embedding_backward_segments, float* dC, const float* dembcat, const i
 HPB_KERNEL(batchnorm_forward, const float* hprebn, const float* bngain, const float* bnbias, float* bnmeani, float* bnvar, float* bnvar_inv, float* bnraw, float* h, int n, int H, float eps)
 HPB_KERNEL(batchnorm_backward, const float* dh, const float* h, const float* bnraw, const float* bngain, const float* bnvar_inv, float* dhprebn, float* dbngain, float* dbnbias, int n, int H)
 HPB_KERNEL(batchnorm_inference, const float* hprebn, const float* bnmean, const float* bnvar, const float* bngain, const float* bnbias, float* h, int n, int H, float eps)
+HPB_KERNEL(batchnorm_running_update, float* running_mean, float* running_var, const float* bnmeani, const float* bnvar, float momentum, int H)
 HPB_KERNEL(batchnorm_calib_accumulate, const float* hprebn, int n, int H, const float* center, double* sum, double* sumsq)
 
 // ---- cross_entropy.cu

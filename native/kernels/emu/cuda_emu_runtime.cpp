@@ -47,10 +47,14 @@ enum WarpOpKind { kNone = 0, kSyncwarp = 1, kShuffle = 2, kBallot = 3 };
 
 const char* kind_name(int kind) {
     switch (kind) {
-        case kSyncwarp: return "__syncwarp";
-        case kShuffle: return "__shfl_*_sync";
-        case kBallot: return "__ballot/__any/__all_sync";
-        default: return "?";
+        case kSyncwarp:
+            return "__syncwarp";
+        case kShuffle:
+            return "__shfl_*_sync";
+        case kBallot:
+            return "__ballot/__any/__all_sync";
+        default:
+            return "?";
     }
 }
 
@@ -220,22 +224,24 @@ uint64_t warp_op(unsigned mask, int kind, uint64_t bits, int src_lane) {
     const char* problem = nullptr;
     std::string message;
     if (!(mask & bit))
-        message = format("lane %u of warp %u calls %s with mask 0x%08x, which does not include the lane", c.lane, c.warp,
-                         kind_name(kind), mask);
+        message = format("lane %u of warp %u calls %s with mask 0x%08x, which does not include the lane", c.lane,
+                         c.warp, kind_name(kind), mask);
     else if (mask & ~w.exists)
-        message = format("%s mask 0x%08x names lanes that do not exist: warp %u of this %u-thread block has lanes "
-                         "0x%08x (use whole warps, or a mask of the existing lanes)",
-                         kind_name(kind), mask, c.warp, b.threads, w.exists);
+        message = format(
+            "%s mask 0x%08x names lanes that do not exist: warp %u of this %u-thread block has lanes "
+            "0x%08x (use whole warps, or a mask of the existing lanes)",
+            kind_name(kind), mask, c.warp, b.threads, w.exists);
     else if (mask & ~w.live)
-        message = format("%s mask 0x%08x in warp %u names lanes 0x%08x that have already returned", kind_name(kind), mask,
-                         c.warp, mask & ~w.live);
+        message = format("%s mask 0x%08x in warp %u names lanes 0x%08x that have already returned", kind_name(kind),
+                         mask, c.warp, mask & ~w.live);
     else if (src_lane >= 32 || (src_lane >= 0 && !(mask & (1u << src_lane))))
         message = format("lane %u of warp %u reads lane %d, which is not in the shuffle mask 0x%08x (undefined value)",
                          c.lane, c.warp, src_lane, mask);
     else if (w.arrived != 0 && (w.expected != mask || w.kind != kind))
-        message = format("divergent warp-synchronous calls in warp %u: lanes 0x%08x are in %s with mask 0x%08x while "
-                         "lane %u calls %s with mask 0x%08x",
-                         c.warp, w.arrived, kind_name(w.kind), w.expected, c.lane, kind_name(kind), mask);
+        message = format(
+            "divergent warp-synchronous calls in warp %u: lanes 0x%08x are in %s with mask 0x%08x while "
+            "lane %u calls %s with mask 0x%08x",
+            c.warp, w.arrived, kind_name(w.kind), w.expected, c.lane, kind_name(kind), mask);
     (void)problem;
     if (!message.empty()) {
         lk.unlock();
@@ -292,7 +298,7 @@ struct Completion {
 };
 
 class Pool {
-   public:
+ public:
     ~Pool() {
         for (auto& w : workers_) {
             w->quit.store(true, std::memory_order_release);
@@ -325,7 +331,7 @@ class Pool {
 
     Completion completion;
 
-   private:
+ private:
     struct Worker {
         pthread_t thread{};
         Parker parker;
@@ -443,8 +449,8 @@ int launch(Thunk thunk, dim3 grid, dim3 block, unsigned shared_bytes, void** arg
 
     const unsigned long long threads = (unsigned long long)block.x * block.y * block.z;
     if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0) {
-        *error = format("bad launch configuration: grid (%u,%u,%u) block (%u,%u,%u) has a zero dimension", grid.x, grid.y,
-                        grid.z, block.x, block.y, block.z);
+        *error = format("bad launch configuration: grid (%u,%u,%u) block (%u,%u,%u) has a zero dimension", grid.x,
+                        grid.y, grid.z, block.x, block.y, block.z);
         return HPB_EMU_ERROR_BAD_CONFIG;
     }
     if (threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) {
@@ -453,7 +459,8 @@ int launch(Thunk thunk, dim3 grid, dim3 block, unsigned shared_bytes, void** arg
         return HPB_EMU_ERROR_BAD_CONFIG;
     }
     if (grid.x > 2147483647u || grid.y > 65535u || grid.z > 65535u) {
-        *error = format("bad launch configuration: grid (%u,%u,%u) exceeds (2^31-1, 65535, 65535)", grid.x, grid.y, grid.z);
+        *error =
+            format("bad launch configuration: grid (%u,%u,%u) exceeds (2^31-1, 65535, 65535)", grid.x, grid.y, grid.z);
         return HPB_EMU_ERROR_BAD_CONFIG;
     }
     if (shared_bytes > HPB_EMU_MAX_DYNAMIC_SHARED) {

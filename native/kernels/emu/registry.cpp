@@ -66,8 +66,8 @@ HPB_EMU_API int hpb_emu_launch(const char* kernel, unsigned gx, unsigned gy, uns
         if (strcmp(e.name, kernel) == 0) entry = &e;
     if (!entry) return fail(HPB_EMU_ERROR_UNKNOWN_KERNEL, std::string("unknown kernel '") + kernel + "'");
     if (entry->arity > 0 && !args)
-        return fail(HPB_EMU_ERROR_BAD_ARGS, std::string(kernel) + ": args is NULL but the kernel takes (" +
-                                                entry->signature + ")");
+        return fail(HPB_EMU_ERROR_BAD_ARGS,
+                    std::string(kernel) + ": args is NULL but the kernel takes (" + entry->signature + ")");
     for (int i = 0; i < entry->arity; ++i)
         if (!args[i])
             return fail(HPB_EMU_ERROR_BAD_ARGS, std::string(kernel) + ": args[" + std::to_string(i) +

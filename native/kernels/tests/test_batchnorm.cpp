@@ -9,8 +9,8 @@ namespace {
 const float kEps = 1e-5f;
 
 struct BnRef {
-    std::vector<double> mean, var, var_inv, raw, h;          // forward
-    std::vector<double> dhprebn, dbngain, dbnbias;           // backward
+    std::vector<double> mean, var, var_inv, raw, h;  // forward
+    std::vector<double> dhprebn, dbngain, dbnbias;   // backward
 };
 
 BnRef bn_ref(const std::vector<float>& x, const std::vector<float>& gain, const std::vector<float>& bias,
@@ -80,7 +80,7 @@ BnInputs bn_inputs(Rng& rng, int n, int H) {
 
 TEST(batchnorm, forward_backward_vs_double) {
     Rng rng(10);
-    const Dim shapes[] = {Dim(32, 8), Dim(16, 3), Dim(32, 32), Dim(7, 1)};
+    const Dim shapes[] = {Dim(32, 8), Dim(16, 3), Dim(64, 4), Dim(7, 1)};
     int shape_i = 0;
     for (int n : {2, 3, 31, 33, 1000})
         for (int H : {1, 200, 513}) {
@@ -167,31 +167,26 @@ TEST(batchnorm, inference_fixed_statistics) {
 }
 
 // Two passes over chunks of the training set: mean, then Bessel variance about that mean.
-TEST(batchnorm, calibration_two_passes) {
-    Rng rng(13);
-    for (int H : {1, 200, 513}) {
+static void check_calibration(Rng& rng, std::initializer_list<int> Hs, Dim blk, std::vector<int> chunks) {
+    for (int H : Hs) {
         const int N = 1000;
         const BnInputs in = bn_inputs(rng, N, H);
-        const int chunks[] = {333, 1, 333, 333};  // awkward chunking, fixed order
-        const Dim blk = (H == 1) ? Dim(32, 32) : Dim(32, 8);
         const unsigned smem = blk.x * blk.y * sizeof(double);
         std::vector<double> results[2];
         for (int run = 0; run < 2; ++run) {
             std::vector<double> sum(H, 0.0), sumsq(H, 0.0), sum2(H, 0.0), sumsq2(H, 0.0);
             int row = 0;
             for (int c : chunks) {
-                launch<K::batchnorm_calib_accumulate>(Dim(ceil_div(H, 32)), blk, smem,
-                                                      in.x.data() + (size_t)row * H, c, H, (const float*)nullptr,
-                                                      sum.data(), sumsq.data());
+                launch<K::batchnorm_calib_accumulate>(Dim(ceil_div(H, 32)), blk, smem, in.x.data() + (size_t)row * H, c,
+                                                      H, (const float*)nullptr, sum.data(), sumsq.data());
                 row += c;
             }
             std::vector<float> mean(H);
             for (int k = 0; k < H; ++k) mean[k] = (float)(sum[k] / N);
             row = 0;
             for (int c : chunks) {
-                launch<K::batchnorm_calib_accumulate>(Dim(ceil_div(H, 32)), blk, smem,
-                                                      in.x.data() + (size_t)row * H, c, H, mean.data(), sum2.data(),
-                                                      sumsq2.data());
+                launch<K::batchnorm_calib_accumulate>(Dim(ceil_div(H, 32)), blk, smem, in.x.data() + (size_t)row * H, c,
+                                                      H, mean.data(), sum2.data(), sumsq2.data());
                 row += c;
             }
             std::vector<double>& res = results[run];
@@ -211,8 +206,35 @@ TEST(batchnorm, calibration_two_passes) {
             want.push_back(q / (N - 1));
         }
         char what[64];
-        snprintf(what, sizeof what, "calibration H=%d", H);
+        snprintf(what, sizeof what, "calibration H=%d block=(%u,%u)", H, blk.x, blk.y);
         close(what, results[0], want, 1e-9, 1e-9);
         CHECK(bitwise_equal(results[0], results[1]), "%s not reproducible", what);
+    }
+}
+
+TEST(batchnorm, calibration_two_passes) {
+    Rng rng(13);
+    check_calibration(rng, {1, 200, 513}, Dim(32, 8), {333, 1, 333, 333});  // awkward chunks, fixed order
+}
+
+TEST(large_blocks, batchnorm_calibration_32x32) {
+    Rng rng(15);
+    check_calibration(rng, {33}, Dim(32, 32), {1000});
+}
+
+TEST(batchnorm, running_update) {
+    Rng rng(14);
+    for (int H : {1, 200, 513}) {
+        std::vector<float> mean = rng.normal(H), var = rng.normal(H, 1.0f, 2.0f);
+        const std::vector<float> bm = rng.normal(H), bv = rng.normal(H, 1.0f, 2.0f);
+        std::vector<double> want_mean(H), want_var(H);
+        for (int c = 0; c < H; ++c) {
+            want_mean[c] = (1 - 0.001) * mean[c] + 0.001 * bm[c];
+            want_var[c] = (1 - 0.001) * var[c] + 0.001 * bv[c];
+        }
+        launch<K::batchnorm_running_update>(Dim(ceil_div(H, 256)), Dim(256), 0, mean.data(), var.data(), bm.data(),
+                                            bv.data(), 0.001f, H);
+        close("running mean", mean, want_mean, 1e-6, 1e-6);
+        close("running var", var, want_var, 1e-6, 1e-6);
     }
 }

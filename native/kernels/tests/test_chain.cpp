@@ -31,17 +31,17 @@ TEST(chain, cross_entropy_chain_vs_fused) {
     Rng rng(40);
     for (int n : {2, 3, 31, 33, 1000})
         for (int V : {27, 1000, 50000}) {
-            if (V == 50000 && n > 3) continue;
-            if (V == 1000 && n == 1000) continue;
+            if (V == 50000 && n != 2) continue;
+            if (V == 1000 && n != 3 && n != 33) continue;
             const size_t NV = (size_t)n * V;
             const Vec logits = rng.normal(NV, 3.0f);
             const std::vector<int> Yb = rng.ints(n, 0, V - 1);
 
-            Vec logit_maxes(n), norm_logits(NV), counts(NV), counts_sum(n), counts_sum_inv(n), probs(NV),
-                logprobs(NV), losses(n), loss(1);
+            Vec logit_maxes(n), norm_logits(NV), counts(NV), counts_sum(n), counts_sum_inv(n), probs(NV), logprobs(NV),
+                losses(n), loss(1);
             launch<K::chain_logit_maxes>(row_grid(n), kBlock, 0, logits.data(), logit_maxes.data(), n, V);
-            launch<K::chain_norm_logits>(elem_grid(NV), kBlock, 0, logits.data(), logit_maxes.data(), norm_logits.data(),
-                                         n, V);
+            launch<K::chain_norm_logits>(elem_grid(NV), kBlock, 0, logits.data(), logit_maxes.data(),
+                                         norm_logits.data(), n, V);
             launch<K::chain_counts>(elem_grid(NV), kBlock, 0, norm_logits.data(), counts.data(), (int)NV);
             launch<K::chain_counts_sum>(row_grid(n), kBlock, 0, counts.data(), counts_sum.data(), n, V);
             launch<K::chain_counts_sum_inv>(elem_grid(n), kBlock, 0, counts_sum.data(), counts_sum_inv.data(), n);
@@ -90,7 +90,8 @@ TEST(chain, cross_entropy_chain_vs_fused) {
             close((w + " losses").c_str(), losses, r_losses, 2e-5, 2e-5);
             close((w + " loss").c_str(), loss, std::vector<double>{r_loss}, 2e-5, 2e-5);
             close((w + " dlogits").c_str(), dlogits, r_dlogits, 1e-7 / n, 1e-3);
-            CHECK(max_abs(dlogit_maxes) < 1e-7 * sqrt((double)V) / n, "%s dlogit_maxes not ~0: %g", what, max_abs(dlogit_maxes));
+            CHECK(max_abs(dlogit_maxes) < 1e-7 * sqrt((double)V) / n, "%s dlogit_maxes not ~0: %g", what,
+                  max_abs(dlogit_maxes));
 
             // fused vs chain
             Vec f_dlogits(NV), f_losses(n), f_loss(1);
@@ -104,87 +105,89 @@ TEST(chain, cross_entropy_chain_vs_fused) {
 
 TEST(chain, batchnorm_chain_vs_fused) {
     Rng rng(41);
-    for (int n : {2, 3, 31, 33, 1000})
-        for (int H : {1, 200, 513}) {
-            const size_t NH = (size_t)n * H;
-            Vec hprebn = rng.normal(NH, 2.0f);
-            const Vec offset = rng.normal(H, 3.0f);
-            for (size_t k = 0; k < NH; ++k) hprebn[k] += offset[k % H];
-            const Vec bngain = rng.normal(H, 0.1f, 1.0f), bnbias = rng.normal(H, 0.1f), dh = rng.normal(NH, 0.1f);
+    const int shapes[][2] = {{2, 513}, {2, 1}, {3, 200}, {31, 1}, {31, 513}, {33, 200}, {1000, 1}, {1000, 200}};
+    for (const auto& shape : shapes) {
+        const int n = shape[0], H = shape[1];
+        const size_t NH = (size_t)n * H;
+        Vec hprebn = rng.normal(NH, 2.0f);
+        const Vec offset = rng.normal(H, 3.0f);
+        for (size_t k = 0; k < NH; ++k) hprebn[k] += offset[k % H];
+        const Vec bngain = rng.normal(H, 0.1f, 1.0f), bnbias = rng.normal(H, 0.1f), dh = rng.normal(NH, 0.1f);
 
-            Vec bnmeani(H), bndiff(NH), bndiff2(NH), bnvar(H), bnvar_inv(H), bnraw(NH), hpreact(NH), h(NH);
-            launch<K::chain_bnmeani>(col_grid(H), kBlock, 0, hprebn.data(), bnmeani.data(), n, H);
-            launch<K::chain_bndiff>(elem_grid(NH), kBlock, 0, hprebn.data(), bnmeani.data(), bndiff.data(), n, H);
-            launch<K::chain_bndiff2>(elem_grid(NH), kBlock, 0, bndiff.data(), bndiff2.data(), (int)NH);
-            launch<K::chain_bnvar>(col_grid(H), kBlock, 0, bndiff2.data(), bnvar.data(), n, H);
-            launch<K::chain_bnvar_inv>(elem_grid(H), kBlock, 0, bnvar.data(), bnvar_inv.data(), H, kEps);
-            launch<K::chain_bnraw>(elem_grid(NH), kBlock, 0, bndiff.data(), bnvar_inv.data(), bnraw.data(), n, H);
-            launch<K::chain_hpreact>(elem_grid(NH), kBlock, 0, bngain.data(), bnraw.data(), bnbias.data(),
-                                     hpreact.data(), n, H);
-            launch<K::chain_h>(elem_grid(NH), kBlock, 0, hpreact.data(), h.data(), (int)NH);
+        Vec bnmeani(H), bndiff(NH), bndiff2(NH), bnvar(H), bnvar_inv(H), bnraw(NH), hpreact(NH), h(NH);
+        launch<K::chain_bnmeani>(col_grid(H), kBlock, 0, hprebn.data(), bnmeani.data(), n, H);
+        launch<K::chain_bndiff>(elem_grid(NH), kBlock, 0, hprebn.data(), bnmeani.data(), bndiff.data(), n, H);
+        launch<K::chain_bndiff2>(elem_grid(NH), kBlock, 0, bndiff.data(), bndiff2.data(), (int)NH);
+        launch<K::chain_bnvar>(col_grid(H), kBlock, 0, bndiff2.data(), bnvar.data(), n, H);
+        launch<K::chain_bnvar_inv>(elem_grid(H), kBlock, 0, bnvar.data(), bnvar_inv.data(), H, kEps);
+        launch<K::chain_bnraw>(elem_grid(NH), kBlock, 0, bndiff.data(), bnvar_inv.data(), bnraw.data(), n, H);
+        launch<K::chain_hpreact>(elem_grid(NH), kBlock, 0, bngain.data(), bnraw.data(), bnbias.data(), hpreact.data(),
+                                 n, H);
+        launch<K::chain_h>(elem_grid(NH), kBlock, 0, hpreact.data(), h.data(), (int)NH);
 
-            Vec dhpreact(NH), dbngain(H), dbnraw(NH), dbnbias(H), dbnvar_inv(H), dbnvar(H), dbndiff2(NH), dbndiff(NH),
-                dbnmeani(H), dhprebn(NH);
-            launch<K::chain_dhpreact>(elem_grid(NH), kBlock, 0, h.data(), dh.data(), dhpreact.data(), (int)NH);
-            launch<K::chain_dbngain>(col_grid(H), kBlock, 0, bnraw.data(), dhpreact.data(), dbngain.data(), n, H);
-            launch<K::chain_dbnraw>(elem_grid(NH), kBlock, 0, bngain.data(), dhpreact.data(), dbnraw.data(), n, H);
-            launch<K::chain_dbnbias>(col_grid(H), kBlock, 0, dhpreact.data(), dbnbias.data(), n, H);
-            launch<K::chain_dbnvar_inv>(col_grid(H), kBlock, 0, bndiff.data(), dbnraw.data(), dbnvar_inv.data(), n, H);
-            launch<K::chain_dbnvar>(elem_grid(H), kBlock, 0, bnvar.data(), dbnvar_inv.data(), dbnvar.data(), H, kEps);
-            launch<K::chain_dbndiff2>(elem_grid(NH), kBlock, 0, dbnvar.data(), dbndiff2.data(), n, H);
-            launch<K::chain_dbndiff>(elem_grid(NH), kBlock, 0, bnvar_inv.data(), dbnraw.data(), bndiff.data(),
-                                     dbndiff2.data(), dbndiff.data(), n, H);
-            launch<K::chain_dbnmeani>(col_grid(H), kBlock, 0, dbndiff.data(), dbnmeani.data(), n, H);
-            launch<K::chain_dhprebn>(elem_grid(NH), kBlock, 0, dbndiff.data(), dbnmeani.data(), dhprebn.data(), n, H);
+        Vec dhpreact(NH), dbngain(H), dbnraw(NH), dbnbias(H), dbnvar_inv(H), dbnvar(H), dbndiff2(NH), dbndiff(NH),
+            dbnmeani(H), dhprebn(NH);
+        launch<K::chain_dhpreact>(elem_grid(NH), kBlock, 0, h.data(), dh.data(), dhpreact.data(), (int)NH);
+        launch<K::chain_dbngain>(col_grid(H), kBlock, 0, bnraw.data(), dhpreact.data(), dbngain.data(), n, H);
+        launch<K::chain_dbnraw>(elem_grid(NH), kBlock, 0, bngain.data(), dhpreact.data(), dbnraw.data(), n, H);
+        launch<K::chain_dbnbias>(col_grid(H), kBlock, 0, dhpreact.data(), dbnbias.data(), n, H);
+        launch<K::chain_dbnvar_inv>(col_grid(H), kBlock, 0, bndiff.data(), dbnraw.data(), dbnvar_inv.data(), n, H);
+        launch<K::chain_dbnvar>(elem_grid(H), kBlock, 0, bnvar.data(), dbnvar_inv.data(), dbnvar.data(), H, kEps);
+        launch<K::chain_dbndiff2>(elem_grid(NH), kBlock, 0, dbnvar.data(), dbndiff2.data(), n, H);
+        launch<K::chain_dbndiff>(elem_grid(NH), kBlock, 0, bnvar_inv.data(), dbnraw.data(), bndiff.data(),
+                                 dbndiff2.data(), dbndiff.data(), n, H);
+        launch<K::chain_dbnmeani>(col_grid(H), kBlock, 0, dbndiff.data(), dbnmeani.data(), n, H);
+        launch<K::chain_dhprebn>(elem_grid(NH), kBlock, 0, dbndiff.data(), dbnmeani.data(), dhprebn.data(), n, H);
 
-            // double reference (SPEC §3, term by term)
-            std::vector<double> r_mean(H), r_var(H), r_h(NH), r_dhprebn(NH), r_dbngain(H), r_dbnbias(H);
-            for (int c = 0; c < H; ++c) {
-                double s = 0, q = 0;
-                for (int i = 0; i < n; ++i) s += hprebn[(size_t)i * H + c];
-                const double mean = s / n;
-                for (int i = 0; i < n; ++i) q += pow(hprebn[(size_t)i * H + c] - mean, 2);
-                const double var = q / (n - 1), inv = 1 / sqrt(var + (double)kEps);
-                r_mean[c] = mean;
-                r_var[c] = var;
-                double sd = 0, sdr = 0;
-                std::vector<double> dp(n), raw(n);
-                for (int i = 0; i < n; ++i) {
-                    const size_t k = (size_t)i * H + c;
-                    raw[i] = (hprebn[k] - mean) * inv;
-                    r_h[k] = tanh(bngain[c] * raw[i] + bnbias[c]);
-                    dp[i] = (1 - r_h[k] * r_h[k]) * dh[k];
-                    sd += dp[i];
-                    sdr += dp[i] * raw[i];
-                }
-                r_dbngain[c] = sdr;
-                r_dbnbias[c] = sd;
-                for (int i = 0; i < n; ++i)
-                    r_dhprebn[(size_t)i * H + c] = bngain[c] * inv / n * (n * dp[i] - sd - (double)n / (n - 1) * raw[i] * sdr);
+        // double reference (SPEC §3, term by term)
+        std::vector<double> r_mean(H), r_var(H), r_h(NH), r_dhprebn(NH), r_dbngain(H), r_dbnbias(H);
+        for (int c = 0; c < H; ++c) {
+            double s = 0, q = 0;
+            for (int i = 0; i < n; ++i) s += hprebn[(size_t)i * H + c];
+            const double mean = s / n;
+            for (int i = 0; i < n; ++i) q += pow(hprebn[(size_t)i * H + c] - mean, 2);
+            const double var = q / (n - 1), inv = 1 / sqrt(var + (double)kEps);
+            r_mean[c] = mean;
+            r_var[c] = var;
+            double sd = 0, sdr = 0;
+            std::vector<double> dp(n), raw(n);
+            for (int i = 0; i < n; ++i) {
+                const size_t k = (size_t)i * H + c;
+                raw[i] = (hprebn[k] - mean) * inv;
+                r_h[k] = tanh(bngain[c] * raw[i] + bnbias[c]);
+                dp[i] = (1 - r_h[k] * r_h[k]) * dh[k];
+                sd += dp[i];
+                sdr += dp[i] * raw[i];
             }
-            char what[64];
-            snprintf(what, sizeof what, "chain BN n=%d H=%d", n, H);
-            const std::string w = what;
-            close((w + " bnmeani").c_str(), bnmeani, r_mean, 1e-4, 1e-5);
-            close((w + " bnvar").c_str(), bnvar, r_var, 1e-5, 2e-5);
-            close((w + " h").c_str(), h, r_h, 5e-5, 5e-5);
-            close((w + " dbngain").c_str(), dbngain, r_dbngain, 1e-4 * max_abs(r_dbngain) + 1e-7, 1e-4);
-            close((w + " dbnbias").c_str(), dbnbias, r_dbnbias, 1e-4 * max_abs(r_dbnbias) + 1e-7, 1e-4);
-            close((w + " dhprebn").c_str(), dhprebn, r_dhprebn, 2e-4 * max_abs(r_dhprebn) + 1e-7, 2e-3);
-
-            // fused vs chain
-            Vec f_mean(H), f_var(H), f_var_inv(H), f_raw(NH), f_h(NH), f_dhprebn(NH), f_dbngain(H), f_dbnbias(H);
-            const unsigned smem = 32 * 8 * sizeof(float);
-            launch<K::batchnorm_forward>(Dim(ceil_div(H, 32)), Dim(32, 8), smem, hprebn.data(), bngain.data(),
-                                         bnbias.data(), f_mean.data(), f_var.data(), f_var_inv.data(), f_raw.data(),
-                                         f_h.data(), n, H, kEps);
-            launch<K::batchnorm_backward>(Dim(ceil_div(H, 32)), Dim(32, 8), smem, dh.data(), f_h.data(), f_raw.data(),
-                                          bngain.data(), f_var_inv.data(), f_dhprebn.data(), f_dbngain.data(),
-                                          f_dbnbias.data(), n, H);
-            close((w + " fused vs chain h").c_str(), f_h, h, 5e-5, 5e-5);
-            close((w + " fused vs chain bnraw").c_str(), f_raw, bnraw, 1e-4, 1e-4);
-            close((w + " fused vs chain dhprebn").c_str(), f_dhprebn, dhprebn, 2e-4 * max_abs(dhprebn) + 1e-7, 2e-3);
-            close((w + " fused vs chain dbngain").c_str(), f_dbngain, dbngain, 1e-4 * max_abs(dbngain) + 1e-7, 1e-4);
-            close((w + " fused vs chain dbnbias").c_str(), f_dbnbias, dbnbias, 1e-4 * max_abs(dbnbias) + 1e-7, 1e-4);
+            r_dbngain[c] = sdr;
+            r_dbnbias[c] = sd;
+            for (int i = 0; i < n; ++i)
+                r_dhprebn[(size_t)i * H + c] =
+                    bngain[c] * inv / n * (n * dp[i] - sd - (double)n / (n - 1) * raw[i] * sdr);
         }
+        char what[64];
+        snprintf(what, sizeof what, "chain BN n=%d H=%d", n, H);
+        const std::string w = what;
+        close((w + " bnmeani").c_str(), bnmeani, r_mean, 1e-4, 1e-5);
+        close((w + " bnvar").c_str(), bnvar, r_var, 1e-5, 2e-5);
+        close((w + " h").c_str(), h, r_h, 5e-5, 5e-5);
+        close((w + " dbngain").c_str(), dbngain, r_dbngain, 1e-4 * max_abs(r_dbngain) + 1e-7, 1e-4);
+        close((w + " dbnbias").c_str(), dbnbias, r_dbnbias, 1e-4 * max_abs(r_dbnbias) + 1e-7, 1e-4);
+        close((w + " dhprebn").c_str(), dhprebn, r_dhprebn, 2e-4 * max_abs(r_dhprebn) + 1e-7, 2e-3);
+
+        // fused vs chain
+        Vec f_mean(H), f_var(H), f_var_inv(H), f_raw(NH), f_h(NH), f_dhprebn(NH), f_dbngain(H), f_dbnbias(H);
+        const unsigned smem = 32 * 8 * sizeof(float);
+        launch<K::batchnorm_forward>(Dim(ceil_div(H, 32)), Dim(32, 8), smem, hprebn.data(), bngain.data(),
+                                     bnbias.data(), f_mean.data(), f_var.data(), f_var_inv.data(), f_raw.data(),
+                                     f_h.data(), n, H, kEps);
+        launch<K::batchnorm_backward>(Dim(ceil_div(H, 32)), Dim(32, 8), smem, dh.data(), f_h.data(), f_raw.data(),
+                                      bngain.data(), f_var_inv.data(), f_dhprebn.data(), f_dbngain.data(),
+                                      f_dbnbias.data(), n, H);
+        close((w + " fused vs chain h").c_str(), f_h, h, 5e-5, 5e-5);
+        close((w + " fused vs chain bnraw").c_str(), f_raw, bnraw, 1e-4, 1e-4);
+        close((w + " fused vs chain dhprebn").c_str(), f_dhprebn, dhprebn, 2e-4 * max_abs(dhprebn) + 1e-7, 2e-3);
+        close((w + " fused vs chain dbngain").c_str(), f_dbngain, dbngain, 1e-4 * max_abs(dbngain) + 1e-7, 1e-4);
+        close((w + " fused vs chain dbnbias").c_str(), f_dbnbias, dbnbias, 1e-4 * max_abs(dbnbias) + 1e-7, 1e-4);
+    }
 }

@@ -45,27 +45,40 @@ bool run_ce(const Variant& v, const float* logits, const int* Yb, float* dlogits
 
 }  // namespace
 
+struct Case {
+    Variant v;
+    int n, V;
+    bool all_modes;  // also in place, forward only, backward only
+};
+void check_case(Rng& rng, const Case& cs);
+
+// Every n in {2,3,31,33,1000} and V in {27,1000,50000} through both kernels, block sizes from
+// one warp up (1024 threads: group large_blocks), capped grids (grid-stride over rows); the
+// emulator runs every thread for real, so the big shapes go where they matter.
 TEST(cross_entropy, fused_vs_double) {
     Rng rng(20);
-    // Every n in {2,3,31,33,1000} and V in {27,1000,50000} through both kernels, block sizes
-    // from one warp to 1024 threads, capped grids (grid-stride over rows); the emulator runs
-    // every thread for real, so the big shapes go where they matter.
-    const struct Case {
-        Variant v;
-        int n, V;
-        bool all_modes;  // also in place, forward only, backward only
-    } cases[] = {
-        {{"warp/64", false, 64, 4}, 2, 27, true},         {{"warp/64", false, 64, 4}, 3, 27, true},
-        {{"warp/256", false, 256, 1}, 31, 27, true},      {{"warp/32", false, 32, 3}, 33, 27, true},
-        {{"warp/256", false, 256, 2}, 1000, 27, false},   {{"warp/64", false, 64, 2}, 3, 1000, true},
-        {{"warp/128", false, 128, 2}, 33, 1000, false},   {{"warp/32", false, 32, 1}, 2, 50000, true},
-        {{"block/32", true, 32, 2}, 2, 27, true},         {{"block/64", true, 64, 3}, 3, 27, true},
-        {{"block/32", true, 32, 4}, 31, 27, false},       {{"block/64", true, 64, 64}, 33, 27, true},
-        {{"block/32", true, 32, 2}, 1000, 27, false},     {{"block/256", true, 256, 3}, 3, 1000, true},
-        {{"block/128", true, 128, 2}, 33, 1000, false},   {{"block/1024", true, 1024, 2}, 2, 50000, true},
+    const Case cases[] = {
+        {{"warp/64", false, 64, 4}, 2, 27, true},       {{"warp/64", false, 64, 4}, 3, 27, true},
+        {{"warp/256", false, 256, 1}, 31, 27, true},    {{"warp/32", false, 32, 3}, 33, 27, true},
+        {{"warp/256", false, 256, 2}, 1000, 27, false}, {{"warp/64", false, 64, 2}, 3, 1000, true},
+        {{"warp/128", false, 128, 2}, 33, 1000, false}, {{"warp/32", false, 32, 1}, 2, 50000, true},
+        {{"block/32", true, 32, 2}, 2, 27, true},       {{"block/64", true, 64, 3}, 3, 27, true},
+        {{"block/32", true, 32, 4}, 31, 27, false},     {{"block/64", true, 64, 64}, 33, 27, true},
+        {{"block/32", true, 32, 2}, 1000, 27, false},   {{"block/256", true, 256, 3}, 3, 1000, true},
+        {{"block/128", true, 128, 2}, 33, 1000, false}, {{"block/256", true, 256, 2}, 2, 50000, true},
         {{"block/256", true, 256, 1}, 3, 50000, false},
     };
-    for (const Case& cs : cases) {
+    for (const Case& cs : cases) check_case(rng, cs);
+}
+
+TEST(large_blocks, cross_entropy_block_1024) {
+    Rng rng(23);
+    const Case cs{{"block/1024", true, 1024, 2}, 2, 50000, true};
+    check_case(rng, cs);
+}
+
+void check_case(Rng& rng, const Case& cs) {
+    {
         const Variant& v = cs.v;
         const int n = cs.n, V = cs.V;
         char what[96];
@@ -95,7 +108,7 @@ TEST(cross_entropy, fused_vs_double) {
         launch<K::sum_reduce>(Dim(1), Dim(v.threads), 0, losses.data(), loss.data(), n, 1.0f / n);
         close((w + " loss").c_str(), loss, std::vector<double>{ref.loss}, 2e-5, 2e-5);
 
-        if (!cs.all_modes) continue;
+        if (!cs.all_modes) return;
         // in place: dlogits == logits, bitwise the same as out of place
         std::vector<float> inplace = logits, losses2(n, NAN);
         run_ce(v, inplace.data(), Yb.data(), inplace.data(), losses2.data(), n, V);
@@ -147,10 +160,21 @@ TEST(cross_entropy, deterministic) {
     }
 }
 
+void check_sum_reduce(Rng& rng, std::initializer_list<int> counts, std::initializer_list<unsigned> thread_counts);
+
 TEST(cross_entropy, sum_reduce_sizes) {
     Rng rng(22);
-    for (int count : {1, 2, 3, 31, 33, 1000, 182625})
-        for (unsigned threads : {32u, 1024u}) {
+    check_sum_reduce(rng, {1, 2, 3, 31, 33, 1000, 182625}, {32u, 256u});
+}
+
+TEST(large_blocks, sum_reduce_1024) {
+    Rng rng(24);
+    check_sum_reduce(rng, {33, 182625}, {1024u});
+}
+
+void check_sum_reduce(Rng& rng, std::initializer_list<int> counts, std::initializer_list<unsigned> thread_counts) {
+    for (int count : counts)
+        for (unsigned threads : thread_counts) {
             const std::vector<float> x = rng.normal(count, 1.0f, 2.0f);
             double s = 0, a = 0;
             for (float v : x) {

@@ -63,7 +63,8 @@ bool scatter_sorted(std::vector<float>& dC, const std::vector<float>& demb, cons
         const int shift = 8 * pass;
         int* out_keys = keys[pass & 1].data();
         int* out_vals = vals[pass & 1].data();
-        if (!launch<K::embedding_sort_histogram>(Dim(tiles), Dim(tile), 0, hist.data(), in_keys, M, shift)) return false;
+        if (!launch<K::embedding_sort_histogram>(Dim(tiles), Dim(tile), 0, hist.data(), in_keys, M, shift))
+            return false;
         if (!launch<K::exclusive_scan_int>(Dim(1), Dim(scan_threads), 0, hist.data(), (int)hist.size())) return false;
         if (!launch<K::embedding_sort_scatter>(Dim(tiles), Dim(tile), 0, out_keys, out_vals, in_keys, in_vals,
                                                hist.data(), M, shift))
@@ -123,6 +124,8 @@ TEST(embedding, backward_all_paths) {
     for (int n : {2, 3, 31, 33, 1000})
         for (int V : {27, 1000, 50000})
             for (Ids pattern : {Ids::Uniform, Ids::OneId, Ids::Skewed}) {
+                // every size with uniform ids; heavy repetition where it is heavy
+                if (pattern != Ids::Uniform && n != 33 && n != 1000) continue;
                 char what[128];
                 snprintf(what, sizeof what, "n=%d V=%d %s", n, V, ids_name(pattern));
                 const std::vector<int> Xb = make_ids(rng, (size_t)n * B, V, pattern);
@@ -133,8 +136,8 @@ TEST(embedding, backward_all_paths) {
 
                 // atomic (caller zeroes)
                 std::fill(dC.begin(), dC.end(), 0.0f);
-                launch<K::embedding_backward_atomic>(Dim(std::min(ceil_div((size_t)n * B * E, 256), 8u)), Dim(256), 0, dC.data(),
-                                                     demb.data(), Xb.data(), n, B, E);
+                launch<K::embedding_backward_atomic>(Dim(std::min(ceil_div((size_t)n * B * E, 256), 8u)), Dim(256), 0,
+                                                     dC.data(), demb.data(), Xb.data(), n, B, E);
                 scatter_close((std::string("atomic ") + what).c_str(), dC, want, abs_sum, Xb.size());
 
                 // dense (small V only: O(V*E*n*B)); garbage in dC must be overwritten
@@ -147,9 +150,9 @@ TEST(embedding, backward_all_paths) {
                     dense = dC;
                 }
 
-                // sort-and-segment (the large-V scan once with 1024 threads)
+                // sort-and-segment
                 SortResult sorted;
-                if (scatter_sorted(dC, demb, Xb, E, V, 256, 16, &sorted, (n == 1000 && V == 50000) ? 1024 : 256)) {
+                if (scatter_sorted(dC, demb, Xb, E, V, 256, 16, &sorted)) {
                     check_sorted(sorted, Xb, what);
                     scatter_close((std::string("sorted ") + what).c_str(), dC, want, abs_sum, Xb.size());
                     // both deterministic paths add in increasing k: bitwise the same
@@ -158,27 +161,42 @@ TEST(embedding, backward_all_paths) {
             }
 }
 
-TEST(embedding, sorted_path_other_tiles_and_shapes) {
-    Rng rng(3);
-    // tile 32 and 1024, B = 1 and 8, E = 1 and 33, a single-block segment grid
-    struct Case {
-        int n, B, E, V;
-        unsigned tile, cap;
-    } cases[] = {{33, 1, 1, 27, 32, 1}, {31, 8, 33, 1000, 1024, 3}, {1000, 3, 1, 50000, 32, 1000}, {2, 8, 33, 50000, 1024, 1}};
-    for (const Case& c : cases) {
-        char what[96];
-        snprintf(what, sizeof what, "n=%d B=%d E=%d V=%d tile=%u", c.n, c.B, c.E, c.V, c.tile);
+struct SortCase {
+    int n, B, E, V;
+    unsigned tile, cap, scan_threads;
+};
+
+void check_sort_cases(Rng& rng, std::initializer_list<SortCase> cases) {
+    for (const SortCase& c : cases) {
+        char what[128];
+        snprintf(what, sizeof what, "n=%d B=%d E=%d V=%d tile=%u scan=%u", c.n, c.B, c.E, c.V, c.tile, c.scan_threads);
         const std::vector<int> Xb = make_ids(rng, (size_t)c.n * c.B, c.V, Ids::Skewed);
         const std::vector<float> demb = rng.normal((size_t)c.n * c.B * c.E);
         std::vector<double> want, abs_sum;
         scatter_ref(demb, Xb, c.E, c.V, &want, &abs_sum);
         std::vector<float> dC((size_t)c.V * c.E);
         SortResult sorted;
-        if (scatter_sorted(dC, demb, Xb, c.E, c.V, c.tile, c.cap, &sorted)) {
+        if (scatter_sorted(dC, demb, Xb, c.E, c.V, c.tile, c.cap, &sorted, c.scan_threads)) {
             check_sorted(sorted, Xb, what);
             scatter_close(what, dC, want, abs_sum, Xb.size());
         }
     }
+}
+
+// tiles of 32 and 64 threads, B = 1 and 8, E = 1 and 33 (more columns than lanes), a
+// single-block segment grid, a 32-thread scan
+TEST(embedding, sorted_path_other_tiles_and_shapes) {
+    Rng rng(3);
+    check_sort_cases(rng, {{33, 1, 1, 27, 32, 1, 32},
+                           {31, 8, 33, 1000, 64, 3, 256},
+                           {1000, 3, 1, 50000, 32, 1000, 64},
+                           {2, 8, 33, 50000, 64, 1, 32}});
+}
+
+// tiles of 1024 threads and the 1024-thread scan the backend uses
+TEST(large_blocks, embedding_sorted_path_1024) {
+    Rng rng(5);
+    check_sort_cases(rng, {{333, 3, 10, 50000, 1024, 16, 1024}, {3, 8, 10, 1000, 1024, 1, 1024}});
 }
 
 // The deterministic paths are bitwise reproducible: 20 runs, identical bits.
@@ -186,7 +204,7 @@ TEST(embedding, deterministic_20_runs) {
     Rng rng(4);
     const int B = 3, E = 10;
     for (int V : {27, 50000}) {
-        const int n = 1000;
+        const int n = 333;
         const std::vector<int> Xb = make_ids(rng, (size_t)n * B, V, Ids::Skewed);
         const std::vector<float> demb = rng.normal((size_t)n * B * E);
         std::vector<float> first((size_t)V * E), dC((size_t)V * E), dense_first;

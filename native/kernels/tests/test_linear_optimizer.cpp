@@ -9,7 +9,8 @@ TEST(linear_optimizer, bias_add_exact) {
         for (int cols : {1, 27, 200, 513}) {
             std::vector<float> y = rng.normal((size_t)rows * cols), b = rng.normal(cols), want = y;
             for (size_t k = 0; k < want.size(); ++k) want[k] += b[k % cols];
-            launch<K::bias_add>(Dim(std::min(ceil_div(y.size(), 256), 7u)), Dim(256), 0, y.data(), b.data(), rows, cols);
+            launch<K::bias_add>(Dim(std::min(ceil_div(y.size(), 256), 7u)), Dim(256), 0, y.data(), b.data(), rows,
+                                cols);
             CHECK(bitwise_equal(y, want), "bias_add rows=%d cols=%d", rows, cols);
         }
 }
@@ -29,7 +30,8 @@ TEST(linear_optimizer, column_sum_vs_double) {
             }
             std::vector<float> out(cols, NAN), again(cols, NAN);
             launch<K::column_sum>(Dim(ceil_div(cols, blk.x)), blk, blk.x * blk.y * 4, x.data(), out.data(), rows, cols);
-            launch<K::column_sum>(Dim(ceil_div(cols, blk.x)), blk, blk.x * blk.y * 4, x.data(), again.data(), rows, cols);
+            launch<K::column_sum>(Dim(ceil_div(cols, blk.x)), blk, blk.x * blk.y * 4, x.data(), again.data(), rows,
+                                  cols);
             double worst = 0;
             for (int c = 0; c < cols; ++c) worst = std::max(worst, fabs(out[c] - want[c]) / (scale[c] * 1e-6));
             CHECK(worst <= 1.0, "column_sum rows=%d cols=%d block=(%u,%u): error %.3g x 1e-6 of sum|x|", rows, cols,

@@ -26,10 +26,10 @@ struct Dim {
 
 // ---- one type per kernel, from the contract -------------------------------------------
 namespace K {
-#define HPB_KERNEL(kname, ...)                        \
-    struct kname {                                    \
-        static constexpr const char* name = #kname;  \
-        using fn = void(__VA_ARGS__);                 \
+#define HPB_KERNEL(kname, ...)                      \
+    struct kname {                                  \
+        static constexpr const char* name = #kname; \
+        using fn = void(__VA_ARGS__);               \
     };
 #include "kernel_list.h"
 #undef HPB_KERNEL
@@ -60,17 +60,17 @@ struct Stats {
 };
 Stats& stats();
 
-#define CHECK(cond, ...)                                              \
-    do {                                                              \
-        if (cond) {                                                   \
-            ++stats().passed;                                         \
-        } else {                                                      \
-            ++stats().failed;                                         \
-            printf("FAIL %s:%d: %s — ", __FILE__, __LINE__, #cond);  \
-            printf(__VA_ARGS__);                                      \
-            printf("\n");                                             \
-            fflush(stdout);                                           \
-        }                                                             \
+#define CHECK(cond, ...)                                            \
+    do {                                                            \
+        if (cond) {                                                 \
+            ++stats().passed;                                       \
+        } else {                                                    \
+            ++stats().failed;                                       \
+            printf("FAIL %s:%d: %s — ", __FILE__, __LINE__, #cond); \
+            printf(__VA_ARGS__);                                    \
+            printf("\n");                                           \
+            fflush(stdout);                                         \
+        }                                                           \
     } while (0)
 
 // Launches and CHECKs the return code; returns true on success.
@@ -147,7 +147,7 @@ std::vector<TestCase>& registry();
 struct Register {
     Register(const char* group, const char* name, void (*fn)()) { registry().push_back({group, name, fn}); }
 };
-#define TEST(group, name)                                             \
-    static void test_##group##_##name();                              \
+#define TEST(group, name)                                                             \
+    static void test_##group##_##name();                                              \
     static Register register_##group##_##name(#group, #name, &test_##group##_##name); \
     static void test_##group##_##name()
