@@ -18,9 +18,12 @@
 //   a data race on the __shared__ array.
 // * Deadlock detection is exact: (live threads, blocked threads) is one 64-bit atomic, so the
 //   thread whose update makes blocked == live knows that nobody is left to release anyone.
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <memory>
@@ -71,17 +74,24 @@ std::string format(const char* fmt, ...) {
 // One thread sleeps in park() until another calls unpark() (a token: an unpark before the
 // park is not lost).  Release/acquire on the token orders everything the unparker did
 // before unpark() before everything the parked thread does after park().
+//
+// Sleeping is a raw futex on the token, NOT std::atomic::wait: libstdc++ implements that with
+// a process-wide table of waiter counters updated with seq_cst read-modify-writes, which
+// ThreadSanitizer sees as synchronisation between unrelated threads — enough to hide a
+// missing __syncthreads.  Here the only synchronisation is the token itself.
 struct Parker {
     std::atomic<uint32_t> token{0};
     void park() {
-        while (token.exchange(0, std::memory_order_acquire) == 0) token.wait(0, std::memory_order_relaxed);
+        while (token.exchange(0, std::memory_order_acquire) == 0)
+            syscall(SYS_futex, reinterpret_cast<uint32_t*>(&token), FUTEX_WAIT_PRIVATE, 0u, nullptr, nullptr, 0);
     }
     void unpark() {
         token.store(1, std::memory_order_release);
-        token.notify_one();
+        syscall(SYS_futex, reinterpret_cast<uint32_t*>(&token), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
     }
     void reset() { token.store(0, std::memory_order_relaxed); }
 };
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex word");
 
 // Per kernel-thread synchronisation slot (indexed by thread rank).
 struct alignas(64) ThreadSlot {
@@ -101,7 +111,12 @@ struct WarpState {
     int src[32]{};        // lane each lane reads (-1: its own)
 };
 
-constexpr uint64_t kLiveOne = 1ull << 32;  // counts = live << 32 | blocked
+// counts = live << 32 | blocked.  Every access is RELAXED on purpose: only the atomicity of
+// the read-modify-writes matters (deadlock detection reads the value its own RMW produced),
+// and an acquire/release on one atomic that every thread touches would give
+// ThreadSanitizer a happens-before edge between any two threads of the block — hiding
+// exactly the missing-__syncthreads races the emulator exists to expose.
+constexpr uint64_t kLiveOne = 1ull << 32;
 
 struct BlockState {
     unsigned threads = 0;  // T
@@ -189,7 +204,7 @@ std::string describe_deadlock(BlockState& b, uint64_t counts) {
 // The calling thread registers as blocked (its barrier lock held) and then parks.  Returns
 // normally when released; throws EmuAbort when the launch failed meanwhile.
 void block_and_park(BlockState& b, std::unique_lock<std::mutex>& lk) {
-    const uint64_t c = b.counts.fetch_add(1, std::memory_order_acq_rel) + 1;
+    const uint64_t c = b.counts.fetch_add(1, std::memory_order_relaxed) + 1;
     if ((uint32_t)c == (uint32_t)(c >> 32)) {
         lk.unlock();
         fail(b, describe_deadlock(b, c));
@@ -205,7 +220,7 @@ void block_and_park(BlockState& b, std::unique_lock<std::mutex>& lk) {
 void release_block_barrier_locked(BlockState& b) {
     const unsigned n = (unsigned)b.bar_waiters.size();
     for (unsigned r : b.bar_waiters) b.slots[r].released = true;
-    b.counts.fetch_sub(n, std::memory_order_acq_rel);
+    b.counts.fetch_sub(n, std::memory_order_relaxed);
     b.bar_arrived = 0;
     for (unsigned r : b.bar_waiters) b.slots[r].parker.unpark();
     b.bar_waiters.clear();
@@ -281,7 +296,7 @@ uint64_t warp_op(unsigned mask, int kind, uint64_t bits, int src_lane) {
     w.arrived = 0;
     w.expected = 0;
     w.kind = kNone;
-    b.counts.fetch_sub(waiters, std::memory_order_acq_rel);
+    b.counts.fetch_sub(waiters, std::memory_order_relaxed);
     for (unsigned l = 0; l < 32; ++l)
         if ((mask & (1u << l)) && l != c.lane) b.slots[base + l].parker.unpark();
     return own;
@@ -365,7 +380,7 @@ void thread_exit(BlockState& b, unsigned lane, unsigned warp) {
         std::lock_guard<std::mutex> warp_lock(b.warps[warp].m);
         WarpState& w = b.warps[warp];
         const unsigned bit = 1u << lane;
-        const uint64_t c = b.counts.fetch_sub(kLiveOne, std::memory_order_acq_rel) - kLiveOne;
+        const uint64_t c = b.counts.fetch_sub(kLiveOne, std::memory_order_relaxed) - kLiveOne;
         const unsigned live = (unsigned)(c >> 32), blocked = (unsigned)c;
         w.live &= ~bit;
         if (!b.aborted.load(std::memory_order_acquire)) {
@@ -421,7 +436,7 @@ void syncthreads() {
     BlockState& b = *tl_ctx.block;
     std::unique_lock<std::mutex> lk(b.bar_m);
     if (b.aborted.load(std::memory_order_acquire)) throw EmuAbort{};
-    const unsigned live = (unsigned)(b.counts.load(std::memory_order_acquire) >> 32);
+    const unsigned live = (unsigned)(b.counts.load(std::memory_order_relaxed) >> 32);
     if (++b.bar_arrived == live) {
         release_block_barrier_locked(b);
         return;
