@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# build-emulator.sh — configures (once) and builds libhpbackprop_kernels_emu.so, quietly and
+# incrementally.  Called by HpBackprop.Emulator.targets before `dotnet build`; usable by hand.
+#
+#   native/kernels/build-emulator.sh [BUILD_DIR]     (default native/kernels/build/emu-release)
+#
+# Needs only CMake (>= 3.20) and a C++20 compiler (g++ or clang++); no CUDA toolkit.
+# Concurrent callers (several projects of one solution build in parallel) are serialised with
+# flock on BUILD_DIR/.lock.  Output goes to BUILD_DIR/*.log and is printed only on failure.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+dir="${1:-$here/build/emu-release}"
+
+if ! command -v cmake >/dev/null 2>&1; then
+  echo "error HPB001: cmake not found: the CUDA emulator library needs CMake >= 3.20 and a C++20 compiler (apt-get install cmake g++)" >&2
+  exit 1
+fi
+mkdir -p "$dir"
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$dir/.lock"
+  flock 9
+fi
+if [ ! -f "$dir/CMakeCache.txt" ]; then
+  if ! cmake -S "$here" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DHPB_EMU_TESTS=OFF >"$dir/configure.log" 2>&1; then
+    cat "$dir/configure.log" >&2
+    echo "error HPB002: configuring the CUDA emulator library failed (log: $dir/configure.log)" >&2
+    exit 1
+  fi
+fi
+if ! cmake --build "$dir" --target hpbackprop_kernels_emu --parallel "$(nproc 2>/dev/null || echo 2)" >"$dir/build.log" 2>&1; then
+  cat "$dir/build.log" >&2
+  echo "error HPB003: building the CUDA emulator library failed (log: $dir/build.log)" >&2
+  exit 1
+fi
