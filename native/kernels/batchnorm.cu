@@ -25,7 +25,7 @@
 // bnraw [n,H], h [n,H]
 // grid = ceil(H / bx), block = (bx, by) with bx*by <= 1024 (recommended (32, 8)),
 // shared = bx*by*sizeof(float)
-extern "C" __global__ void batchnorm_forward(const float* hprebn, const float* bngain, const float* bnbias,
+extern "C" __global__ void __launch_bounds__(1024) batchnorm_forward(const float* hprebn, const float* bngain, const float* bnbias,
                                              float* bnmeani, float* bnvar, float* bnvar_inv, float* bnraw, float* h,
                                              int n, int H, float eps) {
     HPB_DYNAMIC_SHARED(float, scratch);
@@ -66,7 +66,7 @@ extern "C" __global__ void batchnorm_forward(const float* hprebn, const float* b
 //   ->  dhprebn [n,H], dbngain [1,H], dbnbias [1,H]   (all overwritten)
 // grid = ceil(H / bx), block = (bx, by) with bx*by <= 1024 (recommended (32, 8)),
 // shared = bx*by*sizeof(float)
-extern "C" __global__ void batchnorm_backward(const float* dh, const float* h, const float* bnraw,
+extern "C" __global__ void __launch_bounds__(1024) batchnorm_backward(const float* dh, const float* h, const float* bnraw,
                                               const float* bngain, const float* bnvar_inv, float* dhprebn,
                                               float* dbngain, float* dbnbias, int n, int H) {
     HPB_DYNAMIC_SHARED(float, scratch);
@@ -139,7 +139,7 @@ extern "C" __global__ void batchnorm_running_update(float* running_mean, float* 
 // Chunks in a fixed order → the statistics are bitwise reproducible.
 // grid = ceil(H / bx), block = (bx, by) with bx*by <= 1024 (recommended (32, 32)),
 // shared = bx*by*sizeof(double)
-extern "C" __global__ void batchnorm_calib_accumulate(const float* hprebn, int n, int H, const float* center,
+extern "C" __global__ void __launch_bounds__(1024) batchnorm_calib_accumulate(const float* hprebn, int n, int H, const float* center,
                                                       double* sum, double* sumsq) {
     HPB_DYNAMIC_SHARED(double, scratch);
     const int by = (int)blockDim.y;

@@ -53,7 +53,7 @@ extern "C" __global__ void cross_entropy_warp(const float* logits, const int* Yb
 // Same contract as cross_entropy_warp; one block per row: for large V (tens of thousands).
 // grid = min(n, 65535) (grid-stride over rows), block = 32*k (1-D, <= 1024; recommended
 // 256 for V ≈ 1e3, 1024 for V ≈ 5e4), shared = 0 (static 256 bytes for the reduction)
-extern "C" __global__ void cross_entropy_block(const float* logits, const int* Yb, float* dlogits, float* losses, int n,
+extern "C" __global__ void __launch_bounds__(1024) cross_entropy_block(const float* logits, const int* Yb, float* dlogits, float* losses, int n,
                                                int V) {
     const int t = (int)threadIdx.x;
     const int stride = (int)blockDim.x;
@@ -74,7 +74,7 @@ extern "C" __global__ void cross_entropy_block(const float* logits, const int* Y
 // x[t+T], ... then block_reduce_sum (deterministic).  The loss: sum_reduce(losses, loss, n, 1/n).
 // grid = 1, block = 32*k (<= 1024; recommended 1024 for large counts, 32..256 for n ≈ 32),
 // shared = 0
-extern "C" __global__ void sum_reduce(const float* x, float* out, int count, float scale) {
+extern "C" __global__ void __launch_bounds__(1024) sum_reduce(const float* x, float* out, int count, float scale) {
     float acc = 0.0f;
     for (int i = (int)threadIdx.x; i < count; i += (int)blockDim.x) acc += x[i];
     acc = block_reduce_sum(acc);

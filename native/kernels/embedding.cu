@@ -88,7 +88,7 @@ extern "C" __global__ void embedding_backward_dense(float* dC, const float* demb
 
 // hist [256, numTiles] = per-tile counts of digit ((keys[k] >> shift) & 255), keys [M]
 // grid = numTiles = ceil(M / T), block = T (1-D, <= 1024; 256 recommended), shared = 0
-extern "C" __global__ void embedding_sort_histogram(int* hist, const int* keys, int M, int shift) {
+extern "C" __global__ void __launch_bounds__(1024) embedding_sort_histogram(int* hist, const int* keys, int M, int shift) {
     __shared__ int digits[1024];
     const int T = (int)blockDim.x;
     const int tile = (int)blockIdx.x;
@@ -106,7 +106,7 @@ extern "C" __global__ void embedding_sort_histogram(int* hist, const int* keys, 
 // data [count] <- exclusive prefix sum of data (in place), count < 2^31
 // grid = 1, block = 32*k (<= 1024; 1024 recommended), shared = 0
 // Thread r scans the contiguous chunk [r*c, r*c+c), c = ceil(count / blockDim.x).
-extern "C" __global__ void exclusive_scan_int(int* data, int count) {
+extern "C" __global__ void __launch_bounds__(1024) exclusive_scan_int(int* data, int count) {
     const int T = (int)blockDim.x;
     const int r = (int)threadIdx.x;
     const int chunk = (count + T - 1) / T;
@@ -127,7 +127,7 @@ extern "C" __global__ void exclusive_scan_int(int* data, int count) {
 // vals_in == NULL means vals_in[k] = k (first pass: the occurrence index itself).
 // offsets [256, numTiles] = exclusive scan of embedding_sort_histogram's output.
 // grid = numTiles = ceil(M / T), block = T (same T as the histogram), shared = 0
-extern "C" __global__ void embedding_sort_scatter(int* keys_out, int* vals_out, const int* keys_in, const int* vals_in,
+extern "C" __global__ void __launch_bounds__(1024) embedding_sort_scatter(int* keys_out, int* vals_out, const int* keys_in, const int* vals_in,
                                                   const int* offsets, int M, int shift) {
     __shared__ int digits[1024];
     const int T = (int)blockDim.x;

@@ -17,7 +17,7 @@ extern "C" __global__ void bias_add(float* y, const float* b, int rows, int cols
 // out [1, cols] = sum0(x [rows, cols])   (overwritten)
 // grid = ceil(cols / bx), block = (bx, by) with bx*by <= 1024 (recommended (32, 8)),
 // shared = bx*by*sizeof(float)
-extern "C" __global__ void column_sum(const float* x, float* out, int rows, int cols) {
+extern "C" __global__ void __launch_bounds__(1024) column_sum(const float* x, float* out, int rows, int cols) {
     HPB_DYNAMIC_SHARED(float, scratch);
     const int col = (int)(blockIdx.x * blockDim.x + threadIdx.x);
     float acc = 0.0f;
