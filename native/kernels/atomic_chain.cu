@@ -9,7 +9,8 @@
 // Three launch shapes (all 1-D, shared = 0):
 //   elementwise  grid-stride over `count` (or n*V / n*H) elements: grid = ceil(count/256) (any),
 //                block = 256 (any)
-//   row          one warp per row (row max / row sums), warps loop over rows:
+//   row          one warp per row (row max / row sums; __shfl_down_sync tree to lane 0 for
+//                the sums, butterfly for the max), warps loop over rows:
 //                grid = ceil(n / (blockDim.x/32)) (any), block = 32*k (recommended 256)
 //   column       one thread per column, rows added in order 0..n-1: grid = ceil(cols/256),
 //                block = 256 (any)
@@ -62,7 +63,7 @@ extern "C" __global__ void chain_counts_sum(const float* counts, float* counts_s
     for (int row = chain_first_row(); row < n; row += chain_row_stride()) {
         float s = 0.0f;
         for (int c = lane; c < V; c += 32) s += counts[(size_t)row * V + c];
-        s = warp_reduce_sum(s);
+        s = warp_reduce_sum_to_lane0(s);  // only lane 0 writes
         if (lane == 0) counts_sum[row] = s;
     }
 }
@@ -119,7 +120,7 @@ extern "C" __global__ void chain_dcounts_sum_inv(const float* counts, const floa
             const size_t i = (size_t)row * V + c;
             s += counts[i] * dprobs[i];
         }
-        s = warp_reduce_sum(s);
+        s = warp_reduce_sum_to_lane0(s);  // only lane 0 writes
         if (lane == 0) dcounts_sum_inv[row] = s;
     }
 }
@@ -155,7 +156,7 @@ extern "C" __global__ void chain_dlogit_maxes(const float* dnorm_logits, float* 
     for (int row = chain_first_row(); row < n; row += chain_row_stride()) {
         float s = 0.0f;
         for (int c = lane; c < V; c += 32) s += dnorm_logits[(size_t)row * V + c];
-        s = warp_reduce_sum(s);
+        s = warp_reduce_sum_to_lane0(s);  // only lane 0 writes
         if (lane == 0) dlogit_maxes[row] = -s;
     }
 }
