@@ -10,6 +10,7 @@ public static class Program
     /// windows, as a Markdown table and one JSON line per row (for the baselines runner).
     /// <c>gemm [--threads 1]</c>: the six products of each shape against OpenBLAS.
     /// <c>fused</c>: fused vs atomic cross-entropy and batch-norm backward.
+    /// <c>gpu [--emulator]</c>: the CUDA benchmarks (BenchmarkDotNet on a GPU; "no CUDA device" otherwise).
     /// Anything else goes to BenchmarkDotNet's switcher (e.g. <c>--filter *Step*</c>).
     /// </summary>
     public static int Main(string[] args)
@@ -21,6 +22,7 @@ public static class Program
             case "gemm": return GemmCompare.Run(args);
             case "fused": return FusedCompare.Run(args);
             case "stages": return Stages.Run(args);
+            case "gpu": return GpuBench.Run(args);
             default:
                 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
                 return 0;
