@@ -184,6 +184,18 @@ public sealed class CudaBackendTests
     }
 
     [TestMethod]
+    public void AStepIsEighteenLaunchesAndOneUpload()
+    {
+        // forward: gather, GEMM, bias, batch norm + tanh, GEMM, bias; cross-entropy + loss sum;
+        // backward: 2 GEMMs + db2, batch-norm backward, 2 GEMMs + db1, scatter; SGD; running statistics.
+        var (split, p) = Setup(32, 24, 1);
+        using var gpu = CudaBackend.OnEmulator(p);
+        var batches = Batches(split.Train, 32, 1, 1);
+        gpu.StepWithoutLoss(batches[0], batches[1], 0.1f);
+        Assert.AreEqual(18, gpu.LaunchesPerStep);
+    }
+
+    [TestMethod]
     public void TheDriverRuntimeSaysWhyItCannotStart()
     {
         string? why = CudaProbe.WhyUnavailable();
