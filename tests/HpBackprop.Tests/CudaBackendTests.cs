@@ -184,6 +184,29 @@ public sealed class CudaBackendTests
     }
 
     [TestMethod]
+    public void AMissingDriverLibraryIsNamedWithTheRemedy()
+    {
+        string? why = CudaProbe.WhyUnavailable("libcuda-that-is-not-installed.so.1");
+        Assert.IsNotNull(why);
+        StringAssert.Contains(why, "no CUDA driver");
+        StringAssert.Contains(why, "libcuda-that-is-not-installed.so.1");
+        StringAssert.Contains(why, "--device cpu");
+    }
+
+    [TestMethod]
+    public void AStepAllocatesNothingOnTheManagedHeap()
+    {
+        var (split, p) = Setup(32, 24, 1);
+        using var gpu = CudaBackend.OnEmulator(p);
+        var batches = Batches(split.Train, 32, 3, 1);
+        gpu.Step(batches[0], batches[1], 0.1f); // warm up (JIT, kernel handles)
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        gpu.Step(batches[2], batches[3], 0.1f);
+        gpu.StepWithoutLoss(batches[4], batches[5], 0.1f);
+        Assert.AreEqual(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [TestMethod]
     public void AStepIsEighteenLaunchesAndOneUpload()
     {
         // forward: gather, GEMM, bias, batch norm + tanh, GEMM, bias; cross-entropy + loss sum;

@@ -14,10 +14,12 @@ public static class CudaProbe
     /// Returns null when a CUDA driver is loadable and reports at least one device, otherwise a
     /// sentence saying what is missing and what to do.
     /// </summary>
-    public static string? WhyUnavailable()
+    public static string? WhyUnavailable() => WhyUnavailable(DriverLibrary);
+
+    internal static string? WhyUnavailable(string driverLibrary)
     {
-        if (!NativeLibrary.TryLoad(DriverLibrary, out var handle))
-            return $"no CUDA driver: {DriverLibrary} could not be loaded. Install the NVIDIA driver (it provides {DriverLibrary}) on a machine with an NVIDIA GPU, or use --device cpu.";
+        if (!NativeLibrary.TryLoad(driverLibrary, out var handle))
+            return $"no CUDA driver: {driverLibrary} could not be loaded. Install the NVIDIA driver (it provides {driverLibrary}) on a machine with an NVIDIA GPU, or use --device cpu.";
         try
         {
             if (!NativeLibrary.TryGetExport(handle, "cuInit", out var init) || !NativeLibrary.TryGetExport(handle, "cuDeviceGetCount", out var count))
