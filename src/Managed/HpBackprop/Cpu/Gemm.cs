@@ -63,12 +63,18 @@ public static unsafe class Gemm
     /// One product <c>C[M,N] = A·B (+ bias row) (+ C)</c>, with <c>A(i,p) = a[i·ars + p·acs]</c> and
     /// <c>B(p,j) = b[p·brs + j·bcs]</c>; <c>C</c> row-major with leading dimension <c>ldc</c>.
     /// </summary>
-    internal readonly struct Args(int m, int n, int k, float* a, nint ars, nint acs, float* b, nint brs, nint bcs, float* c, nint ldc, float* bias, bool accumulate)
+    /// <remarks>
+    /// With <paramref name="upd"/> set (a matrix laid out like <c>C</c>), each finished tile also does the
+    /// SGD update <c>upd −= lr·C</c> (as <c>C·(−lr) + upd</c>, the same arithmetic as <see cref="Sgd.Update"/>) while it is in registers.
+    /// </remarks>
+    internal readonly struct Args(int m, int n, int k, float* a, nint ars, nint acs, float* b, nint brs, nint bcs, float* c, nint ldc, float* bias, bool accumulate,
+        float* upd = null, float lr = 0f)
     {
         public readonly int M = m, N = n, K = k;
-        public readonly float* A = a, B = b, C = c, Bias = bias;
+        public readonly float* A = a, B = b, C = c, Bias = bias, Upd = upd;
         public readonly nint Ars = ars, Acs = acs, Brs = brs, Bcs = bcs, Ldc = ldc;
         public readonly bool Accumulate = accumulate;
+        public readonly float Lr = lr;
     }
 
     private sealed class Work : ParallelWork
@@ -169,10 +175,16 @@ public static unsafe class Gemm
                         float* a = packA ? apack + (nint)(i - ib) * kc : g.A + i * g.Ars + kb * g.Acs;
                         nint ars = packA ? 1 : g.Ars, acs = packA ? MR : g.Acs;
                         float* c = g.C + i * g.Ldc + jc;
+                        float* upd = g.Upd != null && kb + kc >= g.K ? g.Upd + i * g.Ldc + jc : null;
                         if (Avx512F.IsSupported && !ForceVector256)
-                            Kernel512(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
+                            Kernel512(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate, upd, -g.Lr);
                         else
+                        {
                             Kernel256(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
+                            if (upd != null)
+                                for (int r = 0; r < rows; r++)
+                                    for (int j = 0; j < cols; j++) upd[r * g.Ldc + j] = c[r * g.Ldc + j] * -g.Lr + upd[r * g.Ldc + j];
+                        }
                     }
                 }
             }
@@ -375,7 +387,7 @@ public static unsafe class Gemm
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Kernel512(int kc, float* a, nint ars, nint acs, int rows, float* bp, nint bstride,
-        float* c, nint ldc, int cols, int mode, float* bias, bool addC)
+        float* c, nint ldc, int cols, int mode, float* bias, bool addC, float* upd, float nlr)
     {
         bool fc = cols == NR;
         var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
@@ -433,6 +445,26 @@ public static unsafe class Gemm
         if (rows > 5) { StC(c + 5 * ldc, c50, m0, fc); StC(c + 5 * ldc + 16, c51, m1, fc); }
         if (rows > 6) { StC(c + 6 * ldc, c60, m0, fc); StC(c + 6 * ldc + 16, c61, m1, fc); }
         if (rows > 7) { StC(c + 7 * ldc, c70, m0, fc); StC(c + 7 * ldc + 16, c71, m1, fc); }
+        if (upd != null)
+        {
+            var s = Vector512.Create(nlr);
+            Upd(upd, c00, c01, s, m0, m1, fc);
+            if (rows > 1) Upd(upd + ldc, c10, c11, s, m0, m1, fc);
+            if (rows > 2) Upd(upd + 2 * ldc, c20, c21, s, m0, m1, fc);
+            if (rows > 3) Upd(upd + 3 * ldc, c30, c31, s, m0, m1, fc);
+            if (rows > 4) Upd(upd + 4 * ldc, c40, c41, s, m0, m1, fc);
+            if (rows > 5) Upd(upd + 5 * ldc, c50, c51, s, m0, m1, fc);
+            if (rows > 6) Upd(upd + 6 * ldc, c60, c61, s, m0, m1, fc);
+            if (rows > 7) Upd(upd + 7 * ldc, c70, c71, s, m0, m1, fc);
+        }
+    }
+
+    /// <summary>One row of the fused SGD epilogue: <c>p = g·(−lr) + p</c> on 32 columns (masked).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Upd(float* p, Vector512<float> g0, Vector512<float> g1, Vector512<float> nlr, Vector512<float> m0, Vector512<float> m1, bool fc)
+    {
+        StC(p, g0 * nlr + LdC(p, m0, fc), m0, fc);
+        StC(p + 16, g1 * nlr + LdC(p + 16, m1, fc), m1, fc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
