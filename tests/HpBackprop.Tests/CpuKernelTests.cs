@@ -162,4 +162,26 @@ public sealed class CpuKernelTests
             Assert.AreEqual(0, after - before, $"bytes allocated by 20 steps on {threads} thread(s)");
         }
     }
+
+    [TestMethod]
+    public void StepWithFusedSgdIsBitwiseForwardBackwardThenSgd()
+    {
+        // the step updates W1 and W2 inside their gradient products; n = 512 also spans two k-blocks of dW
+        foreach (var cfg in new[] { new ModelConfig(27, 3, 10, 200, 32), new ModelConfig(27, 3, 32, 256, 512) })
+        {
+            var (p1, x, y) = Problem(cfg, 13);
+            var (p2, _, _) = Problem(cfg, 13);
+            using var fused = new CpuBackend(p1);
+            using var plain = new CpuBackend(p2);
+            for (int s = 0; s < 3; s++)
+            {
+                float l1 = fused.Step(x, y, 0.1f);
+                float l2 = plain.ForwardBackward(x, y);
+                Sgd.Update(p2.Data, p2.Grad, 0.1f);
+                Assert.AreEqual(l2, l1, $"loss at step {s}");
+            }
+            CollectionAssert.AreEqual(p2.Data, p1.Data, $"parameters, n = {cfg.BatchSize}");
+            CollectionAssert.AreEqual(p2.Grad, p1.Grad, $"gradients, n = {cfg.BatchSize}");
+        }
+    }
 }

@@ -93,46 +93,68 @@ public static unsafe partial class BatchNorm
         return Vector512<float>.One - Vector512.Create(2f) / (e + Vector512<float>.One);
     }
 
-    /// <summary>The forward on columns <c>[c0,c1)</c>, 16 columns per vector, two vectors per block.</summary>
+    /// <summary>
+    /// The forward on columns <c>[c0,c1)</c>, in groups of four 16-column vectors: the four column
+    /// sums of a group are independent chains (each still summed in row order), so the adds overlap.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Forward512Columns(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
         int n, int H, float eps, int c0, int c1)
     {
         float invN = 1f / n, invNm1 = 1f / (n - 1);
-        for (int c = c0; c < c1; c += 16)
+        var veps = Vector512.Create(eps);
+        for (int c = c0; c < c1; c += 64)
         {
-            int cols = Math.Min(16, c1 - c);
-            bool full = cols == 16;
-            var mask = Mask(cols);
-            // pass 1: mean
-            var s0 = Vector512<float>.Zero;
+            int cols = c1 - c;
+            var k0 = Mask(cols); var k1 = Mask(cols - 16); var k2 = Mask(cols - 32); var k3 = Mask(cols - 48);
             float* xc = x + c;
-            for (int i = 0; i < n; i++) s0 += Ld(xc + (nint)i * H, mask, full);
-            var mu = s0 * invN;
-            // pass 2: Bessel variance about the mean
-            var q0 = Vector512<float>.Zero;
+            // pass 1: mean
+            Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
             for (int i = 0; i < n; i++)
             {
-                var d = Ld(xc + (nint)i * H, mask, full) - mu;
-                q0 = Vector512.FusedMultiplyAdd(d, d, q0);
+                float* r = xc + (nint)i * H;
+                s0 += MLd(r, k0); s1 += MLd(r + 16, k1); s2 += MLd(r + 32, k2); s3 += MLd(r + 48, k3);
             }
-            var va = q0 * invNm1;
-            var inv = Vector512<float>.One / Vector512.Sqrt(va + Vector512.Create(eps));
-            St(mean + c, mu, mask, full); St(v + c, va, mask, full); St(vi + c, inv, mask, full);
-            var gain = Ld(g + c, mask, full);
-            var bias = Ld(b + c, mask, full);
+            var mu0 = s0 * invN; var mu1 = s1 * invN; var mu2 = s2 * invN; var mu3 = s3 * invN;
+            // pass 2: Bessel variance about the mean
+            Vector512<float> q0 = default, q1 = default, q2 = default, q3 = default;
+            for (int i = 0; i < n; i++)
+            {
+                float* r = xc + (nint)i * H;
+                var d0 = MLd(r, k0) - mu0; q0 = Vector512.FusedMultiplyAdd(d0, d0, q0);
+                var d1 = MLd(r + 16, k1) - mu1; q1 = Vector512.FusedMultiplyAdd(d1, d1, q1);
+                var d2 = MLd(r + 32, k2) - mu2; q2 = Vector512.FusedMultiplyAdd(d2, d2, q2);
+                var d3 = MLd(r + 48, k3) - mu3; q3 = Vector512.FusedMultiplyAdd(d3, d3, q3);
+            }
+            var va0 = q0 * invNm1; var va1 = q1 * invNm1; var va2 = q2 * invNm1; var va3 = q3 * invNm1;
+            var in0 = Vector512<float>.One / Vector512.Sqrt(va0 + veps);
+            var in1 = Vector512<float>.One / Vector512.Sqrt(va1 + veps);
+            var in2 = Vector512<float>.One / Vector512.Sqrt(va2 + veps);
+            var in3 = Vector512<float>.One / Vector512.Sqrt(va3 + veps);
+            MSt(mean + c, mu0, k0); MSt(mean + c + 16, mu1, k1); MSt(mean + c + 32, mu2, k2); MSt(mean + c + 48, mu3, k3);
+            MSt(v + c, va0, k0); MSt(v + c + 16, va1, k1); MSt(v + c + 32, va2, k2); MSt(v + c + 48, va3, k3);
+            MSt(vi + c, in0, k0); MSt(vi + c + 16, in1, k1); MSt(vi + c + 32, in2, k2); MSt(vi + c + 48, in3, k3);
+            var g0 = MLd(g + c, k0); var g1 = MLd(g + c + 16, k1); var g2 = MLd(g + c + 32, k2); var g3 = MLd(g + c + 48, k3);
+            var b0 = MLd(b + c, k0); var b1 = MLd(b + c + 16, k1); var b2 = MLd(b + c + 32, k2); var b3 = MLd(b + c + 48, k3);
             // pass 3: normalise, scale and shift, tanh
             for (int i = 0; i < n; i++)
             {
                 nint o = (nint)i * H + c;
-                var r = (Ld(x + o, mask, full) - mu) * inv;
-                St(raw + o, r, mask, full);
-                St(hh + o, FastMath.Tanh(Vector512.FusedMultiplyAdd(r, gain, bias)), mask, full);
+                var r0 = (MLd(x + o, k0) - mu0) * in0; MSt(raw + o, r0, k0); MSt(hh + o, FastMath.Tanh(Vector512.FusedMultiplyAdd(r0, g0, b0)), k0);
+                var r1 = (MLd(x + o + 16, k1) - mu1) * in1; MSt(raw + o + 16, r1, k1); MSt(hh + o + 16, FastMath.Tanh(Vector512.FusedMultiplyAdd(r1, g1, b1)), k1);
+                var r2 = (MLd(x + o + 32, k2) - mu2) * in2; MSt(raw + o + 32, r2, k2); MSt(hh + o + 32, FastMath.Tanh(Vector512.FusedMultiplyAdd(r2, g2, b2)), k2);
+                var r3 = (MLd(x + o + 48, k3) - mu3) * in3; MSt(raw + o + 48, r3, k3); MSt(hh + o + 48, FastMath.Tanh(Vector512.FusedMultiplyAdd(r3, g3, b3)), k3);
             }
         }
     }
 
-    /// <summary>The backward on columns <c>[c0,c1)</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> MLd(float* p, Vector512<float> mask) => Avx512F.MaskLoad(p, mask, Vector512<float>.Zero);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MSt(float* p, Vector512<float> v, Vector512<float> mask) => Avx512F.MaskStore(p, mask, v);
+
+    /// <summary>The backward on columns <c>[c0,c1)</c>, in groups of four vectors like the forward.</summary>
     /// <remarks>When <paramref name="dsum"/> is not null it receives <c>sum0(dhprebn)</c> (the next layer's bias gradient), summed in row order.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Backward512Columns(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
@@ -140,38 +162,38 @@ public static unsafe partial class BatchNorm
     {
         float invN = 1f / n, invNm1 = 1f / (n - 1);
         var one = Vector512<float>.One;
-        for (int c = c0; c < c1; c += 16)
+        for (int c = c0; c < c1; c += 64)
         {
-            int cols = Math.Min(16, c1 - c);
-            bool full = cols == 16;
-            var mask = Mask(cols);
-            var sb = Vector512<float>.Zero;
-            var sg = Vector512<float>.Zero;
+            int cols = c1 - c;
+            var k0 = Mask(cols); var k1 = Mask(cols - 16); var k2 = Mask(cols - 32); var k3 = Mask(cols - 48);
+            Vector512<float> sb0 = default, sb1 = default, sb2 = default, sb3 = default;
+            Vector512<float> sg0 = default, sg1 = default, sg2 = default, sg3 = default;
             // pass 1: dhpreact = (1−h²)·dh; dbnbias = sum0(dhpreact); dbngain = sum0(bnraw·dhpreact)
             for (int i = 0; i < n; i++)
             {
                 nint o = (nint)i * H + c;
-                var hv = Ld(h + o, mask, full);
-                var dp = (one - hv * hv) * Ld(dh + o, mask, full);
-                sb += dp;
-                sg = Vector512.FusedMultiplyAdd(Ld(raw + o, mask, full), dp, sg);
+                var h0 = MLd(h + o, k0); var p0 = (one - h0 * h0) * MLd(dh + o, k0); sb0 += p0; sg0 = Vector512.FusedMultiplyAdd(MLd(raw + o, k0), p0, sg0);
+                var h1 = MLd(h + o + 16, k1); var p1 = (one - h1 * h1) * MLd(dh + o + 16, k1); sb1 += p1; sg1 = Vector512.FusedMultiplyAdd(MLd(raw + o + 16, k1), p1, sg1);
+                var h2 = MLd(h + o + 32, k2); var p2 = (one - h2 * h2) * MLd(dh + o + 32, k2); sb2 += p2; sg2 = Vector512.FusedMultiplyAdd(MLd(raw + o + 32, k2), p2, sg2);
+                var h3 = MLd(h + o + 48, k3); var p3 = (one - h3 * h3) * MLd(dh + o + 48, k3); sb3 += p3; sg3 = Vector512.FusedMultiplyAdd(MLd(raw + o + 48, k3), p3, sg3);
             }
-            St(db + c, sb, mask, full); St(dg + c, sg, mask, full);
-            var scale = Ld(g + c, mask, full) * Ld(vi + c, mask, full);
-            var k1 = sb * invN;
-            var k2 = sg * invNm1;
-            var ds = Vector512<float>.Zero;
+            MSt(db + c, sb0, k0); MSt(db + c + 16, sb1, k1); MSt(db + c + 32, sb2, k2); MSt(db + c + 48, sb3, k3);
+            MSt(dg + c, sg0, k0); MSt(dg + c + 16, sg1, k1); MSt(dg + c + 32, sg2, k2); MSt(dg + c + 48, sg3, k3);
+            var sc0 = MLd(g + c, k0) * MLd(vi + c, k0); var sc1 = MLd(g + c + 16, k1) * MLd(vi + c + 16, k1);
+            var sc2 = MLd(g + c + 32, k2) * MLd(vi + c + 32, k2); var sc3 = MLd(g + c + 48, k3) * MLd(vi + c + 48, k3);
+            var a0 = sb0 * invN; var a1 = sb1 * invN; var a2 = sb2 * invN; var a3 = sb3 * invN;
+            var e0 = sg0 * invNm1; var e1 = sg1 * invNm1; var e2 = sg2 * invNm1; var e3 = sg3 * invNm1;
+            Vector512<float> ds0 = default, ds1 = default, ds2 = default, ds3 = default;
             // pass 2: dhprebn = bngain·bnvar_inv·(dhpreact − dbnbias/n − bnraw·dbngain/(n−1))
             for (int i = 0; i < n; i++)
             {
                 nint o = (nint)i * H + c;
-                var hv = Ld(h + o, mask, full);
-                var dp = (one - hv * hv) * Ld(dh + o, mask, full);
-                var r = scale * (dp - k1 - Ld(raw + o, mask, full) * k2);
-                St(d + o, r, mask, full);
-                ds += r;
+                var h0 = MLd(h + o, k0); var r0 = sc0 * ((one - h0 * h0) * MLd(dh + o, k0) - a0 - MLd(raw + o, k0) * e0); MSt(d + o, r0, k0); ds0 += r0;
+                var h1 = MLd(h + o + 16, k1); var r1 = sc1 * ((one - h1 * h1) * MLd(dh + o + 16, k1) - a1 - MLd(raw + o + 16, k1) * e1); MSt(d + o + 16, r1, k1); ds1 += r1;
+                var h2 = MLd(h + o + 32, k2); var r2 = sc2 * ((one - h2 * h2) * MLd(dh + o + 32, k2) - a2 - MLd(raw + o + 32, k2) * e2); MSt(d + o + 32, r2, k2); ds2 += r2;
+                var h3 = MLd(h + o + 48, k3); var r3 = sc3 * ((one - h3 * h3) * MLd(dh + o + 48, k3) - a3 - MLd(raw + o + 48, k3) * e3); MSt(d + o + 48, r3, k3); ds3 += r3;
             }
-            if (dsum != null) St(dsum + c, ds, mask, full);
+            if (dsum != null) { MSt(dsum + c, ds0, k0); MSt(dsum + c + 16, ds1, k1); MSt(dsum + c + 32, ds2, k2); MSt(dsum + c + 48, ds3, k3); }
         }
     }
     /// <summary>Batches of at least this many rows sweep whole rows (streaming) instead of column blocks (cache-resident).</summary>

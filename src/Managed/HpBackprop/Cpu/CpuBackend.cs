@@ -73,7 +73,12 @@ public sealed unsafe class CpuBackend : ITrainingBackend
         var lay = parameters.Layout;
         _oC = lay[0].Offset; _oW1 = lay[1].Offset; _ob1 = lay[2].Offset; _oW2 = lay[3].Offset; _ob2 = lay[4].Offset; _oGain = lay[5].Offset; _oBias = lay[6].Offset;
         if (Threads > 1) _pool = new WorkerPool(Threads);
+        _contiguous = _oC == 0 && _oW1 == _v * _e && _ob1 == _oW1 + _k * _h && _oW2 == _ob1 + _h && _ob2 == _oW2 + _h * _v
+            && _oGain == _ob2 + _v && _oBias == _oGain + _h && _oBias + _h == parameters.Data.Length;
     }
+
+    /// <summary>The parameters are laid out C, W1, b1, W2, b2, bngain, bnbias back to back (the fused SGD relies on it).</summary>
+    private readonly bool _contiguous;
 
     /// <summary>Pinned (never moved) so the step can hold raw pointers to it.</summary>
     private static float[] Buf(int length) => GC.AllocateArray<float>(length, pinned: true);
@@ -113,6 +118,17 @@ public sealed unsafe class CpuBackend : ITrainingBackend
     {
         CheckBatch(xb, yb);
         if (!Avx512F.IsSupported || Gemm.ForceVector256) return ForwardBackwardPortable(xb, yb);
+        return ForwardBackward512(xb, yb, false, 0f);
+    }
+
+    /// <summary>
+    /// The AVX-512 step. With <paramref name="sgd"/> set, <c>W2</c> and <c>W1</c> are also updated in the epilogues of
+    /// their gradient products (after <c>dh</c> and <c>dembcat</c> have read them); the caller updates the rest.
+    /// The gradients are stored as well, so <see cref="ParameterSet.Grad"/> is the same either way.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private float ForwardBackward512(ReadOnlySpan<int> xb, ReadOnlySpan<int> yb, bool sgd, float lr)
+    {
         float* P = Ptr(Parameters.Data), G = Ptr(Parameters.Grad);
         float* pEmbcat = Ptr(embcat), pHprebn = Ptr(hprebn), pH = Ptr(h), pLogits = Ptr(logits), pDlogits = Ptr(dlogits);
         float* pDh = Ptr(dh), pDhprebn = Ptr(dhprebn), pDembcat = Ptr(dembcat), pRaw = Ptr(bnraw);
@@ -128,11 +144,11 @@ public sealed unsafe class CpuBackend : ITrainingBackend
             Linear.Forward(pH, P + _oW2, P + _ob2, pLogits, n, H, V, pool);
             loss = CrossEntropy.ForwardBackward(new ReadOnlySpan<float>(pLogits, n * V), yb, new Span<float>(pDlogits, n * V), n, V);
             // backward
-            Linear.Backward(pH, P + _oW2, pDlogits, pDh, G + _oW2, G + _ob2, n, H, V, pool);
+            Linear.Backward(pH, P + _oW2, pDlogits, pDh, G + _oW2, G + _ob2, n, H, V, pool, sgd, lr);
             RunBnBackward(pDh, pH, pRaw, P + _oGain, pDhprebn, G + _oGain, G + _oBias, G + _ob1);
             // dembcat = dhprebn · W1ᵀ, dW1 = embcatᵀ · dhprebn (db1 came out of the batch-norm backward)
             Gemm.Run(new Gemm.Args(n, K, H, pDhprebn, H, 1, P + _oW1, 1, H, pDembcat, K, null, false), pool);
-            Gemm.Run(new Gemm.Args(K, H, n, pEmbcat, 1, K, pDhprebn, H, 1, G + _oW1, H, null, false), pool);
+            Gemm.Run(new Gemm.Args(K, H, n, pEmbcat, 1, K, pDhprebn, H, 1, G + _oW1, H, null, false, sgd ? P + _oW1 : null, lr), pool);
             Embedding.Backward(pDembcat, px, G + _oC, _v * _e, n * _b, _e);
         }
         return loss;
@@ -198,8 +214,23 @@ public sealed unsafe class CpuBackend : ITrainingBackend
     /// <inheritdoc />
     public float Step(ReadOnlySpan<int> xb, ReadOnlySpan<int> yb, float lr)
     {
-        float loss = ForwardBackward(xb, yb);
-        Sgd.Update(Parameters.Data, Parameters.Grad, lr);
+        float loss;
+        if (!Avx512F.IsSupported || Gemm.ForceVector256 || !_contiguous)
+        {
+            loss = ForwardBackward(xb, yb);
+            Sgd.Update(Parameters.Data, Parameters.Grad, lr);
+        }
+        else
+        {
+            // W1 and W2 are updated in their gradient products' epilogues; the small rest here
+            CheckBatch(xb, yb);
+            loss = ForwardBackward512(xb, yb, true, lr);
+            var d = Parameters.Data.AsSpan();
+            var g = Parameters.Grad.AsSpan();
+            Sgd.Update(d[.._oW1], g[.._oW1], lr);
+            Sgd.Update(d[_ob1.._oW2], g[_ob1.._oW2], lr);
+            Sgd.Update(d[_ob2..], g[_ob2..], lr);
+        }
         UpdateRunning();
         return loss;
     }

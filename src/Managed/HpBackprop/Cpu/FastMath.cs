@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 [module: SkipLocalsInit]
 
@@ -61,6 +62,10 @@ internal static class FastMath
         var q = Vector512.FusedMultiplyAdd(x2, Vector512.Create(1.19825839466702e-06f), Vector512.Create(1.18534705686654e-04f));
         q = Vector512.FusedMultiplyAdd(q, x2, Vector512.Create(2.26843463243900e-03f));
         q = Vector512.FusedMultiplyAdd(q, x2, Vector512.Create(4.89352518554385e-03f));
-        return p / q;
+        // p/q without the division (a 512-bit divide costs ~10 cycles of throughput): the 14-bit
+        // reciprocal estimate refined by one Newton step, r·(2 − q·r), good to about 1 ulp
+        var r = Avx512F.Reciprocal14(q);
+        r *= Avx512F.FusedMultiplyAddNegated(q, r, Vector512.Create(2f));
+        return p * r;
     }
 }

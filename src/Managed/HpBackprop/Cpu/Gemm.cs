@@ -63,12 +63,18 @@ public static unsafe class Gemm
     /// One product <c>C[M,N] = A·B (+ bias row) (+ C)</c>, with <c>A(i,p) = a[i·ars + p·acs]</c> and
     /// <c>B(p,j) = b[p·brs + j·bcs]</c>; <c>C</c> row-major with leading dimension <c>ldc</c>.
     /// </summary>
-    internal readonly struct Args(int m, int n, int k, float* a, nint ars, nint acs, float* b, nint brs, nint bcs, float* c, nint ldc, float* bias, bool accumulate)
+    /// <remarks>
+    /// With <paramref name="upd"/> set (a matrix laid out like <c>C</c>), each finished tile also does the
+    /// SGD update <c>upd −= lr·C</c> (as <c>C·(−lr) + upd</c>, the same arithmetic as <see cref="Sgd.Update"/>) while it is in registers.
+    /// </remarks>
+    internal readonly struct Args(int m, int n, int k, float* a, nint ars, nint acs, float* b, nint brs, nint bcs, float* c, nint ldc, float* bias, bool accumulate,
+        float* upd = null, float lr = 0f)
     {
         public readonly int M = m, N = n, K = k;
-        public readonly float* A = a, B = b, C = c, Bias = bias;
+        public readonly float* A = a, B = b, C = c, Bias = bias, Upd = upd;
         public readonly nint Ars = ars, Acs = acs, Brs = brs, Bcs = bcs, Ldc = ldc;
         public readonly bool Accumulate = accumulate;
+        public readonly float Lr = lr;
     }
 
     private sealed class Work : ParallelWork
@@ -169,10 +175,16 @@ public static unsafe class Gemm
                         float* a = packA ? apack + (nint)(i - ib) * kc : g.A + i * g.Ars + kb * g.Acs;
                         nint ars = packA ? 1 : g.Ars, acs = packA ? MR : g.Acs;
                         float* c = g.C + i * g.Ldc + jc;
+                        float* upd = g.Upd != null && kb + kc >= g.K ? g.Upd + i * g.Ldc + jc : null;
                         if (Avx512F.IsSupported && !ForceVector256)
-                            Kernel512(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
+                            Kernel512(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate, upd, -g.Lr);
                         else
+                        {
                             Kernel256(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
+                            if (upd != null)
+                                for (int r = 0; r < rows; r++)
+                                    for (int j = 0; j < cols; j++) upd[r * g.Ldc + j] = c[r * g.Ldc + j] * -g.Lr + upd[r * g.Ldc + j];
+                        }
                     }
                 }
             }
@@ -210,6 +222,17 @@ public static unsafe class Gemm
                 }
             }
         }
+        else if (g.Brs == 1 && Avx512F.IsSupported && !ForceVector256)
+        {
+            // Bᵀ of a row-major matrix: source column j is contiguous in p; 16×16 blocks transposed in registers
+            for (int p0 = 0; p0 < kc; p0 += 16)
+            {
+                int pl = Math.Min(16, kc - p0);
+                var mp = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(pl)).AsSingle();
+                for (int half = 0; half < 2; half++)
+                    Transpose16(g.B + (nint)(jc + 16 * half) * g.Bcs + kb + p0, g.Bcs, cols - 16 * half, mp, pl, dst + (nint)p0 * NR + 16 * half);
+            }
+        }
         else if (Avx2.IsSupported && (long)g.Bcs * NR < int.MaxValue)
         {
             // B(p,j) = b[p·brs + j·bcs]: gather 8 columns of one row p at a time, write rows contiguously
@@ -244,6 +267,67 @@ public static unsafe class Gemm
             if (cols < NR)
                 for (int p = 0; p < kc; p++) new Span<float>(dst + p * NR + cols, NR - cols).Clear();
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Col(float* src, nint stride, int jj, int valid, Vector512<float> mask) =>
+        jj < valid ? Avx512F.MaskLoad(src + jj * stride, mask, Vector512<float>.Zero) : Vector512<float>.Zero;
+
+    /// <summary>
+    /// <c>dst[e·32 + jj] = src[jj·stride + e]</c> for <c>e &lt; pl</c>, <c>jj &lt; 16</c> (zero for <c>jj ≥ valid</c>):
+    /// sixteen source rows of up to 16 elements (masked by <paramref name="mp"/>) transposed in registers
+    /// (unpack 32-bit, unpack 64-bit, then two 128-bit lane shuffles).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Transpose16(float* src, nint stride, int valid, Vector512<float> mp, int pl, float* dst)
+    {
+        if (valid <= 0)
+        {
+            for (int e = 0; e < pl; e++) Vector512<float>.Zero.Store(dst + e * NR);
+            return;
+        }
+        var r0 = Col(src, stride, 0, valid, mp); var r1 = Col(src, stride, 1, valid, mp);
+        var r2 = Col(src, stride, 2, valid, mp); var r3 = Col(src, stride, 3, valid, mp);
+        var r4 = Col(src, stride, 4, valid, mp); var r5 = Col(src, stride, 5, valid, mp);
+        var r6 = Col(src, stride, 6, valid, mp); var r7 = Col(src, stride, 7, valid, mp);
+        var r8 = Col(src, stride, 8, valid, mp); var r9 = Col(src, stride, 9, valid, mp);
+        var r10 = Col(src, stride, 10, valid, mp); var r11 = Col(src, stride, 11, valid, mp);
+        var r12 = Col(src, stride, 12, valid, mp); var r13 = Col(src, stride, 13, valid, mp);
+        var r14 = Col(src, stride, 14, valid, mp); var r15 = Col(src, stride, 15, valid, mp);
+        // stage 1: pairs of rows interleaved per 32-bit element
+        var t0 = Avx512F.UnpackLow(r0, r1).AsDouble(); var t1 = Avx512F.UnpackHigh(r0, r1).AsDouble();
+        var t2 = Avx512F.UnpackLow(r2, r3).AsDouble(); var t3 = Avx512F.UnpackHigh(r2, r3).AsDouble();
+        var t4 = Avx512F.UnpackLow(r4, r5).AsDouble(); var t5 = Avx512F.UnpackHigh(r4, r5).AsDouble();
+        var t6 = Avx512F.UnpackLow(r6, r7).AsDouble(); var t7 = Avx512F.UnpackHigh(r6, r7).AsDouble();
+        var t8 = Avx512F.UnpackLow(r8, r9).AsDouble(); var t9 = Avx512F.UnpackHigh(r8, r9).AsDouble();
+        var t10 = Avx512F.UnpackLow(r10, r11).AsDouble(); var t11 = Avx512F.UnpackHigh(r10, r11).AsDouble();
+        var t12 = Avx512F.UnpackLow(r12, r13).AsDouble(); var t13 = Avx512F.UnpackHigh(r12, r13).AsDouble();
+        var t14 = Avx512F.UnpackLow(r14, r15).AsDouble(); var t15 = Avx512F.UnpackHigh(r14, r15).AsDouble();
+        // stage 2: u[m + 4q] holds, in each 128-bit lane L, element 4L+m of rows 4q..4q+3
+        var u0 = Avx512F.UnpackLow(t0, t2).AsSingle(); var u1 = Avx512F.UnpackHigh(t0, t2).AsSingle();
+        var u2 = Avx512F.UnpackLow(t1, t3).AsSingle(); var u3 = Avx512F.UnpackHigh(t1, t3).AsSingle();
+        var u4 = Avx512F.UnpackLow(t4, t6).AsSingle(); var u5 = Avx512F.UnpackHigh(t4, t6).AsSingle();
+        var u6 = Avx512F.UnpackLow(t5, t7).AsSingle(); var u7 = Avx512F.UnpackHigh(t5, t7).AsSingle();
+        var u8 = Avx512F.UnpackLow(t8, t10).AsSingle(); var u9 = Avx512F.UnpackHigh(t8, t10).AsSingle();
+        var u10 = Avx512F.UnpackLow(t9, t11).AsSingle(); var u11 = Avx512F.UnpackHigh(t9, t11).AsSingle();
+        var u12 = Avx512F.UnpackLow(t12, t14).AsSingle(); var u13 = Avx512F.UnpackHigh(t12, t14).AsSingle();
+        var u14 = Avx512F.UnpackLow(t13, t15).AsSingle(); var u15 = Avx512F.UnpackHigh(t13, t15).AsSingle();
+        Emit(u0, u4, u8, u12, 0, pl, dst);
+        Emit(u1, u5, u9, u13, 1, pl, dst);
+        Emit(u2, u6, u10, u14, 2, pl, dst);
+        Emit(u3, u7, u11, u15, 3, pl, dst);
+    }
+
+    /// <summary>Stages 3–4 of <see cref="Transpose16"/> for element offset <paramref name="m"/>: writes rows m, 4+m, 8+m, 12+m.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Emit(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d, int m, int pl, float* dst)
+    {
+        var vlo = Avx512F.Shuffle4x128(a, b, 0x44); var vhi = Avx512F.Shuffle4x128(a, b, 0xEE);
+        var wlo = Avx512F.Shuffle4x128(c, d, 0x44); var whi = Avx512F.Shuffle4x128(c, d, 0xEE);
+        if (m < pl) Avx512F.Shuffle4x128(vlo, wlo, 0x88).Store(dst + m * NR);
+        if (4 + m < pl) Avx512F.Shuffle4x128(vlo, wlo, 0xDD).Store(dst + (4 + m) * NR);
+        if (8 + m < pl) Avx512F.Shuffle4x128(vhi, whi, 0x88).Store(dst + (8 + m) * NR);
+        if (12 + m < pl) Avx512F.Shuffle4x128(vhi, whi, 0xDD).Store(dst + (12 + m) * NR);
     }
 
     /// <summary>Packs rows <c>[ib,ie)</c>, columns <c>[kb,kb+kc)</c> of A as slivers of 8 rows: <c>dst[s·kc·8 + p·8 + r] = A(ib+8s+r, kb+p)</c>.</summary>
@@ -303,7 +387,7 @@ public static unsafe class Gemm
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Kernel512(int kc, float* a, nint ars, nint acs, int rows, float* bp, nint bstride,
-        float* c, nint ldc, int cols, int mode, float* bias, bool addC)
+        float* c, nint ldc, int cols, int mode, float* bias, bool addC, float* upd, float nlr)
     {
         bool fc = cols == NR;
         var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
@@ -361,6 +445,26 @@ public static unsafe class Gemm
         if (rows > 5) { StC(c + 5 * ldc, c50, m0, fc); StC(c + 5 * ldc + 16, c51, m1, fc); }
         if (rows > 6) { StC(c + 6 * ldc, c60, m0, fc); StC(c + 6 * ldc + 16, c61, m1, fc); }
         if (rows > 7) { StC(c + 7 * ldc, c70, m0, fc); StC(c + 7 * ldc + 16, c71, m1, fc); }
+        if (upd != null)
+        {
+            var s = Vector512.Create(nlr);
+            Upd(upd, c00, c01, s, m0, m1, fc);
+            if (rows > 1) Upd(upd + ldc, c10, c11, s, m0, m1, fc);
+            if (rows > 2) Upd(upd + 2 * ldc, c20, c21, s, m0, m1, fc);
+            if (rows > 3) Upd(upd + 3 * ldc, c30, c31, s, m0, m1, fc);
+            if (rows > 4) Upd(upd + 4 * ldc, c40, c41, s, m0, m1, fc);
+            if (rows > 5) Upd(upd + 5 * ldc, c50, c51, s, m0, m1, fc);
+            if (rows > 6) Upd(upd + 6 * ldc, c60, c61, s, m0, m1, fc);
+            if (rows > 7) Upd(upd + 7 * ldc, c70, c71, s, m0, m1, fc);
+        }
+    }
+
+    /// <summary>One row of the fused SGD epilogue: <c>p = g·(−lr) + p</c> on 32 columns (masked).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Upd(float* p, Vector512<float> g0, Vector512<float> g1, Vector512<float> nlr, Vector512<float> m0, Vector512<float> m1, bool fc)
+    {
+        StC(p, g0 * nlr + LdC(p, m0, fc), m0, fc);
+        StC(p + 16, g1 * nlr + LdC(p + 16, m1, fc), m1, fc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
