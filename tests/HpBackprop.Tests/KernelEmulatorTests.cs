@@ -278,7 +278,18 @@ public sealed unsafe class KernelEmulatorTests
         emu.Launch("batchnorm_backward", new Dim3(grid), new Dim3((uint)bx, (uint)by), shared, gDh, cH, cRaw, gGain, cVinv, gDpre, gDgain, gDbias, n, H);
         AssertClose("dbngain", dgain, emu.Read(gDgain), SumTol);
         AssertClose("dbnbias", dbias, emu.Read(gDbias), SumTol);
-        AssertClose("dhprebn", dpre, emu.Read(gDpre), SumTol);
+        // dhprebn is a difference of terms of size |bngain·bnvar_inv·dhpreact| that cancel (almost
+        // completely at n = 2, where two normalised rows are ±1 whatever the input), so its error
+        // is measured against the size of those terms, not against its own (possibly tiny) magnitude.
+        double terms = 0;
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < H; c++)
+                terms = Math.Max(terms, Math.Abs(gain[c] * vinv[c] * (1 - h[i * H + c] * h[i * H + c]) * dh[i * H + c]));
+        var got = emu.Read(gDpre);
+        double worst = 0;
+        for (int k = 0; k < dpre.Length; k++) worst = Math.Max(worst, Math.Abs((double)got[k] - dpre[k]));
+        double own = dpre.Max(x => Math.Abs((double)x));
+        Assert.IsTrue(worst <= SumTol * Math.Max(terms, own), $"dhprebn: max |diff| {worst:E2} > {SumTol} × {Math.Max(terms, own):E2}");
     }
 
     [TestMethod]
