@@ -31,6 +31,8 @@ public static unsafe class Stages
         T("cross-entropy", 0, () => CrossEntropy.ForwardBackward(logits, y, dlogits, n, V));
         T("dh = dlogits·W2ᵀ", 2.0 * n * H * V, () => Gemm.NT(dlogits, W2, dh, n, V, H));
         T("dW2 = hᵀ·dlogits", 2.0 * n * H * V, () => Gemm.TN(h, dlogits, dW2, n, H, V));
+        var dW2t = new float[W2.Length];
+        T("dW2ᵀ = dlogitsᵀ·h (the step's form)", 2.0 * n * H * V, () => Gemm.TN(dlogits, h, dW2t, n, V, H));
         T("bn backward", 0, () => BatchNorm.Backward(dh, h, raw, p.bngain, st.AsSpan(2 * H, H), dhprebn, st.AsSpan(0, H), st.AsSpan(H, H), st.AsSpan(3 * H, H), n, H));
         T("dembcat = dhprebn·W1ᵀ", 2.0 * n * H * K, () => Gemm.NT(dhprebn, W1, dembcat, n, H, K));
         T("dW1 = embcatᵀ·dhprebn", 2.0 * n * H * K, () => Gemm.TN(embcat, dhprebn, dW1, n, K, H));

@@ -42,6 +42,7 @@ public sealed unsafe class CpuBackend : ITrainingBackend
     // evaluation buffers
     private readonly float[] _evEmbcat, _evHprebn, _evH, _evLogits;
     private readonly double[] _calSum, _calSq;
+    private readonly float[] _dW2t;
     private readonly WorkerPool? _pool;
     private readonly BnForwardWork _bnForward = new();
     private readonly BnBackwardWork _bnBackward = new();
@@ -69,6 +70,7 @@ public sealed unsafe class CpuBackend : ITrainingBackend
         dlogits = Buf(_n * _v); dh = Buf(_n * _h); dhprebn = Buf(_n * _h); dembcat = Buf(_n * _k); scratch = Buf(_h);
         int c = EvalChunk;
         _evEmbcat = Buf(c * _k); _evHprebn = Buf(c * _h); _evH = Buf(c * _h); _evLogits = Buf(c * _v);
+        _dW2t = Buf(_v * _h);
         _calSum = new double[_h]; _calSq = new double[_h];
         var lay = parameters.Layout;
         _oC = lay[0].Offset; _oW1 = lay[1].Offset; _ob1 = lay[2].Offset; _oW2 = lay[3].Offset; _ob2 = lay[4].Offset; _oGain = lay[5].Offset; _oBias = lay[6].Offset;
@@ -144,7 +146,12 @@ public sealed unsafe class CpuBackend : ITrainingBackend
             Linear.Forward(pH, P + _oW2, P + _ob2, pLogits, n, H, V, pool);
             loss = CrossEntropy.ForwardBackward(new ReadOnlySpan<float>(pLogits, n * V), yb, new Span<float>(pDlogits, n * V), n, V);
             // backward
-            Linear.Backward(pH, P + _oW2, pDlogits, pDh, G + _oW2, G + _ob2, n, H, V, pool, sgd, lr);
+            // dh = dlogits · W2ᵀ; dW2 as its transpose dW2ᵀ[V,H] = dlogitsᵀ · h (h read in place as long rows), then
+            // transposed into dW2 (and W2 −= lr·dW2 there, after dh has read W2)
+            Gemm.Run(new Gemm.Args(n, H, V, pDlogits, V, 1, P + _oW2, 1, V, pDh, H, null, false), pool);
+            Gemm.Run(new Gemm.Args(V, H, n, pDlogits, 1, V, pH, H, 1, Ptr(_dW2t), H, null, false), pool);
+            TransposeInto(Ptr(_dW2t), G + _oW2, sgd ? P + _oW2 : null, lr, V, H);
+            Linear.ColumnSum(pDlogits, G + _ob2, n, V);
             RunBnBackward(pDh, pH, pRaw, P + _oGain, pDhprebn, G + _oGain, G + _oBias, G + _ob1);
             // dembcat = dhprebn · W1ᵀ, dW1 = embcatᵀ · dhprebn (db1 came out of the batch-norm backward)
             Gemm.Run(new Gemm.Args(n, K, H, pDhprebn, H, 1, P + _oW1, 1, H, pDembcat, K, null, false), pool);
@@ -152,6 +159,22 @@ public sealed unsafe class CpuBackend : ITrainingBackend
             Embedding.Backward(pDembcat, px, G + _oC, _v * _e, n * _b, _e);
         }
         return loss;
+    }
+
+    /// <summary><c>dst[j,i] = src[i,j]</c> for <c>src[rows,cols]</c>; with <paramref name="upd"/>, also <c>upd[j,i] = dst[j,i]·(−lr) + upd[j,i]</c>.</summary>
+    private static void TransposeInto(float* src, float* dst, float* upd, float lr, int rows, int cols)
+    {
+        float nlr = -lr;
+        for (int j = 0; j < cols; j++)
+        {
+            float* d = dst + (nint)j * rows;
+            for (int i = 0; i < rows; i++) d[i] = src[(nint)i * cols + j];
+            if (upd != null)
+            {
+                float* u = upd + (nint)j * rows;
+                for (int i = 0; i < rows; i++) u[i] = MathF.FusedMultiplyAdd(d[i], nlr, u[i]);
+            }
+        }
     }
 
     private void RunBnForward(float* x, float* gain, float* bias, float* raw, float* hh)
