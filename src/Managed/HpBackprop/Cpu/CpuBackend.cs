@@ -146,12 +146,19 @@ public sealed unsafe class CpuBackend : ITrainingBackend
             Linear.Forward(pH, P + _oW2, P + _ob2, pLogits, n, H, V, pool);
             loss = CrossEntropy.ForwardBackward(new ReadOnlySpan<float>(pLogits, n * V), yb, new Span<float>(pDlogits, n * V), n, V);
             // backward
-            // dh = dlogits · W2ᵀ; dW2 as its transpose dW2ᵀ[V,H] = dlogitsᵀ · h (h read in place as long rows), then
-            // transposed into dW2 (and W2 −= lr·dW2 there, after dh has read W2)
-            Gemm.Run(new Gemm.Args(n, H, V, pDlogits, V, 1, P + _oW2, 1, V, pDh, H, null, false), pool);
-            Gemm.Run(new Gemm.Args(V, H, n, pDlogits, 1, V, pH, H, 1, Ptr(_dW2t), H, null, false), pool);
-            TransposeInto(Ptr(_dW2t), G + _oW2, sgd ? P + _oW2 : null, lr, V, H);
-            Linear.ColumnSum(pDlogits, G + _ob2, n, V);
+            if (n >= TransposedDW2MinRows)
+            {
+                // dh = dlogits · W2ᵀ; dW2 as its transpose dW2ᵀ[V,H] = dlogitsᵀ · h (h read in place as long rows), then
+                // transposed into dW2 (and W2 −= lr·dW2 there, after dh has read W2). Pays off only for long batches.
+                Gemm.Run(new Gemm.Args(n, H, V, pDlogits, V, 1, P + _oW2, 1, V, pDh, H, null, false), pool);
+                Gemm.Run(new Gemm.Args(V, H, n, pDlogits, 1, V, pH, H, 1, Ptr(_dW2t), H, null, false), pool);
+                TransposeInto(Ptr(_dW2t), G + _oW2, sgd ? P + _oW2 : null, lr, V, H);
+                Linear.ColumnSum(pDlogits, G + _ob2, n, V);
+            }
+            else
+            {
+                Linear.Backward(pH, P + _oW2, pDlogits, pDh, G + _oW2, G + _ob2, n, H, V, pool, sgd, lr);
+            }
             RunBnBackward(pDh, pH, pRaw, P + _oGain, pDhprebn, G + _oGain, G + _oBias, G + _ob1);
             // dembcat = dhprebn · W1ᵀ, dW1 = embcatᵀ · dhprebn (db1 came out of the batch-norm backward)
             Gemm.Run(new Gemm.Args(n, K, H, pDhprebn, H, 1, P + _oW1, 1, H, pDembcat, K, null, false), pool);
@@ -160,6 +167,9 @@ public sealed unsafe class CpuBackend : ITrainingBackend
         }
         return loss;
     }
+
+    /// <summary>Batch rows from which dW2 is computed as dW2ᵀ = dlogitsᵀ·h and transposed (faster at n = 4096, slower at n = 32; the large oracle bundle, n = 1000, takes this path).</summary>
+    internal const int TransposedDW2MinRows = 512;
 
     /// <summary><c>dst[j,i] = src[i,j]</c> for <c>src[rows,cols]</c>; with <paramref name="upd"/>, also <c>upd[j,i] = dst[j,i]·(−lr) + upd[j,i]</c>.</summary>
     private static void TransposeInto(float* src, float* dst, float* upd, float lr, int rows, int cols)
