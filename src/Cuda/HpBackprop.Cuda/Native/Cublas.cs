@@ -19,7 +19,7 @@ internal static unsafe partial class Cublas
 
     static Cublas() => NativeLibrary.SetDllImportResolver(typeof(Cublas).Assembly, Resolve);
 
-    /// <summary>Maps the logical library name to the first cuBLAS that loads (and the driver to libcuda.so.1).</summary>
+    /// <summary>Maps the logical library name to the first cuBLAS that loads.</summary>
     private static nint Resolve(string name, Assembly assembly, DllImportSearchPath? path)
     {
         if (name != Lib) return 0;

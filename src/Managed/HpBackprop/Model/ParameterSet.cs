@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace HpBackprop.Model;
 
 /// <summary>Where one named parameter lives in the flat buffers.</summary>
@@ -165,7 +163,4 @@ public sealed class ParameterSet
             if (!sameVector) throw new ShapeException(name, p.Shape, shape);
         }
     }
-
-    internal static ReadOnlySpan<float> AsReadOnly(Span<float> s) => s;
-    internal static Span<byte> Bytes(Span<float> s) => MemoryMarshal.AsBytes(s);
 }
