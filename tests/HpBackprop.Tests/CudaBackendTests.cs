@@ -41,12 +41,7 @@ public sealed class CudaBackendTests
         {
             var x = new int[n * d.BlockSize];
             var y = new int[n];
-            for (int r = 0; r < n; r++)
-            {
-                int row = rng.NextInt(d.Count);
-                Array.Copy(d.X, row * d.BlockSize, x, r * d.BlockSize, d.BlockSize);
-                y[r] = d.Y[row];
-            }
+            d.DrawBatch(rng, x, y);
             o[2 * s] = x; o[2 * s + 1] = y;
         }
         return o;

@@ -113,12 +113,7 @@ public sealed class DeterminismTests
         var yb = new int[config.BatchSize];
         for (int step = 0; step < 1500; step++)
         {
-            for (int i = 0; i < config.BatchSize; i++)
-            {
-                int row = rng.NextInt(split.Train.Count);
-                split.Train.X.AsSpan(row * 3, 3).CopyTo(xb.AsSpan(i * 3, 3));
-                yb[i] = split.Train.Y[row];
-            }
+            split.Train.DrawBatch(rng, xb, yb);
             cpu.Step(xb, yb, 0.1f);
         }
         cpu.Calibrate(split.Train);

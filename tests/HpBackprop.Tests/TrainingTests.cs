@@ -70,6 +70,45 @@ public sealed class TrainingTests
     }
 
     [TestMethod]
+    public void DrawBatchTakesWholeExamplesAndIsSeeded()
+    {
+        var (split, _) = Setup();
+        var d = split.Train;
+        var x1 = new int[16 * 3]; var y1 = new int[16];
+        var x2 = new int[16 * 3]; var y2 = new int[16];
+        d.DrawBatch(new NormalRng(5), x1, y1);
+        d.DrawBatch(new NormalRng(5), x2, y2);
+        CollectionAssert.AreEqual(x1, x2);
+        CollectionAssert.AreEqual(y1, y2);
+        var examples = Enumerable.Range(0, d.Count).Select(i => string.Join(",", d.X.Skip(i * 3).Take(3).Append(d.Y[i]))).ToHashSet();
+        for (int r = 0; r < 16; r++)
+            Assert.IsTrue(examples.Contains(string.Join(",", x1.Skip(r * 3).Take(3).Append(y1[r]))), $"row {r} is not one example of the split");
+        d.DrawBatch(new NormalRng(6), x2, y2);
+        Assert.IsFalse(x1.SequenceEqual(x2) && y1.SequenceEqual(y2), "another seed draws another batch");
+        Assert.ThrowsExactly<ArgumentException>(() => d.DrawBatch(new NormalRng(1), new int[10], new int[4]));
+    }
+
+    [TestMethod]
+    public void ARunResumedAfterCancellationEqualsAnUninterruptedOne()
+    {
+        var (split, p1) = Setup();
+        var p2 = new ParameterSet(p1.Config);
+        p2.CopyFrom(p1);
+        var options = new TrainerOptions { Steps = 60, ReportEvery = 1 };
+        using (var cpu = new CpuBackend(p1)) new Trainer(cpu, split.Train, options).Run();
+        using (var cpu = new CpuBackend(p2))
+        {
+            var trainer = new Trainer(cpu, split.Train, options);
+            using var cts = new CancellationTokenSource();
+            Assert.ThrowsExactly<OperationCanceledException>(() => trainer.Run(pr => { if (pr.Step == 25) cts.Cancel(); }, cts.Token));
+            Assert.AreEqual(25, trainer.StepsDone);
+            trainer.Run();
+            Assert.AreEqual(60, trainer.StepsDone);
+        }
+        CollectionAssert.AreEqual(Bits(p1.Data), Bits(p2.Data));
+    }
+
+    [TestMethod]
     public void ScheduleSwitchesAtTheDecayStep()
     {
         var o = new TrainerOptions { Steps = 10, LearningRate = 0.1f, DecayedLearningRate = 0.01f };

@@ -77,12 +77,7 @@ internal static class CheckCommand
         int n = config.BatchSize, b = config.BlockSize;
         var xb = new int[n * b];
         var yb = new int[n];
-        for (int r = 0; r < n; r++)
-        {
-            int row = rng.NextInt(train.Count);
-            Array.Copy(train.X, row * b, xb, r * b, b);
-            yb[r] = train.Y[row];
-        }
+        train.DrawBatch(rng, xb, yb);
         using var cpu = new CpuBackend(p);
         cpu.ForwardBackward(xb, yb);
         var parameters = ParameterSet.Names.ToDictionary(k => k, k => ToDouble(p.Value(k).ToArray()));

@@ -74,6 +74,25 @@ public sealed class Dataset
         return new Dataset(blockSize, x.ToArray(), y.ToArray());
     }
 
+    /// <summary>
+    /// Draws a minibatch of <c>yb.Length</c> rows uniformly with replacement (SPEC §5) and copies their
+    /// contexts into <paramref name="xb"/> <c>[n,B]</c> and targets into <paramref name="yb"/> <c>[n]</c>.
+    /// Allocates nothing.
+    /// </summary>
+    public void DrawBatch(Model.NormalRng rng, Span<int> xb, Span<int> yb)
+    {
+        ArgumentNullException.ThrowIfNull(rng);
+        if (Count == 0) throw new InvalidOperationException("cannot draw a minibatch from an empty data set.");
+        if (xb.Length != yb.Length * BlockSize)
+            throw new ArgumentException($"xb has {xb.Length} ids but {yb.Length} rows of block size {BlockSize} need {yb.Length * BlockSize}.", nameof(xb));
+        for (int r = 0; r < yb.Length; r++)
+        {
+            int row = rng.NextInt(Count);
+            X.AsSpan(row * BlockSize, BlockSize).CopyTo(xb.Slice(r * BlockSize, BlockSize));
+            yb[r] = Y[row];
+        }
+    }
+
     internal static void ValidateBlockSize(int blockSize)
     {
         if (blockSize < 1)

@@ -15,6 +15,7 @@ public sealed class Trainer
     private readonly ITrainingBackend _backend;
     private readonly Dataset _train;
     private readonly int[] _xb, _yb;
+    private readonly NormalRng _rng;
 
     /// <summary>Creates a trainer for <paramref name="backend"/> over <paramref name="train"/>.</summary>
     public Trainer(ITrainingBackend backend, Dataset train, TrainerOptions options)
@@ -31,6 +32,7 @@ public sealed class Trainer
         _xb = new int[backend.Config.BatchSize * train.BlockSize];
         _yb = new int[backend.Config.BatchSize];
         Losses = new float[options.Steps];
+        _rng = new NormalRng(options.Seed);
     }
 
     /// <summary>The options.</summary>
@@ -45,23 +47,15 @@ public sealed class Trainer
     /// <summary>Wall time spent in <see cref="Run"/>.</summary>
     public TimeSpan Elapsed { get; private set; }
 
-    /// <summary>Runs the remaining steps. Reports progress every <see cref="TrainerOptions.ReportEvery"/> steps and at the end.</summary>
+    /// <summary>Runs the remaining steps (after a cancellation, a second call continues with the same draws). Reports progress every <see cref="TrainerOptions.ReportEvery"/> steps and at the end.</summary>
     public void Run(Action<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        var rng = new NormalRng(Options.Seed);
-        for (int s = 0; s < StepsDone; s++) for (int r = 0; r < _yb.Length; r++) rng.NextInt(_train.Count); // resume: replay the draws
-        int b = _train.BlockSize;
         var sw = Stopwatch.StartNew();
         int startStep = StepsDone;
         for (int step = StepsDone; step < Options.Steps; step++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            for (int r = 0; r < _yb.Length; r++)
-            {
-                int row = rng.NextInt(_train.Count);
-                Array.Copy(_train.X, row * b, _xb, r * b, b);
-                _yb[r] = _train.Y[row];
-            }
+            _train.DrawBatch(_rng, _xb, _yb);
             float lr = Options.LearningRateAt(step);
             float loss = _backend.Step(_xb, _yb, lr);
             if (!float.IsFinite(loss)) throw new TrainingDivergedException(step, lr, loss);
