@@ -138,6 +138,15 @@ public sealed class CliTests
     }
 
     [TestMethod]
+    public void GradsWithDeviceAutoSaysWhichDeviceOnTheCommandsErrorStream()
+    {
+        using var dir = new TempDir();
+        var (code, _, stderr) = Run("grads", "--in", Oracle.BundlePath("seed", "f32"), "--out", dir.File("g.safetensors"), "--device", "auto");
+        Assert.AreEqual(0, code, stderr);
+        StringAssert.Contains(stderr, "device auto: using");
+    }
+
+    [TestMethod]
     public void GradsAtomicKeepsTheInputPrecisionAndWritesAll26()
     {
         using var dir = new TempDir();

@@ -16,7 +16,7 @@ internal static class GradsCommand
 {
     private static readonly string[] FusedGradients = ["dC", "dW1", "db1", "dW2", "db2", "dbngain", "dbnbias"];
 
-    public static Command Create(TextWriter stdout)
+    public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var input = new Option<string>("--in") { Description = "Input safetensors: Xb [n,B], Yb [n] (I32/I64), C W1 b1 W2 b2 bngain bnbias (F32/F64)", Required = true };
         var output = new Option<string>("--out") { Description = "Output safetensors with loss and the gradients", Required = true };
@@ -50,7 +50,7 @@ internal static class GradsCommand
             {
                 var p = new ParameterSet(c);
                 bundle.CopyTo(p);
-                using var backend = Backends.Create(pr.GetValue(device)!, p, m => Console.Error.WriteLine(m));
+                using var backend = Backends.Create(pr.GetValue(device)!, p, m => stderr.WriteLine(m));
                 float loss = backend.ForwardBackward(bundle.Xb, bundle.Yb);
                 backend.PullParameters();
                 result.Add("loss", new[] { loss });

@@ -27,7 +27,7 @@ public static class Program
         root.Subcommands.Add(TrainCommand.Create(stdout, stderr));
         root.Subcommands.Add(SampleCommand.Create(stdout));
         root.Subcommands.Add(CheckCommand.Create(stdout));
-        root.Subcommands.Add(GradsCommand.Create(stdout));
+        root.Subcommands.Add(GradsCommand.Create(stdout, stderr));
         root.Subcommands.Add(EvalCommand.Create(stdout));
         ParseResult parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
