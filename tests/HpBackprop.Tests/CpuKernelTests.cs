@@ -163,6 +163,24 @@ public sealed class CpuKernelTests
         }
     }
 
+    private sealed class SlowWorker : ParallelWork
+    {
+        public override void Run(int thread, int threads) { if (thread == 1) Thread.Sleep(30); }
+    }
+
+    [TestMethod]
+    public void APoolRunWhoseCallerMustBlockAllocatesNothing()
+    {
+        // the caller finishes its share at once and has to block until the worker is done: the
+        // first such wait must not allocate (ManualResetEventSlim creates its lock lazily)
+        using var pool = new WorkerPool(2);
+        var work = new SlowWorker();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        pool.Run(work);
+        pool.Run(work);
+        Assert.AreEqual(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
     [TestMethod]
     public void StepWithFusedSgdIsBitwiseForwardBackwardThenSgd()
     {

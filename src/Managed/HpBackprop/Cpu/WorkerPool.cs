@@ -42,6 +42,10 @@ internal sealed class WorkerPool : IDisposable
         _workers = new Thread[threads - 1];
         _go = new ManualResetEventSlim[threads - 1];
         _done = new ManualResetEventSlim(false, 2047);
+        // ManualResetEventSlim creates its lock object on the first wait that has to block, which
+        // would be an allocation inside some later training step (it happened on a loaded machine).
+        // One short blocking wait here creates it up front.
+        _done.Wait(1);
         for (int w = 0; w < threads - 1; w++)
         {
             _go[w] = new ManualResetEventSlim(false, 2047);
