@@ -30,13 +30,8 @@ internal static class Oracle
         }
     }
 
-    /// <summary>The tensor whose largest magnitude sets the scale of a near-zero gradient.</summary>
-    public static string ScaleOf(string grad) => grad switch
-    {
-        "dlogit_maxes" => "dlogits", // ≈ 0 by construction: pure rounding noise, measured against dlogits
-        "db1" => "dhprebn",          // ≈ 0 because batch norm cancels b1
-        _ => grad,
-    };
+    /// <summary>The tensor whose largest magnitude sets the scale of a gradient's error (see <see cref="HpBackprop.Reference.ParityTable.ScaleTensorOf"/>).</summary>
+    public static string ScaleOf(string grad) => HpBackprop.Reference.ParityTable.ScaleTensorOf(grad);
 
     public static double MaxAbs(ReadOnlySpan<double> a) { double m = 0; foreach (double x in a) m = Math.Max(m, Math.Abs(x)); return m; }
 

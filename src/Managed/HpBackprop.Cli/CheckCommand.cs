@@ -43,7 +43,7 @@ internal static class CheckCommand
     {
         var bundle = BatchBundle.Load(path);
         var f = bundle.File;
-        double Scale(string g) => MaxAbs(f[g is "dlogit_maxes" ? "dlogits" : g is "db1" ? "dhprebn" : g].ToDouble());
+        double Scale(string g) => MaxAbs(f[ParityTable.ScaleTensorOf(g)].ToDouble());
         IEnumerable<string> names = ReferenceChain<double>.GradientNames;
         var c = bundle.Config;
         stdout.WriteLine($"oracle bundle {path}: n={c.BatchSize} B={c.BlockSize} E={c.EmbeddingSize} H={c.HiddenSize} V={c.VocabSize}, {bundle.FloatType}");
@@ -84,7 +84,7 @@ internal static class CheckCommand
         var chain = new ReferenceChain<double>(config, parameters, xb, yb);
         stdout.WriteLine($"one minibatch: n={n} B={b} E={config.EmbeddingSize} H={config.HiddenSize} V={config.VocabSize}, seed {seed}");
         stdout.Write(ParityTable.Format("fused CPU backend (float) vs reference chain (double):",
-            FusedNames.Select(g => ParityTable.Compare(g, chain[g], ToDouble(Fused(cpu, p, g)), MaxAbs(chain[g is "db1" ? "dhprebn" : g])))));
+            FusedNames.Select(g => ParityTable.Compare(g, chain[g], ToDouble(Fused(cpu, p, g)), MaxAbs(chain[ParityTable.ScaleTensorOf(g)])))));
         stdout.WriteLine();
         stdout.WriteLine("finite differences (double reference chain, central, step 1e-6, 8 elements per parameter):");
         foreach (string name in ParameterSet.Names)

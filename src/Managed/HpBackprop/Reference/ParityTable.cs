@@ -14,6 +14,18 @@ public readonly record struct ParityRow(string Name, bool Exact, bool Approximat
 /// <summary>Builds and prints the name | exact | approximate | maxdiff table.</summary>
 public static class ParityTable
 {
+    /// <summary>
+    /// The tensor whose largest magnitude measures a gradient's error: the gradient itself, except
+    /// <c>dlogit_maxes</c> (≈ 0 by construction, rounding noise) against <c>dlogits</c> and <c>db1</c>
+    /// (≈ 0 because batch norm cancels b1) against <c>dhprebn</c>.
+    /// </summary>
+    public static string ScaleTensorOf(string gradient) => gradient switch
+    {
+        "dlogit_maxes" => "dlogits",
+        "db1" => "dhprebn",
+        _ => gradient,
+    };
+
     /// <summary>Compares <paramref name="actual"/> with <paramref name="expected"/>; <paramref name="scale"/> defaults to the largest |expected|.</summary>
     public static ParityRow Compare(string name, ReadOnlySpan<double> expected, ReadOnlySpan<double> actual, double? scale = null)
     {
