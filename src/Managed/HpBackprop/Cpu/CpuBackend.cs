@@ -22,10 +22,12 @@ public sealed record CpuBackendOptions
 /// The fused CPU backend: embedding gather, linear with the bias folded into the GEMM, batch
 /// norm + tanh in one sweep per column block, linear, one-pass cross-entropy forward+backward,
 /// the fused batch-norm backward (which also sums <c>db1</c>), the register-blocked GEMMs of
-/// the backward, the embedding scatter-add and SGD over the flat buffers. All buffers are sized
-/// once in the constructor; a step allocates nothing.
+/// the backward, the embedding scatter-add and SGD over the flat buffers. Batches of
+/// <see cref="PipelineMinRows"/> rows or more go through the row-block pipeline instead (see
+/// CpuBackend.Pipeline.cs), which carries blocks of 64 rows through several layers while they are in
+/// cache. All buffers are sized once in the constructor; a step allocates nothing.
 /// </summary>
-public sealed unsafe class CpuBackend : ITrainingBackend
+public sealed unsafe partial class CpuBackend : ITrainingBackend
 {
     /// <summary>Rows per chunk when evaluating or calibrating.</summary>
     public const int EvalChunk = 1024;
@@ -75,6 +77,17 @@ public sealed unsafe class CpuBackend : ITrainingBackend
         var lay = parameters.Layout;
         _oC = lay[0].Offset; _oW1 = lay[1].Offset; _ob1 = lay[2].Offset; _oW2 = lay[3].Offset; _ob2 = lay[4].Offset; _oGain = lay[5].Offset; _oBias = lay[6].Offset;
         if (Threads > 1) _pool = new WorkerPool(Threads);
+        if (UsesPipeline(_n))
+        {
+            _blocks = (_n + PipeRows - 1) / PipeRows;
+            _pA = Buf(_blocks * _h); _pB = Buf(_blocks * _h); _pC = Buf(_blocks * _h);
+            _pLoss = new double[_blocks];
+            _pDh = Buf(Threads * PipeRows * _h);
+            _packW1 = Buf((int)Gemm.PackedSize(_k, _h)); _packW2 = Buf((int)Gemm.PackedSize(_h, _v));
+            _packW2t = Buf((int)Gemm.PackedSize(_v, _h)); _packW1t = Buf((int)Gemm.PackedSize(_h, _k));
+            _coefA = Buf(_h); _coefE = Buf(_h); _coefS = Buf(_h);
+            _pipe = new PipeWork(this);
+        }
         _contiguous = _oC == 0 && _oW1 == _v * _e && _ob1 == _oW1 + _k * _h && _oW2 == _ob1 + _h && _ob2 == _oW2 + _h * _v
             && _oGain == _ob2 + _v && _oBias == _oGain + _h && _oBias + _h == parameters.Data.Length;
     }
@@ -107,12 +120,20 @@ public sealed unsafe class CpuBackend : ITrainingBackend
     /// A forward or backward buffer of the last step by SPEC name: embcat, hprebn, bnmeani, bnvar,
     /// bnvar_inv, bnraw, h, logits, dlogits, dh, dhprebn, dembcat.
     /// </summary>
-    public ReadOnlySpan<float> Intermediate(string name) => name switch
+    /// <remarks>
+    /// Large batches (the row-block pipeline) never store bnraw and dh whole; the first request after a
+    /// step computes them, with the same formulas and the parameters the step used.
+    /// </remarks>
+    public ReadOnlySpan<float> Intermediate(string name)
     {
-        "embcat" => embcat, "hprebn" => hprebn, "bnmeani" => bnmeani, "bnvar" => bnvar, "bnvar_inv" => bnvar_inv,
-        "bnraw" => bnraw, "h" => h, "logits" => logits, "dlogits" => dlogits, "dh" => dh, "dhprebn" => dhprebn, "dembcat" => dembcat,
-        _ => throw new ArgumentException($"the CPU backend keeps no buffer named '{name}'.", nameof(name)),
-    };
+        MaterialiseLazy(name);
+        return name switch
+        {
+            "embcat" => embcat, "hprebn" => hprebn, "bnmeani" => bnmeani, "bnvar" => bnvar, "bnvar_inv" => bnvar_inv,
+            "bnraw" => bnraw, "h" => h, "logits" => logits, "dlogits" => dlogits, "dh" => dh, "dhprebn" => dhprebn, "dembcat" => dembcat,
+            _ => throw new ArgumentException($"the CPU backend keeps no buffer named '{name}'.", nameof(name)),
+        };
+    }
 
     /// <inheritdoc />
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
@@ -139,6 +160,9 @@ public sealed unsafe class CpuBackend : ITrainingBackend
         float loss;
         fixed (int* px = xb)
         {
+            if (Pipelined)
+                fixed (int* py = yb) return ForwardBackwardPipelined(px, py, sgd, lr);
+            _bnrawLazy = _dhLazy = false;
             // forward
             Embedding.Forward(P + _oC, px, pEmbcat, n * _b, _e);
             Linear.Forward(pEmbcat, P + _oW1, P + _ob1, pHprebn, n, K, H, pool);
@@ -232,6 +256,7 @@ public sealed unsafe class CpuBackend : ITrainingBackend
     {
         var p = Parameters;
         int n = _n;
+        _bnrawLazy = _dhLazy = false;
         Embedding.Forward(p.C, xb, embcat, n, _b, _e);
         Linear.Forward(embcat, p.W1, p.b1, hprebn, n, _k, _h);
         BatchNorm.ForwardTanh(hprebn, p.bngain, p.bnbias, bnmeani, bnvar, bnvar_inv, bnraw, h, n, _h, _eps);

@@ -22,21 +22,29 @@ public static unsafe class CrossEntropy
         if (!dlogits.IsEmpty && dlogits.Length < n * V) throw new ArgumentException($"dlogits has {dlogits.Length} elements, needs {n * V}.", nameof(dlogits));
         for (int i = 0; i < n; i++)
             if ((uint)Yb[i] >= (uint)V) throw new ArgumentOutOfRangeException(nameof(Yb), Yb[i], $"target id at row {i} is outside [0, {V}).");
-        double total = 0;
-        float invN = 1f / n;
+        double total;
         fixed (float* pl = logits, pd = dlogits)
         fixed (int* py = Yb)
-        {
-            if (Avx512F.IsSupported && !Gemm.ForceVector256 && V >= 16 && V <= 64)
-            {
-                for (int i = 0; i < n; i++) total += Row512(pl + (nint)i * V, pd == null ? null : pd + (nint)i * V, py[i], V, invN);
-            }
-            else
-            {
-                for (int i = 0; i < n; i++) total += RowScalar(pl + (nint)i * V, pd == null ? null : pd + (nint)i * V, py[i], V, invN);
-            }
-        }
+            total = Rows(pl, py, pd, n, V, 1f / n);
         return (float)(total / n);
+    }
+
+    /// <summary>
+    /// The sum of the losses of <paramref name="rows"/> rows (ids already checked), with <c>d = (softmax − onehot)·invN</c>
+    /// when <paramref name="d"/> is not null: the loop a batch's rows, or one block of them, go through.
+    /// </summary>
+    internal static double Rows(float* logits, int* y, float* d, int rows, int V, float invN)
+    {
+        double total = 0;
+        if (Avx512F.IsSupported && !Gemm.ForceVector256 && V >= 16 && V <= 64)
+        {
+            for (int i = 0; i < rows; i++) total += Row512(logits + (nint)i * V, d == null ? null : d + (nint)i * V, y[i], V, invN);
+        }
+        else
+        {
+            for (int i = 0; i < rows; i++) total += RowScalar(logits + (nint)i * V, d == null ? null : d + (nint)i * V, y[i], V, invN);
+        }
+        return total;
     }
 
     private static float RowScalar(float* row, float* d, int y, int V, float invN)

@@ -66,12 +66,14 @@ public static unsafe class Gemm
     /// <remarks>
     /// With <paramref name="upd"/> set (a matrix laid out like <c>C</c>), each finished tile also does the
     /// SGD update <c>upd −= lr·C</c> (as <c>C·(−lr) + upd</c>, the same arithmetic as <see cref="Sgd.Update"/>) while it is in registers.
+    /// With <paramref name="packed"/> set (the whole of <c>B</c> as <see cref="PackB"/> lays it out), the panels are read from there
+    /// and <c>b</c> is not touched: a B reused by many small products is packed once.
     /// </remarks>
     internal readonly struct Args(int m, int n, int k, float* a, nint ars, nint acs, float* b, nint brs, nint bcs, float* c, nint ldc, float* bias, bool accumulate,
-        float* upd = null, float lr = 0f)
+        float* upd = null, float lr = 0f, float* packed = null)
     {
         public readonly int M = m, N = n, K = k;
-        public readonly float* A = a, B = b, C = c, Bias = bias, Upd = upd;
+        public readonly float* A = a, B = b, C = c, Bias = bias, Upd = upd, Packed = packed;
         public readonly nint Ars = ars, Acs = acs, Brs = brs, Bcs = bcs, Ldc = ldc;
         public readonly bool Accumulate = accumulate;
         public readonly float Lr = lr;
@@ -135,8 +137,10 @@ public static unsafe class Gemm
         int width = (p1 - p0) * NR;
         // pack B when it is not row-contiguous, or when it is reused by many row slivers
         // (also when B's rows are 2 KB+ apart and a long k is reused by several slivers: strided rows thrash L1 sets and the TLB)
-        bool packAll = g.Bcs != 1 || (i1 - i0) >= 4 * MC || (g.Brs >= 512 && g.K >= 256 && i1 - i0 > MR);
-        bool hasTail = (j1 - j0) % NR != 0;
+        bool pre = g.Packed != null;
+        bool packAll = !pre && (g.Bcs != 1 || (i1 - i0) >= 4 * MC || (g.Brs >= 512 && g.K >= 256 && i1 - i0 > MR));
+        bool hasTail = !pre && (j1 - j0) % NR != 0;
+        int panelsAll = (g.N + NR - 1) / NR;
         int kcMax = Math.Min(KC, g.K);
         float* pack = packAll || hasTail ? Scratch(kcMax * (packAll ? width : NR)) : null;
         float* biasTile = stackalloc float[NR];
@@ -157,7 +161,8 @@ public static unsafe class Gemm
                 {
                     int jc = p * NR, cols = Math.Min(NR, g.N - jc);
                     float* bp; nint bstride;
-                    if (packAll) { bp = pack + (nint)(p - p0) * kc * NR; bstride = NR; }
+                    if (pre) { bp = g.Packed + (nint)kb * panelsAll * NR + (nint)p * kc * NR; bstride = NR; }
+                    else if (packAll) { bp = pack + (nint)(p - p0) * kc * NR; bstride = NR; }
                     else if (cols < NR)
                     {
                         bp = pack; bstride = NR;
@@ -188,6 +193,23 @@ public static unsafe class Gemm
                     }
                 }
             }
+        }
+    }
+
+    /// <summary>Floats <see cref="PackB"/> writes for a <c>k×n</c> B: every k-block's 32-column panels, zero-padded.</summary>
+    internal static long PackedSize(int k, int n) => (long)k * ((n + NR - 1) / NR) * NR;
+
+    /// <summary>
+    /// Packs all of <c>B</c> (as described by <paramref name="g"/>) the way <see cref="Rect"/> reads it: for each
+    /// k-block of <see cref="KC"/>, each panel as a dense <c>kc×32</c> block. Pass the result as <c>Args.Packed</c>.
+    /// </summary>
+    internal static void PackB(in Args g, float* dst)
+    {
+        int panels = (g.N + NR - 1) / NR;
+        for (int kb = 0; kb < g.K; kb += KC)
+        {
+            int kc = Math.Min(KC, g.K - kb);
+            for (int p = 0; p < panels; p++) PackPanel(in g, kb, kc, p * NR, dst + (nint)kb * panels * NR + (nint)p * kc * NR);
         }
     }
 
