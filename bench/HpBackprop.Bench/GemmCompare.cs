@@ -9,6 +9,7 @@ public static class GemmCompare
         var threads = Program.Opt(args, "--threads", "1").Split(',').Select(int.Parse).ToArray();
         double sec = double.Parse(Program.Opt(args, "--seconds", "0.5"), System.Globalization.CultureInfo.InvariantCulture);
         if (!OpenBlas.Available) Console.WriteLine("(libopenblas.so.0 not found: OpenBLAS columns empty; apt-get install libopenblas0-openmp)");
+        else Console.WriteLine($"OpenBLAS kernels: {OpenBlas.CoreName}\n");
         Console.WriteLine("| shape | threads | product | M×N×K | ours µs | ours GFLOP/s | OpenBLAS µs | OpenBLAS GFLOP/s | ours / OpenBLAS speed |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
         foreach (var s in shapes)

@@ -8,7 +8,8 @@ public static class Program
     /// <summary>
     /// <c>steps [--threads 1,2] [--shapes S,M,L] [--seconds 2]</c>: µs per training step, median of 5 timed
     /// windows, as a Markdown table and one JSON line per row (for the baselines runner).
-    /// <c>gemm [--threads 1]</c>: the six products of each shape against OpenBLAS.
+    /// <c>gemm [--threads 1] [--openblas-core SkylakeX|auto]</c>: the six products of each shape against OpenBLAS
+    /// (by default with its AVX-512 SkylakeX kernels, see <see cref="OpenBlas.SelectCore"/>).
     /// <c>fused</c>: fused vs atomic cross-entropy and batch-norm backward.
     /// <c>gpu [--emulator]</c>: the CUDA benchmarks (BenchmarkDotNet on a GPU; "no CUDA device" otherwise).
     /// Anything else goes to BenchmarkDotNet's switcher (e.g. <c>--filter *Step*</c>).
@@ -16,6 +17,9 @@ public static class Program
     public static int Main(string[] args)
     {
         string mode = args.Length > 0 ? args[0] : "";
+        // before anything loads OpenBLAS (see OpenBlas.SelectCore); "--openblas-core auto" keeps its own detection
+        OpenBlas.SelectCore(Opt(args, "--openblas-core", "SkylakeX"));
+        if (Array.IndexOf(args, "--openblas-core") is int i && i >= 0) args = [.. args[..i], .. args[Math.Min(args.Length, i + 2)..]];
         switch (mode)
         {
             case "steps": return Steps(args);

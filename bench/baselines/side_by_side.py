@@ -2,7 +2,13 @@
 """Runs the PyTorch side (torch_steps.py) and our side (`dotnet run -c Release --project
 bench/HpBackprop.Bench -- steps`) in one go, shape by shape, and prints a Markdown ratio table.
 
-usage: bench/baselines/side_by_side.py [--shapes S,M,L] [--threads 1,2] [--seconds 2]
+usage: bench/baselines/side_by_side.py [--shapes S,M,L] [--threads 1,2] [--seconds 2] [--openblas-core SkylakeX|auto]
+
+OpenBLAS 0.3.21 (Debian's libopenblas0-openmp) does not know newer Intel models (family 6 model
+207 here) and falls back to its generic "Prescott" SSE kernels, 4-5x slower than its AVX-512 ones.
+So that PyTorch gets the BLAS a tuned install would give it, the PyTorch side runs with
+OPENBLAS_CORETYPE=SkylakeX unless --openblas-core auto (OpenBLAS's own detection) or another core
+is asked for, or OPENBLAS_CORETYPE is already set. The table header names the core in use.
 
 Times are µs per training step (forward + backward + SGD); "median" is the median of 15 timed
 windows, "best" the fastest window (the machine is shared, so both are shown and the ratio uses
@@ -20,9 +26,10 @@ def flops(s):
     return 6.0 * n * (3 * E * H + H * 27)
 
 
-def json_lines(cmd):
-    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+def json_lines(cmd, env=None):
+    shown = ("OPENBLAS_CORETYPE=" + env["OPENBLAS_CORETYPE"] + " ") if env and "OPENBLAS_CORETYPE" in env else ""
+    print("$ " + shown + " ".join(cmd), file=sys.stderr, flush=True)
+    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, env=env).stdout
     rows = []
     for line in out.splitlines():
         line = line.strip()
@@ -48,21 +55,30 @@ def main():
     ap.add_argument("--shapes", default="S,M,L")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--seconds", default="2")
+    ap.add_argument("--openblas-core", default=os.environ.get("OPENBLAS_CORETYPE", "SkylakeX"))
     a = ap.parse_args()
+    torch_env = dict(os.environ)
+    if a.openblas_core == "auto":
+        torch_env.pop("OPENBLAS_CORETYPE", None)
+    else:
+        torch_env["OPENBLAS_CORETYPE"] = a.openblas_core
     subprocess.run(["dotnet", "build", "-c", "Release", "bench/HpBackprop.Bench", "-v", "q", "-nologo"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
     ours_cmd = ["dotnet", "run", "-c", "Release", "--no-build", "--project", "bench/HpBackprop.Bench", "--", "steps"]
     torch_cmd = ["/usr/bin/python3", os.path.join(HERE, "torch_steps.py")]
     rows = []
+    core = "?"
     for s in a.shapes.split(","):
-        torch_rows = json_lines(torch_cmd + ["--shapes", s, "--threads", a.threads, "--seconds", a.seconds])
+        torch_rows = json_lines(torch_cmd + ["--shapes", s, "--threads", a.threads, "--seconds", a.seconds], torch_env)
+        core = next((r["blas_core"] for r in torch_rows if "blas_core" in r), core)
+        torch_rows = [r for r in torch_rows if "shape" in r]
         our_rows = json_lines(ours_cmd + ["--shapes", s, "--threads", a.threads, "--seconds", a.seconds])
         for t in [int(x) for x in a.threads.split(",")]:
             ours = next(r for r in our_rows if r["threads"] == t)
             tm = {r["mode"]: r for r in torch_rows if r["threads"] == t}
             rows.append((s, t, ours, tm.get("manual"), tm.get("autograd")))
     print(f"Side by side, {datetime.date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores "
-          f"(shared machine: one run, both sides interleaved shape by shape)\n")
+          f"(shared machine: one run, both sides interleaved shape by shape); PyTorch on OpenBLAS with its {core} kernels\n")
     print("| shape (n, E, H) | threads | HpBackprop µs/step (best) | GFLOP/s | PyTorch manual µs (best) | PyTorch autograd µs (best) | × vs manual | × vs autograd |")
     print("|---|---|---|---|---|---|---|---|")
     for s, t, o, m, g in rows:

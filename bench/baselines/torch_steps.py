@@ -151,6 +151,17 @@ def bench(shape, mode, threads, seconds, Xtr, Ytr, V):
     return statistics.median(res), min(res)
 
 
+def openblas_core():
+    """The kernel family OpenBLAS picked in this process (torch's BLAS), or why it is unknown."""
+    import ctypes
+    try:
+        lib = ctypes.CDLL("libopenblas.so.0")
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return lib.openblas_get_corename().decode()
+    except (OSError, AttributeError):
+        return "unknown (libopenblas.so.0 not loaded)"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="S,M,L")
@@ -160,6 +171,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--data", default=os.path.join(here, "..", "..", "..", "shared", "data", "names.txt"))
     a = ap.parse_args()
+    print(json.dumps({"side": "pytorch", "blas_core": openblas_core()}), flush=True)
     Xtr, Ytr, V = load_split(a.data)
     for s in a.shapes.split(","):
         for t in [int(x) for x in a.threads.split(",")]:
