@@ -172,7 +172,26 @@ public static unsafe class Gemm
                     int mode = first ? (g.Bias != null ? 2 : g.Accumulate ? 1 : 0) : 1;
                     if (mode == 2)
                     {
-                        for (int j = 0; j < NR; j++) biasTile[j] = j < cols ? g.Bias[jc + j] : 0f;
+                        if (Avx512F.IsSupported)
+                        {
+                            Avx512F.MaskLoad(g.Bias + jc, Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle(), Vector512<float>.Zero).Store(biasTile);
+                            Avx512F.MaskLoad(g.Bias + jc + 16, Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols - 16)).AsSingle(), Vector512<float>.Zero).Store(biasTile + 16);
+                        }
+                        else for (int j = 0; j < NR; j++) biasTile[j] = j < cols ? g.Bias[jc + j] : 0f;
+                    }
+                    if (Avx512F.IsSupported && !ForceVector256)
+                    {
+                        int all = ie - ib, full = all / MR, rem = all % MR;
+                        float* a = packA ? apack : g.A + ib * g.Ars + kb * g.Acs;
+                        nint ars = packA ? 1 : g.Ars, acs = packA ? MR : g.Acs, aStep = packA ? (nint)MR * kc : MR * g.Ars;
+                        float* c = g.C + ib * g.Ldc + jc;
+                        float* upd = g.Upd != null && kb + kc >= g.K ? g.Upd + ib * g.Ldc + jc : null;
+                        bool addC = first && g.Bias != null && g.Accumulate;
+                        if (full > 0) Tile512(full, MR, kc, a, ars, acs, aStep, bp, bstride, c, g.Ldc, cols, mode, biasTile, addC, upd, -g.Lr);
+                        if (rem > 0)
+                            Tile512(1, rem, kc, a + full * aStep, ars, acs, aStep, bp, bstride, c + full * MR * g.Ldc, g.Ldc, cols, mode, biasTile, addC,
+                                upd == null ? null : upd + full * MR * g.Ldc, -g.Lr);
+                        continue;
                     }
                     for (int i = ib; i < ie; i += MR)
                     {
@@ -181,15 +200,10 @@ public static unsafe class Gemm
                         nint ars = packA ? 1 : g.Ars, acs = packA ? MR : g.Acs;
                         float* c = g.C + i * g.Ldc + jc;
                         float* upd = g.Upd != null && kb + kc >= g.K ? g.Upd + i * g.Ldc + jc : null;
-                        if (Avx512F.IsSupported && !ForceVector256)
-                            Kernel512(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate, upd, -g.Lr);
-                        else
-                        {
-                            Kernel256(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
-                            if (upd != null)
-                                for (int r = 0; r < rows; r++)
-                                    for (int j = 0; j < cols; j++) upd[r * g.Ldc + j] = c[r * g.Ldc + j] * -g.Lr + upd[r * g.Ldc + j];
-                        }
+                        Kernel256(kc, a, ars, acs, rows, bp, bstride, c, g.Ldc, cols, mode, biasTile, first && g.Bias != null && g.Accumulate);
+                        if (upd != null)
+                            for (int r = 0; r < rows; r++)
+                                for (int j = 0; j < cols; j++) upd[r * g.Ldc + j] = c[r * g.Ldc + j] * -g.Lr + upd[r * g.Ldc + j];
                     }
                 }
             }
@@ -401,85 +415,206 @@ public static unsafe class Gemm
         return t_pack;
     }
 
-    /// <summary>
-    /// C[rows×cols tile] (mode 0: =, 1: +=, 2: = bias +) A[rows×kc]·Bpanel[kc×32]; rows ≤ 8, cols ≤ 32.
-    /// Rows past <paramref name="rows"/> repeat the last valid row of A and are not stored; columns
-    /// past <paramref name="cols"/> are masked out of the loads and stores of C.
-    /// <paramref name="addC"/> adds C on top of the bias (bias with accumulate).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel512(int kc, float* a, nint ars, nint acs, int rows, float* bp, nint bstride,
+    /// <summary>A row count known to the JIT: the kernels are specialised for each.</summary>
+    internal interface IRows { static abstract int N { get; } }
+    internal struct R1 : IRows { public static int N => 1; }
+    internal struct R2 : IRows { public static int N => 2; }
+    internal struct R3 : IRows { public static int N => 3; }
+    internal struct R4 : IRows { public static int N => 4; }
+    internal struct R5 : IRows { public static int N => 5; }
+    internal struct R6 : IRows { public static int N => 6; }
+    internal struct R7 : IRows { public static int N => 7; }
+    internal struct R8 : IRows { public static int N => 8; }
+
+    /// <summary><paramref name="slivers"/> tiles of <paramref name="rows"/> rows down one panel, through the kernel specialised for the rows and width.</summary>
+    private static void Tile512(int slivers, int rows, int kc, float* a, nint ars, nint acs, nint aStep, float* bp, nint bstride,
         float* c, nint ldc, int cols, int mode, float* bias, bool addC, float* upd, float nlr)
     {
-        bool fc = cols == NR;
+        if (cols <= 16)
+        {
+            switch (rows)
+            {
+                case 8: Kernel512x16<R8>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 7: Kernel512x16<R7>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 6: Kernel512x16<R6>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 5: Kernel512x16<R5>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 4: Kernel512x16<R4>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 3: Kernel512x16<R3>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 2: Kernel512x16<R2>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                default: Kernel512x16<R1>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            }
+            return;
+        }
+        switch (rows)
+        {
+            case 8: Kernel512<R8>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 7: Kernel512<R7>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 6: Kernel512<R6>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 5: Kernel512<R5>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 4: Kernel512<R4>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 3: Kernel512<R3>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 2: Kernel512<R2>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            default: Kernel512<R1>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="slivers"/> tiles down one panel: C[R×cols] (mode 0: =, 1: +=, 2: = bias +) A[R×kc]·Bpanel[kc×32]
+    /// for each sliver of R = <typeparamref name="TR"/> ≤ 8 rows (a type argument, so the JIT emits the multiply-adds
+    /// of exactly R rows), the next sliver's A <paramref name="aStep"/> floats on and its C 8 rows down. cols ≤ 32;
+    /// columns past <paramref name="cols"/> are masked out of the loads and stores of C. <paramref name="addC"/> adds
+    /// C on top of the bias (bias with accumulate); with <paramref name="upd"/>, also <c>upd += nlr·C</c> (the fused SGD).
+    /// Looping over the slivers here, not in the caller, keeps the per-call cost off small products.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel512<TR>(int slivers, int kc, float* a, nint ars, nint acs, nint aStep, float* bp0, nint bstride,
+        float* c, nint ldc, int cols, int mode, float* bias, bool addC, float* upd, float nlr) where TR : struct, IRows
+    {
+        int R = TR.N;
+        bool fc = cols == 32;
         var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
         var m1 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols - 16)).AsSingle();
-        Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
-        if (mode == 0)
+        var i0 = mode == 2 ? Vector512.Load(bias) : Vector512<float>.Zero;
+        var i1 = mode == 2 ? Vector512.Load(bias + 16) : Vector512<float>.Zero;
+        bool loadC = mode != 0 && (mode == 1 || addC);
+        var s = Vector512.Create(nlr);
+        // rows 0..7 of A as three walking pointers and a byte stride (base + stride·{1,2,4} addressing), so the
+        // loop keeps every pointer in a register
+        nint sb = ars * sizeof(float), step = acs * sizeof(float);
+        for (int sl = 0; sl < slivers; sl++, a += aStep, c += 8 * ldc, upd = upd == null ? null : upd + 8 * ldc)
         {
-            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = Vector512<float>.Zero;
-        }
-        else
-        {
-            Vector512<float> i0 = Vector512<float>.Zero, i1 = Vector512<float>.Zero;
-            if (mode == 2) { i0 = Vector512.Load(bias); i1 = Vector512.Load(bias + 16); }
-            if (mode == 1 || addC)
+            Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+            if (loadC)
             {
-                c00 = i0 + LdC(c, m0, fc); c01 = i1 + LdC(c + 16, m1, fc);
-                c10 = rows > 1 ? i0 + LdC(c + ldc, m0, fc) : i0; c11 = rows > 1 ? i1 + LdC(c + ldc + 16, m1, fc) : i1;
-                c20 = rows > 2 ? i0 + LdC(c + 2 * ldc, m0, fc) : i0; c21 = rows > 2 ? i1 + LdC(c + 2 * ldc + 16, m1, fc) : i1;
-                c30 = rows > 3 ? i0 + LdC(c + 3 * ldc, m0, fc) : i0; c31 = rows > 3 ? i1 + LdC(c + 3 * ldc + 16, m1, fc) : i1;
-                c40 = rows > 4 ? i0 + LdC(c + 4 * ldc, m0, fc) : i0; c41 = rows > 4 ? i1 + LdC(c + 4 * ldc + 16, m1, fc) : i1;
-                c50 = rows > 5 ? i0 + LdC(c + 5 * ldc, m0, fc) : i0; c51 = rows > 5 ? i1 + LdC(c + 5 * ldc + 16, m1, fc) : i1;
-                c60 = rows > 6 ? i0 + LdC(c + 6 * ldc, m0, fc) : i0; c61 = rows > 6 ? i1 + LdC(c + 6 * ldc + 16, m1, fc) : i1;
-                c70 = rows > 7 ? i0 + LdC(c + 7 * ldc, m0, fc) : i0; c71 = rows > 7 ? i1 + LdC(c + 7 * ldc + 16, m1, fc) : i1;
+                c00 = R > 0 ? i0 + LdC(c + 0 * ldc, m0, fc) : i0; c01 = R > 0 ? i1 + LdC(c + 0 * ldc + 16, m1, fc) : i1;
+                c10 = R > 1 ? i0 + LdC(c + 1 * ldc, m0, fc) : i0; c11 = R > 1 ? i1 + LdC(c + 1 * ldc + 16, m1, fc) : i1;
+                c20 = R > 2 ? i0 + LdC(c + 2 * ldc, m0, fc) : i0; c21 = R > 2 ? i1 + LdC(c + 2 * ldc + 16, m1, fc) : i1;
+                c30 = R > 3 ? i0 + LdC(c + 3 * ldc, m0, fc) : i0; c31 = R > 3 ? i1 + LdC(c + 3 * ldc + 16, m1, fc) : i1;
+                c40 = R > 4 ? i0 + LdC(c + 4 * ldc, m0, fc) : i0; c41 = R > 4 ? i1 + LdC(c + 4 * ldc + 16, m1, fc) : i1;
+                c50 = R > 5 ? i0 + LdC(c + 5 * ldc, m0, fc) : i0; c51 = R > 5 ? i1 + LdC(c + 5 * ldc + 16, m1, fc) : i1;
+                c60 = R > 6 ? i0 + LdC(c + 6 * ldc, m0, fc) : i0; c61 = R > 6 ? i1 + LdC(c + 6 * ldc + 16, m1, fc) : i1;
+                c70 = R > 7 ? i0 + LdC(c + 7 * ldc, m0, fc) : i0; c71 = R > 7 ? i1 + LdC(c + 7 * ldc + 16, m1, fc) : i1;
             }
             else
             {
                 c00 = c10 = c20 = c30 = c40 = c50 = c60 = c70 = i0;
                 c01 = c11 = c21 = c31 = c41 = c51 = c61 = c71 = i1;
             }
-        }
-        int last = rows - 1;
-        float* a0 = a, a1 = a + Math.Min(1, last) * ars, a2 = a + Math.Min(2, last) * ars, a3 = a + Math.Min(3, last) * ars;
-        float* a4 = a + Math.Min(4, last) * ars, a5 = a + Math.Min(5, last) * ars, a6 = a + Math.Min(6, last) * ars, a7 = a + Math.Min(7, last) * ars;
-        nint off = 0;
-        for (int p = 0; p < kc; p++)
-        {
-            var b0 = Vector512.Load(bp);
-            var b1 = Vector512.Load(bp + 16);
-            bp += bstride;
-            var x = Vector512.Create(a0[off]); c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
-            x = Vector512.Create(a1[off]); c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
-            x = Vector512.Create(a2[off]); c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
-            x = Vector512.Create(a3[off]); c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
-            x = Vector512.Create(a4[off]); c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41);
-            x = Vector512.Create(a5[off]); c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51);
-            x = Vector512.Create(a6[off]); c60 = Vector512.FusedMultiplyAdd(x, b0, c60); c61 = Vector512.FusedMultiplyAdd(x, b1, c61);
-            x = Vector512.Create(a7[off]); c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71);
-            off += acs;
-        }
-        StC(c, c00, m0, fc); StC(c + 16, c01, m1, fc);
-        if (rows > 1) { StC(c + ldc, c10, m0, fc); StC(c + ldc + 16, c11, m1, fc); }
-        if (rows > 2) { StC(c + 2 * ldc, c20, m0, fc); StC(c + 2 * ldc + 16, c21, m1, fc); }
-        if (rows > 3) { StC(c + 3 * ldc, c30, m0, fc); StC(c + 3 * ldc + 16, c31, m1, fc); }
-        if (rows > 4) { StC(c + 4 * ldc, c40, m0, fc); StC(c + 4 * ldc + 16, c41, m1, fc); }
-        if (rows > 5) { StC(c + 5 * ldc, c50, m0, fc); StC(c + 5 * ldc + 16, c51, m1, fc); }
-        if (rows > 6) { StC(c + 6 * ldc, c60, m0, fc); StC(c + 6 * ldc + 16, c61, m1, fc); }
-        if (rows > 7) { StC(c + 7 * ldc, c70, m0, fc); StC(c + 7 * ldc + 16, c71, m1, fc); }
-        if (upd != null)
-        {
-            var s = Vector512.Create(nlr);
-            Upd(upd, c00, c01, s, m0, m1, fc);
-            if (rows > 1) Upd(upd + ldc, c10, c11, s, m0, m1, fc);
-            if (rows > 2) Upd(upd + 2 * ldc, c20, c21, s, m0, m1, fc);
-            if (rows > 3) Upd(upd + 3 * ldc, c30, c31, s, m0, m1, fc);
-            if (rows > 4) Upd(upd + 4 * ldc, c40, c41, s, m0, m1, fc);
-            if (rows > 5) Upd(upd + 5 * ldc, c50, c51, s, m0, m1, fc);
-            if (rows > 6) Upd(upd + 6 * ldc, c60, c61, s, m0, m1, fc);
-            if (rows > 7) Upd(upd + 7 * ldc, c70, c71, s, m0, m1, fc);
+            byte* q0 = (byte*)a, q3 = q0 + 3 * sb, q6 = q0 + 6 * sb;
+            float* bp = bp0;
+            for (int p = 0; p < kc; p++)
+            {
+                var b0 = Vector512.Load(bp);
+                var b1 = Vector512.Load(bp + 16);
+                bp += bstride;
+                var x = Vector512.Create(*(float*)q0); c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
+                if (R > 1) { x = Vector512.Create(*(float*)(q0 + sb)); c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11); }
+                if (R > 2) { x = Vector512.Create(*(float*)(q0 + 2 * sb)); c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21); }
+                if (R > 3) { x = Vector512.Create(*(float*)(q3)); c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31); }
+                if (R > 4) { x = Vector512.Create(*(float*)(q0 + 4 * sb)); c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41); }
+                if (R > 5) { x = Vector512.Create(*(float*)(q3 + 2 * sb)); c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51); }
+                if (R > 6) { x = Vector512.Create(*(float*)(q6)); c60 = Vector512.FusedMultiplyAdd(x, b0, c60); c61 = Vector512.FusedMultiplyAdd(x, b1, c61); }
+                if (R > 7) { x = Vector512.Create(*(float*)(q3 + 4 * sb)); c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71); }
+                q0 += step; q3 += step; q6 += step;
+            }
+            { StC(c + 0 * ldc, c00, m0, fc); StC(c + 0 * ldc + 16, c01, m1, fc); }
+            if (R > 1) { StC(c + 1 * ldc, c10, m0, fc); StC(c + 1 * ldc + 16, c11, m1, fc); }
+            if (R > 2) { StC(c + 2 * ldc, c20, m0, fc); StC(c + 2 * ldc + 16, c21, m1, fc); }
+            if (R > 3) { StC(c + 3 * ldc, c30, m0, fc); StC(c + 3 * ldc + 16, c31, m1, fc); }
+            if (R > 4) { StC(c + 4 * ldc, c40, m0, fc); StC(c + 4 * ldc + 16, c41, m1, fc); }
+            if (R > 5) { StC(c + 5 * ldc, c50, m0, fc); StC(c + 5 * ldc + 16, c51, m1, fc); }
+            if (R > 6) { StC(c + 6 * ldc, c60, m0, fc); StC(c + 6 * ldc + 16, c61, m1, fc); }
+            if (R > 7) { StC(c + 7 * ldc, c70, m0, fc); StC(c + 7 * ldc + 16, c71, m1, fc); }
+            if (upd != null)
+            {
+                Upd(upd + 0 * ldc, c00, c01, s, m0, m1, fc);
+                if (R > 1) Upd(upd + 1 * ldc, c10, c11, s, m0, m1, fc);
+                if (R > 2) Upd(upd + 2 * ldc, c20, c21, s, m0, m1, fc);
+                if (R > 3) Upd(upd + 3 * ldc, c30, c31, s, m0, m1, fc);
+                if (R > 4) Upd(upd + 4 * ldc, c40, c41, s, m0, m1, fc);
+                if (R > 5) Upd(upd + 5 * ldc, c50, c51, s, m0, m1, fc);
+                if (R > 6) Upd(upd + 6 * ldc, c60, c61, s, m0, m1, fc);
+                if (R > 7) Upd(upd + 7 * ldc, c70, c71, s, m0, m1, fc);
+            }
         }
     }
+
+    /// <summary>
+    /// The right-edge panel of at most 16 columns (N mod 32 ≤ 16, e.g. H = 200): <see cref="Kernel512{TR}"/> on one
+    /// vector per row, so an edge of 8 columns costs half a full tile instead of a whole one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel512x16<TR>(int slivers, int kc, float* a, nint ars, nint acs, nint aStep, float* bp0, nint bstride,
+        float* c, nint ldc, int cols, int mode, float* bias, bool addC, float* upd, float nlr) where TR : struct, IRows
+    {
+        int R = TR.N;
+        bool fc = cols == 16;
+        var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
+        var i0 = mode == 2 ? Vector512.Load(bias) : Vector512<float>.Zero;
+        bool loadC = mode != 0 && (mode == 1 || addC);
+        var s = Vector512.Create(nlr);
+        // rows 0..7 of A as three walking pointers and a byte stride (base + stride·{1,2,4} addressing), so the
+        // loop keeps every pointer in a register
+        nint sb = ars * sizeof(float), step = acs * sizeof(float);
+        for (int sl = 0; sl < slivers; sl++, a += aStep, c += 8 * ldc, upd = upd == null ? null : upd + 8 * ldc)
+        {
+            Vector512<float> c00, c10, c20, c30, c40, c50, c60, c70;
+            if (loadC)
+            {
+                c00 = R > 0 ? i0 + LdC(c + 0 * ldc, m0, fc) : i0;
+                c10 = R > 1 ? i0 + LdC(c + 1 * ldc, m0, fc) : i0;
+                c20 = R > 2 ? i0 + LdC(c + 2 * ldc, m0, fc) : i0;
+                c30 = R > 3 ? i0 + LdC(c + 3 * ldc, m0, fc) : i0;
+                c40 = R > 4 ? i0 + LdC(c + 4 * ldc, m0, fc) : i0;
+                c50 = R > 5 ? i0 + LdC(c + 5 * ldc, m0, fc) : i0;
+                c60 = R > 6 ? i0 + LdC(c + 6 * ldc, m0, fc) : i0;
+                c70 = R > 7 ? i0 + LdC(c + 7 * ldc, m0, fc) : i0;
+            }
+            else
+            {
+                c00 = c10 = c20 = c30 = c40 = c50 = c60 = c70 = i0;
+            }
+            byte* q0 = (byte*)a, q3 = q0 + 3 * sb, q6 = q0 + 6 * sb;
+            float* bp = bp0;
+            for (int p = 0; p < kc; p++)
+            {
+                var b0 = Vector512.Load(bp);
+                bp += bstride;
+                var x = Vector512.Create(*(float*)q0); c00 = Vector512.FusedMultiplyAdd(x, b0, c00);
+                if (R > 1) { x = Vector512.Create(*(float*)(q0 + sb)); c10 = Vector512.FusedMultiplyAdd(x, b0, c10); }
+                if (R > 2) { x = Vector512.Create(*(float*)(q0 + 2 * sb)); c20 = Vector512.FusedMultiplyAdd(x, b0, c20); }
+                if (R > 3) { x = Vector512.Create(*(float*)(q3)); c30 = Vector512.FusedMultiplyAdd(x, b0, c30); }
+                if (R > 4) { x = Vector512.Create(*(float*)(q0 + 4 * sb)); c40 = Vector512.FusedMultiplyAdd(x, b0, c40); }
+                if (R > 5) { x = Vector512.Create(*(float*)(q3 + 2 * sb)); c50 = Vector512.FusedMultiplyAdd(x, b0, c50); }
+                if (R > 6) { x = Vector512.Create(*(float*)(q6)); c60 = Vector512.FusedMultiplyAdd(x, b0, c60); }
+                if (R > 7) { x = Vector512.Create(*(float*)(q3 + 4 * sb)); c70 = Vector512.FusedMultiplyAdd(x, b0, c70); }
+                q0 += step; q3 += step; q6 += step;
+            }
+            { StC(c + 0 * ldc, c00, m0, fc); }
+            if (R > 1) { StC(c + 1 * ldc, c10, m0, fc); }
+            if (R > 2) { StC(c + 2 * ldc, c20, m0, fc); }
+            if (R > 3) { StC(c + 3 * ldc, c30, m0, fc); }
+            if (R > 4) { StC(c + 4 * ldc, c40, m0, fc); }
+            if (R > 5) { StC(c + 5 * ldc, c50, m0, fc); }
+            if (R > 6) { StC(c + 6 * ldc, c60, m0, fc); }
+            if (R > 7) { StC(c + 7 * ldc, c70, m0, fc); }
+            if (upd != null)
+            {
+                UpdRow(upd + 0 * ldc, c00, s, m0, fc);
+                if (R > 1) UpdRow(upd + 1 * ldc, c10, s, m0, fc);
+                if (R > 2) UpdRow(upd + 2 * ldc, c20, s, m0, fc);
+                if (R > 3) UpdRow(upd + 3 * ldc, c30, s, m0, fc);
+                if (R > 4) UpdRow(upd + 4 * ldc, c40, s, m0, fc);
+                if (R > 5) UpdRow(upd + 5 * ldc, c50, s, m0, fc);
+                if (R > 6) UpdRow(upd + 6 * ldc, c60, s, m0, fc);
+                if (R > 7) UpdRow(upd + 7 * ldc, c70, s, m0, fc);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void UpdRow(float* p, Vector512<float> g, Vector512<float> nlr, Vector512<float> m, bool fc) =>
+        StC(p, g * nlr + LdC(p, m, fc), m, fc);
 
     /// <summary>One row of the fused SGD epilogue: <c>p = g·(−lr) + p</c> on 32 columns (masked).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
