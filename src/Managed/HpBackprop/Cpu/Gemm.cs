@@ -157,6 +157,11 @@ public static unsafe class Gemm
             {
                 int ie = Math.Min(i1, ib + MC);
                 if (packA) PackA(in g, ib, ie, kb, kc, apack);
+                if (Avx512F.IsSupported && !ForceVector256)
+                {
+                    Panels512(in g, kb, kc, ib, ie, i0, p0, p1, pre, packAll, pack, packA, apack, biasTile);
+                    continue;
+                }
                 for (int p = p0; p < p1; p++)
                 {
                     int jc = p * NR, cols = Math.Min(NR, g.N - jc);
@@ -179,20 +184,6 @@ public static unsafe class Gemm
                         }
                         else for (int j = 0; j < NR; j++) biasTile[j] = j < cols ? g.Bias[jc + j] : 0f;
                     }
-                    if (Avx512F.IsSupported && !ForceVector256)
-                    {
-                        int all = ie - ib, full = all / MR, rem = all % MR;
-                        float* a = packA ? apack : g.A + ib * g.Ars + kb * g.Acs;
-                        nint ars = packA ? 1 : g.Ars, acs = packA ? MR : g.Acs, aStep = packA ? (nint)MR * kc : MR * g.Ars;
-                        float* c = g.C + ib * g.Ldc + jc;
-                        float* upd = g.Upd != null && kb + kc >= g.K ? g.Upd + ib * g.Ldc + jc : null;
-                        bool addC = first && g.Bias != null && g.Accumulate;
-                        if (full > 0) Tile512(full, MR, kc, a, ars, acs, aStep, bp, bstride, c, g.Ldc, cols, mode, biasTile, addC, upd, -g.Lr);
-                        if (rem > 0)
-                            Tile512(1, rem, kc, a + full * aStep, ars, acs, aStep, bp, bstride, c + full * MR * g.Ldc, g.Ldc, cols, mode, biasTile, addC,
-                                upd == null ? null : upd + full * MR * g.Ldc, -g.Lr);
-                        continue;
-                    }
                     for (int i = ib; i < ie; i += MR)
                     {
                         int rows = Math.Min(MR, ie - i);
@@ -207,6 +198,63 @@ public static unsafe class Gemm
                     }
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// Rows <c>[ib,ie)</c> × panels <c>[p0,p1)</c> of one k-block with AVX-512: all full panels in one kernel call
+    /// per row count (8-row slivers, then the remainder), the right edge (fewer than 32 columns) in its own.
+    /// </summary>
+    private static void Panels512(in Args g, int kb, int kc, int ib, int ie, int i0, int p0, int p1, bool pre, bool packAll, float* pack,
+        bool packA, float* apack, float* biasTile)
+    {
+        bool first = kb == 0;
+        int panelsAll = (g.N + NR - 1) / NR;
+        int lastCols = Math.Min(NR, g.N - (p1 - 1) * NR);
+        int pFull = lastCols == NR ? p1 : p1 - 1;
+        int mode = first ? (g.Bias != null ? 2 : g.Accumulate ? 1 : 0) : 1;
+        bool addC = first && g.Bias != null && g.Accumulate;
+        int all = ie - ib, full = all / MR, rem = all % MR;
+        float* a = packA ? apack : g.A + ib * g.Ars + kb * g.Acs;
+        nint ars = packA ? 1 : g.Ars, acs = packA ? MR : g.Acs, aStep = packA ? (nint)MR * kc : MR * g.Ars;
+        float* c = g.C + ib * g.Ldc;
+        float* upd = g.Upd != null && kb + kc >= g.K ? g.Upd + ib * g.Ldc : null;
+        nint remRows = (nint)full * MR * g.Ldc;
+        float* aRem = a + full * aStep;
+        float nlr = -g.Lr;
+        if (pFull > p0)
+        {
+            int np = pFull - p0, jc = p0 * NR;
+            float* bp; nint bstride, bstep;
+            if (pre) { bp = g.Packed + (nint)kb * panelsAll * NR + (nint)p0 * kc * NR; bstride = NR; bstep = (nint)kc * NR; }
+            else if (packAll) { bp = pack; bstride = NR; bstep = (nint)kc * NR; }
+            else { bp = g.B + kb * g.Brs + jc; bstride = g.Brs; bstep = NR; }
+            float* bias = mode == 2 ? g.Bias + jc : null;
+            float* u = upd == null ? null : upd + jc;
+            if (full > 0) Tile512(np, full, MR, kc, a, ars, acs, aStep, bp, bstride, bstep, c + jc, g.Ldc, NR, mode, bias, addC, u, nlr);
+            if (rem > 0) Tile512(np, 1, rem, kc, aRem, ars, acs, aStep, bp, bstride, bstep, c + remRows + jc, g.Ldc, NR, mode, bias, addC,
+                u == null ? null : u + remRows, nlr);
+        }
+        if (pFull < p1)
+        {
+            int p = p1 - 1, jc = p * NR;
+            float* bp;
+            if (pre) bp = g.Packed + (nint)kb * panelsAll * NR + (nint)p * kc * NR;
+            else if (packAll) bp = pack + (nint)(p - p0) * kc * NR;
+            else
+            {
+                bp = pack;
+                if (ib == i0) PackPanel(in g, kb, kc, jc, pack);
+            }
+            if (mode == 2)
+            {
+                Avx512F.MaskLoad(g.Bias + jc, Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(lastCols)).AsSingle(), Vector512<float>.Zero).Store(biasTile);
+                Avx512F.MaskLoad(g.Bias + jc + 16, Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(lastCols - 16)).AsSingle(), Vector512<float>.Zero).Store(biasTile + 16);
+            }
+            float* u = upd == null ? null : upd + jc;
+            if (full > 0) Tile512(1, full, MR, kc, a, ars, acs, aStep, bp, NR, 0, c + jc, g.Ldc, lastCols, mode, biasTile, addC, u, nlr);
+            if (rem > 0) Tile512(1, 1, rem, kc, aRem, ars, acs, aStep, bp, NR, 0, c + remRows + jc, g.Ldc, lastCols, mode, biasTile, addC,
+                u == null ? null : u + remRows, nlr);
         }
     }
 
@@ -426,61 +474,65 @@ public static unsafe class Gemm
     internal struct R7 : IRows { public static int N => 7; }
     internal struct R8 : IRows { public static int N => 8; }
 
-    /// <summary><paramref name="slivers"/> tiles of <paramref name="rows"/> rows down one panel, through the kernel specialised for the rows and width.</summary>
-    private static void Tile512(int slivers, int rows, int kc, float* a, nint ars, nint acs, nint aStep, float* bp, nint bstride,
+    /// <summary><paramref name="panels"/> panels of <paramref name="slivers"/> tiles of <paramref name="rows"/> rows, through the kernel specialised for the rows and width.</summary>
+    private static void Tile512(int panels, int slivers, int rows, int kc, float* a, nint ars, nint acs, nint aStep, float* bp, nint bstride, nint bstep,
         float* c, nint ldc, int cols, int mode, float* bias, bool addC, float* upd, float nlr)
     {
         if (cols <= 16)
         {
             switch (rows)
             {
-                case 8: Kernel512x16<R8>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-                case 7: Kernel512x16<R7>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-                case 6: Kernel512x16<R6>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-                case 5: Kernel512x16<R5>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-                case 4: Kernel512x16<R4>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-                case 3: Kernel512x16<R3>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-                case 2: Kernel512x16<R2>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-                default: Kernel512x16<R1>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 8: Kernel512x16<R8>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 7: Kernel512x16<R7>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 6: Kernel512x16<R6>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 5: Kernel512x16<R5>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 4: Kernel512x16<R4>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 3: Kernel512x16<R3>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                case 2: Kernel512x16<R2>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+                default: Kernel512x16<R1>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
             }
             return;
         }
         switch (rows)
         {
-            case 8: Kernel512<R8>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-            case 7: Kernel512<R7>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-            case 6: Kernel512<R6>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-            case 5: Kernel512<R5>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-            case 4: Kernel512<R4>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-            case 3: Kernel512<R3>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-            case 2: Kernel512<R2>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
-            default: Kernel512<R1>(slivers, kc, a, ars, acs, aStep, bp, bstride, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 8: Kernel512<R8>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 7: Kernel512<R7>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 6: Kernel512<R6>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 5: Kernel512<R5>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 4: Kernel512<R4>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 3: Kernel512<R3>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            case 2: Kernel512<R2>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
+            default: Kernel512<R1>(panels, slivers, kc, a, ars, acs, aStep, bp, bstride, bstep, c, ldc, cols, mode, bias, addC, upd, nlr); break;
         }
     }
 
     /// <summary>
-    /// <paramref name="slivers"/> tiles down one panel: C[R×cols] (mode 0: =, 1: +=, 2: = bias +) A[R×kc]·Bpanel[kc×32]
-    /// for each sliver of R = <typeparamref name="TR"/> ≤ 8 rows (a type argument, so the JIT emits the multiply-adds
-    /// of exactly R rows), the next sliver's A <paramref name="aStep"/> floats on and its C 8 rows down. cols ≤ 32;
-    /// columns past <paramref name="cols"/> are masked out of the loads and stores of C. <paramref name="addC"/> adds
-    /// C on top of the bias (bias with accumulate); with <paramref name="upd"/>, also <c>upd += nlr·C</c> (the fused SGD).
-    /// Looping over the slivers here, not in the caller, keeps the per-call cost off small products.
+    /// <paramref name="panels"/> panels (B <paramref name="bstep"/> floats apart, C 32 columns apart) of <paramref name="slivers"/>
+    /// tiles each: C[R×cols] (mode 0: =, 1: +=, 2: = bias +) A[R×kc]·Bpanel[kc×32] for each sliver of R = <typeparamref name="TR"/> ≤ 8
+    /// rows (a type argument, so the JIT emits the multiply-adds of exactly R rows), the next sliver's A <paramref name="aStep"/>
+    /// floats on and its C 8 rows down. cols ≤ 32; columns past <paramref name="cols"/> are masked out of the loads and stores
+    /// of C. <paramref name="addC"/> adds C on top of the bias (bias with accumulate); with <paramref name="upd0"/>, also
+    /// <c>upd += nlr·C</c> (the fused SGD). Looping over panels and slivers here, not in the caller, keeps the per-call
+    /// cost off small products.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel512<TR>(int slivers, int kc, float* a, nint ars, nint acs, nint aStep, float* bp0, nint bstride,
-        float* c, nint ldc, int cols, int mode, float* bias, bool addC, float* upd, float nlr) where TR : struct, IRows
+    private static void Kernel512<TR>(int panels, int slivers, int kc, float* a0, nint ars, nint acs, nint aStep, float* bpanel, nint bstride, nint bstep,
+        float* c0, nint ldc, int cols, int mode, float* bias, bool addC, float* upd0, float nlr) where TR : struct, IRows
     {
         int R = TR.N;
         bool fc = cols == 32;
         var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
         var m1 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols - 16)).AsSingle();
-        var i0 = mode == 2 ? Vector512.Load(bias) : Vector512<float>.Zero;
-        var i1 = mode == 2 ? Vector512.Load(bias + 16) : Vector512<float>.Zero;
         bool loadC = mode != 0 && (mode == 1 || addC);
         var s = Vector512.Create(nlr);
         // rows 0..7 of A as three walking pointers and a byte stride (base + stride·{1,2,4} addressing), so the
         // loop keeps every pointer in a register
         nint sb = ars * sizeof(float), step = acs * sizeof(float);
+        for (int pan = 0; pan < panels; pan++, bpanel += bstep, c0 += NR, bias += mode == 2 ? NR : 0, upd0 = upd0 == null ? null : upd0 + NR)
+        {
+        var i0 = mode == 2 ? Vector512.Load(bias) : Vector512<float>.Zero;
+        var i1 = mode == 2 && NR > 16 ? Vector512.Load(bias + 16) : Vector512<float>.Zero;
+        float* a = a0, c = c0, upd = upd0, bp0 = bpanel;
         for (int sl = 0; sl < slivers; sl++, a += aStep, c += 8 * ldc, upd = upd == null ? null : upd + 8 * ldc)
         {
             Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
@@ -537,6 +589,7 @@ public static unsafe class Gemm
                 if (R > 7) Upd(upd + 7 * ldc, c70, c71, s, m0, m1, fc);
             }
         }
+        }
     }
 
     /// <summary>
@@ -544,18 +597,22 @@ public static unsafe class Gemm
     /// vector per row, so an edge of 8 columns costs half a full tile instead of a whole one.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel512x16<TR>(int slivers, int kc, float* a, nint ars, nint acs, nint aStep, float* bp0, nint bstride,
-        float* c, nint ldc, int cols, int mode, float* bias, bool addC, float* upd, float nlr) where TR : struct, IRows
+    private static void Kernel512x16<TR>(int panels, int slivers, int kc, float* a0, nint ars, nint acs, nint aStep, float* bpanel, nint bstride, nint bstep,
+        float* c0, nint ldc, int cols, int mode, float* bias, bool addC, float* upd0, float nlr) where TR : struct, IRows
     {
         int R = TR.N;
         bool fc = cols == 16;
         var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
-        var i0 = mode == 2 ? Vector512.Load(bias) : Vector512<float>.Zero;
         bool loadC = mode != 0 && (mode == 1 || addC);
         var s = Vector512.Create(nlr);
         // rows 0..7 of A as three walking pointers and a byte stride (base + stride·{1,2,4} addressing), so the
         // loop keeps every pointer in a register
         nint sb = ars * sizeof(float), step = acs * sizeof(float);
+        for (int pan = 0; pan < panels; pan++, bpanel += bstep, c0 += NR, bias += mode == 2 ? NR : 0, upd0 = upd0 == null ? null : upd0 + NR)
+        {
+        var i0 = mode == 2 ? Vector512.Load(bias) : Vector512<float>.Zero;
+        var i1 = mode == 2 && NR > 16 ? Vector512.Load(bias + 16) : Vector512<float>.Zero;
+        float* a = a0, c = c0, upd = upd0, bp0 = bpanel;
         for (int sl = 0; sl < slivers; sl++, a += aStep, c += 8 * ldc, upd = upd == null ? null : upd + 8 * ldc)
         {
             Vector512<float> c00, c10, c20, c30, c40, c50, c60, c70;
@@ -609,6 +666,7 @@ public static unsafe class Gemm
                 if (R > 6) UpdRow(upd + 6 * ldc, c60, s, m0, fc);
                 if (R > 7) UpdRow(upd + 7 * ldc, c70, s, m0, fc);
             }
+        }
         }
     }
 
