@@ -12,8 +12,9 @@ public sealed record CpuBackendOptions
 {
     /// <summary>
     /// Threads for a step (the caller plus <c>Threads − 1</c> persistent workers). Only large
-    /// products and batch-norm passes are split; results are bitwise the same for every thread
-    /// count, since work is divided by output elements, never inside a sum. Default 1.
+    /// products, batch-norm passes and the row blocks of the large-batch pipeline are split; results
+    /// are bitwise the same for every thread count, since work is divided by output elements or by
+    /// fixed row blocks whose partial sums are combined in block order, never by thread. Default 1.
     /// </summary>
     public int Threads { get; init; } = 1;
 }
