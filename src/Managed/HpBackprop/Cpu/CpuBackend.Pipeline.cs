@@ -18,9 +18,10 @@ namespace HpBackprop.Cpu;
 /// <item><c>dhprebn</c> from the combined sums, its block sum (for <c>db1</c>), and <c>dembcat = dhprebn·W1ᵀ</c>.</item>
 /// </list>
 /// <c>bnraw</c> is recomputed from <c>hprebn</c> where it is needed (one formula everywhere, so the values are
-/// bitwise those of a stored copy). <c>dW2</c> and <c>dW1</c> remain whole products over all rows, split by
-/// output columns. Blocks are fixed by the batch size and their partial sums combined in block order, so
-/// the result is bitwise the same on any number of threads. The matrices a block's products reuse
+/// bitwise those of a stored copy). <c>dW2ᵀ = dlogitsᵀ·h</c> is summed per chunk of consecutive blocks in step 4
+/// (while the block of <c>h</c> is in cache); <c>dW1</c> remains a whole product over all rows, split by output
+/// columns. Blocks and chunks are fixed by the batch size and their partial sums combined in block (chunk) order,
+/// and threads take whole chunks, so the result is bitwise the same on any number of threads. The matrices a block's products reuse
 /// (W1, W2, W2ᵀ, W1ᵀ) are packed once per step.
 /// </summary>
 public sealed unsafe partial class CpuBackend
@@ -31,7 +32,11 @@ public sealed unsafe partial class CpuBackend
     /// <summary>Batches of at least this many rows take the pipelined step (on AVX-512).</summary>
     internal const int PipelineMinRows = 256;
 
-    private readonly int _blocks;
+    /// <summary>At most this many chunks of consecutive blocks: the unit threads share, each with its own dW2 partial.</summary>
+    internal const int MaxChunks = 8;
+
+    private readonly int _blocks, _chunks;
+    private readonly float[]? _pW2;                // [chunks, V, H] each chunk's dW2ᵀ partial
     private readonly float[]? _pA, _pB, _pC;        // [blocks, H] partial column sums of each block
     private readonly double[]? _pLoss;             // [blocks] summed losses of each block
     private readonly float[]? _pDh;                // [threads, PipeRows, H] a block's dh
@@ -59,15 +64,20 @@ public sealed unsafe partial class CpuBackend
 
         public override void Run(int thread, int threads)
         {
-            var (b0, b1) = Share(owner._blocks, thread, threads);
-            for (int b = b0; b < b1; b++)
+            // threads take whole chunks (fixed by the batch size), so each chunk's dW2 partial is summed in the same order
+            var (c0, c1) = Share(owner._chunks, thread, threads);
+            for (int ch = c0; ch < c1; ch++)
             {
-                switch (Stage)
+                var (b0, b1) = Share(owner._blocks, ch, owner._chunks);
+                for (int b = b0; b < b1; b++)
                 {
-                    case PipeStage.Forward1: owner.BlockForward1(b, P, X); break;
-                    case PipeStage.Forward2: owner.BlockForward2(b, P, Y); break;
-                    case PipeStage.Backward1: owner.BlockBackward1(b, thread); break;
-                    default: owner.BlockBackward2(b); break;
+                    switch (Stage)
+                    {
+                        case PipeStage.Forward1: owner.BlockForward1(b, P, X); break;
+                        case PipeStage.Forward2: owner.BlockForward2(b, P, Y); break;
+                        case PipeStage.Backward1: owner.BlockBackward1(b, thread, ch, b == b0); break;
+                        default: owner.BlockBackward2(b); break;
+                    }
                 }
             }
         }
@@ -111,8 +121,8 @@ public sealed unsafe partial class CpuBackend
         float* ca = Ptr(_coefA!), ce = Ptr(_coefE!), cs = Ptr(_coefS!), gain = P + _oGain, vi = Ptr(bnvar_inv);
         for (int j = 0; j < H; j++) { ca[j] = db[j] * invN; ce[j] = dg[j] * invNm1; cs[j] = gain[j] * vi[j]; }
 
-        // dW2ᵀ = dlogitsᵀ·h over all rows (split by columns), then transposed into dW2 (and W2 updated)
-        Gemm.Run(new Gemm.Args(V, H, n, Ptr(dlogits), 1, V, Ptr(h), H, 1, Ptr(_dW2t), H, null, false), pool);
+        // dW2ᵀ = the chunks' dlogitsᵀ·h partials summed in chunk order, then transposed into dW2 (and W2 updated)
+        SumChunks(Ptr(_pW2!), Ptr(_dW2t), V * H);
         TransposeInto(Ptr(_dW2t), G + _oW2, sgd ? P + _oW2 : null, lr, V, H);
         Linear.ColumnSum(Ptr(dlogits), G + _ob2, n, V);
 
@@ -232,6 +242,13 @@ public sealed unsafe partial class CpuBackend
         for (int b = 1; b < _blocks; b++) Gemm.Axpy(1f, new ReadOnlySpan<float>(part + (nint)b * H, H), new Span<float>(dst, H));
     }
 
+    /// <summary><c>dst = Σ_c part[c]</c> over the chunks' partials of <paramref name="length"/> floats, in chunk order.</summary>
+    private void SumChunks(float* part, float* dst, int length)
+    {
+        new ReadOnlySpan<float>(part, length).CopyTo(new Span<float>(dst, length));
+        for (int c = 1; c < _chunks; c++) Gemm.Axpy(1f, new ReadOnlySpan<float>(part + (nint)c * length, length), new Span<float>(dst, length));
+    }
+
     /// <summary>Block <paramref name="b"/>: <c>h = tanh(bngain·bnraw + bnbias)</c>, logits, and cross-entropy forward + backward.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void BlockForward2(int b, float* P, int* py)
@@ -257,7 +274,7 @@ public sealed unsafe partial class CpuBackend
 
     /// <summary>Block <paramref name="b"/>: dh into this thread's block buffer, <c>dhpreact = (1−h²)·dh</c> (stored in dhprebn), and its column sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void BlockBackward1(int b, int thread)
+    private void BlockBackward1(int b, int thread, int chunk, bool firstInChunk)
     {
         var (r0, rows) = BlockRows(b);
         int H = _h, V = _v;
@@ -283,6 +300,8 @@ public sealed unsafe partial class CpuBackend
                 St(sg + c, Vector512.FusedMultiplyAdd(raw, p, Ld(sg + c, m, full)), m, full);
             }
         }
+        // this chunk's share of dW2ᵀ = dlogitsᵀ·h, while the block of h is in cache
+        Gemm.Run(new Gemm.Args(V, H, rows, Ptr(dlogits) + (nint)r0 * V, 1, V, hh, H, 1, Ptr(_pW2!) + (nint)chunk * V * H, H, null, !firstInChunk), null);
     }
 
     /// <summary>Block <paramref name="b"/>: <c>dhprebn = bngain·bnvar_inv·(dhpreact − dbnbias/n − bnraw·dbngain/(n−1))</c> in place, its column sum, and dembcat.</summary>

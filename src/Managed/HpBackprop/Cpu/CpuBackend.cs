@@ -81,6 +81,8 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         if (UsesPipeline(_n))
         {
             _blocks = (_n + PipeRows - 1) / PipeRows;
+            _chunks = Math.Min(_blocks, MaxChunks);
+            _pW2 = Buf(_chunks * _v * _h);
             _pA = Buf(_blocks * _h); _pB = Buf(_blocks * _h); _pC = Buf(_blocks * _h);
             _pLoss = new double[_blocks];
             _pDh = Buf(Threads * PipeRows * _h);
