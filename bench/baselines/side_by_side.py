@@ -2,7 +2,7 @@
 """Runs the PyTorch side (torch_steps.py) and our side (`dotnet run -c Release --project
 bench/HpBackprop.Bench -- steps`) in one go, shape by shape, and prints a Markdown ratio table.
 
-usage: bench/baselines/side_by_side.py [--shapes S,M,L] [--threads 1,2] [--seconds 2] [--openblas-core SkylakeX|auto]
+usage: bench/baselines/side_by_side.py [--shapes S,M,L] [--threads 1,2] [--seconds 1] [--rounds 3] [--openblas-core SkylakeX|auto]
 
 OpenBLAS 0.3.21 (Debian's libopenblas0-openmp) does not know newer Intel models (family 6 model
 207 here) and falls back to its generic "Prescott" SSE kernels, 4-5x slower than its AVX-512 ones.
@@ -10,11 +10,12 @@ So that PyTorch gets the BLAS a tuned install would give it, the PyTorch side ru
 OPENBLAS_CORETYPE=SkylakeX unless --openblas-core auto (OpenBLAS's own detection) or another core
 is asked for, or OPENBLAS_CORETYPE is already set. The table header names the core in use.
 
-Times are µs per training step (forward + backward + SGD); "median" is the median of 15 timed
-windows, "best" the fastest window (the machine is shared, so both are shown and the ratio uses
-the median of each side). GFLOP/s counts the six GEMMs only: 6·n·(B·E·H + H·V).
+Times are µs per training step (forward + backward + SGD). The two sides alternate --rounds times
+per shape (a burst of load from a neighbour on the shared machine then hits both sides or only one
+round); each round reports the median of 15 timed windows, and each side's figure is the median of
+its rounds' medians; "best" is the fastest window of all rounds. Ratios use the medians. GFLOP/s counts the six GEMMs only: 6·n·(B·E·H + H·V).
 """
-import argparse, datetime, json, os, platform, subprocess, sys
+import argparse, datetime, json, os, platform, statistics, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -54,7 +55,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="S,M,L")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--seconds", default="2")
+    ap.add_argument("--seconds", default="1", help="seconds per side, shape and round")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternate the two sides this many times per shape; each side reports the median of its rounds' medians")
     ap.add_argument("--openblas-core", default=os.environ.get("OPENBLAS_CORETYPE", "SkylakeX"))
     a = ap.parse_args()
     torch_env = dict(os.environ)
@@ -68,17 +71,24 @@ def main():
     torch_cmd = ["/usr/bin/python3", os.path.join(HERE, "torch_steps.py")]
     rows = []
     core = "?"
+    def combine(rs):
+        # the median of the rounds' medians, and the best window of all rounds
+        return {"us_median": statistics.median(r["us_median"] for r in rs), "us_min": min(r["us_min"] for r in rs)} if rs else None
+
     for s in a.shapes.split(","):
-        torch_rows = json_lines(torch_cmd + ["--shapes", s, "--threads", a.threads, "--seconds", a.seconds], torch_env)
-        core = next((r["blas_core"] for r in torch_rows if "blas_core" in r), core)
-        torch_rows = [r for r in torch_rows if "shape" in r]
-        our_rows = json_lines(ours_cmd + ["--shapes", s, "--threads", a.threads, "--seconds", a.seconds])
+        torch_rows, our_rows = [], []
+        for _ in range(a.rounds):
+            tr = json_lines(torch_cmd + ["--shapes", s, "--threads", a.threads, "--seconds", a.seconds], torch_env)
+            core = next((r["blas_core"] for r in tr if "blas_core" in r), core)
+            torch_rows += [r for r in tr if "shape" in r]
+            our_rows += json_lines(ours_cmd + ["--shapes", s, "--threads", a.threads, "--seconds", a.seconds])
         for t in [int(x) for x in a.threads.split(",")]:
-            ours = next(r for r in our_rows if r["threads"] == t)
-            tm = {r["mode"]: r for r in torch_rows if r["threads"] == t}
-            rows.append((s, t, ours, tm.get("manual"), tm.get("autograd")))
+            ours = combine([r for r in our_rows if r["threads"] == t])
+            tm = {m: combine([r for r in torch_rows if r["threads"] == t and r["mode"] == m]) for m in ("manual", "autograd")}
+            rows.append((s, t, ours, tm["manual"], tm["autograd"]))
     print(f"Side by side, {datetime.date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores "
-          f"(shared machine: one run, both sides interleaved shape by shape); PyTorch on OpenBLAS with its {core} kernels\n")
+          f"(shared machine: one run, the two sides alternated {a.rounds} times per shape, {a.seconds} s each); "
+          f"PyTorch on OpenBLAS with its {core} kernels\n")
     print("| shape (n, E, H) | threads | HpBackprop µs/step (best) | GFLOP/s | PyTorch manual µs (best) | PyTorch autograd µs (best) | × vs manual | × vs autograd |")
     print("|---|---|---|---|---|---|---|---|")
     for s, t, o, m, g in rows:
