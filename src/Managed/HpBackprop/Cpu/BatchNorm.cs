@@ -93,58 +93,90 @@ public static unsafe partial class BatchNorm
         return Vector512<float>.One - Vector512.Create(2f) / (e + Vector512<float>.One);
     }
 
+    /// <summary>Whether a column group's loads and stores are masked (the right edge) or whole vectors.</summary>
+    internal interface IMasking { static abstract bool Masked { get; } }
+    internal struct Whole : IMasking { public static bool Masked => false; }
+    internal struct Edge : IMasking { public static bool Masked => true; }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> GLd<TM>(float* p, Vector512<float> k) where TM : struct, IMasking =>
+        TM.Masked ? Avx512F.MaskLoad(p, k, Vector512<float>.Zero) : Vector512.Load(p);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GSt<TM>(float* p, Vector512<float> v, Vector512<float> k) where TM : struct, IMasking
+    {
+        if (TM.Masked) Avx512F.MaskStore(p, k, v); else v.Store(p);
+    }
+
     /// <summary>
-    /// The forward on columns <c>[c0,c1)</c>, in groups of four 16-column vectors: the four column
-    /// sums of a group are independent chains (each still summed in row order), so the adds overlap.
+    /// The forward on columns <c>[c0,c1)</c>: groups of four 16-column vectors with whole loads and stores (the four
+    /// column sums of a group are independent chains, each still summed in row order, so the adds overlap), then the
+    /// right edge (under 64 columns) in one group of just the 1–4 vectors it needs, masked.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Forward512Columns(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
         int n, int H, float eps, int c0, int c1)
     {
+        int c = c0;
+        for (; c + 64 <= c1; c += 64) ForwardGroup<Gemm.R4, Whole>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, 64);
+        switch ((c1 - c + 15) / 16)
+        {
+            case 1: ForwardGroup<Gemm.R1, Edge>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, c1 - c); break;
+            case 2: ForwardGroup<Gemm.R2, Edge>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, c1 - c); break;
+            case 3: ForwardGroup<Gemm.R3, Edge>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, c1 - c); break;
+            case 4: ForwardGroup<Gemm.R4, Edge>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, c1 - c); break;
+        }
+    }
+
+    /// <summary>One group of <typeparamref name="TV"/> ≤ 4 vectors at column <paramref name="c"/> (<paramref name="cols"/> columns) of the forward.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ForwardGroup<TV, TM>(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
+        int n, int H, float eps, int c, int cols) where TV : struct, Gemm.IRows where TM : struct, IMasking
+    {
+        int V = TV.N;
         float invN = 1f / n, invNm1 = 1f / (n - 1);
         var veps = Vector512.Create(eps);
-        for (int c = c0; c < c1; c += 64)
+        var k0 = Mask(cols); var k1 = Mask(cols - 16); var k2 = Mask(cols - 32); var k3 = Mask(cols - 48);
+        float* xc = x + c;
+        // pass 1: mean
+        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        for (int i = 0; i < n; i++)
         {
-            int cols = c1 - c;
-            var k0 = Mask(cols); var k1 = Mask(cols - 16); var k2 = Mask(cols - 32); var k3 = Mask(cols - 48);
-            float* xc = x + c;
-            // pass 1: mean
-            Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
-            for (int i = 0; i < n; i++)
-            {
-                float* r = xc + (nint)i * H;
-                s0 += MLd(r, k0); s1 += MLd(r + 16, k1); s2 += MLd(r + 32, k2); s3 += MLd(r + 48, k3);
-            }
-            var mu0 = s0 * invN; var mu1 = s1 * invN; var mu2 = s2 * invN; var mu3 = s3 * invN;
-            // pass 2: Bessel variance about the mean
-            Vector512<float> q0 = default, q1 = default, q2 = default, q3 = default;
-            for (int i = 0; i < n; i++)
-            {
-                float* r = xc + (nint)i * H;
-                var d0 = MLd(r, k0) - mu0; q0 = Vector512.FusedMultiplyAdd(d0, d0, q0);
-                var d1 = MLd(r + 16, k1) - mu1; q1 = Vector512.FusedMultiplyAdd(d1, d1, q1);
-                var d2 = MLd(r + 32, k2) - mu2; q2 = Vector512.FusedMultiplyAdd(d2, d2, q2);
-                var d3 = MLd(r + 48, k3) - mu3; q3 = Vector512.FusedMultiplyAdd(d3, d3, q3);
-            }
-            var va0 = q0 * invNm1; var va1 = q1 * invNm1; var va2 = q2 * invNm1; var va3 = q3 * invNm1;
-            var in0 = Vector512<float>.One / Vector512.Sqrt(va0 + veps);
-            var in1 = Vector512<float>.One / Vector512.Sqrt(va1 + veps);
-            var in2 = Vector512<float>.One / Vector512.Sqrt(va2 + veps);
-            var in3 = Vector512<float>.One / Vector512.Sqrt(va3 + veps);
-            MSt(mean + c, mu0, k0); MSt(mean + c + 16, mu1, k1); MSt(mean + c + 32, mu2, k2); MSt(mean + c + 48, mu3, k3);
-            MSt(v + c, va0, k0); MSt(v + c + 16, va1, k1); MSt(v + c + 32, va2, k2); MSt(v + c + 48, va3, k3);
-            MSt(vi + c, in0, k0); MSt(vi + c + 16, in1, k1); MSt(vi + c + 32, in2, k2); MSt(vi + c + 48, in3, k3);
-            var g0 = MLd(g + c, k0); var g1 = MLd(g + c + 16, k1); var g2 = MLd(g + c + 32, k2); var g3 = MLd(g + c + 48, k3);
-            var b0 = MLd(b + c, k0); var b1 = MLd(b + c + 16, k1); var b2 = MLd(b + c + 32, k2); var b3 = MLd(b + c + 48, k3);
-            // pass 3: normalise, scale and shift, tanh
-            for (int i = 0; i < n; i++)
-            {
-                nint o = (nint)i * H + c;
-                var r0 = (MLd(x + o, k0) - mu0) * in0; MSt(raw + o, r0, k0); MSt(hh + o, FastMath.Tanh(Vector512.FusedMultiplyAdd(r0, g0, b0)), k0);
-                var r1 = (MLd(x + o + 16, k1) - mu1) * in1; MSt(raw + o + 16, r1, k1); MSt(hh + o + 16, FastMath.Tanh(Vector512.FusedMultiplyAdd(r1, g1, b1)), k1);
-                var r2 = (MLd(x + o + 32, k2) - mu2) * in2; MSt(raw + o + 32, r2, k2); MSt(hh + o + 32, FastMath.Tanh(Vector512.FusedMultiplyAdd(r2, g2, b2)), k2);
-                var r3 = (MLd(x + o + 48, k3) - mu3) * in3; MSt(raw + o + 48, r3, k3); MSt(hh + o + 48, FastMath.Tanh(Vector512.FusedMultiplyAdd(r3, g3, b3)), k3);
-            }
+            float* r = xc + (nint)i * H;
+            s0 += GLd<TM>(r, k0); if (V > 1) { s1 += GLd<TM>(r + 16, k1); } if (V > 2) { s2 += GLd<TM>(r + 32, k2); } if (V > 3) { s3 += GLd<TM>(r + 48, k3); }
+        }
+        var mu0 = s0 * invN; var mu1 = s1 * invN; var mu2 = s2 * invN; var mu3 = s3 * invN;
+        // pass 2: Bessel variance about the mean
+        Vector512<float> q0 = default, q1 = default, q2 = default, q3 = default;
+        for (int i = 0; i < n; i++)
+        {
+            float* r = xc + (nint)i * H;
+            var d0 = GLd<TM>(r, k0) - mu0; q0 = Vector512.FusedMultiplyAdd(d0, d0, q0);
+            if (V > 1) { var d1 = GLd<TM>(r + 16, k1) - mu1; q1 = Vector512.FusedMultiplyAdd(d1, d1, q1); }
+            if (V > 2) { var d2 = GLd<TM>(r + 32, k2) - mu2; q2 = Vector512.FusedMultiplyAdd(d2, d2, q2); }
+            if (V > 3) { var d3 = GLd<TM>(r + 48, k3) - mu3; q3 = Vector512.FusedMultiplyAdd(d3, d3, q3); }
+        }
+        var va0 = q0 * invNm1; var va1 = q1 * invNm1; var va2 = q2 * invNm1; var va3 = q3 * invNm1;
+        var in0 = Vector512<float>.One / Vector512.Sqrt(va0 + veps);
+        var in1 = Vector512<float>.One / Vector512.Sqrt(va1 + veps);
+        var in2 = Vector512<float>.One / Vector512.Sqrt(va2 + veps);
+        var in3 = Vector512<float>.One / Vector512.Sqrt(va3 + veps);
+        GSt<TM>(mean + c, mu0, k0); GSt<TM>(v + c, va0, k0); GSt<TM>(vi + c, in0, k0);
+        if (V > 1) { GSt<TM>(mean + c + 16, mu1, k1); GSt<TM>(v + c + 16, va1, k1); GSt<TM>(vi + c + 16, in1, k1); }
+        if (V > 2) { GSt<TM>(mean + c + 32, mu2, k2); GSt<TM>(v + c + 32, va2, k2); GSt<TM>(vi + c + 32, in2, k2); }
+        if (V > 3) { GSt<TM>(mean + c + 48, mu3, k3); GSt<TM>(v + c + 48, va3, k3); GSt<TM>(vi + c + 48, in3, k3); }
+        Vector512<float> g0 = default, g1 = default, g2 = default, g3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        g0 = GLd<TM>(g + c, k0); b0 = GLd<TM>(b + c, k0);
+        if (V > 1) { g1 = GLd<TM>(g + c + 16, k1); b1 = GLd<TM>(b + c + 16, k1); }
+        if (V > 2) { g2 = GLd<TM>(g + c + 32, k2); b2 = GLd<TM>(b + c + 32, k2); }
+        if (V > 3) { g3 = GLd<TM>(g + c + 48, k3); b3 = GLd<TM>(b + c + 48, k3); }
+        // pass 3: normalise, scale and shift, tanh
+        for (int i = 0; i < n; i++)
+        {
+            nint o = (nint)i * H + c;
+            var r0 = (GLd<TM>(x + o, k0) - mu0) * in0; GSt<TM>(raw + o, r0, k0); GSt<TM>(hh + o, FastMath.Tanh(Vector512.FusedMultiplyAdd(r0, g0, b0)), k0);
+            if (V > 1) { var r1 = (GLd<TM>(x + o + 16, k1) - mu1) * in1; GSt<TM>(raw + o + 16, r1, k1); GSt<TM>(hh + o + 16, FastMath.Tanh(Vector512.FusedMultiplyAdd(r1, g1, b1)), k1); }
+            if (V > 2) { var r2 = (GLd<TM>(x + o + 32, k2) - mu2) * in2; GSt<TM>(raw + o + 32, r2, k2); GSt<TM>(hh + o + 32, FastMath.Tanh(Vector512.FusedMultiplyAdd(r2, g2, b2)), k2); }
+            if (V > 3) { var r3 = (GLd<TM>(x + o + 48, k3) - mu3) * in3; GSt<TM>(raw + o + 48, r3, k3); GSt<TM>(hh + o + 48, FastMath.Tanh(Vector512.FusedMultiplyAdd(r3, g3, b3)), k3); }
         }
     }
 
@@ -154,48 +186,72 @@ public static unsafe partial class BatchNorm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void MSt(float* p, Vector512<float> v, Vector512<float> mask) => Avx512F.MaskStore(p, mask, v);
 
-    /// <summary>The backward on columns <c>[c0,c1)</c>, in groups of four vectors like the forward.</summary>
+    /// <summary>The backward on columns <c>[c0,c1)</c>, grouped like the forward.</summary>
     /// <remarks>When <paramref name="dsum"/> is not null it receives <c>sum0(dhprebn)</c> (the next layer's bias gradient), summed in row order.</remarks>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Backward512Columns(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
         int n, int H, int c0, int c1, float* dsum = null)
     {
-        float invN = 1f / n, invNm1 = 1f / (n - 1);
-        var one = Vector512<float>.One;
-        for (int c = c0; c < c1; c += 64)
+        int c = c0;
+        for (; c + 64 <= c1; c += 64) BackwardGroup<Gemm.R4, Whole>(dh, h, raw, g, vi, d, dg, db, n, H, c, 64, dsum);
+        switch ((c1 - c + 15) / 16)
         {
-            int cols = c1 - c;
-            var k0 = Mask(cols); var k1 = Mask(cols - 16); var k2 = Mask(cols - 32); var k3 = Mask(cols - 48);
-            Vector512<float> sb0 = default, sb1 = default, sb2 = default, sb3 = default;
-            Vector512<float> sg0 = default, sg1 = default, sg2 = default, sg3 = default;
-            // pass 1: dhpreact = (1−h²)·dh; dbnbias = sum0(dhpreact); dbngain = sum0(bnraw·dhpreact)
-            for (int i = 0; i < n; i++)
-            {
-                nint o = (nint)i * H + c;
-                var h0 = MLd(h + o, k0); var p0 = (one - h0 * h0) * MLd(dh + o, k0); sb0 += p0; sg0 = Vector512.FusedMultiplyAdd(MLd(raw + o, k0), p0, sg0);
-                var h1 = MLd(h + o + 16, k1); var p1 = (one - h1 * h1) * MLd(dh + o + 16, k1); sb1 += p1; sg1 = Vector512.FusedMultiplyAdd(MLd(raw + o + 16, k1), p1, sg1);
-                var h2 = MLd(h + o + 32, k2); var p2 = (one - h2 * h2) * MLd(dh + o + 32, k2); sb2 += p2; sg2 = Vector512.FusedMultiplyAdd(MLd(raw + o + 32, k2), p2, sg2);
-                var h3 = MLd(h + o + 48, k3); var p3 = (one - h3 * h3) * MLd(dh + o + 48, k3); sb3 += p3; sg3 = Vector512.FusedMultiplyAdd(MLd(raw + o + 48, k3), p3, sg3);
-            }
-            MSt(db + c, sb0, k0); MSt(db + c + 16, sb1, k1); MSt(db + c + 32, sb2, k2); MSt(db + c + 48, sb3, k3);
-            MSt(dg + c, sg0, k0); MSt(dg + c + 16, sg1, k1); MSt(dg + c + 32, sg2, k2); MSt(dg + c + 48, sg3, k3);
-            var sc0 = MLd(g + c, k0) * MLd(vi + c, k0); var sc1 = MLd(g + c + 16, k1) * MLd(vi + c + 16, k1);
-            var sc2 = MLd(g + c + 32, k2) * MLd(vi + c + 32, k2); var sc3 = MLd(g + c + 48, k3) * MLd(vi + c + 48, k3);
-            var a0 = sb0 * invN; var a1 = sb1 * invN; var a2 = sb2 * invN; var a3 = sb3 * invN;
-            var e0 = sg0 * invNm1; var e1 = sg1 * invNm1; var e2 = sg2 * invNm1; var e3 = sg3 * invNm1;
-            Vector512<float> ds0 = default, ds1 = default, ds2 = default, ds3 = default;
-            // pass 2: dhprebn = bngain·bnvar_inv·(dhpreact − dbnbias/n − bnraw·dbngain/(n−1))
-            for (int i = 0; i < n; i++)
-            {
-                nint o = (nint)i * H + c;
-                var h0 = MLd(h + o, k0); var r0 = sc0 * ((one - h0 * h0) * MLd(dh + o, k0) - a0 - MLd(raw + o, k0) * e0); MSt(d + o, r0, k0); ds0 += r0;
-                var h1 = MLd(h + o + 16, k1); var r1 = sc1 * ((one - h1 * h1) * MLd(dh + o + 16, k1) - a1 - MLd(raw + o + 16, k1) * e1); MSt(d + o + 16, r1, k1); ds1 += r1;
-                var h2 = MLd(h + o + 32, k2); var r2 = sc2 * ((one - h2 * h2) * MLd(dh + o + 32, k2) - a2 - MLd(raw + o + 32, k2) * e2); MSt(d + o + 32, r2, k2); ds2 += r2;
-                var h3 = MLd(h + o + 48, k3); var r3 = sc3 * ((one - h3 * h3) * MLd(dh + o + 48, k3) - a3 - MLd(raw + o + 48, k3) * e3); MSt(d + o + 48, r3, k3); ds3 += r3;
-            }
-            if (dsum != null) { MSt(dsum + c, ds0, k0); MSt(dsum + c + 16, ds1, k1); MSt(dsum + c + 32, ds2, k2); MSt(dsum + c + 48, ds3, k3); }
+            case 1: BackwardGroup<Gemm.R1, Edge>(dh, h, raw, g, vi, d, dg, db, n, H, c, c1 - c, dsum); break;
+            case 2: BackwardGroup<Gemm.R2, Edge>(dh, h, raw, g, vi, d, dg, db, n, H, c, c1 - c, dsum); break;
+            case 3: BackwardGroup<Gemm.R3, Edge>(dh, h, raw, g, vi, d, dg, db, n, H, c, c1 - c, dsum); break;
+            case 4: BackwardGroup<Gemm.R4, Edge>(dh, h, raw, g, vi, d, dg, db, n, H, c, c1 - c, dsum); break;
         }
     }
+
+    /// <summary>One group of <typeparamref name="TV"/> ≤ 4 vectors at column <paramref name="c"/> (<paramref name="cols"/> columns) of the backward.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void BackwardGroup<TV, TM>(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
+        int n, int H, int c, int cols, float* dsum) where TV : struct, Gemm.IRows where TM : struct, IMasking
+    {
+        int V = TV.N;
+        float invN = 1f / n, invNm1 = 1f / (n - 1);
+        var one = Vector512<float>.One;
+        var k0 = Mask(cols); var k1 = Mask(cols - 16); var k2 = Mask(cols - 32); var k3 = Mask(cols - 48);
+        Vector512<float> sb0 = default, sb1 = default, sb2 = default, sb3 = default;
+        Vector512<float> sg0 = default, sg1 = default, sg2 = default, sg3 = default;
+        // pass 1: dhpreact = (1−h²)·dh; dbnbias = sum0(dhpreact); dbngain = sum0(bnraw·dhpreact)
+        for (int i = 0; i < n; i++)
+        {
+            nint o = (nint)i * H + c;
+            var h0 = GLd<TM>(h + o, k0); var p0 = (one - h0 * h0) * GLd<TM>(dh + o, k0); sb0 += p0; sg0 = Vector512.FusedMultiplyAdd(GLd<TM>(raw + o, k0), p0, sg0);
+            if (V > 1) { var h1 = GLd<TM>(h + o + 16, k1); var p1 = (one - h1 * h1) * GLd<TM>(dh + o + 16, k1); sb1 += p1; sg1 = Vector512.FusedMultiplyAdd(GLd<TM>(raw + o + 16, k1), p1, sg1); }
+            if (V > 2) { var h2 = GLd<TM>(h + o + 32, k2); var p2 = (one - h2 * h2) * GLd<TM>(dh + o + 32, k2); sb2 += p2; sg2 = Vector512.FusedMultiplyAdd(GLd<TM>(raw + o + 32, k2), p2, sg2); }
+            if (V > 3) { var h3 = GLd<TM>(h + o + 48, k3); var p3 = (one - h3 * h3) * GLd<TM>(dh + o + 48, k3); sb3 += p3; sg3 = Vector512.FusedMultiplyAdd(GLd<TM>(raw + o + 48, k3), p3, sg3); }
+        }
+        GSt<TM>(db + c, sb0, k0); GSt<TM>(dg + c, sg0, k0);
+        if (V > 1) { GSt<TM>(db + c + 16, sb1, k1); GSt<TM>(dg + c + 16, sg1, k1); }
+        if (V > 2) { GSt<TM>(db + c + 32, sb2, k2); GSt<TM>(dg + c + 32, sg2, k2); }
+        if (V > 3) { GSt<TM>(db + c + 48, sb3, k3); GSt<TM>(dg + c + 48, sg3, k3); }
+        Vector512<float> sc0 = default, sc1 = default, sc2 = default, sc3 = default;
+        sc0 = GLd<TM>(g + c, k0) * GLd<TM>(vi + c, k0);
+        if (V > 1) { sc1 = GLd<TM>(g + c + 16, k1) * GLd<TM>(vi + c + 16, k1); }
+        if (V > 2) { sc2 = GLd<TM>(g + c + 32, k2) * GLd<TM>(vi + c + 32, k2); }
+        if (V > 3) { sc3 = GLd<TM>(g + c + 48, k3) * GLd<TM>(vi + c + 48, k3); }
+        var a0 = sb0 * invN; var a1 = sb1 * invN; var a2 = sb2 * invN; var a3 = sb3 * invN;
+        var e0 = sg0 * invNm1; var e1 = sg1 * invNm1; var e2 = sg2 * invNm1; var e3 = sg3 * invNm1;
+        Vector512<float> ds0 = default, ds1 = default, ds2 = default, ds3 = default;
+        // pass 2: dhprebn = bngain·bnvar_inv·(dhpreact − dbnbias/n − bnraw·dbngain/(n−1))
+        for (int i = 0; i < n; i++)
+        {
+            nint o = (nint)i * H + c;
+            var h0 = GLd<TM>(h + o, k0); var r0 = sc0 * ((one - h0 * h0) * GLd<TM>(dh + o, k0) - a0 - GLd<TM>(raw + o, k0) * e0); GSt<TM>(d + o, r0, k0); ds0 += r0;
+            if (V > 1) { var h1 = GLd<TM>(h + o + 16, k1); var r1 = sc1 * ((one - h1 * h1) * GLd<TM>(dh + o + 16, k1) - a1 - GLd<TM>(raw + o + 16, k1) * e1); GSt<TM>(d + o + 16, r1, k1); ds1 += r1; }
+            if (V > 2) { var h2 = GLd<TM>(h + o + 32, k2); var r2 = sc2 * ((one - h2 * h2) * GLd<TM>(dh + o + 32, k2) - a2 - GLd<TM>(raw + o + 32, k2) * e2); GSt<TM>(d + o + 32, r2, k2); ds2 += r2; }
+            if (V > 3) { var h3 = GLd<TM>(h + o + 48, k3); var r3 = sc3 * ((one - h3 * h3) * GLd<TM>(dh + o + 48, k3) - a3 - GLd<TM>(raw + o + 48, k3) * e3); GSt<TM>(d + o + 48, r3, k3); ds3 += r3; }
+        }
+        if (dsum != null)
+        {
+            GSt<TM>(dsum + c, ds0, k0);
+            if (V > 1) { GSt<TM>(dsum + c + 16, ds1, k1); }
+            if (V > 2) { GSt<TM>(dsum + c + 32, ds2, k2); }
+            if (V > 3) { GSt<TM>(dsum + c + 48, ds3, k3); }
+        }
+    }
+
     /// <summary>Batches of at least this many rows sweep whole rows (streaming) instead of column blocks (cache-resident).</summary>
     internal const int RowSweepRows = 128;
 
