@@ -38,6 +38,9 @@ public static unsafe class Stages
         T("dW1 = embcatᵀ·dhprebn", 2.0 * n * H * K, () => Gemm.TN(embcat, dhprebn, dW1, n, K, H));
         T("embedding bwd", 0, () => Embedding.Backward(dembcat, x, p.dC, n, cfg.BlockSize, cfg.EmbeddingSize));
         T("sgd", 0, () => Sgd.Update(p.Data, p.Grad, 0f));
+        if (cpu.Pipelined)
+            Console.WriteLine($"(n = {n} takes the row-block pipeline: 'step' and 'forward+backward' time it; the pieces below are the\n" +
+                              " whole-matrix functions the pipeline replaces, timed alone, so they do not add up to the step.)\n");
         Console.WriteLine("| piece | µs | GFLOP/s |\n|---|---|---|");
         foreach (var (name, us, gf) in rows) Console.WriteLine($"| {name} | {us:F2} | {(gf > 0 ? gf.ToString("F1") : "")} |");
         return 0;
