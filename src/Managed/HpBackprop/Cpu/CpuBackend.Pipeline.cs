@@ -13,16 +13,17 @@ namespace HpBackprop.Cpu;
 /// deviations about its own mean (two passes over the block in cache);</item>
 /// <item>the blocks' statistics combined in double (Chan's formula for a variance from parts);</item>
 /// <item>normalise + tanh into <c>h</c>, <c>logits = h·W2 + b2</c>, cross-entropy forward and backward;</item>
-/// <item><c>dh = dlogits·W2ᵀ</c> into a per-thread block buffer (never stored whole), <c>dhpreact = (1−h²)·dh</c>
-/// and the block's sums of <c>dhpreact</c> and <c>bnraw·dhpreact</c>;</item>
+/// <item><c>dh = dlogits·W2ᵀ</c> into a per-thread block buffer (never stored whole), <c>dhpreact = (1−h²)·dh</c>,
+/// the block's sums of <c>dhpreact</c> and <c>bnraw·dhpreact</c>, and its share of <c>dW2ᵀ = dlogitsᵀ·h</c>;</item>
 /// <item><c>dhprebn</c> from the combined sums, its block sum (for <c>db1</c>), and <c>dembcat = dhprebn·W1ᵀ</c>.</item>
 /// </list>
 /// <c>bnraw</c> is recomputed from <c>hprebn</c> where it is needed (one formula everywhere, so the values are
-/// bitwise those of a stored copy). <c>dW2ᵀ = dlogitsᵀ·h</c> is summed per chunk of consecutive blocks in step 4
-/// (while the block of <c>h</c> is in cache); <c>dW1</c> remains a whole product over all rows, split by output
-/// columns. Blocks and chunks are fixed by the batch size and their partial sums combined in block (chunk) order,
-/// and threads take whole chunks, so the result is bitwise the same on any number of threads. The matrices a block's products reuse
-/// (W1, W2, W2ᵀ, W1ᵀ) are packed once per step.
+/// bitwise those of a stored copy). <c>dW2ᵀ</c> is summed per chunk of consecutive blocks (while each block of
+/// <c>h</c> is in cache), then over chunks; <c>dW1</c> remains a whole product over all rows, split by output
+/// columns (summing it per chunk as well was tried and was slower). Blocks and chunks are fixed by the batch size,
+/// their partial sums are combined in block (chunk) order and threads take whole chunks, so the result is bitwise
+/// the same on any number of threads. The matrices a block's products reuse (W1, W2, W2ᵀ, W1ᵀ) are packed once
+/// per step.
 /// </summary>
 public sealed unsafe partial class CpuBackend
 {
