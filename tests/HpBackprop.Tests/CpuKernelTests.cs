@@ -75,6 +75,40 @@ public sealed class CpuKernelTests
         finally { Gemm.ForceVector256 = false; }
     }
 
+    /// <summary>B packed once (<see cref="Gemm.PackB"/>) and read through <c>Args.Packed</c>, as the row-block pipeline does:
+    /// several k-blocks (k &gt; 256), a right edge of ≤ 16 and of 17–31 columns, B and Bᵀ, with and without bias, bitwise
+    /// equal to the same product with B read in place.</summary>
+    [TestMethod]
+    [DataRow(64, 96, 1024, false, true)]
+    [DataRow(64, 1024, 27, false, true)]
+    [DataRow(64, 27, 1024, true, false)]
+    [DataRow(40, 1024, 96, true, false)]
+    [DataRow(13, 600, 200, false, false)]
+    [DataRow(9, 513, 33, true, true)]
+    public void GemmWithPrepackedBMatchesInPlaceB(int m, int k, int n, bool transB, bool bias)
+    {
+        var a = Random(m * k, 21);
+        var b = Random(k * n, 22);
+        var bv = Random(n, 23);
+        var want = new float[m * n];
+        var got = new float[m * n];
+        var packed = new float[Gemm.PackedSize(k, n)];
+        unsafe
+        {
+            fixed (float* pa = a, pb = b, pbias = bv, pw = want, pg = got, pp = packed)
+            {
+                nint brs = transB ? 1 : n, bcs = transB ? k : 1;
+                float* bp = bias ? pbias : null;
+                Gemm.Run(new Gemm.Args(m, n, k, pa, k, 1, pb, brs, bcs, pw, n, bp, false), null);
+                Gemm.PackB(new Gemm.Args(0, n, k, null, 0, 0, pb, brs, bcs, null, 0, null, false), pp);
+                Gemm.Run(new Gemm.Args(m, n, k, pa, k, 1, null, 0, 0, pg, n, bp, false, packed: pp), null);
+            }
+        }
+        CollectionAssert.AreEqual(want, got);
+        var naive = Naive(a, b, m, k, n, transB ? "NT" : "NN");
+        for (int i = 0; i < m * n; i += 7) Assert.AreEqual(naive[i] + (bias ? bv[i % n] : 0), got[i], 1e-5 * k, $"element {i}");
+    }
+
     [TestMethod]
     public void GemmWithBiasAndThreadsIsBitwiseIndependentOfThreadCount()
     {
