@@ -11,6 +11,7 @@ public static class Program
     /// <c>gemm [--threads 1] [--openblas-core SkylakeX|auto]</c>: the six products of each shape against OpenBLAS
     /// (by default with its AVX-512 SkylakeX kernels, see <see cref="OpenBlas.SelectCore"/>).
     /// <c>fused</c>: fused vs atomic cross-entropy and batch-norm backward.
+    /// <c>peak</c>: one core's FMA throughput (the roof for the GFLOP/s figures).
     /// <c>gpu [--emulator]</c>: the CUDA benchmarks (BenchmarkDotNet on a GPU; "no CUDA device" otherwise).
     /// Anything else goes to BenchmarkDotNet's switcher (e.g. <c>--filter *Step*</c>).
     /// </summary>
@@ -26,6 +27,7 @@ public static class Program
             case "gemm": return GemmCompare.Run(args);
             case "fused": return FusedCompare.Run(args);
             case "stages": return Stages.Run(args);
+            case "peak": return Peak.Run(args);
             case "gpu": return GpuBench.Run(args);
             default:
                 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
