@@ -96,7 +96,10 @@ static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex word");
 // Per kernel-thread synchronisation slot (indexed by thread rank).
 struct alignas(64) ThreadSlot {
     Parker parker;
-    bool released = false;  // set by the thread completing the barrier this thread waits at
+    // Set (release) by the thread completing the barrier or warp operation this thread waits at, after it
+    // wrote `result`; read (acquire) by the woken thread.  A thread can also be woken by an aborting launch
+    // (fail() unparks everyone), so the park token alone does not order `result`: this flag does.
+    std::atomic<bool> released{false};
     uint64_t result = 0;    // the value a warp operation hands back to this lane
 };
 
@@ -152,7 +155,7 @@ struct BlockState {
         }
         for (unsigned r = 0; r < threads; ++r) {
             slots[r].parker.reset();
-            slots[r].released = false;
+            slots[r].released.store(false, std::memory_order_relaxed);
         }
     }
 
@@ -212,14 +215,14 @@ void block_and_park(BlockState& b, std::unique_lock<std::mutex>& lk) {
     lk.unlock();
     ThreadSlot& me = *tl_ctx.slot;
     me.parker.park();
-    if (!me.released) throw EmuAbort{};
-    me.released = false;
+    if (!me.released.load(std::memory_order_acquire)) throw EmuAbort{};
+    me.released.store(false, std::memory_order_relaxed);
 }
 
 // Releases the threads waiting at __syncthreads (bar_m held).
 void release_block_barrier_locked(BlockState& b) {
     const unsigned n = (unsigned)b.bar_waiters.size();
-    for (unsigned r : b.bar_waiters) b.slots[r].released = true;
+    for (unsigned r : b.bar_waiters) b.slots[r].released.store(true, std::memory_order_release);
     b.counts.fetch_sub(n, std::memory_order_relaxed);
     b.bar_arrived = 0;
     for (unsigned r : b.bar_waiters) b.slots[r].parker.unpark();
@@ -289,7 +292,7 @@ uint64_t warp_op(unsigned mask, int kind, uint64_t bits, int src_lane) {
             own = r;
         } else {
             b.slots[base + l].result = r;
-            b.slots[base + l].released = true;
+            b.slots[base + l].released.store(true, std::memory_order_release);
             ++waiters;
         }
     }
