@@ -71,15 +71,15 @@ public static unsafe partial class BatchNorm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Mask(int cols) =>
+    internal static Vector512<float> Mask(int cols) =>
         Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Ld(float* p, Vector512<float> mask, bool full) =>
+    internal static Vector512<float> Ld(float* p, Vector512<float> mask, bool full) =>
         full ? Vector512.Load(p) : Avx512F.MaskLoad(p, mask, Vector512<float>.Zero);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void St(float* p, Vector512<float> v, Vector512<float> mask, bool full)
+    internal static void St(float* p, Vector512<float> v, Vector512<float> mask, bool full)
     {
         if (full) v.Store(p); else Avx512F.MaskStore(p, mask, v);
     }
@@ -179,12 +179,6 @@ public static unsafe partial class BatchNorm
             if (V > 3) { var r3 = (GLd<TM>(x + o + 48, k3) - mu3) * in3; GSt<TM>(raw + o + 48, r3, k3); GSt<TM>(hh + o + 48, FastMath.Tanh(Vector512.FusedMultiplyAdd(r3, g3, b3)), k3); }
         }
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> MLd(float* p, Vector512<float> mask) => Avx512F.MaskLoad(p, mask, Vector512<float>.Zero);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void MSt(float* p, Vector512<float> v, Vector512<float> mask) => Avx512F.MaskStore(p, mask, v);
 
     /// <summary>The backward on columns <c>[c0,c1)</c>, grouped like the forward.</summary>
     /// <remarks>When <paramref name="dsum"/> is not null it receives <c>sum0(dhprebn)</c> (the next layer's bias gradient), summed in row order.</remarks>

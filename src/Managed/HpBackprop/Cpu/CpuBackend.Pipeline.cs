@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using static HpBackprop.Cpu.BatchNorm;
 
 namespace HpBackprop.Cpu;
 
@@ -140,19 +141,6 @@ public sealed unsafe partial class CpuBackend
     /// <summary>Block <paramref name="b"/>: rows <c>[r0, r0+rows)</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private (int R0, int Rows) BlockRows(int b) { int r0 = b * PipeRows; return (r0, Math.Min(PipeRows, _n - r0)); }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Mask(int cols) => Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Ld(float* p, Vector512<float> mask, bool full) =>
-        full ? Vector512.Load(p) : Avx512F.MaskLoad(p, mask, Vector512<float>.Zero);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void St(float* p, Vector512<float> v, Vector512<float> mask, bool full)
-    {
-        if (full) v.Store(p); else Avx512F.MaskStore(p, mask, v);
-    }
 
     /// <summary>embcat and hprebn of block <paramref name="b"/>, then its column sums and squared deviations about the block mean.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -727,15 +727,6 @@ public static unsafe class Gemm
         }
     }
 
-    private static void CopyOut(float* tile, float* c, nint ldc, int rows, int cols)
-    {
-        for (int r = 0; r < rows; r++)
-        {
-            float* cr = c + r * ldc, tr = tile + r * NR;
-            for (int j = 0; j < cols; j++) cr[j] = tr[j];
-        }
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Axpy(float alpha, ReadOnlySpan<float> x, Span<float> y)
     {
