@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using static HpBackprop.Cpu.FastMath;
 
 namespace HpBackprop.Cpu;
 
@@ -68,20 +69,6 @@ public static unsafe partial class BatchNorm
     private static void Need(ReadOnlySpan<float> s, int length)
     {
         if (s.Length < length) throw new ArgumentException($"a batch-norm buffer has {s.Length} elements, needs {length}.");
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector512<float> Mask(int cols) =>
-        Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector512<float> Ld(float* p, Vector512<float> mask, bool full) =>
-        full ? Vector512.Load(p) : Avx512F.MaskLoad(p, mask, Vector512<float>.Zero);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void St(float* p, Vector512<float> v, Vector512<float> mask, bool full)
-    {
-        if (full) v.Store(p); else Avx512F.MaskStore(p, mask, v);
     }
 
     /// <summary><c>tanh(x) = 1 − 2/(exp(2x)+1)</c>, argument clamped to ±9 (where tanh rounds to ±1 in float).</summary>

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using static HpBackprop.Cpu.BatchNorm;
+using static HpBackprop.Cpu.FastMath;
 
 namespace HpBackprop.Cpu;
 

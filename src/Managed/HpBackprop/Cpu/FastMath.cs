@@ -68,4 +68,21 @@ internal static class FastMath
         r *= Avx512F.FusedMultiplyAddNegated(q, r, Vector512.Create(2f));
         return p * r;
     }
+
+    /// <summary>Lanes below <paramref name="cols"/> set: the mask of a vector of <paramref name="cols"/> valid floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Mask(int cols) =>
+        Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
+
+    /// <summary>A whole vector when <paramref name="full"/>, else the masked lanes (the rest zero).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static unsafe Vector512<float> Ld(float* p, Vector512<float> mask, bool full) =>
+        full ? Vector512.Load(p) : Avx512F.MaskLoad(p, mask, Vector512<float>.Zero);
+
+    /// <summary>A whole vector when <paramref name="full"/>, else only the masked lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static unsafe void St(float* p, Vector512<float> v, Vector512<float> mask, bool full)
+    {
+        if (full) v.Store(p); else Avx512F.MaskStore(p, mask, v);
+    }
 }

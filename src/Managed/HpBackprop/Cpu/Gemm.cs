@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using static HpBackprop.Cpu.FastMath;
 
 namespace HpBackprop.Cpu;
 
@@ -179,8 +180,8 @@ public static unsafe class Gemm
                     {
                         if (Avx512F.IsSupported)
                         {
-                            Avx512F.MaskLoad(g.Bias + jc, Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle(), Vector512<float>.Zero).Store(biasTile);
-                            Avx512F.MaskLoad(g.Bias + jc + 16, Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols - 16)).AsSingle(), Vector512<float>.Zero).Store(biasTile + 16);
+                            Avx512F.MaskLoad(g.Bias + jc, Mask(cols), Vector512<float>.Zero).Store(biasTile);
+                            Avx512F.MaskLoad(g.Bias + jc + 16, Mask(cols - 16), Vector512<float>.Zero).Store(biasTile + 16);
                         }
                         else for (int j = 0; j < NR; j++) biasTile[j] = j < cols ? g.Bias[jc + j] : 0f;
                     }
@@ -248,8 +249,8 @@ public static unsafe class Gemm
             }
             if (mode == 2)
             {
-                Avx512F.MaskLoad(g.Bias + jc, Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(lastCols)).AsSingle(), Vector512<float>.Zero).Store(biasTile);
-                Avx512F.MaskLoad(g.Bias + jc + 16, Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(lastCols - 16)).AsSingle(), Vector512<float>.Zero).Store(biasTile + 16);
+                Avx512F.MaskLoad(g.Bias + jc, Mask(lastCols), Vector512<float>.Zero).Store(biasTile);
+                Avx512F.MaskLoad(g.Bias + jc + 16, Mask(lastCols - 16), Vector512<float>.Zero).Store(biasTile + 16);
             }
             float* u = upd == null ? null : upd + jc;
             if (full > 0) Tile512(1, full, MR, kc, a, ars, acs, aStep, bp, NR, 0, c + jc, g.Ldc, lastCols, mode, biasTile, addC, u, nlr);
@@ -293,8 +294,8 @@ public static unsafe class Gemm
                 }
                 else if (Avx512F.IsSupported)
                 {
-                    var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
-                    var m1 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols - 16)).AsSingle();
+                    var m0 = Mask(cols);
+                    var m1 = Mask(cols - 16);
                     Avx512F.MaskLoad(src, m0, Vector512<float>.Zero).Store(d);
                     Avx512F.MaskLoad(src + 16, m1, Vector512<float>.Zero).Store(d + 16);
                 }
@@ -312,7 +313,7 @@ public static unsafe class Gemm
             for (int p0 = 0; p0 < kc; p0 += 16)
             {
                 int pl = Math.Min(16, kc - p0);
-                var mp = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(pl)).AsSingle();
+                var mp = Mask(pl);
                 for (int half = 0; half < 2; half++)
                     Transpose16(g.B + (nint)(jc + 16 * half) * g.Bcs + kb + p0, g.Bcs, cols - 16 * half, mp, pl, dst + (nint)p0 * NR + 16 * half);
             }
@@ -521,8 +522,8 @@ public static unsafe class Gemm
     {
         int R = TR.N;
         bool fc = cols == 32;
-        var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
-        var m1 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols - 16)).AsSingle();
+        var m0 = Mask(cols);
+        var m1 = Mask(cols - 16);
         bool loadC = mode != 0 && (mode == 1 || addC);
         var s = Vector512.Create(nlr);
         // rows 0..7 of A as three walking pointers and a byte stride (base + stride·{1,2,4} addressing), so the
@@ -538,14 +539,14 @@ public static unsafe class Gemm
             Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
             if (loadC)
             {
-                c00 = R > 0 ? i0 + LdC(c + 0 * ldc, m0, fc) : i0; c01 = R > 0 ? i1 + LdC(c + 0 * ldc + 16, m1, fc) : i1;
-                c10 = R > 1 ? i0 + LdC(c + 1 * ldc, m0, fc) : i0; c11 = R > 1 ? i1 + LdC(c + 1 * ldc + 16, m1, fc) : i1;
-                c20 = R > 2 ? i0 + LdC(c + 2 * ldc, m0, fc) : i0; c21 = R > 2 ? i1 + LdC(c + 2 * ldc + 16, m1, fc) : i1;
-                c30 = R > 3 ? i0 + LdC(c + 3 * ldc, m0, fc) : i0; c31 = R > 3 ? i1 + LdC(c + 3 * ldc + 16, m1, fc) : i1;
-                c40 = R > 4 ? i0 + LdC(c + 4 * ldc, m0, fc) : i0; c41 = R > 4 ? i1 + LdC(c + 4 * ldc + 16, m1, fc) : i1;
-                c50 = R > 5 ? i0 + LdC(c + 5 * ldc, m0, fc) : i0; c51 = R > 5 ? i1 + LdC(c + 5 * ldc + 16, m1, fc) : i1;
-                c60 = R > 6 ? i0 + LdC(c + 6 * ldc, m0, fc) : i0; c61 = R > 6 ? i1 + LdC(c + 6 * ldc + 16, m1, fc) : i1;
-                c70 = R > 7 ? i0 + LdC(c + 7 * ldc, m0, fc) : i0; c71 = R > 7 ? i1 + LdC(c + 7 * ldc + 16, m1, fc) : i1;
+                c00 = R > 0 ? i0 + Ld(c + 0 * ldc, m0, fc) : i0; c01 = R > 0 ? i1 + Ld(c + 0 * ldc + 16, m1, fc) : i1;
+                c10 = R > 1 ? i0 + Ld(c + 1 * ldc, m0, fc) : i0; c11 = R > 1 ? i1 + Ld(c + 1 * ldc + 16, m1, fc) : i1;
+                c20 = R > 2 ? i0 + Ld(c + 2 * ldc, m0, fc) : i0; c21 = R > 2 ? i1 + Ld(c + 2 * ldc + 16, m1, fc) : i1;
+                c30 = R > 3 ? i0 + Ld(c + 3 * ldc, m0, fc) : i0; c31 = R > 3 ? i1 + Ld(c + 3 * ldc + 16, m1, fc) : i1;
+                c40 = R > 4 ? i0 + Ld(c + 4 * ldc, m0, fc) : i0; c41 = R > 4 ? i1 + Ld(c + 4 * ldc + 16, m1, fc) : i1;
+                c50 = R > 5 ? i0 + Ld(c + 5 * ldc, m0, fc) : i0; c51 = R > 5 ? i1 + Ld(c + 5 * ldc + 16, m1, fc) : i1;
+                c60 = R > 6 ? i0 + Ld(c + 6 * ldc, m0, fc) : i0; c61 = R > 6 ? i1 + Ld(c + 6 * ldc + 16, m1, fc) : i1;
+                c70 = R > 7 ? i0 + Ld(c + 7 * ldc, m0, fc) : i0; c71 = R > 7 ? i1 + Ld(c + 7 * ldc + 16, m1, fc) : i1;
             }
             else
             {
@@ -569,14 +570,14 @@ public static unsafe class Gemm
                 if (R > 7) { x = Vector512.Create(*(float*)(q3 + 4 * sb)); c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71); }
                 q0 += step; q3 += step; q6 += step;
             }
-            { StC(c + 0 * ldc, c00, m0, fc); StC(c + 0 * ldc + 16, c01, m1, fc); }
-            if (R > 1) { StC(c + 1 * ldc, c10, m0, fc); StC(c + 1 * ldc + 16, c11, m1, fc); }
-            if (R > 2) { StC(c + 2 * ldc, c20, m0, fc); StC(c + 2 * ldc + 16, c21, m1, fc); }
-            if (R > 3) { StC(c + 3 * ldc, c30, m0, fc); StC(c + 3 * ldc + 16, c31, m1, fc); }
-            if (R > 4) { StC(c + 4 * ldc, c40, m0, fc); StC(c + 4 * ldc + 16, c41, m1, fc); }
-            if (R > 5) { StC(c + 5 * ldc, c50, m0, fc); StC(c + 5 * ldc + 16, c51, m1, fc); }
-            if (R > 6) { StC(c + 6 * ldc, c60, m0, fc); StC(c + 6 * ldc + 16, c61, m1, fc); }
-            if (R > 7) { StC(c + 7 * ldc, c70, m0, fc); StC(c + 7 * ldc + 16, c71, m1, fc); }
+            { St(c + 0 * ldc, c00, m0, fc); St(c + 0 * ldc + 16, c01, m1, fc); }
+            if (R > 1) { St(c + 1 * ldc, c10, m0, fc); St(c + 1 * ldc + 16, c11, m1, fc); }
+            if (R > 2) { St(c + 2 * ldc, c20, m0, fc); St(c + 2 * ldc + 16, c21, m1, fc); }
+            if (R > 3) { St(c + 3 * ldc, c30, m0, fc); St(c + 3 * ldc + 16, c31, m1, fc); }
+            if (R > 4) { St(c + 4 * ldc, c40, m0, fc); St(c + 4 * ldc + 16, c41, m1, fc); }
+            if (R > 5) { St(c + 5 * ldc, c50, m0, fc); St(c + 5 * ldc + 16, c51, m1, fc); }
+            if (R > 6) { St(c + 6 * ldc, c60, m0, fc); St(c + 6 * ldc + 16, c61, m1, fc); }
+            if (R > 7) { St(c + 7 * ldc, c70, m0, fc); St(c + 7 * ldc + 16, c71, m1, fc); }
             if (upd != null)
             {
                 Upd(upd + 0 * ldc, c00, c01, s, m0, m1, fc);
@@ -602,7 +603,7 @@ public static unsafe class Gemm
     {
         int R = TR.N;
         bool fc = cols == 16;
-        var m0 = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(cols)).AsSingle();
+        var m0 = Mask(cols);
         bool loadC = mode != 0 && (mode == 1 || addC);
         var s = Vector512.Create(nlr);
         // rows 0..7 of A as three walking pointers and a byte stride (base + stride·{1,2,4} addressing), so the
@@ -618,14 +619,14 @@ public static unsafe class Gemm
             Vector512<float> c00, c10, c20, c30, c40, c50, c60, c70;
             if (loadC)
             {
-                c00 = R > 0 ? i0 + LdC(c + 0 * ldc, m0, fc) : i0;
-                c10 = R > 1 ? i0 + LdC(c + 1 * ldc, m0, fc) : i0;
-                c20 = R > 2 ? i0 + LdC(c + 2 * ldc, m0, fc) : i0;
-                c30 = R > 3 ? i0 + LdC(c + 3 * ldc, m0, fc) : i0;
-                c40 = R > 4 ? i0 + LdC(c + 4 * ldc, m0, fc) : i0;
-                c50 = R > 5 ? i0 + LdC(c + 5 * ldc, m0, fc) : i0;
-                c60 = R > 6 ? i0 + LdC(c + 6 * ldc, m0, fc) : i0;
-                c70 = R > 7 ? i0 + LdC(c + 7 * ldc, m0, fc) : i0;
+                c00 = R > 0 ? i0 + Ld(c + 0 * ldc, m0, fc) : i0;
+                c10 = R > 1 ? i0 + Ld(c + 1 * ldc, m0, fc) : i0;
+                c20 = R > 2 ? i0 + Ld(c + 2 * ldc, m0, fc) : i0;
+                c30 = R > 3 ? i0 + Ld(c + 3 * ldc, m0, fc) : i0;
+                c40 = R > 4 ? i0 + Ld(c + 4 * ldc, m0, fc) : i0;
+                c50 = R > 5 ? i0 + Ld(c + 5 * ldc, m0, fc) : i0;
+                c60 = R > 6 ? i0 + Ld(c + 6 * ldc, m0, fc) : i0;
+                c70 = R > 7 ? i0 + Ld(c + 7 * ldc, m0, fc) : i0;
             }
             else
             {
@@ -647,14 +648,14 @@ public static unsafe class Gemm
                 if (R > 7) { x = Vector512.Create(*(float*)(q3 + 4 * sb)); c70 = Vector512.FusedMultiplyAdd(x, b0, c70); }
                 q0 += step; q3 += step; q6 += step;
             }
-            { StC(c + 0 * ldc, c00, m0, fc); }
-            if (R > 1) { StC(c + 1 * ldc, c10, m0, fc); }
-            if (R > 2) { StC(c + 2 * ldc, c20, m0, fc); }
-            if (R > 3) { StC(c + 3 * ldc, c30, m0, fc); }
-            if (R > 4) { StC(c + 4 * ldc, c40, m0, fc); }
-            if (R > 5) { StC(c + 5 * ldc, c50, m0, fc); }
-            if (R > 6) { StC(c + 6 * ldc, c60, m0, fc); }
-            if (R > 7) { StC(c + 7 * ldc, c70, m0, fc); }
+            { St(c + 0 * ldc, c00, m0, fc); }
+            if (R > 1) { St(c + 1 * ldc, c10, m0, fc); }
+            if (R > 2) { St(c + 2 * ldc, c20, m0, fc); }
+            if (R > 3) { St(c + 3 * ldc, c30, m0, fc); }
+            if (R > 4) { St(c + 4 * ldc, c40, m0, fc); }
+            if (R > 5) { St(c + 5 * ldc, c50, m0, fc); }
+            if (R > 6) { St(c + 6 * ldc, c60, m0, fc); }
+            if (R > 7) { St(c + 7 * ldc, c70, m0, fc); }
             if (upd != null)
             {
                 UpdRow(upd + 0 * ldc, c00, s, m0, fc);
@@ -672,24 +673,14 @@ public static unsafe class Gemm
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void UpdRow(float* p, Vector512<float> g, Vector512<float> nlr, Vector512<float> m, bool fc) =>
-        StC(p, g * nlr + LdC(p, m, fc), m, fc);
+        St(p, g * nlr + Ld(p, m, fc), m, fc);
 
     /// <summary>One row of the fused SGD epilogue: <c>p = g·(−lr) + p</c> on 32 columns (masked).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Upd(float* p, Vector512<float> g0, Vector512<float> g1, Vector512<float> nlr, Vector512<float> m0, Vector512<float> m1, bool fc)
     {
-        StC(p, g0 * nlr + LdC(p, m0, fc), m0, fc);
-        StC(p + 16, g1 * nlr + LdC(p + 16, m1, fc), m1, fc);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> LdC(float* p, Vector512<float> mask, bool full) =>
-        full ? Vector512.Load(p) : Avx512F.MaskLoad(p, mask, Vector512<float>.Zero);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StC(float* p, Vector512<float> v, Vector512<float> mask, bool full)
-    {
-        if (full) v.Store(p); else Avx512F.MaskStore(p, mask, v);
+        St(p, g0 * nlr + Ld(p, m0, fc), m0, fc);
+        St(p + 16, g1 * nlr + Ld(p + 16, m1, fc), m1, fc);
     }
 
     /// <summary>The same tile with Vector256 (no AVX-512): one row of 32 columns at a time.</summary>
