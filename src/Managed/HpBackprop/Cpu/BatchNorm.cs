@@ -80,6 +80,11 @@ public static unsafe partial class BatchNorm
         return Vector512<float>.One - Vector512.Create(2f) / (e + Vector512<float>.One);
     }
 
+    /// <summary>How the batch variance is normalised: over n−1 (<see cref="Bessel"/>) or over n (<see cref="Biased"/>, PyTorch's training mode).</summary>
+    internal interface IBnMode { static abstract bool OverN { get; } }
+    internal struct Bessel : IBnMode { public static bool OverN => false; }
+    internal struct Biased : IBnMode { public static bool OverN => true; }
+
     /// <summary>Whether a column group's loads and stores are masked (the right edge) or whole vectors.</summary>
     internal interface IMasking { static abstract bool Masked { get; } }
     internal struct Whole : IMasking { public static bool Masked => false; }
@@ -100,27 +105,27 @@ public static unsafe partial class BatchNorm
     /// column sums of a group are independent chains, each still summed in row order, so the adds overlap), then the
     /// right edge (under 64 columns) in one group of just the 1–4 vectors it needs, masked.
     /// </summary>
-    private static void Forward512Columns(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
-        int n, int H, float eps, int c0, int c1)
+    private static void Forward512Columns<TA, TB>(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
+        int n, int H, float eps, int c0, int c1) where TA : struct, IActivation where TB : struct, IBnMode
     {
         int c = c0;
-        for (; c + 64 <= c1; c += 64) ForwardGroup<Gemm.R4, Whole>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, 64);
+        for (; c + 64 <= c1; c += 64) ForwardGroup<Gemm.R4, Whole, TA, TB>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, 64);
         switch ((c1 - c + 15) / 16)
         {
-            case 1: ForwardGroup<Gemm.R1, Edge>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, c1 - c); break;
-            case 2: ForwardGroup<Gemm.R2, Edge>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, c1 - c); break;
-            case 3: ForwardGroup<Gemm.R3, Edge>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, c1 - c); break;
-            case 4: ForwardGroup<Gemm.R4, Edge>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, c1 - c); break;
+            case 1: ForwardGroup<Gemm.R1, Edge, TA, TB>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, c1 - c); break;
+            case 2: ForwardGroup<Gemm.R2, Edge, TA, TB>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, c1 - c); break;
+            case 3: ForwardGroup<Gemm.R3, Edge, TA, TB>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, c1 - c); break;
+            case 4: ForwardGroup<Gemm.R4, Edge, TA, TB>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c, c1 - c); break;
         }
     }
 
     /// <summary>One group of <typeparamref name="TV"/> ≤ 4 vectors at column <paramref name="c"/> (<paramref name="cols"/> columns) of the forward.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ForwardGroup<TV, TM>(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
-        int n, int H, float eps, int c, int cols) where TV : struct, Gemm.IRows where TM : struct, IMasking
+    private static void ForwardGroup<TV, TM, TA, TB>(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
+        int n, int H, float eps, int c, int cols) where TV : struct, Gemm.IRows where TM : struct, IMasking where TA : struct, IActivation where TB : struct, IBnMode
     {
         int V = TV.N;
-        float invN = 1f / n, invNm1 = 1f / (n - 1);
+        float invN = 1f / n, invNm1 = 1f / (TB.OverN ? n : n - 1);
         var veps = Vector512.Create(eps);
         var k0 = Mask(cols); var k1 = Mask(cols - 16); var k2 = Mask(cols - 32); var k3 = Mask(cols - 48);
         float* xc = x + c;
@@ -160,36 +165,36 @@ public static unsafe partial class BatchNorm
         for (int i = 0; i < n; i++)
         {
             nint o = (nint)i * H + c;
-            var r0 = (GLd<TM>(x + o, k0) - mu0) * in0; GSt<TM>(raw + o, r0, k0); GSt<TM>(hh + o, FastMath.Tanh(Vector512.FusedMultiplyAdd(r0, g0, b0)), k0);
-            if (V > 1) { var r1 = (GLd<TM>(x + o + 16, k1) - mu1) * in1; GSt<TM>(raw + o + 16, r1, k1); GSt<TM>(hh + o + 16, FastMath.Tanh(Vector512.FusedMultiplyAdd(r1, g1, b1)), k1); }
-            if (V > 2) { var r2 = (GLd<TM>(x + o + 32, k2) - mu2) * in2; GSt<TM>(raw + o + 32, r2, k2); GSt<TM>(hh + o + 32, FastMath.Tanh(Vector512.FusedMultiplyAdd(r2, g2, b2)), k2); }
-            if (V > 3) { var r3 = (GLd<TM>(x + o + 48, k3) - mu3) * in3; GSt<TM>(raw + o + 48, r3, k3); GSt<TM>(hh + o + 48, FastMath.Tanh(Vector512.FusedMultiplyAdd(r3, g3, b3)), k3); }
+            var r0 = (GLd<TM>(x + o, k0) - mu0) * in0; GSt<TM>(raw + o, r0, k0); GSt<TM>(hh + o, TA.Forward(Vector512.FusedMultiplyAdd(r0, g0, b0)), k0);
+            if (V > 1) { var r1 = (GLd<TM>(x + o + 16, k1) - mu1) * in1; GSt<TM>(raw + o + 16, r1, k1); GSt<TM>(hh + o + 16, TA.Forward(Vector512.FusedMultiplyAdd(r1, g1, b1)), k1); }
+            if (V > 2) { var r2 = (GLd<TM>(x + o + 32, k2) - mu2) * in2; GSt<TM>(raw + o + 32, r2, k2); GSt<TM>(hh + o + 32, TA.Forward(Vector512.FusedMultiplyAdd(r2, g2, b2)), k2); }
+            if (V > 3) { var r3 = (GLd<TM>(x + o + 48, k3) - mu3) * in3; GSt<TM>(raw + o + 48, r3, k3); GSt<TM>(hh + o + 48, TA.Forward(Vector512.FusedMultiplyAdd(r3, g3, b3)), k3); }
         }
     }
 
     /// <summary>The backward on columns <c>[c0,c1)</c>, grouped like the forward.</summary>
     /// <remarks>When <paramref name="dsum"/> is not null it receives <c>sum0(dhprebn)</c> (the next layer's bias gradient), summed in row order.</remarks>
-    private static void Backward512Columns(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
-        int n, int H, int c0, int c1, float* dsum = null)
+    private static void Backward512Columns<TA, TB>(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
+        int n, int H, int c0, int c1, float* dsum = null) where TA : struct, IActivation where TB : struct, IBnMode
     {
         int c = c0;
-        for (; c + 64 <= c1; c += 64) BackwardGroup<Gemm.R4, Whole>(dh, h, raw, g, vi, d, dg, db, n, H, c, 64, dsum);
+        for (; c + 64 <= c1; c += 64) BackwardGroup<Gemm.R4, Whole, TA, TB>(dh, h, raw, g, vi, d, dg, db, n, H, c, 64, dsum);
         switch ((c1 - c + 15) / 16)
         {
-            case 1: BackwardGroup<Gemm.R1, Edge>(dh, h, raw, g, vi, d, dg, db, n, H, c, c1 - c, dsum); break;
-            case 2: BackwardGroup<Gemm.R2, Edge>(dh, h, raw, g, vi, d, dg, db, n, H, c, c1 - c, dsum); break;
-            case 3: BackwardGroup<Gemm.R3, Edge>(dh, h, raw, g, vi, d, dg, db, n, H, c, c1 - c, dsum); break;
-            case 4: BackwardGroup<Gemm.R4, Edge>(dh, h, raw, g, vi, d, dg, db, n, H, c, c1 - c, dsum); break;
+            case 1: BackwardGroup<Gemm.R1, Edge, TA, TB>(dh, h, raw, g, vi, d, dg, db, n, H, c, c1 - c, dsum); break;
+            case 2: BackwardGroup<Gemm.R2, Edge, TA, TB>(dh, h, raw, g, vi, d, dg, db, n, H, c, c1 - c, dsum); break;
+            case 3: BackwardGroup<Gemm.R3, Edge, TA, TB>(dh, h, raw, g, vi, d, dg, db, n, H, c, c1 - c, dsum); break;
+            case 4: BackwardGroup<Gemm.R4, Edge, TA, TB>(dh, h, raw, g, vi, d, dg, db, n, H, c, c1 - c, dsum); break;
         }
     }
 
     /// <summary>One group of <typeparamref name="TV"/> ≤ 4 vectors at column <paramref name="c"/> (<paramref name="cols"/> columns) of the backward.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void BackwardGroup<TV, TM>(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
-        int n, int H, int c, int cols, float* dsum) where TV : struct, Gemm.IRows where TM : struct, IMasking
+    private static void BackwardGroup<TV, TM, TA, TB>(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
+        int n, int H, int c, int cols, float* dsum) where TV : struct, Gemm.IRows where TM : struct, IMasking where TA : struct, IActivation where TB : struct, IBnMode
     {
         int V = TV.N;
-        float invN = 1f / n, invNm1 = 1f / (n - 1);
+        float invN = 1f / n, invNm1 = 1f / (TB.OverN ? n : n - 1);
         var one = Vector512<float>.One;
         var k0 = Mask(cols); var k1 = Mask(cols - 16); var k2 = Mask(cols - 32); var k3 = Mask(cols - 48);
         Vector512<float> sb0 = default, sb1 = default, sb2 = default, sb3 = default;
@@ -198,10 +203,10 @@ public static unsafe partial class BatchNorm
         for (int i = 0; i < n; i++)
         {
             nint o = (nint)i * H + c;
-            var h0 = GLd<TM>(h + o, k0); var p0 = (one - h0 * h0) * GLd<TM>(dh + o, k0); sb0 += p0; sg0 = Vector512.FusedMultiplyAdd(GLd<TM>(raw + o, k0), p0, sg0);
-            if (V > 1) { var h1 = GLd<TM>(h + o + 16, k1); var p1 = (one - h1 * h1) * GLd<TM>(dh + o + 16, k1); sb1 += p1; sg1 = Vector512.FusedMultiplyAdd(GLd<TM>(raw + o + 16, k1), p1, sg1); }
-            if (V > 2) { var h2 = GLd<TM>(h + o + 32, k2); var p2 = (one - h2 * h2) * GLd<TM>(dh + o + 32, k2); sb2 += p2; sg2 = Vector512.FusedMultiplyAdd(GLd<TM>(raw + o + 32, k2), p2, sg2); }
-            if (V > 3) { var h3 = GLd<TM>(h + o + 48, k3); var p3 = (one - h3 * h3) * GLd<TM>(dh + o + 48, k3); sb3 += p3; sg3 = Vector512.FusedMultiplyAdd(GLd<TM>(raw + o + 48, k3), p3, sg3); }
+            var h0 = GLd<TM>(h + o, k0); var p0 = TA.Backward(h0, GLd<TM>(dh + o, k0)); sb0 += p0; sg0 = Vector512.FusedMultiplyAdd(GLd<TM>(raw + o, k0), p0, sg0);
+            if (V > 1) { var h1 = GLd<TM>(h + o + 16, k1); var p1 = TA.Backward(h1, GLd<TM>(dh + o + 16, k1)); sb1 += p1; sg1 = Vector512.FusedMultiplyAdd(GLd<TM>(raw + o + 16, k1), p1, sg1); }
+            if (V > 2) { var h2 = GLd<TM>(h + o + 32, k2); var p2 = TA.Backward(h2, GLd<TM>(dh + o + 32, k2)); sb2 += p2; sg2 = Vector512.FusedMultiplyAdd(GLd<TM>(raw + o + 32, k2), p2, sg2); }
+            if (V > 3) { var h3 = GLd<TM>(h + o + 48, k3); var p3 = TA.Backward(h3, GLd<TM>(dh + o + 48, k3)); sb3 += p3; sg3 = Vector512.FusedMultiplyAdd(GLd<TM>(raw + o + 48, k3), p3, sg3); }
         }
         GSt<TM>(db + c, sb0, k0); GSt<TM>(dg + c, sg0, k0);
         if (V > 1) { GSt<TM>(db + c + 16, sb1, k1); GSt<TM>(dg + c + 16, sg1, k1); }
@@ -219,10 +224,10 @@ public static unsafe partial class BatchNorm
         for (int i = 0; i < n; i++)
         {
             nint o = (nint)i * H + c;
-            var h0 = GLd<TM>(h + o, k0); var r0 = sc0 * ((one - h0 * h0) * GLd<TM>(dh + o, k0) - a0 - GLd<TM>(raw + o, k0) * e0); GSt<TM>(d + o, r0, k0); ds0 += r0;
-            if (V > 1) { var h1 = GLd<TM>(h + o + 16, k1); var r1 = sc1 * ((one - h1 * h1) * GLd<TM>(dh + o + 16, k1) - a1 - GLd<TM>(raw + o + 16, k1) * e1); GSt<TM>(d + o + 16, r1, k1); ds1 += r1; }
-            if (V > 2) { var h2 = GLd<TM>(h + o + 32, k2); var r2 = sc2 * ((one - h2 * h2) * GLd<TM>(dh + o + 32, k2) - a2 - GLd<TM>(raw + o + 32, k2) * e2); GSt<TM>(d + o + 32, r2, k2); ds2 += r2; }
-            if (V > 3) { var h3 = GLd<TM>(h + o + 48, k3); var r3 = sc3 * ((one - h3 * h3) * GLd<TM>(dh + o + 48, k3) - a3 - GLd<TM>(raw + o + 48, k3) * e3); GSt<TM>(d + o + 48, r3, k3); ds3 += r3; }
+            var h0 = GLd<TM>(h + o, k0); var r0 = sc0 * (TA.Backward(h0, GLd<TM>(dh + o, k0)) - a0 - GLd<TM>(raw + o, k0) * e0); GSt<TM>(d + o, r0, k0); ds0 += r0;
+            if (V > 1) { var h1 = GLd<TM>(h + o + 16, k1); var r1 = sc1 * (TA.Backward(h1, GLd<TM>(dh + o + 16, k1)) - a1 - GLd<TM>(raw + o + 16, k1) * e1); GSt<TM>(d + o + 16, r1, k1); ds1 += r1; }
+            if (V > 2) { var h2 = GLd<TM>(h + o + 32, k2); var r2 = sc2 * (TA.Backward(h2, GLd<TM>(dh + o + 32, k2)) - a2 - GLd<TM>(raw + o + 32, k2) * e2); GSt<TM>(d + o + 32, r2, k2); ds2 += r2; }
+            if (V > 3) { var h3 = GLd<TM>(h + o + 48, k3); var r3 = sc3 * (TA.Backward(h3, GLd<TM>(dh + o + 48, k3)) - a3 - GLd<TM>(raw + o + 48, k3) * e3); GSt<TM>(d + o + 48, r3, k3); ds3 += r3; }
         }
         if (dsum != null)
         {
@@ -233,6 +238,14 @@ public static unsafe partial class BatchNorm
         }
     }
 
+    /// <summary>The lecture's batch norm + tanh (Bessel) on columns <c>[c0,c1)</c>.</summary>
+    internal static void Forward512(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
+        int n, int H, float eps, int c0, int c1) => Forward512<TanhAct, Bessel>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c0, c1);
+
+    /// <summary>The backward of <see cref="Forward512(float*, float*, float*, float*, float*, float*, float*, float*, int, int, float, int, int)"/>.</summary>
+    internal static void Backward512(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
+        int n, int H, int c0, int c1, float* dsum = null) => Backward512<TanhAct, Bessel>(dh, h, raw, g, vi, d, dg, db, n, H, c0, c1, dsum);
+
     /// <summary>Batches of at least this many rows sweep whole rows (streaming) instead of column blocks (cache-resident).</summary>
     internal const int RowSweepRows = 128;
 
@@ -241,30 +254,30 @@ public static unsafe partial class BatchNorm
     /// cache), large ones as three streaming sweeps over the rows with the column statistics held in
     /// a stack buffer — each column is summed in row order either way.
     /// </summary>
-    internal static void Forward512(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
-        int n, int H, float eps, int c0, int c1)
+    internal static void Forward512<TA, TB>(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
+        int n, int H, float eps, int c0, int c1) where TA : struct, IActivation where TB : struct, IBnMode
     {
-        if (n < RowSweepRows || c1 - c0 > 16384) { Forward512Columns(x, g, b, mean, v, vi, raw, hh, n, H, eps, c0, c1); return; }
+        if (n < RowSweepRows || c1 - c0 > 16384) { Forward512Columns<TA, TB>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c0, c1); return; }
         int w = c1 - c0;
         float* acc = stackalloc float[w + 16];
-        Forward512Rows(x, g, b, mean, v, vi, raw, hh, n, H, eps, c0, c1, acc);
+        Forward512Rows<TA, TB>(x, g, b, mean, v, vi, raw, hh, n, H, eps, c0, c1, acc);
     }
 
     /// <summary>The backward on columns <c>[c0,c1)</c> (see <see cref="Forward512"/> for the two layouts).</summary>
-    internal static void Backward512(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
-        int n, int H, int c0, int c1, float* dsum = null)
+    internal static void Backward512<TA, TB>(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
+        int n, int H, int c0, int c1, float* dsum = null) where TA : struct, IActivation where TB : struct, IBnMode
     {
-        if (n < RowSweepRows || c1 - c0 > 16384) { Backward512Columns(dh, h, raw, g, vi, d, dg, db, n, H, c0, c1, dsum); return; }
+        if (n < RowSweepRows || c1 - c0 > 16384) { Backward512Columns<TA, TB>(dh, h, raw, g, vi, d, dg, db, n, H, c0, c1, dsum); return; }
         int w = c1 - c0;
         float* acc = stackalloc float[4 * (w + 16)];
-        Backward512Rows(dh, h, raw, g, vi, d, dg, db, n, H, c0, c1, dsum, acc);
+        Backward512Rows<TA, TB>(dh, h, raw, g, vi, d, dg, db, n, H, c0, c1, dsum, acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Forward512Rows(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
-        int n, int H, float eps, int c0, int c1, float* acc)
+    private static void Forward512Rows<TA, TB>(float* x, float* g, float* b, float* mean, float* v, float* vi, float* raw, float* hh,
+        int n, int H, float eps, int c0, int c1, float* acc) where TA : struct, IActivation where TB : struct, IBnMode
     {
-        float invN = 1f / n, invNm1 = 1f / (n - 1);
+        float invN = 1f / n, invNm1 = 1f / (TB.OverN ? n : n - 1);
         int w = c1 - c0;
         new Span<float>(acc, w).Clear();
         for (int i = 0; i < n; i++)
@@ -307,16 +320,16 @@ public static unsafe partial class BatchNorm
                 int cols = Math.Min(16, w - c); bool full = cols == 16; var m = Mask(cols);
                 var r = (Ld(x + o + c, m, full) - Ld(mean + c0 + c, m, full)) * Ld(vi + c0 + c, m, full);
                 St(raw + o + c, r, m, full);
-                St(hh + o + c, FastMath.Tanh(Vector512.FusedMultiplyAdd(r, Ld(g + c0 + c, m, full), Ld(b + c0 + c, m, full))), m, full);
+                St(hh + o + c, TA.Forward(Vector512.FusedMultiplyAdd(r, Ld(g + c0 + c, m, full), Ld(b + c0 + c, m, full))), m, full);
             }
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Backward512Rows(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
-        int n, int H, int c0, int c1, float* dsum, float* acc)
+    private static void Backward512Rows<TA, TB>(float* dh, float* h, float* raw, float* g, float* vi, float* d, float* dg, float* db,
+        int n, int H, int c0, int c1, float* dsum, float* acc) where TA : struct, IActivation where TB : struct, IBnMode
     {
-        float invN = 1f / n, invNm1 = 1f / (n - 1);
+        float invN = 1f / n, invNm1 = 1f / (TB.OverN ? n : n - 1);
         int w = c1 - c0, stride = w + 16;
         float* sb = acc, sg = acc + stride, ds = acc + 2 * stride;
         new Span<float>(acc, 3 * stride).Clear();
@@ -328,7 +341,7 @@ public static unsafe partial class BatchNorm
             {
                 int cols = Math.Min(16, w - c); bool full = cols == 16; var m = Mask(cols);
                 var hv = Ld(h + o + c, m, full);
-                var dp = (one - hv * hv) * Ld(dh + o + c, m, full);
+                var dp = TA.Backward(hv, Ld(dh + o + c, m, full));
                 St(sb + c, Ld(sb + c, m, full) + dp, m, full);
                 St(sg + c, Vector512.FusedMultiplyAdd(Ld(raw + o + c, m, full), dp, Ld(sg + c, m, full)), m, full);
             }
@@ -346,7 +359,7 @@ public static unsafe partial class BatchNorm
             {
                 int cols = Math.Min(16, w - c); bool full = cols == 16; var m = Mask(cols);
                 var hv = Ld(h + o + c, m, full);
-                var dp = (one - hv * hv) * Ld(dh + o + c, m, full);
+                var dp = TA.Backward(hv, Ld(dh + o + c, m, full));
                 var scale = Ld(g + c0 + c, m, full) * Ld(vi + c0 + c, m, full);
                 var r = scale * (dp - Ld(sb + c, m, full) * invN - Ld(raw + o + c, m, full) * (Ld(sg + c, m, full) * invNm1));
                 St(d + o + c, r, m, full);

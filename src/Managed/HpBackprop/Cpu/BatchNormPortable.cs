@@ -16,6 +16,12 @@ public static partial class BatchNorm
     /// </summary>
     internal static void ForwardTanhPortable(ReadOnlySpan<float> hprebn, ReadOnlySpan<float> bngain, ReadOnlySpan<float> bnbias,
         Span<float> bnmeani, Span<float> bnvar, Span<float> bnvar_inv, Span<float> bnraw, Span<float> h, int n, int H, float eps)
+        => ForwardPortable<TanhAct, Bessel>(hprebn, bngain, bnbias, bnmeani, bnvar, bnvar_inv, bnraw, h, n, H, eps);
+
+    /// <summary>The forward followed by activation <typeparamref name="TA"/>, the variance over n−1 or n (<typeparamref name="TB"/>).</summary>
+    internal static void ForwardPortable<TA, TB>(ReadOnlySpan<float> hprebn, ReadOnlySpan<float> bngain, ReadOnlySpan<float> bnbias,
+        Span<float> bnmeani, Span<float> bnvar, Span<float> bnvar_inv, Span<float> bnraw, Span<float> h, int n, int H, float eps)
+        where TA : struct, IActivation where TB : struct, IBnMode
     {
         if (n < 2) throw new ArgumentOutOfRangeException(nameof(n), n, "batch norm needs at least 2 rows: a batch of 1 has no variance.");
         // bnmeani
@@ -29,7 +35,7 @@ public static partial class BatchNorm
             TensorPrimitives.Subtract(hprebn.Slice(i * H, H), bnmeani[..H], d);
             TensorPrimitives.MultiplyAdd(d, d, bnvar[..H], bnvar[..H]);
         }
-        TensorPrimitives.Multiply(bnvar[..H], 1f / (n - 1), bnvar[..H]);
+        TensorPrimitives.Multiply(bnvar[..H], 1f / (TB.OverN ? n : n - 1), bnvar[..H]);
         // bnvar_inv = 1/sqrt(bnvar + eps)
         TensorPrimitives.Add(bnvar[..H], eps, bnvar_inv[..H]);
         TensorPrimitives.ReciprocalSqrt(bnvar_inv[..H], bnvar_inv[..H]);
@@ -38,7 +44,7 @@ public static partial class BatchNorm
             Span<float> raw = bnraw.Slice(i * H, H), hi = h.Slice(i * H, H);
             TensorPrimitives.Multiply(raw, bnvar_inv[..H], raw);               // bnraw
             TensorPrimitives.FusedMultiplyAdd(raw, bngain[..H], bnbias[..H], hi); // hpreact
-            TensorPrimitives.Tanh(hi, hi);                                      // h
+            TA.Forward(hi, hi);                                                 // h
         }
     }
 
@@ -48,6 +54,12 @@ public static partial class BatchNorm
     /// </summary>
     internal static void InferenceTanhPortable(ReadOnlySpan<float> hprebn, ReadOnlySpan<float> mean, ReadOnlySpan<float> variance,
         ReadOnlySpan<float> bngain, ReadOnlySpan<float> bnbias, Span<float> h, Span<float> scratch, int n, int H, float eps)
+        => InferencePortable<TanhAct>(hprebn, mean, variance, bngain, bnbias, h, scratch, n, H, eps);
+
+    /// <summary>The inference forward followed by activation <typeparamref name="TA"/>.</summary>
+    internal static void InferencePortable<TA>(ReadOnlySpan<float> hprebn, ReadOnlySpan<float> mean, ReadOnlySpan<float> variance,
+        ReadOnlySpan<float> bngain, ReadOnlySpan<float> bnbias, Span<float> h, Span<float> scratch, int n, int H, float eps)
+        where TA : struct, IActivation
     {
         Span<float> scale = scratch[..H];
         TensorPrimitives.Add(variance[..H], eps, scale);
@@ -58,7 +70,7 @@ public static partial class BatchNorm
             Span<float> hi = h.Slice(i * H, H);
             TensorPrimitives.Subtract(hprebn.Slice(i * H, H), mean[..H], hi);
             TensorPrimitives.FusedMultiplyAdd(hi, scale, bnbias[..H], hi);
-            TensorPrimitives.Tanh(hi, hi);
+            TA.Forward(hi, hi);
         }
     }
 
@@ -71,23 +83,27 @@ public static partial class BatchNorm
     internal static void BackwardPortable(ReadOnlySpan<float> dh, ReadOnlySpan<float> h, ReadOnlySpan<float> bnraw,
         ReadOnlySpan<float> bngain, ReadOnlySpan<float> bnvar_inv, Span<float> dhprebn, Span<float> dbngain, Span<float> dbnbias,
         Span<float> scratch, int n, int H)
+        => BackwardPortable<TanhAct, Bessel>(dh, h, bnraw, bngain, bnvar_inv, dhprebn, dbngain, dbnbias, scratch, n, H);
+
+    /// <summary>The backward through activation <typeparamref name="TA"/> and batch norm (<typeparamref name="TB"/>: n/(n−1) or 1).</summary>
+    internal static void BackwardPortable<TA, TB>(ReadOnlySpan<float> dh, ReadOnlySpan<float> h, ReadOnlySpan<float> bnraw,
+        ReadOnlySpan<float> bngain, ReadOnlySpan<float> bnvar_inv, Span<float> dhprebn, Span<float> dbngain, Span<float> dbnbias,
+        Span<float> scratch, int n, int H) where TA : struct, IActivation where TB : struct, IBnMode
     {
         dbngain[..H].Clear();
         dbnbias[..H].Clear();
         for (int i = 0; i < n; i++)
         {
             Span<float> dpre = dhprebn.Slice(i * H, H);               // dhpreact, stored in dhprebn
-            ReadOnlySpan<float> hi = h.Slice(i * H, H);
-            TensorPrimitives.Multiply(hi, hi, scratch[..H]);
-            TensorPrimitives.Subtract(1f, scratch[..H], scratch[..H]);
-            TensorPrimitives.Multiply(scratch[..H], dh.Slice(i * H, H), dpre);
+            ReadOnlySpan<float> hi = h.Slice(i * H, H), dhi = dh.Slice(i * H, H);
+            for (int c = 0; c < H; c++) dpre[c] = TA.Backward(hi[c], dhi[c]);
             TensorPrimitives.Add(dbnbias[..H], dpre, dbnbias[..H]);
             TensorPrimitives.MultiplyAdd(bnraw.Slice(i * H, H), dpre, dbngain[..H], dbngain[..H]);
         }
         // scale = bngain·bnvar_inv (the 1/n and n cancel: dhprebn = scale·(dhpreact − dbnbias/n − bnraw·dbngain/(n−1)))
         Span<float> scale = scratch[..H];
         TensorPrimitives.Multiply(bngain[..H], bnvar_inv[..H], scale);
-        float invN = 1f / n, invNm1 = 1f / (n - 1);
+        float invN = 1f / n, invNm1 = 1f / (TB.OverN ? n : n - 1);
         for (int i = 0; i < n; i++)
         {
             Span<float> d = dhprebn.Slice(i * H, H);

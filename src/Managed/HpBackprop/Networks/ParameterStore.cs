@@ -58,7 +58,7 @@ public sealed class ParameterStore
         Grad = GC.AllocateArray<float>((int)size, pinned: true);
         OptimizerState = GC.AllocateArray<float>((int)(size * stateSlots), pinned: true);
         Buffers = GC.AllocateArray<float>((int)offset, pinned: true);
-        BatchesTracked = new long[bns.Count];
+        BatchesTracked = GC.AllocateArray<long>(bns.Count, pinned: true);
         ResetBuffers();
     }
 

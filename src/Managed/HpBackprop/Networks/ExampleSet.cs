@@ -1,0 +1,121 @@
+using HpBackprop.Data;
+using HpBackprop.Model;
+
+namespace HpBackprop.Networks;
+
+/// <summary>
+/// Examples for a <see cref="Network"/>, built from code: inputs as ids <c>[Count, InputWidth]</c> or
+/// float features <c>[Count, InputWidth]</c>, targets as class ids <c>[Count]</c>, float targets
+/// <c>[Count, TargetWidth]</c> or none (for the <c>mean</c> loss). The arrays are used as they are, not
+/// copied: change them and the set changes.
+/// </summary>
+public sealed class ExampleSet
+{
+    private ExampleSet(int count, int inputWidth, int[]? ids, float[]? features, int[]? classes, float[]? targets, int targetWidth)
+    {
+        Count = count; InputWidth = inputWidth; Ids = ids; Features = features; Classes = classes; Targets = targets; TargetWidth = targetWidth;
+    }
+
+    /// <summary>Number of examples.</summary>
+    public int Count { get; }
+
+    /// <summary>Ids or features per example (B or D).</summary>
+    public int InputWidth { get; }
+
+    /// <summary>Float targets per example (k), 0 for class ids or no targets.</summary>
+    public int TargetWidth { get; }
+
+    /// <summary>The ids, row-major <c>[Count, InputWidth]</c>, or null for float inputs.</summary>
+    public int[]? Ids { get; }
+
+    /// <summary>The features, row-major <c>[Count, InputWidth]</c>, or null for id inputs.</summary>
+    public float[]? Features { get; }
+
+    /// <summary>The class ids <c>[Count]</c>, or null.</summary>
+    public int[]? Classes { get; }
+
+    /// <summary>The float targets, row-major <c>[Count, TargetWidth]</c>, or null.</summary>
+    public float[]? Targets { get; }
+
+    /// <summary>What the targets are.</summary>
+    public TargetKind TargetKind => Classes != null ? TargetKind.Classes : Targets != null ? TargetKind.Floats : TargetKind.None;
+
+    /// <summary>Id inputs <c>[count, width]</c> with class targets <c>[count]</c> (e.g. contexts and next characters).</summary>
+    /// <exception cref="ArgumentException">The lengths do not fit <paramref name="width"/> or each other.</exception>
+    public static ExampleSet FromIds(int[] ids, int width, int[] classes)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        ArgumentNullException.ThrowIfNull(classes);
+        int count = Rows(ids.Length, width, nameof(ids));
+        Same(count, classes.Length, nameof(classes), 1);
+        return new ExampleSet(count, width, ids, null, classes, null, 0);
+    }
+
+    /// <summary>Float inputs <c>[count, width]</c> with class targets <c>[count]</c> (classification).</summary>
+    /// <exception cref="ArgumentException">The lengths do not fit <paramref name="width"/> or each other.</exception>
+    public static ExampleSet FromFeatures(float[] features, int width, int[] classes)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        ArgumentNullException.ThrowIfNull(classes);
+        int count = Rows(features.Length, width, nameof(features));
+        Same(count, classes.Length, nameof(classes), 1);
+        return new ExampleSet(count, width, null, features, classes, null, 0);
+    }
+
+    /// <summary>Float inputs <c>[count, width]</c> with float targets <c>[count, targetWidth]</c> (regression, binary labels).</summary>
+    /// <exception cref="ArgumentException">The lengths do not fit the widths or each other.</exception>
+    public static ExampleSet FromFeatures(float[] features, int width, float[] targets, int targetWidth)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        ArgumentNullException.ThrowIfNull(targets);
+        int count = Rows(features.Length, width, nameof(features));
+        if (targetWidth < 1) throw new ArgumentOutOfRangeException(nameof(targetWidth), targetWidth, "the target width must be at least 1.");
+        Same(count, targets.Length, nameof(targets), targetWidth);
+        return new ExampleSet(count, width, null, features, null, targets, targetWidth);
+    }
+
+    /// <summary>Float inputs <c>[count, width]</c> without targets (for the <c>mean</c> loss, or for prediction).</summary>
+    public static ExampleSet FromFeatures(float[] features, int width)
+    {
+        ArgumentNullException.ThrowIfNull(features);
+        return new ExampleSet(Rows(features.Length, width, nameof(features)), width, null, features, null, null, 0);
+    }
+
+    /// <summary>The (context, next character) examples of a word list, without copying them.</summary>
+    public static ExampleSet FromWords(Dataset words)
+    {
+        ArgumentNullException.ThrowIfNull(words);
+        return new ExampleSet(words.Count, words.BlockSize, words.X, null, words.Y, null, 0);
+    }
+
+    /// <summary>
+    /// Draws <paramref name="rows"/> examples uniformly with replacement into a batch's buffers (those that
+    /// apply to this set; the others may be empty). Allocates nothing.
+    /// </summary>
+    public void DrawBatch(NormalRng rng, int rows, Span<int> ids, Span<float> features, Span<int> classes, Span<float> targets)
+    {
+        ArgumentNullException.ThrowIfNull(rng);
+        if (Count == 0) throw new InvalidOperationException("cannot draw a minibatch from an empty example set.");
+        for (int r = 0; r < rows; r++)
+        {
+            int row = rng.NextInt(Count);
+            if (Ids != null) Ids.AsSpan(row * InputWidth, InputWidth).CopyTo(ids.Slice(r * InputWidth, InputWidth));
+            if (Features != null) Features.AsSpan(row * InputWidth, InputWidth).CopyTo(features.Slice(r * InputWidth, InputWidth));
+            if (Classes != null) classes[r] = Classes[row];
+            if (Targets != null) Targets.AsSpan(row * TargetWidth, TargetWidth).CopyTo(targets.Slice(r * TargetWidth, TargetWidth));
+        }
+    }
+
+    private static int Rows(int length, int width, string name)
+    {
+        if (width < 1) throw new ArgumentOutOfRangeException(nameof(width), width, "the input width must be at least 1.");
+        if (length % width != 0) throw new ArgumentException($"{name} has {length} elements, not a whole number of rows of width {width}.", name);
+        return length / width;
+    }
+
+    private static void Same(int count, int length, string name, int width)
+    {
+        if (length != (long)count * width)
+            throw new ArgumentException($"{name} has {length} elements but {count} examples need {(long)count * width}.", name);
+    }
+}
