@@ -28,6 +28,7 @@ public static class Program
             case "fused": return FusedCompare.Run(args);
             case "stages": return Stages.Run(args);
             case "peak": return Peak.Run(args);
+            case "stack": return StackBench.Run(args);
             case "gpu": return GpuBench.Run(args);
             default:
                 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

@@ -1,0 +1,105 @@
+using System.Globalization;
+using HpBackprop.Model;
+using HpBackprop.Networks;
+
+namespace HpBackprop.Bench;
+
+/// <summary>
+/// <c>stack [--shapes S,M,L,deep,mlp] [--threads 1,2] [--seconds 2] [--rounds 3]</c>: µs per training step of
+/// compiled stacks (Networks.Network). For the makemore shapes S, M, L the dedicated makemore backend
+/// (Cpu.CpuBackend) runs side by side, the two alternated over the rounds, so their ratio comes from one run.
+/// <c>deep</c> is the lecture's deeper batch-norm network at n = 32, <c>mlp</c> a float-feature ReLU MLP at n = 256.
+/// One JSON line per row for bench/baselines/side_by_side.py.
+/// </summary>
+public static class StackBench
+{
+    /// <summary>The lecture's deeper network: five linear+batchnorm+tanh blocks of width 100, then linear+batchnorm to 27.</summary>
+    public const string Deep = "embedding:27x10,flatten,linear:30x100:nobias,batchnorm:100,tanh,linear:100x100:nobias,batchnorm:100,tanh,"
+        + "linear:100x100:nobias,batchnorm:100,tanh,linear:100x100:nobias,batchnorm:100,tanh,linear:100x100:nobias,batchnorm:100,tanh,"
+        + "linear:100x27:nobias,batchnorm:27";
+
+    /// <summary>A float-feature MLP.</summary>
+    public const string Mlp = "linear:64x256,relu,linear:256x256,relu,linear:256x10";
+
+    public static (string Layers, int N) Get(string shape) => shape switch
+    {
+        "deep" => (Deep, 32),
+        "mlp" => (Mlp, 256),
+        _ => (Sequential.Makemore(27, 3, Shapes.Get(shape).EmbeddingSize, Shapes.Get(shape).HiddenSize).ToString(), Shapes.Get(shape).BatchSize),
+    };
+
+    public static int Run(string[] args)
+    {
+        var threads = Program.Opt(args, "--threads", "1,2").Split(',').Select(int.Parse).ToArray();
+        var shapes = Program.Opt(args, "--shapes", "S,M,L,deep,mlp").Split(',');
+        double seconds = double.Parse(Program.Opt(args, "--seconds", "2"), CultureInfo.InvariantCulture);
+        int rounds = int.Parse(Program.Opt(args, "--rounds", "3"), CultureInfo.InvariantCulture);
+        Console.WriteLine("| shape | stack | n | threads | stack µs/step (median, best) | dedicated µs/step (median, best) | stack / dedicated |");
+        Console.WriteLine("|---|---|---|---|---|---|---|");
+        var json = new List<string>();
+        foreach (var s in shapes)
+        {
+            var (layers, n) = Get(s);
+            bool makemore = s is "S" or "M" or "L";
+            foreach (int t in threads)
+            {
+                using var net = Make(layers, n, t, out var stepNet);
+                Cpu.CpuBackend? old = null;
+                int[] x = [], y = [];
+                if (makemore) (old, x, y) = Shapes.Make(Shapes.Get(s), t);
+                using (old)
+                {
+                    var a = new List<double>(); var b = new List<double>(); double aMin = double.MaxValue, bMin = double.MaxValue;
+                    double secs = n >= 4096 ? seconds * 3 : seconds;
+                    for (int r = 0; r < rounds; r++)
+                    {
+                        var (m1, b1) = Program.Time(stepNet, secs / rounds);
+                        a.Add(m1); aMin = Math.Min(aMin, b1);
+                        if (old != null)
+                        {
+                            var o = old;
+                            var (m2, b2) = Program.Time(() => o.Step(x, y, 0.01f), secs / rounds);
+                            b.Add(m2); bMin = Math.Min(bMin, b2);
+                        }
+                    }
+                    double am = Median(a), bm = b.Count > 0 ? Median(b) : double.NaN;
+                    string ded = old != null ? $"{bm:F1} ({bMin:F1})" : "—";
+                    string ratio = old != null ? $"{am / bm:F3}" : "—";
+                    Console.WriteLine($"| {s} | `{(layers.Length > 60 ? layers[..57] + "..." : layers)}` | {n} | {t} | {am:F1} ({aMin:F1}) | {ded} | {ratio} |");
+                    var inv = CultureInfo.InvariantCulture;
+                    json.Add($"{{\"side\":\"hpbackprop\",\"shape\":\"{s}\",\"threads\":{t},\"us_median\":{am.ToString("F2", inv)},\"us_min\":{aMin.ToString("F2", inv)}}}");
+                }
+            }
+        }
+        foreach (var j in json) Console.WriteLine("JSON " + j);
+        return 0;
+    }
+
+    private static double Median(List<double> v) { var s = v.OrderBy(x => x).ToArray(); return s[s.Length / 2]; }
+
+    /// <summary>A compiled stack with one fixed random minibatch, and the action that runs one step on it.</summary>
+    public static Network Make(string layers, int n, int threads, out Action step, int seed = 42)
+    {
+        var stack = Sequential.Parse(layers);
+        var net = Network.Create(stack, new NetworkOptions { BatchSize = n, Threads = threads, Optimizer = new Sgd { LearningRate = 0.01f } });
+        net.Initialize(seed);
+        var r = new Random(seed);
+        int w = net.InputWidth, k = net.OutputWidth;
+        var y = new int[n];
+        for (int i = 0; i < n; i++) y[i] = r.Next(k);
+        if (stack.TakesIds)
+        {
+            var x = new int[n * w];
+            for (int i = 0; i < x.Length; i++) x[i] = r.Next(stack.Layers[0].In);
+            step = () => net.Step(x, y);
+        }
+        else
+        {
+            var x = new float[n * w];
+            var rng = new NormalRng(seed);
+            for (int i = 0; i < x.Length; i++) x[i] = (float)rng.Next();
+            step = () => net.Step(x, y);
+        }
+        return net;
+    }
+}
