@@ -8,19 +8,6 @@ namespace HpBackprop.Tests;
 [TestClass]
 public sealed class NetworkTests
 {
-    /// <summary>Copies a makemore ParameterSet into the stack's state-dict layout (linear weights transposed to [OUT,IN]).</summary>
-    internal static void CopyMakemore(ParameterSet p, ParameterStore s)
-    {
-        var c = p.Config;
-        p.C.CopyTo(s.Value("0.weight"));
-        Transpose(p.W1, s.Value("2.weight"), c.ContextWidth, c.HiddenSize);
-        p.b1.CopyTo(s.Value("2.bias"));
-        p.bngain.CopyTo(s.Value("3.weight"));
-        p.bnbias.CopyTo(s.Value("3.bias"));
-        Transpose(p.W2, s.Value("5.weight"), c.HiddenSize, c.VocabSize);
-        p.b2.CopyTo(s.Value("5.bias"));
-    }
-
     internal static void Transpose(ReadOnlySpan<float> a, Span<float> t, int rows, int cols)
     {
         for (int i = 0; i < rows; i++)
@@ -45,8 +32,7 @@ public sealed class NetworkTests
         var (x, y) = TestModels.RandomBatch(new NormalRng(9), n, 3, vocab);
         using var old = new CpuBackend(p);
         float oldLoss = old.ForwardBackward(x, y);
-        using var net = Network.Create(Sequential.Makemore(vocab, 3, e, hidden), new NetworkOptions { BatchSize = n });
-        CopyMakemore(p, net.Parameters);
+        using var net = HpBackprop.IO.StackCheckpoint.FromParameterSet(p, n);
         float loss = net.ForwardBackward(x, y);
         // same kernels, same order of summation: the two agree to float rounding of the transposed-weight GEMMs
         Assert.AreEqual(oldLoss, loss, 1e-6f * Math.Abs(oldLoss), "loss");

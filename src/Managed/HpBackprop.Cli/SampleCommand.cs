@@ -1,5 +1,4 @@
 using System.CommandLine;
-using HpBackprop.Cpu;
 using HpBackprop.IO;
 using HpBackprop.Training;
 
@@ -24,9 +23,10 @@ internal static class SampleCommand
             if (n < 0) throw new UserErrorException("-n must not be negative.");
             if (!(t > 0) || !double.IsFinite(t)) throw new UserErrorException($"--temperature {t}: must be a positive number.");
             if (max < 1) throw new UserErrorException("--max-length must be at least 1.");
-            var (parameters, vocab, _) = Checkpoint.Load(pr.GetValue(model)!);
-            using var backend = new CpuBackend(parameters);
-            foreach (string w in new Sampler(backend, vocab).Sample(n, pr.GetValue(seed), t, max)) stdout.WriteLine(w);
+            var loaded = StackCheckpoint.Load(pr.GetValue(model)!);
+            using var net = loaded.Network;
+            if (loaded.Vocabulary == null) throw new UserErrorException($"--model {pr.GetValue(model)}: this model was not trained on words; there is nothing to sample.");
+            foreach (string w in new Sampler(net, loaded.Vocabulary).Sample(n, pr.GetValue(seed), t, max)) stdout.WriteLine(w);
             return Program.Ok;
         });
         return cmd;

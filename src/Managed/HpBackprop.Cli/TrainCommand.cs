@@ -5,6 +5,7 @@ using System.Text.Json;
 using HpBackprop.Data;
 using HpBackprop.IO;
 using HpBackprop.Model;
+using HpBackprop.Networks;
 using HpBackprop.Training;
 
 namespace HpBackprop.Cli;
@@ -35,9 +36,25 @@ internal static class TrainCommand
         scatter.AcceptOnlyFromAmong("deterministic", "atomic");
         var json = new Option<bool>("--json") { Description = "Print one machine-readable JSON summary line on stdout (everything else goes to stderr)" };
 
-        var cmd = new Command("train", "Train the MLP with manual gradients (SPEC §5), calibrate batch norm, report train/dev loss and sample words.")
+        var layers = new Option<string?>("--layers") { Description = "The network as a layer stack, e.g. embedding:27x10,flatten,linear:30x200,batchnorm:200,tanh,linear:200x27 (default: the makemore MLP of --embd, --hidden and --block); see docs/stacks.md" };
+        var loss = new Option<string>("--loss") { Description = "cross_entropy (the only loss for words: the targets are the next character's id)", DefaultValueFactory = _ => "cross_entropy" };
+        var optimizer = new Option<string>("--optimizer") { Description = "sgd or adamw", DefaultValueFactory = _ => "sgd" };
+        optimizer.AcceptOnlyFromAmong("sgd", "adamw");
+        var sgdMomentum = new Option<float>("--momentum") { Description = "SGD momentum", DefaultValueFactory = _ => 0f };
+        var weightDecay = new Option<float?>("--weight-decay") { Description = "Weight decay (default: 0 for sgd, 0.01 for adamw)" };
+        var beta1 = new Option<float>("--beta1") { Description = "AdamW's first-moment decay", DefaultValueFactory = _ => 0.9f };
+        var beta2 = new Option<float>("--beta2") { Description = "AdamW's second-moment decay", DefaultValueFactory = _ => 0.999f };
+        var adamEps = new Option<float>("--adam-eps") { Description = "AdamW's epsilon", DefaultValueFactory = _ => 1e-8f };
+        var schedule = new Option<string>("--schedule") { Description = "step (--lr, then a tenth of it from --lr-decay-step), constant, or cosine (linear warm-up over --warmup steps, then down to --min-lr)", DefaultValueFactory = _ => "step" };
+        schedule.AcceptOnlyFromAmong("step", "constant", "cosine");
+        var warmup = new Option<int>("--warmup") { Description = "Warm-up steps of the cosine schedule", DefaultValueFactory = _ => 0 };
+        var minLr = new Option<float>("--min-lr") { Description = "Final learning rate of the cosine schedule", DefaultValueFactory = _ => 0f };
+        var l2 = new Option<float>("--l2") { Description = "L2 penalty on linear weights: loss += L2 * sum(W^2)", DefaultValueFactory = _ => 0f };
+
+        var cmd = new Command("train", "Train a network with manual gradients, calibrate batch norm, report train/dev loss and sample words.")
         {
-            data, steps, batch, embd, hidden, block, lr, decay, seed, device, threads, scatter, momentum, calibrate, outFile, plot, samples, json,
+            data, steps, batch, embd, hidden, block, layers, loss, optimizer, lr, sgdMomentum, weightDecay, beta1, beta2, adamEps, schedule, decay, warmup, minLr, l2,
+            seed, device, threads, scatter, momentum, calibrate, outFile, plot, samples, json,
         };
         cmd.SetAction(pr =>
         {
@@ -46,84 +63,198 @@ internal static class TrainCommand
             int nSteps = pr.GetValue(steps);
             if (nSteps < 1) throw new UserErrorException($"--steps {nSteps}: must be at least 1.");
             if (pr.GetValue(samples) < 0) throw new UserErrorException("--samples must not be negative.");
-            var corpus = Program.LoadCorpus(pr.GetValue(data));
-            int blockSize = pr.GetValue(block);
-            if (blockSize < 1) throw new UserErrorException($"--block {blockSize}: the context length must be at least 1.");
-            var split = DataSplit.Create(corpus, blockSize, pr.GetValue(seed));
-            var config = new ModelConfig(split.Vocabulary.Size, blockSize, pr.GetValue(embd), pr.GetValue(hidden), pr.GetValue(batch)).Validate();
-            var parameters = new ParameterSet(config);
-            parameters.Initialize(pr.GetValue(seed));
-            float lr0 = pr.GetValue(lr);
-            var options = new TrainerOptions
-            {
-                Steps = nSteps, LearningRate = lr0, DecayedLearningRate = lr0 / 10, DecayStep = pr.GetValue(decay),
-                Seed = pr.GetValue(seed), ReportEvery = Math.Max(1, nSteps / 200),
-            }.Validate();
             int nThreads = pr.GetValue(threads);
             if (nThreads < 1 || nThreads > Environment.ProcessorCount * 4) throw new UserErrorException($"--threads {nThreads}: must be between 1 and {Environment.ProcessorCount * 4}.");
-            var scatterMode = pr.GetValue(scatter) == "atomic" ? HpBackprop.Cuda.ScatterMode.Atomic : HpBackprop.Cuda.ScatterMode.Deterministic;
-            using var backend = Backends.Create(pr.GetValue(device)!, parameters, m => say.WriteLine(m), scatterMode, nThreads);
-            backend.RunningMomentum = pr.GetValue(momentum);
-
-            say.WriteLine($"corpus: {corpus.Source}: {corpus.Words.Count:N0} words, vocabulary of {config.VocabSize} ({split.Vocabulary.Characters})");
-            say.WriteLine($"examples: train {split.Train.Count:N0}, dev {split.Dev.Count:N0}, test {split.Test.Count:N0}");
-            say.WriteLine($"model: B={config.BlockSize} E={config.EmbeddingSize} H={config.HiddenSize} n={config.BatchSize}, {parameters.Layout.Sum(p => p.Length):N0} parameters, device {backend.Name}");
-            say.WriteLine($"training: {nSteps:N0} steps, lr {options.LearningRate} then {options.DecayedLearningRate} from step {options.DecayStep ?? nSteps / 2:N0}");
-
-            var trainer = new Trainer(backend, split.Train, options);
-            var progress = new ProgressPrinter(say, interactive: !asJson && !Console.IsOutputRedirected && ReferenceEquals(stdout, Console.Out));
-            trainer.Run(progress.Report);
-            progress.Finish();
-            double seconds = trainer.Elapsed.TotalSeconds;
-            say.WriteLine($"trained {nSteps:N0} steps in {seconds:F1} s ({nSteps / seconds:N0} steps/s)");
-
-            var sw = Stopwatch.StartNew();
-            if (!pr.GetValue(calibrate))
+            if (Losses.Parse(pr.GetValue(loss)!) != LossKind.CrossEntropy)
+                throw new UserErrorException($"--loss {pr.GetValue(loss)}: a word corpus gives class ids (the next character), so the loss is cross_entropy; the other losses take float targets (use the library's ExampleSet).");
+            var corpus = Program.LoadCorpus(pr.GetValue(data));
+            string? layersText = pr.GetValue(layers);
+            Sequential? stack = null;
+            int blockSize = pr.GetValue(block);
+            if (layersText != null)
             {
-                backend.Calibrate(split.Train);
-                say.WriteLine($"calibrated batch norm over {split.Train.Count:N0} training examples ({sw.Elapsed.TotalSeconds:F2} s)");
+                try { stack = Sequential.Parse(layersText); }
+                catch (FormatException e) { throw new UserErrorException("--layers: " + e.Message); }
+                if (!stack.TakesIds) throw new UserErrorException($"--layers: a stack trained on words starts with an embedding (ids in, one row per character); layer 0 is {stack.Layers[0]}.");
+                blockSize = stack.ImpliedInputWidth() ?? blockSize;
             }
-            else say.WriteLine("batch norm: running statistics (no calibration pass)");
-            float trainLoss = backend.Evaluate(split.Train);
-            float devLoss = backend.Evaluate(split.Dev);
-            backend.PullParameters();
-            say.WriteLine($"train loss {trainLoss:F4}   dev loss {devLoss:F4}");
-
-            var words = new Sampler(backend, split.Vocabulary).Sample(pr.GetValue(samples), pr.GetValue(seed));
-            if (words.Count > 0) say.WriteLine("samples: " + string.Join(" ", words));
-
+            if (blockSize < 1) throw new UserErrorException($"--block {blockSize}: the context length must be at least 1.");
+            var split = DataSplit.Create(corpus, blockSize, pr.GetValue(seed));
+            int V = split.Vocabulary.Size;
+            stack ??= Sequential.Makemore(V, blockSize, pr.GetValue(embd), pr.GetValue(hidden));
+            if (stack.Layers[0].In != V)
+                throw new UserErrorException($"--layers: layer 0 ({stack.Layers[0]}) has {stack.Layers[0].In} ids but the corpus has a vocabulary of {V} ({split.Vocabulary.Characters}).");
+            float lr0 = pr.GetValue(lr);
+            Optimizer opt;
+            Schedule sched;
+            try
+            {
+                opt = pr.GetValue(optimizer) == "adamw"
+                    ? new AdamW { LearningRate = lr0, Beta1 = pr.GetValue(beta1), Beta2 = pr.GetValue(beta2), Eps = pr.GetValue(adamEps), WeightDecay = pr.GetValue(weightDecay) ?? 0.01f }
+                    : new Sgd { LearningRate = lr0, Momentum = pr.GetValue(sgdMomentum), WeightDecay = pr.GetValue(weightDecay) ?? 0f };
+                opt.Validate();
+                int? decayStep = pr.GetValue(decay);
+                if (decayStep < 0) throw new UserErrorException($"--lr-decay-step {decayStep}: must not be negative.");
+                sched = pr.GetValue(schedule) switch
+                {
+                    "constant" => Schedule.Constant,
+                    "cosine" => new CosineSchedule(pr.GetValue(warmup), nSteps, pr.GetValue(minLr)).Validate(),
+                    _ => new StepSchedule(decayStep ?? nSteps / 2, 0.1f),
+                };
+            }
+            catch (ArgumentException e)
+            {
+                throw new UserErrorException(OptionNames(e.Message));
+            }
+            var options = new NetworkOptions
+            {
+                BatchSize = pr.GetValue(batch), Optimizer = opt, Schedule = sched, L2 = pr.GetValue(l2), BatchNormMomentum = pr.GetValue(momentum),
+                Threads = nThreads, InputWidth = blockSize,
+            };
             string? outPath = pr.GetValue(outFile);
-            if (outPath != null)
+            // the dedicated makemore backend (CPU pipeline, CUDA) takes the lecture's recipe; any other stack or recipe runs as a compiled network on the CPU
+            var makemore = AsMakemore(stack, options, V);
+            string dev = pr.GetValue(device)!;
+            if (makemore == null && dev is "cuda" or "emulator")
+                throw new UserErrorException($"--device {dev}: the GPU backend runs the makemore stack with plain SGD and the step schedule only; {FirstUnsupported(stack, options, V)}. Use --device cpu.");
+
+            say.WriteLine($"corpus: {corpus.Source}: {corpus.Words.Count:N0} words, vocabulary of {V} ({split.Vocabulary.Characters})");
+            say.WriteLine($"examples: train {split.Train.Count:N0}, dev {split.Dev.Count:N0}, test {split.Test.Count:N0}");
+            var trainSet = ExampleSet.FromWords(split.Train);
+            Network net;
+            float[] lossCurve;
+            double seconds;
+            string deviceName;
+            var progress = new ProgressPrinter(say, interactive: !asJson && !Console.IsOutputRedirected && ReferenceEquals(stdout, Console.Out));
+            var sw = Stopwatch.StartNew();
+            if (makemore != null)
             {
-                Checkpoint.Save(outPath, parameters, split.Vocabulary, new Dictionary<string, string>
+                var config = makemore.Validate();
+                var parameters = new ParameterSet(config);
+                parameters.Initialize(pr.GetValue(seed));
+                var stepSched = sched as StepSchedule;
+                var trainerOptions = new TrainerOptions
                 {
-                    ["train_loss"] = trainLoss.ToString("R", CultureInfo.InvariantCulture),
-                    ["dev_loss"] = devLoss.ToString("R", CultureInfo.InvariantCulture),
-                    ["steps"] = nSteps.ToString(CultureInfo.InvariantCulture),
-                    ["corpus"] = corpus.Source,
-                });
-                say.WriteLine($"saved {outPath}");
+                    Steps = nSteps, LearningRate = lr0, DecayedLearningRate = stepSched != null ? lr0 * stepSched.Factor : lr0, DecayStep = (int)(stepSched?.AtStep ?? nSteps),
+                    Seed = pr.GetValue(seed), ReportEvery = Math.Max(1, nSteps / 200),
+                }.Validate();
+                var scatterMode = pr.GetValue(scatter) == "atomic" ? HpBackprop.Cuda.ScatterMode.Atomic : HpBackprop.Cuda.ScatterMode.Deterministic;
+                using var backend = Backends.Create(dev, parameters, m => say.WriteLine(m), scatterMode, nThreads);
+                backend.RunningMomentum = options.BatchNormMomentum;
+                deviceName = backend.Name;
+                say.WriteLine($"model: {stack} (B={config.BlockSize} E={config.EmbeddingSize} H={config.HiddenSize}), n={config.BatchSize}, {parameters.Layout.Sum(p => p.Length):N0} parameters, device {backend.Name}");
+                say.WriteLine($"training: {nSteps:N0} steps, lr {trainerOptions.LearningRate} then {trainerOptions.DecayedLearningRate} from step {(stepSched != null ? trainerOptions.DecayStep!.Value.ToString("N0", CultureInfo.InvariantCulture) : "never")}");
+                var trainer = new Trainer(backend, split.Train, trainerOptions);
+                trainer.Run(progress.Report);
+                progress.Finish();
+                seconds = trainer.Elapsed.TotalSeconds;
+                lossCurve = trainer.Losses;
+                say.WriteLine($"trained {nSteps:N0} steps in {seconds:F1} s ({nSteps / seconds:N0} steps/s)");
+                sw.Restart();
+                if (!pr.GetValue(calibrate)) backend.Calibrate(split.Train);
+                backend.PullParameters();
+                net = StackCheckpoint.FromParameterSet(parameters, config.BatchSize);
             }
-            string? plotPath = pr.GetValue(plot);
-            if (plotPath != null)
+            else
             {
-                AtomicFile.Write(plotPath, System.Text.Encoding.UTF8.GetBytes(
-                    LossPlot.Render(trainer.Losses, trainLoss, devLoss, $"HpBackprop: {nSteps:N0} steps, B={config.BlockSize} E={config.EmbeddingSize} H={config.HiddenSize} n={config.BatchSize}")));
-                say.WriteLine($"plot written to {plotPath}");
+                if (dev == "auto") say.WriteLine("device auto: using the CPU (the GPU backend runs only the makemore stack with plain SGD).");
+                net = Network.Create(stack, options);
+                net.Initialize(pr.GetValue(seed));
+                deviceName = "cpu";
+                say.WriteLine($"model: {stack}, n={net.BatchSize}, {net.Parameters.Count:N0} parameters, device cpu");
+                say.WriteLine($"training: {nSteps:N0} steps, {opt}, schedule {sched}" + (options.L2 != 0 ? $", l2 {options.L2}" : ""));
+                sw.Restart();
+                lossCurve = net.Fit(trainSet, nSteps, pr.GetValue(seed), progress.Report, Math.Max(1, nSteps / 200));
+                progress.Finish();
+                seconds = sw.Elapsed.TotalSeconds;
+                say.WriteLine($"trained {nSteps:N0} steps in {seconds:F1} s ({nSteps / seconds:N0} steps/s)");
+                sw.Restart();
+                if (!pr.GetValue(calibrate)) net.Calibrate(trainSet);
             }
-            if (asJson)
+            using (net)
             {
-                stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                if (!pr.GetValue(calibrate)) say.WriteLine($"calibrated batch norm over {split.Train.Count:N0} training examples ({sw.Elapsed.TotalSeconds:F2} s)");
+                else say.WriteLine("batch norm: running statistics (no calibration pass)");
+                float trainLoss = net.Evaluate(trainSet);
+                float devLoss = net.Evaluate(ExampleSet.FromWords(split.Dev));
+                say.WriteLine($"train loss {trainLoss:F4}   dev loss {devLoss:F4}");
+
+                var words = new Sampler(net, split.Vocabulary).Sample(pr.GetValue(samples), pr.GetValue(seed));
+                if (words.Count > 0) say.WriteLine("samples: " + string.Join(" ", words));
+
+                if (outPath != null)
                 {
-                    ["steps"] = nSteps, ["batch"] = config.BatchSize, ["block"] = config.BlockSize, ["embd"] = config.EmbeddingSize,
-                    ["hidden"] = config.HiddenSize, ["vocab"] = config.VocabSize, ["device"] = backend.Name, ["threads"] = nThreads,
-                    ["train_seconds"] = Math.Round(seconds, 4), ["steps_per_second"] = Math.Round(nSteps / seconds, 1),
-                    ["train_loss"] = trainLoss, ["dev_loss"] = devLoss,
-                }));
+                    StackCheckpoint.Save(outPath, net, split.Vocabulary, new Dictionary<string, string>
+                    {
+                        ["train_loss"] = trainLoss.ToString("R", CultureInfo.InvariantCulture),
+                        ["dev_loss"] = devLoss.ToString("R", CultureInfo.InvariantCulture),
+                        ["steps"] = nSteps.ToString(CultureInfo.InvariantCulture),
+                        ["optimizer"] = opt.ToString(),
+                        ["schedule"] = sched.ToString(),
+                        ["bn_calibrated"] = pr.GetValue(calibrate) ? "false" : "true",
+                        ["corpus"] = corpus.Source,
+                    });
+                    say.WriteLine($"saved {outPath}");
+                }
+                string? plotPath = pr.GetValue(plot);
+                if (plotPath != null)
+                {
+                    AtomicFile.Write(plotPath, System.Text.Encoding.UTF8.GetBytes(
+                        LossPlot.Render(lossCurve, trainLoss, devLoss, $"HpBackprop: {nSteps:N0} steps, {Clip(stack.ToString())}, n={net.BatchSize}")));
+                    say.WriteLine($"plot written to {plotPath}");
+                }
+                if (asJson)
+                {
+                    stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                    {
+                        ["steps"] = nSteps, ["batch"] = net.BatchSize, ["block"] = blockSize, ["layers"] = stack.ToString(),
+                        ["parameters"] = net.Parameters.Count, ["vocab"] = V, ["device"] = deviceName, ["threads"] = nThreads,
+                        ["train_seconds"] = Math.Round(seconds, 4), ["steps_per_second"] = Math.Round(nSteps / seconds, 1),
+                        ["train_loss"] = trainLoss, ["dev_loss"] = devLoss,
+                    }));
+                }
             }
             return Program.Ok;
         });
         return cmd;
+    }
+
+    private static string Clip(string s) => s.Length <= 60 ? s : s[..57] + "...";
+
+    /// <summary>The library's names in a validation message, in the command's options.</summary>
+    internal static string OptionNames(string message) => message
+        .Replace("Sgd.LearningRate", "--lr").Replace("AdamW.LearningRate", "--lr").Replace("Sgd.Momentum", "--momentum")
+        .Replace("Sgd.WeightDecay", "--weight-decay").Replace("AdamW.WeightDecay", "--weight-decay").Replace("AdamW.Beta1", "--beta1")
+        .Replace("AdamW.Beta2", "--beta2").Replace("AdamW.Eps", "--adam-eps").Replace("CosineSchedule.Warmup", "--warmup")
+        .Replace("CosineSchedule.Total", "--steps").Replace("CosineSchedule.MinLr", "--min-lr").Replace("NetworkOptions.BatchSize", "--batch")
+        .Replace("NetworkOptions.L2", "--l2").Replace("NetworkOptions.BatchNormMomentum", "--bn-momentum").Replace(" (Parameter 'o')", "")
+        .Replace(" (Parameter 'AtStep')", "").Replace(" (Parameter 'Warmup')", "").Replace(" (Parameter 'Total')", "").Replace(" (Parameter 'MinLr')", "");
+
+    /// <summary>
+    /// The makemore configuration when <paramref name="stack"/> is the lecture's MLP trained with its recipe (plain SGD,
+    /// a step or constant schedule, no L2): that runs on the dedicated backend (the large-batch pipeline, CUDA). Null otherwise.
+    /// </summary>
+    internal static ModelConfig? AsMakemore(Sequential stack, NetworkOptions o, int vocab) => FirstUnsupported(stack, o, vocab) == null
+        ? new ModelConfig(vocab, stack.Layers[2].In / stack.Layers[0].Out, stack.Layers[0].Out, stack.Layers[2].Out, o.BatchSize)
+        : null;
+
+    /// <summary>Why a stack and recipe are not the makemore MLP's (the first layer or setting that differs), or null.</summary>
+    internal static string? FirstUnsupported(Sequential stack, NetworkOptions o, int vocab)
+    {
+        var l = stack.Layers;
+        var want = new[] { LayerKind.Embedding, LayerKind.Flatten, LayerKind.Linear, LayerKind.BatchNorm, LayerKind.Tanh, LayerKind.Linear };
+        for (int i = 0; i < want.Length; i++)
+        {
+            if (i >= l.Count) return $"the stack ends after layer {i - 1}";
+            bool ok = l[i].Kind == want[i] && (l[i].Kind != LayerKind.Linear || l[i].HasBias) && (l[i].Kind != LayerKind.BatchNorm || l[i].Mode == BatchNormMode.Bessel);
+            if (!ok) return $"layer {i} ({l[i]}) is not supported there yet";
+        }
+        if (l.Count > want.Length) return $"layer {want.Length} ({l[want.Length]}) is not supported yet";
+        if (l[2].In % l[0].Out != 0 || l[2].Out != l[3].In || l[5].In != l[3].In || l[5].Out != vocab) return "its widths do not fit the makemore MLP";
+        if (o.Optimizer is not Sgd { Momentum: 0, WeightDecay: 0 }) return $"the optimiser {o.Optimizer} is not supported yet";
+        if (o.Schedule is CosineSchedule) return "the cosine schedule is not supported yet";
+        if (o.L2 != 0) return "--l2 is not supported yet";
+        return null;
     }
 }
 

@@ -11,23 +11,36 @@ namespace HpBackprop.Training;
 /// </summary>
 public sealed class Sampler
 {
-    private readonly ITrainingBackend _backend;
+    private delegate void InferRow(ReadOnlySpan<int> context, Span<float> logits);
+
+    private readonly InferRow _infer;
     private readonly Vocabulary _vocab;
     private readonly int[] _context;
     private readonly float[] _logits;
     private readonly double[] _p;
 
-    /// <summary>Creates a sampler.</summary>
+    /// <summary>Creates a sampler over a training backend of the makemore MLP.</summary>
     public Sampler(ITrainingBackend backend, Vocabulary vocab)
+        : this(vocab, (backend ?? throw new ArgumentNullException(nameof(backend))).Config.BlockSize, backend.Config.VocabSize, (c, l) => backend.InferLogits(c, 1, l))
     {
-        ArgumentNullException.ThrowIfNull(backend);
+    }
+
+    /// <summary>Creates a sampler over a network on ids whose output is one logit per character (a stack trained on words).</summary>
+    public Sampler(Networks.Network network, Vocabulary vocab)
+        : this(vocab, (network ?? throw new ArgumentNullException(nameof(network))).InputWidth, network.OutputWidth, (c, l) => network.Predict(c, 1, l, raw: true))
+    {
+        if (!network.Stack.TakesIds) throw new ArgumentException("the network takes float features, not character ids: it cannot sample words.", nameof(network));
+    }
+
+    private Sampler(Vocabulary vocab, int blockSize, int outputs, InferRow infer)
+    {
         ArgumentNullException.ThrowIfNull(vocab);
-        if (vocab.Size != backend.Config.VocabSize)
-            throw new ArgumentException($"the vocabulary has {vocab.Size} ids but the model {backend.Config.VocabSize}.", nameof(vocab));
-        _backend = backend; _vocab = vocab;
-        _context = new int[backend.Config.BlockSize];
-        _logits = new float[backend.Config.VocabSize];
-        _p = new double[backend.Config.VocabSize];
+        if (vocab.Size != outputs)
+            throw new ArgumentException($"the vocabulary has {vocab.Size} ids but the model {outputs}.", nameof(vocab));
+        _infer = infer; _vocab = vocab;
+        _context = new int[blockSize];
+        _logits = new float[outputs];
+        _p = new double[outputs];
     }
 
     /// <summary>Draws <paramref name="count"/> words.</summary>
@@ -49,7 +62,7 @@ public sealed class Sampler
             sb.Clear();
             while (sb.Length < maxLength)
             {
-                _backend.InferLogits(_context, 1, _logits);
+                _infer(_context, _logits);
                 int id = Draw(rng, temperature);
                 if (id == 0) break;
                 sb.Append(_vocab.Decode(id));
