@@ -111,6 +111,8 @@ internal static class TrainCommand
                 BatchSize = pr.GetValue(batch), Optimizer = opt, Schedule = sched, L2 = pr.GetValue(l2), BatchNormMomentum = pr.GetValue(momentum),
                 Threads = nThreads, InputWidth = blockSize,
             };
+            try { Network.Check(stack, options); }
+            catch (ArgumentException e) { throw new UserErrorException((layersText != null ? "--layers: " : "") + OptionNames(e.Message)); }
             string? outPath = pr.GetValue(outFile);
             // the dedicated makemore backend (CPU pipeline, CUDA) takes the lecture's recipe; any other stack or recipe runs as a compiled network on the CPU
             var makemore = AsMakemore(stack, options, V);

@@ -101,6 +101,19 @@ public sealed unsafe class Network : IDisposable
     /// <exception cref="ArgumentException">An option is out of range; the message names it.</exception>
     public static Network Create(Sequential stack, NetworkOptions options)
     {
+        var shapes = Check(stack, options);
+        return new Network(stack, options, shapes, options.InputWidth ?? stack.ImpliedInputWidth()!.Value);
+    }
+
+    /// <summary>
+    /// Every check <see cref="Create"/> makes, without allocating anything: the layers fit together, the loss fits the
+    /// output, batch norm has at least 2 rows, every buffer fits .NET's array limit and all of them fit in memory.
+    /// Returns each layer's output shape.
+    /// </summary>
+    /// <exception cref="StackException">The stack, the loss or the batch size do not fit; the message names the layer, or the bytes needed.</exception>
+    /// <exception cref="ArgumentException">An option is out of range; the message names it.</exception>
+    public static TensorShape[] Check(Sequential stack, NetworkOptions options)
+    {
         ArgumentNullException.ThrowIfNull(stack);
         ArgumentNullException.ThrowIfNull(options);
         Validate(options);
@@ -115,7 +128,7 @@ public sealed unsafe class Network : IDisposable
         long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
         if (bytes > available)
             throw new StackException($"the network '{Layer.Clip(stack.ToString())}' with batch size {n} needs {bytes:N0} bytes of buffers; this process can use {available:N0}.");
-        return new Network(stack, options, shapes, inputWidth);
+        return shapes;
     }
 
     /// <summary>The bytes of every buffer a network of this stack and batch size allocates (computed in 64 bits).</summary>
@@ -130,8 +143,9 @@ public sealed unsafe class Network : IDisposable
         for (int i = 0; i < shapes.Length; i++)
         {
             long w = shapes[i].PerRow;
-            if (n * w > Array.MaxLength || EvalChunk * w > Array.MaxLength)
-                throw new StackException($"layer {i} ({stack.Layers[i]}) would need {n * w * 4:N0} bytes in one buffer for a batch of {n}, more than .NET's array limit.");
+            long rows = Math.Max(n, EvalChunk); // training batches of n rows, inference chunks of EvalChunk rows
+            if (rows * w > Array.MaxLength)
+                throw new StackException($"layer {i} ({stack.Layers[i]}) would need {rows * w * 4:N0} bytes in one buffer ({rows:N0} rows of {w:N0}), more than .NET's array limit of {Array.MaxLength:N0} elements.");
             floats += (2 * n + EvalChunk) * w;
             if (stack.Layers[i].Kind == LayerKind.BatchNorm) floats += n * w;
         }
