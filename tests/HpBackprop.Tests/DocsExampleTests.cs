@@ -1,0 +1,71 @@
+using System.Runtime.CompilerServices;
+using System.Text.RegularExpressions;
+using HpBackprop.Networks;
+
+namespace HpBackprop.Tests;
+
+/// <summary>The C# example of docs/stacks.md runs, does what the page says, and is the code below word for word.</summary>
+[TestClass]
+public sealed partial class DocsExampleTests
+{
+    [TestMethod]
+    public void TheStacksPageExampleLearnsTheLinearFunction()
+    {
+        // --- example (docs/stacks.md, "From C#") ---
+        // y = 3·x0 − 2·x1 + 1 plus noise, learned by a small ReLU network with AdamW
+        var rng = new Random(1);
+        int count = 4096;
+        var x = new float[count * 2];
+        var y = new float[count];
+        for (int i = 0; i < count; i++)
+        {
+            x[2 * i] = (float)rng.NextDouble(); x[2 * i + 1] = (float)rng.NextDouble();
+            y[i] = 3 * x[2 * i] - 2 * x[2 * i + 1] + 1 + 0.01f * (float)(rng.NextDouble() - 0.5);
+        }
+        var data = ExampleSet.FromFeatures(x, 2, y, 1);
+
+        var stack = Sequential.Parse("linear:2x32,relu,linear:32x1");
+        using var net = Network.Create(stack, new NetworkOptions
+        {
+            BatchSize = 64,
+            Loss = LossKind.Mse,
+            Optimizer = new AdamW { LearningRate = 0.01f, WeightDecay = 0 },
+            Schedule = new CosineSchedule(Warmup: 100, Total: 3000, MinLr: 0),
+        });
+        net.Initialize(seed: 1);
+        float[] losses = net.Fit(data, steps: 3000);
+        Console.WriteLine($"mse {net.Evaluate(data):F5}");
+
+        var prediction = new float[1];
+        net.Predict(new float[] { 0.5f, 0.5f }, rows: 1, prediction);   // ≈ 1.5
+        // --- end of example ---
+
+        Assert.IsTrue(net.Evaluate(data) < 1e-3, $"mse {net.Evaluate(data)}");
+        Assert.AreEqual(1.5f, prediction[0], 0.02f);
+        Assert.IsTrue(losses[^1] < losses[0] / 100, $"{losses[0]} → {losses[^1]}");
+    }
+
+    [TestMethod]
+    public void TheExampleOnThePageIsTheTestedCode()
+    {
+        string thisFile = SourceFile();
+        string page = File.ReadAllText(Path.Combine(Path.GetDirectoryName(thisFile)!, "..", "..", "docs", "stacks.md"));
+        var block = CSharpBlock().Match(page);
+        Assert.IsTrue(block.Success, "docs/stacks.md has a csharp block");
+        string code = string.Join("\n", block.Groups[1].Value.Split('\n').Where(l => !UsingDirective().IsMatch(l)));
+        string test = File.ReadAllText(thisFile);
+        int a = test.IndexOf("// --- example", StringComparison.Ordinal), b = test.IndexOf("// --- end of example", StringComparison.Ordinal);
+        string tested = string.Join("\n", test[a..b].Split('\n').Skip(1));
+        Assert.AreEqual(Normalise(code), Normalise(tested), "the page's example and the tested code differ");
+    }
+
+    private static string SourceFile([CallerFilePath] string path = "") => path;
+
+    private static string Normalise(string s) => Regex.Replace(s, @"\s+", " ").Trim();
+
+    [GeneratedRegex(@"^using [A-Za-z.]+;\s*$")]
+    private static partial Regex UsingDirective();
+
+    [GeneratedRegex("```csharp\\n(.*?)```", RegexOptions.Singleline)]
+    private static partial Regex CSharpBlock();
+}
