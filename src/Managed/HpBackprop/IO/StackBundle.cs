@@ -214,7 +214,7 @@ public sealed record StackExpected(double Loss, double[] Out, IReadOnlyDictionar
 /// <summary>The metadata shared by stack bundles (layers, loss, l2, bn_momentum, eps) and the helpers that check tensors against the stack.</summary>
 internal sealed record StackFileHeader(Sequential Stack, LossKind Loss, double L2, double Momentum, double Eps, DType Precision)
 {
-    public static StackFileHeader Read(SafeTensorsFile f, string source)
+    public static StackFileHeader Read(SafeTensorsFile f, string source, params string[] otherPrecision)
     {
         string Meta(string key) => f.Metadata.TryGetValue(key, out var v) ? v
             : throw new SafeTensorsFormatException(source, $"metadata '{key}' is missing (a stack bundle needs 'layers' and 'loss').");
@@ -238,7 +238,7 @@ internal sealed record StackFileHeader(Sequential Stack, LossKind Loss, double L
         string? first = null;
         foreach (var (name, t) in f.Tensors.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
-            if (t.DType is not (DType.F32 or DType.F64)) continue;
+            if (t.DType is not (DType.F32 or DType.F64) || otherPrecision.Contains(name)) continue;
             if (precision is null) { precision = t.DType; first = name; }
             else if (t.DType != precision)
                 throw new SafeTensorsFormatException(source, $"tensor '{name}' is {t.DType} but '{first}' is {precision}: every float tensor of a bundle has one precision.");
