@@ -45,16 +45,21 @@ internal static class StackOracle
     public static double[] D<T>(T[] a) where T : System.Numerics.IFloatingPointIeee754<T> => a.Select(double.CreateChecked).ToArray();
 
     /// <summary>
-    /// The gradients that are zero by construction (rounding noise): the bias of a linear directly
-    /// followed by a batch norm, whose mean removes it. Their error is measured against
+    /// The gradients that are zero by construction (rounding noise): the bias of a linear followed by a
+    /// batch norm, directly or through further linears only, whose mean removes it. Their error is measured against
     /// <see cref="NearZeroScale"/> instead of their own magnitude (the ParityTable convention,
     /// <see cref="ParityTable.ScaleTensorOf"/>: db1 against dhprebn).
     /// </summary>
     public static IEnumerable<string> NearZero(Sequential stack)
     {
         for (int i = 0; i + 1 < stack.Layers.Count; i++)
-            if (stack.Layers[i] is { Kind: LayerKind.Linear, HasBias: true } && stack.Layers[i + 1].Kind == LayerKind.BatchNorm)
+        {
+            if (stack.Layers[i] is not { Kind: LayerKind.Linear, HasBias: true }) continue;
+            int j = i + 1;
+            while (j < stack.Layers.Count && stack.Layers[j].Kind == LayerKind.Linear) j++;
+            if (j < stack.Layers.Count && stack.Layers[j].Kind == LayerKind.BatchNorm)
                 yield return string.Create(CultureInfo.InvariantCulture, $"{i}.bias");
+        }
     }
 
     /// <summary>
