@@ -181,6 +181,13 @@ public sealed class StackBundleTests
         f = MakeInput("linear:4x2", "mse", 3, 4, true);
         f.Add("0.bias", new float[2].AsSpan(), 2);
         StringAssert.Contains(Assert.ThrowsExactly<SafeTensorsFormatException>(() => Parse(f)).Message, "one precision");
+        // F32 running buffers (as SPEC §7 checkpoints keep them) in an F64 input are fine
+        f = MakeInput("linear:4x3,batchnorm:3", "mse", 3, 4, true);
+        f.Add("1.running_mean", new float[] { 0.5f, 0, 0 }.AsSpan(), 3);
+        var withBuffers = Parse(f);
+        Assert.AreEqual(DType.F64, withBuffers.Precision);
+        Assert.AreEqual(0.5, withBuffers.BuffersAs<double>().RunningMean(1)[0]);
+        Assert.AreEqual(1.0, withBuffers.BuffersAs<double>().RunningVar(1)[0]);
         // float x for a stack on ids
         f = MakeInput(Mlp, "cross_entropy", 3, 2, true);
         f.Add("x", new double[6].AsSpan(), 3, 2);

@@ -13,8 +13,9 @@ namespace HpBackprop.IO;
 /// <c>[n,B]</c> for a stack on ids, F32/F64 <c>[n,D]</c> otherwise), <c>y</c> (I32/I64 <c>[n]</c> for
 /// cross_entropy, F32/F64 <c>[n,k]</c> for mse and bce_with_logits, absent for mean), every parameter
 /// under its state-dict name, and optionally the batch-norm buffers (<c>{i}.running_mean</c>,
-/// <c>{i}.running_var</c>, <c>{i}.num_batches_tracked</c>). Every float tensor has one precision, F32 or
-/// F64 (<see cref="Precision"/>); values are kept widened to double (exact for F32). Other tensors are
+/// <c>{i}.running_var</c>, <c>{i}.num_batches_tracked</c>). The float inputs and parameters have one
+/// precision, F32 or F64 (<see cref="Precision"/>); the buffers may be either; values are kept widened
+/// to double (exact for F32). Other tensors are
 /// ignored; the oracle's expected outputs in the same file are read by <see cref="ReadExpected"/>.
 /// </summary>
 public sealed class StackBundle
@@ -214,7 +215,7 @@ public sealed record StackExpected(double Loss, double[] Out, IReadOnlyDictionar
 /// <summary>The metadata shared by stack bundles (layers, loss, l2, bn_momentum, eps) and the helpers that check tensors against the stack.</summary>
 internal sealed record StackFileHeader(Sequential Stack, LossKind Loss, double L2, double Momentum, double Eps, DType Precision)
 {
-    public static StackFileHeader Read(SafeTensorsFile f, string source, params string[] otherPrecision)
+    public static StackFileHeader Read(SafeTensorsFile f, string source)
     {
         string Meta(string key) => f.Metadata.TryGetValue(key, out var v) ? v
             : throw new SafeTensorsFormatException(source, $"metadata '{key}' is missing (a stack bundle needs 'layers' and 'loss').");
@@ -233,15 +234,17 @@ internal sealed record StackFileHeader(Sequential Stack, LossKind Loss, double L
         }
         double l2 = Num("l2", 0, false), momentum = Num("bn_momentum", 0.001, false), eps = Num("eps", 1e-5, true);
         if (momentum > 1) throw new SafeTensorsFormatException(source, $"metadata 'bn_momentum' = {momentum} is not in [0, 1].");
-        // one precision for every float tensor
+        // one precision for the inputs and parameters (running buffers, which SPEC §7 checkpoints keep in
+        // F32, and any other tensor are widened whatever their precision)
         DType? precision = null;
         string? first = null;
-        foreach (var (name, t) in f.Tensors.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        foreach (string name in stack.Parameters().Select(p => p.Name).Prepend("y").Prepend("x"))
         {
-            if (t.DType is not (DType.F32 or DType.F64) || otherPrecision.Contains(name)) continue;
+            if (!f.Contains(name) || f[name].DType is not (DType.F32 or DType.F64)) continue;
+            var t = f[name];
             if (precision is null) { precision = t.DType; first = name; }
             else if (t.DType != precision)
-                throw new SafeTensorsFormatException(source, $"tensor '{name}' is {t.DType} but '{first}' is {precision}: every float tensor of a bundle has one precision.");
+                throw new SafeTensorsFormatException(source, $"tensor '{name}' is {t.DType} but '{first}' is {precision}: the inputs and parameters of a bundle have one precision.");
         }
         return new StackFileHeader(stack, loss, l2, momentum, eps, precision ?? DType.F32);
     }

@@ -82,7 +82,7 @@ public sealed class StackTrajectoryBundle
     {
         string source = Path.GetFileName(path);
         var f = SafeTensorsFile.Read(path);
-        var h = StackFileHeader.Read(f, source, "lr");
+        var h = StackFileHeader.Read(f, source);
         string Meta(string key) => f.Metadata.TryGetValue(key, out var v) ? v : throw new SafeTensorsFormatException(source, $"metadata '{key}' is missing.");
         Optimizer optimizer;
         Schedule schedule;
