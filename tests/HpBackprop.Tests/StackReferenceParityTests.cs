@@ -125,4 +125,50 @@ public sealed class StackReferenceParityTests
         Console.WriteLine($"{name}: worst error/tolerance {worstRatio:F3}\n  " + string.Join("\n  ", report));
         Assert.IsEmpty(failures, $"{name}: " + string.Join("; ", failures));
     }
+    public static IEnumerable<object[]> MakemoreCases => Oracle.Cases.Select(c => new object[] { c });
+
+    /// <summary>
+    /// The makemore MLP as a stack (<see cref="Sequential.Makemore"/>) on the exercise-1 oracle bundles:
+    /// the stack reference in double gives the SPEC §3 loss, logits, dlogits, dhprebn and the seven
+    /// parameter gradients (linear weights transposed: the stack keeps PyTorch's <c>[OUT,IN]</c>,
+    /// SPEC §2 <c>[IN,OUT]</c>) within 1e-10, so the two references agree.
+    /// </summary>
+    [TestMethod]
+    [DynamicData(nameof(MakemoreCases))]
+    public void MakemoreStackMatchesExercise1Oracle(string name)
+    {
+        var b = Oracle.Load(name, "f64");
+        var c = b.Config;
+        var stack = Sequential.Makemore(c.VocabSize, c.BlockSize, c.EmbeddingSize, c.HiddenSize);
+        var p = b.Parameters;
+        int k = c.BlockSize * c.EmbeddingSize, h = c.HiddenSize, v = c.VocabSize;
+        var parameters = new Dictionary<string, double[]>
+        {
+            ["0.weight"] = p["C"], ["2.weight"] = Transpose(p["W1"], k, h), ["2.bias"] = p["b1"],
+            ["3.weight"] = p["bngain"], ["3.bias"] = p["bnbias"], ["5.weight"] = Transpose(p["W2"], h, v), ["5.bias"] = p["b2"],
+        };
+        var r = new StackReference<double>(stack, LossKind.CrossEntropy).Run(new StackInput<double>(c.BatchSize, Ids: b.Xb, Classes: b.Yb), parameters);
+        var pairs = new (string Spec, double[] Actual)[]
+        {
+            ("loss", [r.Loss]), ("logits", r.Output), ("dlogits", r.LayerOutputGradients[5]!), ("dhprebn", r.LayerOutputGradients[2]!),
+            ("dC", r.Gradients["0.weight"]), ("dW1", Transpose(r.Gradients["2.weight"], h, k)), ("db1", r.Gradients["2.bias"]),
+            ("dbngain", r.Gradients["3.weight"]), ("dbnbias", r.Gradients["3.bias"]), ("dW2", Transpose(r.Gradients["5.weight"], v, h)), ("db2", r.Gradients["5.bias"]),
+        };
+        var failures = new List<string>();
+        foreach (var (g, actual) in pairs)
+        {
+            double scale = Oracle.MaxAbs(b.File[Oracle.ScaleOf(g)].ToDouble());
+            double rel = Oracle.MaxAbsDiff(actual, b.File[g].ToDouble()) / Math.Max(scale, 1e-300);
+            if (!(rel <= 1e-10)) failures.Add($"{g}: {rel:E2}");
+        }
+        Assert.IsEmpty(failures, $"{name}: " + string.Join("; ", failures));
+    }
+
+    // [rows, cols] -> [cols, rows]
+    private static double[] Transpose(double[] a, int rows, int cols)
+    {
+        var t = new double[a.Length];
+        for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j];
+        return t;
+    }
 }
