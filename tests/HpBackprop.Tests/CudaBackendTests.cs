@@ -382,6 +382,9 @@ public sealed class CudaDriverPathTests
         new ContextBinding(0x7e57_0c7b, _ => 0).Ensure();
         binding.Ensure();
         Assert.HasCount(3, calls);
+        // a new runtime binds whatever this thread did before (a released and retained primary context keeps its handle)
+        binding.Bind();
+        Assert.HasCount(4, calls);
     }
 
     [TestMethod]

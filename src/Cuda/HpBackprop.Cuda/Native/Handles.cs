@@ -31,6 +31,13 @@ internal sealed class ContextBinding(nint context, Func<nint, int> setCurrent)
         if (rc != Driver.Success) Driver.Check(rc, "cuCtxSetCurrent");
     }
 
+    /// <summary>Makes the context current on this thread whatever this thread did before (a new runtime: the same primary-context handle may have been released and retained again since).</summary>
+    public void Bind()
+    {
+        t_current = 0;
+        Ensure();
+    }
+
     /// <summary>As <see cref="Ensure"/>, returning the CUresult instead of throwing (for release paths).</summary>
     public int TryEnsure()
     {

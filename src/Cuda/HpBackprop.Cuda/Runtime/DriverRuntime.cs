@@ -49,7 +49,7 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
         _binding = new ContextBinding(ctx);
         try
         {
-            _binding.Ensure();
+            _binding.Bind();
             nint stream;
             Driver.Check(Driver.cuStreamCreate(&stream, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate");
             _stream = new StreamHandle(stream, _binding);
