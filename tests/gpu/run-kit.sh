@@ -72,9 +72,15 @@ fi
 app="$kit/app"
 manifest=$(cat "$kit/MANIFEST" 2>/dev/null)
 
+# the python3 with PyTorch (the first on the PATH that imports torch)
+py=python3
+for p in python3 /usr/bin/python3 /usr/local/bin/python3 /opt/conda/bin/python3; do
+  if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import torch' >/dev/null 2>&1; then py=$p; break; fi
+done
+
 # cuBLAS outside the loader's path: PyTorch's wheels (nvidia/cu13/lib, nvidia/cublas/lib), ahead of the
 # resolver's own list (toolkit lib64 directories, LD_LIBRARY_PATH, ldconfig)
-wheel_dirs=$(python3 -c 'import os, sys
+wheel_dirs=$("$py" -c 'import os, sys
 for p in sys.path:
     for sub in ("nvidia/cu13/lib", "nvidia/cublas/lib"):
         d = os.path.join(p, sub)
@@ -95,7 +101,8 @@ for p in sys.path:
   echo "HPB_CUBLAS_PATH=${HPB_CUBLAS_PATH:-}"
   echo; echo "# tools"
   for t in compute-sanitizer ncu nvcc python3; do printf '%s: %s\n' "$t" "$(command -v "$t" || echo absent)"; done
-  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' 2>&1 | tail -1
+  echo "python with torch: $py"
+  "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' 2>&1 | tail -1
   echo
 } > "$envf"
 phase "environment: device, driver, cuBLAS" 30 "$envf" "$app/HpBackprop.GpuKit" env
@@ -111,7 +118,7 @@ nogpu=$(grep -m1 -E '^no (usable )?GPU: ' "$envf" | sed -E 's/^no (usable )?GPU:
 
 # ---- 2. the driver-path tests (on a machine without a GPU: reported as not run)
 if [ "$gpu" = 1 ] && [ ! -f tests/reference/generated/large.f32.safetensors ]; then
-  phase "oracle: generate the 'large' bundles (PyTorch)" 60 "$testsf" python3 tests/reference/oracle.py --cases large --out tests/reference/generated
+  phase "oracle: generate the 'large' bundles (PyTorch)" 60 "$testsf" "$py" tests/reference/oracle.py --cases large --out tests/reference/generated
 fi
 phase "driver-path tests (TestCategory=GpuDriver, CudaDriverPathTests)" 150 "$testsf" \
   "$app/HpBackprop.Tests" --filter "TestCategory=GpuDriver|FullyQualifiedName~CudaDriverPathTests" --no-progress
@@ -126,7 +133,7 @@ if [ "$gpu" = 1 ]; then
   phase "seed recipe: train 200,000 steps --device cuda" 120 "$seedf" "$app/HpBackprop.Cli" train --device cuda "${data[@]}" --json --samples 10
   # ---- 5./6. step times: HpBackprop in process, PyTorch eager and CUDA graph
   phase "step times S, M, L: HpBackprop CUDA" 50 "$stepsf" "$app/HpBackprop.GpuKit" steps --shapes S,M,L --seconds 1.5
-  phase "step times S, M, L: PyTorch eager and CUDA graph (fp32, TF32 off)" 75 "$stepsf" python3 tests/gpu/torch_gpu_steps.py --shapes S,M,L --seconds 1.5
+  phase "step times S, M, L: PyTorch eager and CUDA graph (fp32, TF32 off)" 75 "$stepsf" "$py" tests/gpu/torch_gpu_steps.py --shapes S,M,L --seconds 1.5
   # ---- 7. compute-sanitizer
   san=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   if [ -n "$san" ]; then
@@ -217,7 +224,7 @@ PY
   done
   echo
   if [ "$gpu" != 1 ]; then echo "Exit code 3: no usable GPU."
-  elif [ "${#failed[@]}" -gt 0 ]; then echo "Exit code 1: failed — $(IFS=';'; echo "${failed[*]}")."
+  elif [ "${#failed[@]}" -gt 0 ]; then echo "Exit code 1: failed — $(printf '%s; ' "${failed[@]}" | sed 's/; $//')."
   else echo "Exit code 0: every phase passed."; fi
 } > "$summary"
 
