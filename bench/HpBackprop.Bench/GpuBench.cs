@@ -1,5 +1,8 @@
 using BenchmarkDotNet.Attributes;
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Running;
+using BenchmarkDotNet.Toolchains.InProcess.Emit;
 using HpBackprop.Cuda;
 using HpBackprop.Cuda.Runtime;
 using HpBackprop.Model;
@@ -9,7 +12,7 @@ namespace HpBackprop.Bench;
 /// <summary>
 /// The GPU benchmarks (issue: CUDA backend): fused vs exercise-1 chain for cross-entropy and batch
 /// norm, atomicAdd vs deterministic embedding scatter, and the full training step at the seed shape
-/// and a large shape. <c>gpu</c> runs them with BenchmarkDotNet on the first CUDA device and says
+/// and a large shape. <c>gpu</c> runs them with BenchmarkDotNet (in process: no SDK needed) on the first CUDA device and says
 /// "no CUDA device" (exit 0) when there is none; <c>gpu --emulator</c> times the same launch
 /// sequences on the host emulator (plain timing, small shapes: a check that they run, not a speed figure).
 /// </summary>
@@ -27,7 +30,10 @@ internal static class GpuBench
                 Console.WriteLine("The GPU benchmarks need an NVIDIA GPU; 'gpu --emulator' runs the same launch sequences on the host emulator.");
                 return 0;
             }
-            BenchmarkRunner.Run<GpuBenchmarks>(args: args.Where(a => a != "gpu").ToArray());
+            // In process: BenchmarkDotNet's default toolchain builds a child project with the .NET SDK,
+            // which a GPU machine may not have (the published bench runs without it).
+            var config = DefaultConfig.Instance.AddJob(Job.Default.WithToolchain(InProcessEmitToolchain.Instance));
+            BenchmarkRunner.Run<GpuBenchmarks>(config, args.Where(a => a != "gpu").ToArray());
             return 0;
         }
         Console.WriteLine("| piece (emulator, n=32 H=64 V=27) | µs per call (host emulation; not a GPU figure) |");

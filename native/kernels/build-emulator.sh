@@ -27,7 +27,7 @@ if [ ! -f "$dir/CMakeCache.txt" ]; then
     exit 1
   fi
 fi
-if ! cmake --build "$dir" --target hpbackprop_kernels_emu --parallel "$(nproc 2>/dev/null || echo 2)" >"$dir/build.log" 2>&1; then
+if ! cmake --build "$dir" --target hpbackprop_kernels_emu hpb_fake_cuda --parallel "$(nproc 2>/dev/null || echo 2)" >"$dir/build.log" 2>&1; then
   cat "$dir/build.log" >&2
   echo "error HPB003: building the CUDA emulator library failed (log: $dir/build.log)" >&2
   exit 1

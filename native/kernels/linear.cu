@@ -15,14 +15,17 @@ extern "C" __global__ void bias_add(float* y, const float* b, int rows, int cols
 }
 
 // out [1, cols] = sum0(x [rows, cols])   (overwritten)
-// grid = ceil(cols / bx), block = (bx, by) with bx*by <= 1024 (recommended (32, 8)),
-// shared = bx*by*sizeof(float)
+// grid = ceil(cols / bx) (any: grid-stride over column tiles), block = (bx, by) with
+// bx*by <= 1024 (recommended (32, 8)), shared = bx*by*sizeof(float)
 extern "C" __global__ void __launch_bounds__(1024) column_sum(const float* x, float* out, int rows, int cols) {
     HPB_DYNAMIC_SHARED(float, scratch);
-    const int col = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    float acc = 0.0f;
-    if (col < cols)
-        for (int r = (int)threadIdx.y; r < rows; r += (int)blockDim.y) acc += x[(size_t)r * cols + col];
-    acc = block_column_sum(acc, scratch);
-    if (col < cols && threadIdx.y == 0) out[col] = acc;
+    // col0 is uniform across the block, so every thread takes part in every barrier
+    for (int col0 = (int)(blockIdx.x * blockDim.x); col0 < cols; col0 += (int)(gridDim.x * blockDim.x)) {
+        const int col = col0 + (int)threadIdx.x;
+        float acc = 0.0f;
+        if (col < cols)
+            for (int r = (int)threadIdx.y; r < rows; r += (int)blockDim.y) acc += x[(size_t)r * cols + col];
+        acc = block_column_sum(acc, scratch);
+        if (col < cols && threadIdx.y == 0) out[col] = acc;
+    }
 }

@@ -34,9 +34,18 @@ namespace HpBackprop.Tests;
 /// Bessel factor) moves results by far more (1e-3 … 1): outputs are pre-filled with NaN and
 /// followed by guard words, so unwritten elements and overruns fail too.
 /// </remarks>
+/// <remarks>
+/// <see cref="KernelDriverTests"/> runs every test of this class again on the real CUDA driver
+/// (copies in and out instead of host writes), reported as not run where there is no GPU.
+/// </remarks>
 [TestClass]
-public sealed unsafe class KernelEmulatorTests
+public unsafe class KernelEmulatorTests
 {
+    /// <summary>Run on the real CUDA driver instead of the emulator (<see cref="KernelDriverTests"/>).</summary>
+    protected virtual bool OnDriver => false;
+
+    private Emu NewEmu() => new(OnDriver);
+
     private const double ElementwiseTol = 1e-6;
     private const double SumTol = 1e-5;
     private const double ChainTol = 1e-4;
@@ -67,8 +76,8 @@ public sealed unsafe class KernelEmulatorTests
         string list = File.ReadAllText(Path.Combine(Oracle.RepoRoot, "native", "kernels", "kernel_list.h"));
         var contract = Regex.Matches(list, @"^HPB_KERNEL\((\w+),", RegexOptions.Multiline).Select(m => m.Groups[1].Value).Order(StringComparer.Ordinal).ToArray();
         Assert.IsGreaterThan(40, contract.Length, "kernel_list.h parsed to too few kernels");
-        using var emu = new Emu();
-        CollectionAssert.AreEqual(contract, emu.Runtime.KernelNames.Order(StringComparer.Ordinal).ToArray(), "the emulator library's kernel table differs from kernel_list.h");
+        using var emu = new EmulatorRuntime();
+        CollectionAssert.AreEqual(contract, emu.KernelNames.Order(StringComparer.Ordinal).ToArray(), "the emulator library's kernel table differs from kernel_list.h");
         CollectionAssert.AreEqual(contract, Tested.Order(StringComparer.Ordinal).ToArray(), "kernels of kernel_list.h without a test here (or tested names that are not in it)");
     }
 
@@ -93,7 +102,7 @@ public sealed unsafe class KernelEmulatorTests
         int[] xb = Ids(rng, n * B, V, ids);
         var expected = new float[n * B * E];
         Embedding.Forward(C, xb, expected, n, B, E);
-        using var emu = new Emu();
+        using var emu = NewEmu();
         var dC = emu.In(C);
         var dX = emu.In(xb);
         int total = n * B * E;
@@ -126,7 +135,7 @@ public sealed unsafe class KernelEmulatorTests
         var expected = new float[V * E];
         Embedding.Backward(demb, xb, expected, n, B, E);
 
-        using var emu = new Emu();
+        using var emu = NewEmu();
         var dDemb = emu.In(demb);
         var dX = emu.In(xb);
 
@@ -202,7 +211,7 @@ public sealed unsafe class KernelEmulatorTests
         float[] demb = Normals(rng, n * B * E, 1f);
         var expected = new float[V * E];
         Embedding.Backward(demb, xb, expected, n, B, E);
-        using var emu = new Emu();
+        using var emu = NewEmu();
         var dDemb = emu.In(demb);
         var dX = emu.In(xb);
         foreach (var (grid, block) in new[] { (Blocks((long)n * B * E, 256, 16), 256), (2, 96) })
@@ -229,7 +238,7 @@ public sealed unsafe class KernelEmulatorTests
         for (int i = 0; i < count; i++) data[i] = rng.Next(4) == 0 ? rng.Next(1000) : 0; // mostly zeros, like digit histograms
         var expected = new int[count];
         for (int i = 1; i < count; i++) expected[i] = expected[i - 1] + data[i - 1];
-        using var emu = new Emu();
+        using var emu = NewEmu();
         var d = emu.In(data);
         emu.Launch("exclusive_scan_int", 1, block, 0, d, count);
         CollectionAssert.AreEqual(expected, emu.ReadInts(d), $"exclusive scan of {count} ints, block {block}");
@@ -260,7 +269,7 @@ public sealed unsafe class KernelEmulatorTests
         var dpre = new float[n * H]; var dgain = new float[H]; var dbias = new float[H];
         BatchNorm.Backward(dh, h, raw, gain, vinv, dpre, dgain, dbias, new float[Math.Max(H, n * H)], n, H);
 
-        using var emu = new Emu();
+        using var emu = NewEmu();
         var gHpre = emu.In(hprebn); var gGain = emu.In(gain); var gBias = emu.In(bias);
         var gMean = emu.Out(H); var gVar = emu.Out(H); var gVinv = emu.Out(H); var gRaw = emu.Out(n * H); var gH = emu.Out(n * H);
         uint grid = (uint)((H + bx - 1) / bx);
@@ -306,7 +315,7 @@ public sealed unsafe class KernelEmulatorTests
         float[] gain = Normals(rng, H, 0.1f, 1f), bias = Normals(rng, H, 0.1f);
         var expected = new float[n * H];
         BatchNorm.InferenceTanh(hprebn, mean, vr, gain, bias, expected, new float[H], n, H, Eps);
-        using var emu = new Emu();
+        using var emu = NewEmu();
         var a = emu.In(hprebn); var b = emu.In(mean); var c2 = emu.In(vr); var d = emu.In(gain); var e = emu.In(bias);
         foreach (var (grid, block) in new[] { (Blocks((long)n * H, 256, 16), 256), (3, 77) })
         {
@@ -328,7 +337,7 @@ public sealed unsafe class KernelEmulatorTests
         float keep = 1 - momentum;
         float[] em = new float[H], ev = new float[H];
         for (int c = 0; c < H; c++) { em[c] = keep * rm[c] + momentum * bm[c]; ev[c] = keep * rv[c] + momentum * bv[c]; }
-        using var emu = new Emu();
+        using var emu = NewEmu();
         var gm = emu.In(rm); var gv = emu.In(rv);
         emu.Launch("batchnorm_running_update", Blocks(H, 256, 65535), 256, 0, gm, gv, emu.In(bm), emu.In(bv), momentum, H);
         AssertClose("running_mean", em, emu.Read(gm), ElementwiseTol);
@@ -355,7 +364,7 @@ public sealed unsafe class KernelEmulatorTests
         for (int i = 0; i < N; i++) for (int c = 0; c < H; c++) { double d = all[i * H + c] - mean[c]; var[c] += d * d; }
         for (int c = 0; c < H; c++) var[c] /= N - 1;
 
-        using var emu = new Emu();
+        using var emu = NewEmu();
         var sum = emu.Out(2L * H); var sq = emu.Out(2L * H); // doubles
         var gChunks = new List<Buf>();
         for (int k = 0, start = 0; k < chunks.Length; start += chunks[k], k++) gChunks.Add(emu.In(all.AsSpan(start * H, chunks[k] * H).ToArray()));
@@ -412,7 +421,7 @@ public sealed unsafe class KernelEmulatorTests
         var lExpected = new float[n];
         for (int i = 0; i < n; i++) lExpected[i] = CrossEntropy.ForwardBackward(logits.AsSpan(i * V, V), yb.AsSpan(i, 1), default, 1, V);
 
-        using var emu = new Emu();
+        using var emu = NewEmu();
         var gLogits = emu.In(logits); var gY = emu.In(yb);
         int rowsPerBlock = kernel == "cross_entropy_warp" ? block / 32 : 1;
         int grid = Math.Min((n + rowsPerBlock - 1) / rowsPerBlock, gridCap);
@@ -462,7 +471,7 @@ public sealed unsafe class KernelEmulatorTests
         for (int i = 0; i < count; i++) x[i] = 0.5f + 4.5f * (float)rng.NextDouble();
         float scale = 1f / count;
         double expected = x.Sum(v => (double)v) * scale;
-        using var emu = new Emu();
+        using var emu = NewEmu();
         var o = emu.Out(1);
         emu.Launch("sum_reduce", 1, block, 0, emu.In(x), o, count, scale);
         AssertClose($"sum_reduce of {count} (block {block})", [expected], [emu.Read(o)[0]], SumTol);
@@ -471,6 +480,52 @@ public sealed unsafe class KernelEmulatorTests
     // =====================================================================================
     // linear.cu, optimizer.cu
     // =====================================================================================
+
+    /// <summary>
+    /// The column kernels (column_sum, batch norm forward/backward/calibration) with a grid capped
+    /// below ceil(cols/bx), as the backend's 65,535-block clamp does for very wide layers: every
+    /// column must still be written, bitwise as with the full grid (each column is summed by the
+    /// same threads in the same order, whatever block handles its tile).
+    /// </summary>
+    [TestMethod]
+    [DataRow(33, 513, 32, 8, 2)]
+    [DataRow(5, 200, 13, 3, 1)]
+    [DataRow(64, 1000, 32, 8, 7)]
+    public void ColumnKernelsCoverEveryColumnWhenTheGridIsCapped(int n, int H, int bx, int by, int cappedGrid)
+    {
+        var rng = new Random(n * 17 + H);
+        float[] x = Normals(rng, n * H, 1f, 0.5f), gain = Normals(rng, H, 0.1f, 1f), bias = Normals(rng, H, 0.1f), dh = Normals(rng, n * H, 0.05f);
+        uint full = (uint)((H + bx - 1) / bx);
+        Assert.IsLessThan(full, (uint)cappedGrid, "the capped grid must be smaller than ceil(H/bx)");
+        using var emu = NewEmu();
+        var gx = emu.In(x); var gGain = emu.In(gain); var gBias = emu.In(bias); var gDh = emu.In(dh);
+        var results = new Dictionary<string, float[]>[2];
+        var block = new Dim3((uint)bx, (uint)by);
+        for (int run = 0; run < 2; run++)
+        {
+            var grid = new Dim3(run == 0 ? full : (uint)cappedGrid);
+            var r = results[run] = new Dictionary<string, float[]>();
+            var sum = emu.Out(H);
+            emu.Launch("column_sum", grid, block, (uint)(bx * by * 4), gx, sum, n, H);
+            r["column_sum"] = emu.Read(sum);
+            var mean = emu.Out(H); var vr = emu.Out(H); var vinv = emu.Out(H); var raw = emu.Out(n * H); var h = emu.Out(n * H);
+            emu.Launch("batchnorm_forward", grid, block, (uint)(bx * by * 4), gx, gGain, gBias, mean, vr, vinv, raw, h, n, H, Eps);
+            r["bnmeani"] = emu.Read(mean); r["bnvar_inv"] = emu.Read(vinv); r["bnraw"] = emu.Read(raw); r["h"] = emu.Read(h);
+            var dpre = emu.Out(n * H); var dgain = emu.Out(H); var dbias = emu.Out(H);
+            emu.Launch("batchnorm_backward", grid, block, (uint)(bx * by * 4), gDh, h, raw, gGain, vinv, dpre, dgain, dbias, n, H);
+            r["dhprebn"] = emu.Read(dpre); r["dbngain"] = emu.Read(dgain); r["dbnbias"] = emu.Read(dbias);
+            var cs = emu.Out(2L * H); var cq = emu.Out(2L * H);
+            emu.Runtime.Zero(cs.Pointer, H * 8L);
+            emu.Runtime.Zero(cq.Pointer, H * 8L);
+            emu.Launch("batchnorm_calib_accumulate", grid, block, (uint)(bx * by * 8), gx, n, H, null, cs, cq);
+            r["calib_sum"] = Array.ConvertAll(emu.ReadDoubles(cs, H), d => (float)d);
+        }
+        foreach (var (name, expected) in results[0])
+        {
+            Assert.IsFalse(expected.Any(float.IsNaN), $"{name}: the full grid left elements unwritten");
+            AssertBitwise($"{name} with grid {cappedGrid} instead of {full}", expected, results[1][name]);
+        }
+    }
 
     [TestMethod]
     [DataRow(2, 1)]
@@ -488,7 +543,7 @@ public sealed unsafe class KernelEmulatorTests
         float[] colSum = new float[cols];
         Linear.ColumnSum(y, colSum, rows, cols);
 
-        using var emu = new Emu();
+        using var emu = NewEmu();
         foreach (var (grid, block) in new[] { (Blocks((long)rows * cols, 256, 16), 256), (2, 33) })
         {
             var g = emu.In(y);
@@ -516,7 +571,7 @@ public sealed unsafe class KernelEmulatorTests
         float[] p = Normals(rng, count, 1f), g = Normals(rng, count, 3f);
         float[] expected = (float[])p.Clone();
         Sgd.Update(expected, g, lr);
-        using var emu = new Emu();
+        using var emu = NewEmu();
         foreach (var (grid, block) in new[] { (Blocks(count, 256, 65535), 256), (2, 50) })
         {
             var gp = emu.In(p);
@@ -544,7 +599,7 @@ public sealed unsafe class KernelEmulatorTests
         var r = new ReferenceChain<float>(config, TestModels.ParametersAs<float>(p), xb, yb);
         int nv = n * V, nh = n * H;
 
-        using var emu = new Emu();
+        using var emu = NewEmu();
         var gY = emu.In(yb);
         var got = new Dictionary<string, float[]>(StringComparer.Ordinal);
         // ---- cross-entropy chain, README order; row kernels one warp per row (block 256 = 8 rows)
@@ -771,10 +826,11 @@ public sealed unsafe class KernelEmulatorTests
     }
 
     /// <summary>
-    /// The emulator runtime plus bookkeeping: buffers with guard bytes (checked on every read),
-    /// outputs pre-filled with NaN, and launches by name whose arguments are checked against the
-    /// kernel's parameter list in the library (kernel_list.h) before being packed as
-    /// cuLaunchKernel's kernelParams (args[i] points to the i-th value).
+    /// A device runtime (the emulator, or the real driver) plus bookkeeping: buffers with guard
+    /// bytes (checked on every read), outputs pre-filled with NaN, and launches by name whose
+    /// arguments are checked against the kernel's parameter list in the emulator library
+    /// (kernel_list.h) before being packed as cuLaunchKernel's kernelParams (args[i] points to
+    /// the i-th value). Every byte goes through the runtime's copies, so the same test runs on a GPU.
     /// </summary>
     private sealed class Emu : IDisposable
     {
@@ -783,8 +839,24 @@ public sealed unsafe class KernelEmulatorTests
         private static readonly Dictionary<string, string[]> Signatures = LoadSignatures();
         private readonly List<Buf> _buffers = [];
         private readonly Dictionary<string, Kernel> _kernels = new(StringComparer.Ordinal);
+        private readonly bool _ownsRuntime;
 
-        public EmulatorRuntime Runtime { get; } = new();
+        /// <summary>The emulator, or (on the driver) one runtime shared by the tests of the process: creating a context per test would cost more than the test.</summary>
+        public Emu(bool onDriver)
+        {
+            if (onDriver)
+            {
+                Devices.RequireGpu();
+                Runtime = Devices.SharedDriver;
+            }
+            else
+            {
+                Runtime = new EmulatorRuntime();
+                _ownsRuntime = true;
+            }
+        }
+
+        public IDeviceRuntime Runtime { get; }
 
         private static Dictionary<string, string[]> LoadSignatures()
         {
@@ -798,13 +870,20 @@ public sealed unsafe class KernelEmulatorTests
             return o;
         }
 
+        private void Upload(ulong dst, ReadOnlySpan<byte> bytes)
+        {
+            fixed (byte* p = bytes) Runtime.CopyToDevice(dst, p, bytes.Length);
+        }
+
         private Buf Alloc(long bytes, byte fill)
         {
             var mem = Runtime.Allocate(bytes + GuardBytes);
             var b = new Buf(mem, bytes);
             _buffers.Add(b);
-            new Span<byte>((void*)mem.Pointer, (int)bytes).Fill(fill);
-            new Span<byte>((void*)(mem.Pointer + (ulong)bytes), GuardBytes).Fill(GuardByte);
+            var init = new byte[bytes + GuardBytes];
+            init.AsSpan(0, (int)bytes).Fill(fill);
+            init.AsSpan((int)bytes).Fill(GuardByte);
+            Upload(mem.Pointer, init);
             return b;
         }
 
@@ -825,12 +904,18 @@ public sealed unsafe class KernelEmulatorTests
         /// <summary>An output of <paramref name="elements"/> 4-byte elements, filled with NaN (0xFF bytes).</summary>
         public Buf Out(long elements) => Alloc(elements * 4, 0xFF);
 
-        public void Fill(Buf b, byte value) => new Span<byte>((void*)b.Pointer, (int)b.Bytes).Fill(value);
+        public void Fill(Buf b, byte value)
+        {
+            var bytes = new byte[b.Bytes];
+            bytes.AsSpan().Fill(value);
+            Upload(b.Pointer, bytes);
+        }
 
         private void CheckGuard(Buf b)
         {
-            var g = new ReadOnlySpan<byte>((void*)(b.Pointer + (ulong)b.Bytes), GuardBytes);
-            int bad = g.IndexOfAnyExcept(GuardByte);
+            var g = new byte[GuardBytes];
+            fixed (byte* p = g) Runtime.CopyToHost(p, b.Pointer + (ulong)b.Bytes, GuardBytes);
+            int bad = g.AsSpan().IndexOfAnyExcept(GuardByte);
             if (bad >= 0) Assert.Fail($"a kernel wrote {bad} bytes past the end of a {b.Bytes}-byte buffer");
         }
 
@@ -890,9 +975,24 @@ public sealed unsafe class KernelEmulatorTests
 
         public void Dispose()
         {
+            if (!_ownsRuntime) Runtime.Synchronize(); // a fault of the last launch belongs to this test
             foreach (var b in _buffers) b.Memory.Dispose();
             _buffers.Clear();
-            Runtime.Dispose();
+            if (_ownsRuntime) Runtime.Dispose();
         }
     }
+}
+
+/// <summary>
+/// Every test of <see cref="KernelEmulatorTests"/> on the real CUDA driver: the same kernels from
+/// the embedded PTX, the same sizes and launch shapes, inputs copied in and results copied out.
+/// Reported as not run (inconclusive) without a GPU; select them alone with
+/// <c>--filter TestCategory=GpuDriver</c>.
+/// </summary>
+[TestClass]
+[TestCategory(Devices.DriverCategory)]
+public sealed class KernelDriverTests : KernelEmulatorTests
+{
+    /// <inheritdoc />
+    protected override bool OnDriver => true;
 }

@@ -61,9 +61,16 @@ internal static unsafe partial class Driver
     public static (string Name, string Text) Describe(int code)
     {
         byte* name = null, text = null;
-        string n = cuGetErrorName(code, &name) == Success && name != null ? Marshal.PtrToStringUTF8((nint)name)! : "CUDA_ERROR_" + code;
-        string t = cuGetErrorString(code, &text) == Success && text != null ? Marshal.PtrToStringUTF8((nint)text)! : "";
-        return (n, t);
+        try
+        {
+            string n = cuGetErrorName(code, &name) == Success && name != null ? Marshal.PtrToStringUTF8((nint)name)! : "CUDA_ERROR_" + code;
+            string t = cuGetErrorString(code, &text) == Success && text != null ? Marshal.PtrToStringUTF8((nint)text)! : "";
+            return (n, t);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return ("CUDA_ERROR_" + code, ""); // the error came from somewhere the driver library is not loaded
+        }
     }
 
     /// <summary>Throws <see cref="CudaException"/> naming <paramref name="call"/> unless <paramref name="code"/> is success.</summary>

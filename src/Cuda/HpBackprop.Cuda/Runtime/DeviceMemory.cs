@@ -29,14 +29,14 @@ public abstract class DeviceMemory : SafeHandle
 /// <summary>Memory from <c>cuMemAlloc</c>, freed with <c>cuMemFree</c> in the context that allocated it.</summary>
 internal sealed class DriverMemory : DeviceMemory
 {
-    private readonly nint _context;
+    private readonly ContextBinding _binding;
 
-    public DriverMemory(ulong pointer, long bytes, nint context) : base((nint)pointer, bytes) => _context = context;
+    public DriverMemory(ulong pointer, long bytes, ContextBinding binding) : base((nint)pointer, bytes) => _binding = binding;
 
     protected override bool ReleaseHandle()
     {
-        // The finalizer thread has no current context: make ours current so the free really happens.
-        if (Driver.cuCtxSetCurrent(_context) != Driver.Success) return false;
+        // The finalizer thread (or any other) may have no current context: make ours current so the free really happens.
+        if (_binding.TryEnsure() != Driver.Success) return false;
         return Driver.cuMemFree((ulong)handle) == Driver.Success;
     }
 }

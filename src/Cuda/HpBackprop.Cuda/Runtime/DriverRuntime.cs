@@ -13,8 +13,9 @@ namespace HpBackprop.Cuda.Runtime;
 public sealed unsafe class DriverRuntime : IDeviceRuntime
 {
     private readonly PrimaryContextHandle _context;
-    private readonly StreamHandle _stream;
-    private readonly CublasHandle _cublas;
+    private readonly ContextBinding _binding;
+    private readonly StreamHandle? _stream;
+    private readonly CublasHandle? _cublas;
     private readonly List<CuModuleHandle> _modules = [];
 
     /// <summary>Opens device <paramref name="ordinal"/>.</summary>
@@ -25,6 +26,8 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     {
         string? why = CudaProbe.WhyUnavailable();
         if (why != null) throw new CudaUnavailableException(why);
+        // cuBLAS first: if it is missing, fail before any device resource exists
+        Cublas.Load();
         Driver.Check(Driver.cuInit(0), "cuInit");
         int device, count;
         Driver.Check(Driver.cuDeviceGetCount(&count), "cuDeviceGetCount");
@@ -39,19 +42,30 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
         DeviceName = Marshal.PtrToStringUTF8((nint)name) ?? "?";
         ComputeCapability = (major, minor);
         DriverVersion = version;
+        CublasLibrary = Cublas.LoadedFrom ?? "?";
         nint ctx;
         Driver.Check(Driver.cuDevicePrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain");
         _context = new PrimaryContextHandle(ctx, device);
-        Driver.Check(Driver.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
-        nint stream;
-        Driver.Check(Driver.cuStreamCreate(&stream, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate");
-        _stream = new StreamHandle(stream, ctx);
-        foreach (var (resource, ptx) in EmbeddedPtx.All()) _modules.Add(LoadModule(resource, ptx, ctx));
-        nint cublas;
-        Cublas.Check(Cublas.cublasCreate(&cublas), "cublasCreate_v2");
-        _cublas = new CublasHandle(cublas, ctx);
-        Cublas.Check(Cublas.cublasSetStream(cublas, stream), "cublasSetStream_v2");
-        Cublas.Check(Cublas.cublasSetMathMode(cublas, allowTf32 ? Cublas.Tf32TensorOpMath : Cublas.DefaultMath), "cublasSetMathMode");
+        _binding = new ContextBinding(ctx);
+        try
+        {
+            _binding.Bind();
+            nint stream;
+            Driver.Check(Driver.cuStreamCreate(&stream, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate");
+            _stream = new StreamHandle(stream, _binding);
+            foreach (var (resource, ptx) in EmbeddedPtx.All()) _modules.Add(LoadModule(resource, ptx));
+            nint cublas;
+            Cublas.Check(Cublas.cublasCreate(&cublas), "cublasCreate_v2");
+            _cublas = new CublasHandle(cublas, _binding);
+            Cublas.Check(Cublas.cublasSetStream(cublas, stream), "cublasSetStream_v2");
+            Cublas.Check(Cublas.cublasSetMathMode(cublas, allowTf32 ? Cublas.Tf32TensorOpMath : Cublas.DefaultMath), "cublasSetMathMode");
+        }
+        catch
+        {
+            // release what exists now, in order, instead of leaving it to finalizers
+            Dispose();
+            throw;
+        }
     }
 
     /// <inheritdoc />
@@ -63,10 +77,15 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     /// <summary>The device's compute capability.</summary>
     public (int Major, int Minor) ComputeCapability { get; }
 
-    /// <summary>The driver's CUDA version (for example 12040).</summary>
+    /// <summary>The driver's CUDA version (for example 13000).</summary>
     public int DriverVersion { get; }
 
-    private CuModuleHandle LoadModule(string resource, byte[] ptx, nint ctx)
+    /// <summary>Where cuBLAS was loaded from (a path, or the file name the loader resolved).</summary>
+    public string CublasLibrary { get; }
+
+    private nint Stream => _stream!.Value;
+
+    private CuModuleHandle LoadModule(string resource, byte[] ptx)
     {
         const int logSize = 16384;
         byte* errorLog = stackalloc byte[logSize];
@@ -84,42 +103,53 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
                     + $"the PTX needs a driver for CUDA 11.8 or newer and a GPU of compute capability 8.0 or newer. Update the NVIDIA driver, or use --device cpu. JIT log: {log.Trim()}");
             throw new CudaException($"cuModuleLoadDataEx({resource})", rc, errName, log.Trim());
         }
-        return new CuModuleHandle(module, ctx);
+        return new CuModuleHandle(module, _binding);
     }
 
     /// <inheritdoc />
     public DeviceMemory Allocate(long bytes)
     {
+        _binding.Ensure();
         ulong p;
         Driver.Check(Driver.cuMemAlloc(&p, (nuint)Math.Max(bytes, 1)), "cuMemAlloc_v2");
-        return new DriverMemory(p, bytes, _context.Context);
+        return new DriverMemory(p, bytes, _binding);
     }
 
     /// <inheritdoc />
     public void CopyToDevice(ulong dst, void* src, long bytes)
     {
-        Driver.Check(Driver.cuMemcpyHtoDAsync(dst, src, (nuint)bytes, _stream.Value), "cuMemcpyHtoDAsync_v2");
+        _binding.Ensure();
+        Driver.Check(Driver.cuMemcpyHtoDAsync(dst, src, (nuint)bytes, Stream), "cuMemcpyHtoDAsync_v2");
         // the host buffer may be reused as soon as this returns
-        Driver.Check(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+        Driver.Check(Driver.cuStreamSynchronize(Stream), "cuStreamSynchronize");
     }
 
     /// <inheritdoc />
     public void CopyToHost(void* dst, ulong src, long bytes)
     {
-        Driver.Check(Driver.cuMemcpyDtoHAsync(dst, src, (nuint)bytes, _stream.Value), "cuMemcpyDtoHAsync_v2");
-        Driver.Check(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+        _binding.Ensure();
+        Driver.Check(Driver.cuMemcpyDtoHAsync(dst, src, (nuint)bytes, Stream), "cuMemcpyDtoHAsync_v2");
+        Driver.Check(Driver.cuStreamSynchronize(Stream), "cuStreamSynchronize");
     }
 
     /// <inheritdoc />
-    public void CopyOnDevice(ulong dst, ulong src, long bytes) =>
-        Driver.Check(Driver.cuMemcpyDtoDAsync(dst, src, (nuint)bytes, _stream.Value), "cuMemcpyDtoDAsync_v2");
+    public void CopyOnDevice(ulong dst, ulong src, long bytes)
+    {
+        _binding.Ensure();
+        Driver.Check(Driver.cuMemcpyDtoDAsync(dst, src, (nuint)bytes, Stream), "cuMemcpyDtoDAsync_v2");
+    }
 
     /// <inheritdoc />
-    public void Zero(ulong dst, long bytes) => Driver.Check(Driver.cuMemsetD8Async(dst, 0, (nuint)bytes, _stream.Value), "cuMemsetD8Async");
+    public void Zero(ulong dst, long bytes)
+    {
+        _binding.Ensure();
+        Driver.Check(Driver.cuMemsetD8Async(dst, 0, (nuint)bytes, Stream), "cuMemsetD8Async");
+    }
 
     /// <inheritdoc />
     public Kernel GetKernel(string name)
     {
+        _binding.Ensure();
         byte[] utf8 = Encoding.UTF8.GetBytes(name + "\0");
         foreach (var m in _modules)
         {
@@ -134,26 +164,32 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     /// <inheritdoc />
     public void Launch(Kernel kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** args)
     {
-        int rc = Driver.cuLaunchKernel(kernel.Handle, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedBytes, _stream.Value, args, null);
+        _binding.Ensure();
+        int rc = Driver.cuLaunchKernel(kernel.Handle, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedBytes, Stream, args, null);
         if (rc != Driver.Success) Driver.Check(rc, $"cuLaunchKernel({kernel.Name})");
     }
 
     /// <inheritdoc />
     public void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha, ulong a, int lda, ulong b, int ldb, float beta, ulong c, int ldc)
     {
-        int rc = Cublas.cublasSgemm(_cublas.Value, transA ? Cublas.OpT : Cublas.OpN, transB ? Cublas.OpT : Cublas.OpN, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
+        _binding.Ensure();
+        int rc = Cublas.cublasSgemm(_cublas!.Value, transA ? Cublas.OpT : Cublas.OpN, transB ? Cublas.OpT : Cublas.OpN, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
         if (rc != 0) Cublas.Check(rc, "cublasSgemm_v2");
     }
 
     /// <inheritdoc />
-    public void Synchronize() => Driver.Check(Driver.cuStreamSynchronize(_stream.Value), "cuStreamSynchronize");
+    public void Synchronize()
+    {
+        _binding.Ensure();
+        Driver.Check(Driver.cuStreamSynchronize(Stream), "cuStreamSynchronize");
+    }
 
     /// <inheritdoc />
     public void Dispose()
     {
-        _cublas.Dispose();
+        _cublas?.Dispose();
         foreach (var m in _modules) m.Dispose();
-        _stream.Dispose();
+        _stream?.Dispose();
         _context.Dispose();
     }
 }
