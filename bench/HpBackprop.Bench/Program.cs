@@ -29,6 +29,7 @@ public static class Program
             case "stages": return Stages.Run(args);
             case "peak": return Peak.Run(args);
             case "stack": return StackBench.Run(args);
+            case "stack-stages": return StackBench.Stages(args);
             case "gpu": return GpuBench.Run(args);
             default:
                 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

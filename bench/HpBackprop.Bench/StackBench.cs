@@ -75,6 +75,39 @@ public static class StackBench
         return 0;
     }
 
+    /// <summary><c>stack-stages [--shapes deep]</c>: µs of each fused op's forward and backward, and of the whole step, at one thread.</summary>
+    public static unsafe int Stages(string[] args)
+    {
+        foreach (var s in Program.Opt(args, "--shapes", "deep").Split(','))
+        {
+            var (layers, n) = Get(s);
+            using var net = Make(layers, n, 1, out var step);
+            var (whole, best) = Program.Time(step, 2);
+            var r = new Random(1);
+            var ids = new int[n * net.InputWidth];
+            var feats = new float[n * net.InputWidth];
+            for (int i = 0; i < ids.Length; i++) { ids[i] = r.Next(net.Stack.TakesIds ? net.Stack.Layers[0].In : 1); feats[i] = (float)r.NextDouble(); }
+            step();
+            (string Pattern, double ForwardUs, double BackwardUs)[] ops = [];
+            double bestSum = double.MaxValue;
+            for (int w = 0; w < 30; w++)
+            {
+                fixed (int* pi = ids) fixed (float* pf = feats)
+                {
+                    var o = net.ProfileOps(net.Stack.TakesIds ? pi : null, net.Stack.TakesIds ? null : pf, 200);
+                    double sum = o.Sum(x => x.ForwardUs + x.BackwardUs);
+                    if (sum < bestSum) { bestSum = sum; ops = o; }
+                }
+            }
+            Console.WriteLine($"{s} (n = {n}): whole step {whole:F1} µs median, {best:F1} best; ops (best of 30 windows of 200 calls):");
+            Console.WriteLine("| op | forward µs | backward µs |");
+            Console.WriteLine("|---|---|---|");
+            foreach (var (p, f, b) in ops) Console.WriteLine($"| {p} | {f:F2} | {b:F2} |");
+            Console.WriteLine($"| sum of ops | {ops.Sum(x => x.ForwardUs):F1} | {ops.Sum(x => x.BackwardUs):F1} |");
+        }
+        return 0;
+    }
+
     private static double Median(List<double> v) { var s = v.OrderBy(x => x).ToArray(); return s[s.Length / 2]; }
 
     /// <summary>A compiled stack with one fixed random minibatch, and the action that runs one step on it.</summary>

@@ -191,6 +191,30 @@ public sealed unsafe class Network : IDisposable
     /// <summary>Optimiser steps taken so far (the schedule's position; AdamW's t is this + 1 at the next step).</summary>
     public long StepCount { get; set; }
 
+    /// <summary>
+    /// Times each op's forward and backward over the buffers of the last training step (for the benchmarks'
+    /// <c>stack-stages</c> mode): returns one (pattern, forward µs, backward µs) per op. Call after a step.
+    /// </summary>
+    internal (string Pattern, double ForwardUs, double BackwardUs)[] ProfileOps(int* ids, float* features, int reps)
+    {
+        var res = new (string, double, double)[_ops.Length];
+        int n = BatchSize;
+        var sw = new Stopwatch();
+        for (int k = 0; k < _ops.Length; k++)
+        {
+            float* x = k == 0 ? features : Ptr(_out[k - 1]);
+            float* dx = k > 0 ? Ptr(_dout[k - 1]) : null;
+            sw.Restart();
+            for (int r = 0; r < reps; r++) _ops[k].Forward(x, ids, Ptr(_out[k]), n, true);
+            double f = sw.Elapsed.TotalMicroseconds / reps;
+            sw.Restart();
+            for (int r = 0; r < reps; r++) _ops[k].Backward(x, ids, Ptr(_out[k]), Ptr(_dout[k]), dx, n);
+            double b = sw.Elapsed.TotalMicroseconds / reps;
+            res[k] = ($"layers {_ops[k].Layer}..{_ops[k].Layer + _ops[k].Layers - 1}: {_ops[k].Pattern}", f, b);
+        }
+        return res;
+    }
+
     /// <summary>The compiled plan: one line per fused op, naming its layers and its pattern.</summary>
     public IReadOnlyList<string> Plan => _ops.Select(o => $"layers {o.Layer}..{o.Layer + o.Layers - 1}: {o.Pattern}").ToArray();
 
