@@ -93,7 +93,8 @@ internal static class GradsCommand
             var stack = bundle.Stack;
             string? why = TrainCommand.FirstUnsupported(stack, new NetworkOptions { L2 = (float)bundle.L2 }, stack.TakesIds ? stack.Layers[0].In : 0);
             throw new UserErrorException($"--device {device}: the GPU backend runs only the makemore MLP, from the makemore bundle format (Xb, Yb, C, W1, ...); "
-                + (why ?? "a stack bundle runs on the CPU") + $" in {bundle.Source}. Use --device cpu.");
+                + (why is null ? $"{bundle.Source} is a stack bundle, which runs on the CPU" : $"in {bundle.Source}, {why.Replace("--l2", "metadata l2", StringComparison.Ordinal)}")
+                + ". Use --device cpu.");
         }
         if (device == "auto") stderr.WriteLine("device auto: using the CPU (a stack bundle runs on the CPU only).");
         StackGrads.CheckRows(bundle);
