@@ -2,13 +2,17 @@ using System.CommandLine;
 using HpBackprop.Cpu;
 using HpBackprop.IO;
 using HpBackprop.Model;
+using HpBackprop.Networks;
 using HpBackprop.Reference;
 
 namespace HpBackprop.Cli;
 
 /// <summary>
-/// <c>hpbackprop grads</c>: the interchange for outside harnesses. Reads <c>Xb, Yb</c> and the seven
-/// parameters from a safetensors file and writes <c>loss</c> and the gradients named <c>d</c> + SPEC name:
+/// <c>hpbackprop grads</c>: the interchange for outside harnesses. A file with metadata <c>layers</c> is a SPEC §7
+/// stack bundle: F64 input is computed in double by the plain-loop reference, F32 input in float by the fast path
+/// (<see cref="Network"/>), or with <c>--mode atomic</c> by the reference in float; the output holds <c>loss</c>,
+/// <c>grad.{name}</c> for every parameter and <c>grad.x</c>/<c>grad.y</c> for float x/y. Any other file is the
+/// makemore bundle: <c>Xb, Yb</c> and the seven parameters, written as <c>loss</c> and <c>d</c> + SPEC name:
 /// fused mode (float32) writes dC dW1 db1 dW2 db2 dbngain dbnbias dlogits dhprebn; atomic mode
 /// writes all 26 of SPEC §3 in the input's precision.
 /// </summary>
@@ -18,16 +22,21 @@ internal static class GradsCommand
 
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
-        var input = new Option<string>("--in") { Description = "Input safetensors: Xb [n,B], Yb [n] (I32/I64), C W1 b1 W2 b2 bngain bnbias (F32/F64)", Required = true };
+        var input = new Option<string>("--in") { Description = "Input safetensors: a SPEC §7 stack bundle (metadata layers, loss; x, y, every parameter by state-dict name), or the makemore bundle Xb [n,B], Yb [n] (I32/I64), C W1 b1 W2 b2 bngain bnbias (F32/F64)", Required = true };
         var output = new Option<string>("--out") { Description = "Output safetensors with loss and the gradients", Required = true };
-        var mode = new Option<string>("--mode") { Description = "fused (float32) or atomic (all 26 gradients, in the input's precision)", DefaultValueFactory = _ => "fused" };
+        var mode = new Option<string>("--mode") { Description = "fused (float32; a stack bundle: F32 by the fast path, F64 by the double reference) or atomic (the reference in the input's precision; makemore: all 26 gradients)", DefaultValueFactory = _ => "fused" };
         mode.AcceptOnlyFromAmong("fused", "atomic");
         var device = new Option<string>("--device") { Description = "cpu, cuda, auto or emulator (the CUDA kernels on the host)", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong(Backends.Devices);
         var cmd = new Command("grads", "Compute the loss and gradients of one minibatch given in a safetensors file.") { input, output, mode, device };
         cmd.SetAction(pr =>
         {
-            var bundle = BatchBundle.Load(pr.GetValue(input)!);
+            string inPath = pr.GetValue(input)!, outPath = pr.GetValue(output)!;
+            if (string.Equals(Path.GetFullPath(inPath), Path.GetFullPath(outPath), StringComparison.Ordinal))
+                throw new UserErrorException($"--in and --out are the same file ({inPath}): the output would overwrite the input; give another --out.");
+            var file = SafeTensorsFile.Read(inPath);
+            if (file.Metadata.ContainsKey("layers")) return Stack(file, inPath, outPath, pr.GetValue(mode)!, pr.GetValue(device)!, stdout, stderr);
+            var bundle = BatchBundle.Load(inPath);
             var result = new SafeTensorsFile();
             var c = bundle.Config;
             if (pr.GetValue(mode) == "atomic")
@@ -68,10 +77,46 @@ internal static class GradsCommand
             }
             result.Metadata["mode"] = pr.GetValue(mode)!;
             result.Metadata["producer"] = "hpbackprop grads";
-            result.Save(pr.GetValue(output)!);
-            stdout.WriteLine($"wrote {result.Tensors.Count} tensors to {pr.GetValue(output)}");
+            result.Save(outPath);
+            stdout.WriteLine($"wrote {result.Tensors.Count} tensors to {outPath}");
             return Program.Ok;
         });
         return cmd;
     }
+
+    /// <summary>A SPEC §7 stack bundle: F64 by the double reference, F32 by the fast path (atomic: the float reference).</summary>
+    private static int Stack(SafeTensorsFile file, string inPath, string outPath, string mode, string device, TextWriter stdout, TextWriter stderr)
+    {
+        var bundle = StackBundle.From(file, Path.GetFileName(inPath));
+        if (device is "cuda" or "emulator")
+        {
+            var stack = bundle.Stack;
+            string? why = TrainCommand.FirstUnsupported(stack, new NetworkOptions { L2 = (float)bundle.L2 }, stack.TakesIds ? stack.Layers[0].In : 0);
+            throw new UserErrorException($"--device {device}: the GPU backend runs only the makemore MLP, from the makemore bundle format (Xb, Yb, C, W1, ...); "
+                + (why is null ? $"{bundle.Source} is a stack bundle, which runs on the CPU" : $"in {bundle.Source}, {why.Replace("--l2", "metadata l2", StringComparison.Ordinal)}")
+                + ". Use --device cpu.");
+        }
+        if (device == "auto") stderr.WriteLine("device auto: using the CPU (a stack bundle runs on the CPU only).");
+        StackGrads.CheckRows(bundle);
+        SafeTensorsFile result;
+        string path;
+        if (bundle.Precision == DType.F64 || mode == "atomic")
+        {
+            result = bundle.RunReference();
+            path = bundle.Precision == DType.F64 ? "reference (double)" : "reference (float)";
+        }
+        else
+        {
+            result = StackGrads.Output(bundle, StackGrads.RunFast(bundle));
+            path = "fast path (float)";
+        }
+        result.Metadata["producer"] = "hpbackprop grads";
+        result.Metadata["path"] = path;
+        result.Save(outPath);
+        stdout.WriteLine($"{bundle.Source}: {bundle.Stack} with {bundle.Loss.ToText()}, n={bundle.N}, {bundle.Precision}, {path}: loss {FormatLoss(result)}");
+        stdout.WriteLine($"wrote {result.Tensors.Count} tensors to {outPath}");
+        return Program.Ok;
+    }
+
+    private static string FormatLoss(SafeTensorsFile f) => f["loss"].ToDouble()[0].ToString("R", System.Globalization.CultureInfo.InvariantCulture);
 }
