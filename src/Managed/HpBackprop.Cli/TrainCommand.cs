@@ -137,7 +137,7 @@ internal static class TrainCommand
                 var stepSched = sched as StepSchedule;
                 var trainerOptions = new TrainerOptions
                 {
-                    Steps = nSteps, LearningRate = lr0, DecayedLearningRate = stepSched != null ? lr0 * stepSched.Factor : lr0, DecayStep = (int)(stepSched?.AtStep ?? nSteps),
+                    Steps = nSteps, LearningRate = lr0, DecayedLearningRate = stepSched != null ? lr0 / 10 : lr0 /* the CLI's step schedule is always a tenth */, DecayStep = (int)(stepSched?.AtStep ?? nSteps),
                     Seed = pr.GetValue(seed), ReportEvery = Math.Max(1, nSteps / 200),
                 }.Validate();
                 var scatterMode = pr.GetValue(scatter) == "atomic" ? HpBackprop.Cuda.ScatterMode.Atomic : HpBackprop.Cuda.ScatterMode.Deterministic;
