@@ -13,7 +13,7 @@ a module of its own), float32, one training step = forward, F.cross_entropy, bac
 (torch.optim.SGD, lr 0.01), zero_grad. Median and best of 15 timed windows after warm-up, µs per step,
 one JSON line per row.
 """
-import argparse, json, os, statistics, sys, time
+import argparse, json, os, sys
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,8 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "reference"))
 from stacks_lib import build_sequential, parse_stack  # noqa: E402
+sys.path.insert(0, HERE)
+from torch_steps import openblas_core, time_calls  # noqa: E402
 
 DEEP = ("embedding:27x10,flatten," + ",".join(
     f"linear:{30 if i == 0 else 100}x100:nobias,batchnorm:100,tanh" for i in range(5)) + ",linear:100x27:nobias,batchnorm:27")
@@ -59,21 +61,7 @@ def bench(shape, threads, seconds):
         opt.step()
         i += 1
 
-    t0 = time.perf_counter()
-    calls = 0
-    while calls < 100 and (time.perf_counter() - t0 < max(0.5, seconds / 4) or calls < 3):
-        one()
-        calls += 1
-    per = (time.perf_counter() - t0) / calls
-    windows = 15
-    reps = max(1, int(seconds / windows / per))
-    res = []
-    for _ in range(windows):
-        t = time.perf_counter()
-        for _ in range(reps):
-            one()
-        res.append((time.perf_counter() - t) / reps * 1e6)
-    return statistics.median(res), min(res)
+    return time_calls(one, seconds)
 
 
 def main():
@@ -82,7 +70,6 @@ def main():
     ap.add_argument("--threads", default="1")
     ap.add_argument("--seconds", type=float, default=2.0)
     a = ap.parse_args()
-    from torch_steps import openblas_core
     print(json.dumps({"blas_core": openblas_core()}))
     for s in a.shapes.split(","):
         for t in [int(x) for x in a.threads.split(",")]:

@@ -115,6 +115,26 @@ def step_manual(params, Xb, Yb, lr):
     return loss
 
 
+def time_calls(one, seconds):
+    """Median and best µs per call of one(): warm-up (100 calls or a quarter of the budget, whichever
+    comes first), then 15 timed windows of equal call counts."""
+    t0 = time.perf_counter()
+    calls = 0
+    while calls < 100 and (time.perf_counter() - t0 < max(0.5, seconds / 4) or calls < 3):
+        one()
+        calls += 1
+    per = (time.perf_counter() - t0) / calls
+    windows = 15
+    reps = max(1, int(seconds / windows / per))
+    res = []
+    for _ in range(windows):
+        t = time.perf_counter()
+        for _ in range(reps):
+            one()
+        res.append((time.perf_counter() - t) / reps * 1e6)
+    return statistics.median(res), min(res)
+
+
 def bench(shape, mode, threads, seconds, Xtr, Ytr, V):
     torch.set_num_threads(threads)
     n, E, H = SHAPES[shape]
@@ -133,22 +153,7 @@ def bench(shape, mode, threads, seconds, Xtr, Ytr, V):
         k += 1
         fn(params, Xtr[ix], Ytr[ix], 0.01)
 
-    # warm-up: 100 steps or about a quarter of the budget, whichever comes first
-    t0 = time.perf_counter()
-    calls = 0
-    while calls < 100 and (time.perf_counter() - t0 < max(0.5, seconds / 4) or calls < 3):
-        one()
-        calls += 1
-    per = (time.perf_counter() - t0) / calls
-    windows = 15
-    reps = max(1, int(seconds / windows / per))
-    res = []
-    for _ in range(windows):
-        t = time.perf_counter()
-        for _ in range(reps):
-            one()
-        res.append((time.perf_counter() - t) / reps * 1e6)
-    return statistics.median(res), min(res)
+    return time_calls(one, seconds)
 
 
 def openblas_core():

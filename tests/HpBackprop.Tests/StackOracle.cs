@@ -44,43 +44,11 @@ internal static class StackOracle
 
     public static double[] D<T>(T[] a) where T : System.Numerics.IFloatingPointIeee754<T> => a.Select(double.CreateChecked).ToArray();
 
-    /// <summary>
-    /// The gradients that are zero by construction (rounding noise): the bias of a linear followed by a
-    /// batch norm, directly or through further linears only, whose mean removes it. Their error is measured against
-    /// <see cref="NearZeroScale"/> instead of their own magnitude (the ParityTable convention,
-    /// <see cref="ParityTable.ScaleTensorOf"/>: db1 against dhprebn).
-    /// </summary>
-    public static IEnumerable<string> NearZero(Sequential stack)
-    {
-        for (int i = 0; i + 1 < stack.Layers.Count; i++)
-        {
-            if (stack.Layers[i] is not { Kind: LayerKind.Linear, HasBias: true }) continue;
-            int j = i + 1;
-            while (j < stack.Layers.Count && stack.Layers[j].Kind == LayerKind.Linear) j++;
-            if (j < stack.Layers.Count && stack.Layers[j].Kind == LayerKind.BatchNorm)
-                yield return string.Create(CultureInfo.InvariantCulture, $"{i}.bias");
-        }
-    }
+    /// <summary>The gradients that are zero by construction (<see cref="StackParity.NearZero"/>).</summary>
+    public static IEnumerable<string> NearZero(Sequential stack) => StackParity.NearZero(stack);
 
-    /// <summary>
-    /// The scale of a near-zero bias gradient <c>db = sum0(dy)</c> of layer i: <c>max_c sum_r |dy[r,c]|</c>,
-    /// the size of the terms whose cancellation leaves it ≈ 0 (what its rounding noise is proportional to;
-    /// the oracle's own SPEC check uses the same scale). dy is the double reference's (the linear's output
-    /// gradient, dhprebn in SPEC §3 terms).
-    /// </summary>
-    public static double NearZeroScale(StackResult<double> reference, int layer)
-    {
-        var dy = reference.LayerOutputGradients[layer]!;
-        int width = reference.Gradients[string.Create(CultureInfo.InvariantCulture, $"{layer}.bias")].Length;
-        double m = 0;
-        for (int c = 0; c < width; c++)
-        {
-            double s = 0;
-            for (int r = c; r < dy.Length; r += width) s += Math.Abs(dy[r]);
-            m = Math.Max(m, s);
-        }
-        return m;
-    }
+    /// <summary>The scale of a near-zero bias gradient of layer <paramref name="layer"/> (<see cref="StackParity.NearZeroScale"/>).</summary>
+    public static double NearZeroScale(StackResult<double> reference, int layer) => StackParity.NearZeroScale(reference, layer);
 
     /// <summary>Every expected tensor of a bundle with the matching reference tensor and the scale its error is measured against.</summary>
     public static List<(string Name, double[] Expected, double[] Actual, double Scale)> Pairs<T>(StackBundle b, StackExpected e, StackResult<T> r, StackResult<double> scaleFrom)

@@ -62,13 +62,13 @@ public sealed class StackReferenceParityTests
     /// with a floor of <see cref="Float32Floor"/> for tensors PyTorch happens to get (nearly) exact.
     /// See <see cref="FloatReferenceIsAsAccurateAsTorchFloat32"/> for why.
     /// </summary>
-    internal static double Float32Tolerance(double torchError) => Float32Factor * Math.Max(torchError, Float32Floor);
+    internal static double Float32Tolerance(double torchError) => StackParity.Float32Tolerance(torchError);
 
     /// <summary>How much less accurate than PyTorch float32 the float reference may be.</summary>
-    internal const double Float32Factor = 8;
+    internal const double Float32Factor = StackParity.Float32Factor;
 
     /// <summary>32 units of float32 roundoff (2^-24 = 6.0e-8): 1.9e-6.</summary>
-    internal const double Float32Floor = 32 * 5.9604644775390625e-8;
+    internal const double Float32Floor = StackParity.Float32Floor;
 
     /// <summary>
     /// The float reference on the f32 bundle's inputs (the same values as the f64 bundle's). Rule, per

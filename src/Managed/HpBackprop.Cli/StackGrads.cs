@@ -18,22 +18,16 @@ internal readonly record struct ToleranceRow(string Name, bool Exact, double Max
 /// <summary>
 /// The grads interchange and the check table for layer stacks (SPEC §7): the fast path on a bundle, its output file,
 /// and the tolerance rule of the tests (StackReferenceParityTests): a float computation may be at most
-/// <see cref="Float32Factor"/> times less accurate than an independent float32 computation of the same tensor, with a
-/// floor of <see cref="Float32Floor"/>; double against double within <see cref="Float64Tolerance"/>.
+/// <see cref="StackParity.Float32Factor"/> times less accurate than an independent float32 computation of the same tensor, with a
+/// floor of <see cref="StackParity.Float32Floor"/>; double against double within <see cref="Float64Tolerance"/>.
 /// </summary>
 internal static class StackGrads
 {
-    /// <summary>How much less accurate than an independent float32 computation a float result may be.</summary>
-    public const double Float32Factor = 8;
+    /// <summary>Double against double (see <see cref="StackParity.Float64Tolerance"/>).</summary>
+    public const double Float64Tolerance = StackParity.Float64Tolerance;
 
-    /// <summary>32 units of float32 roundoff (32·2⁻²⁴ = 1.9e-6).</summary>
-    public const double Float32Floor = 32 * 5.9604644775390625e-8;
-
-    /// <summary>Double against double (different summation orders and library functions).</summary>
-    public const double Float64Tolerance = 1e-10;
-
-    /// <summary>The float tolerance for a tensor whose independent float32 error is <paramref name="independent"/>.</summary>
-    public static double Float32Tolerance(double independent) => Float32Factor * Math.Max(independent, Float32Floor);
+    /// <summary>The float tolerance for a tensor whose independent float32 error is <paramref name="independent"/> (<see cref="StackParity.Float32Tolerance"/>).</summary>
+    public static double Float32Tolerance(double independent) => StackParity.Float32Tolerance(independent);
 
     /// <summary>Batch norm in training mode needs 2 rows: said before any work, naming the file, the tensor and the layer.</summary>
     public static void CheckRows(StackBundle b)
@@ -113,38 +107,11 @@ internal static class StackGrads
         return o;
     }
 
-    /// <summary>
-    /// The bias gradients that are zero by construction: a linear's bias followed by a batch norm (directly or through
-    /// further linears only), whose mean removes it (the oracle's <c>near_zero</c>, the tests' rule).
-    /// </summary>
-    public static HashSet<string> NearZero(Sequential stack)
-    {
-        var set = new HashSet<string>(StringComparer.Ordinal);
-        for (int i = 0; i + 1 < stack.Layers.Count; i++)
-        {
-            if (stack.Layers[i] is not { Kind: LayerKind.Linear, HasBias: true }) continue;
-            int j = i + 1;
-            while (j < stack.Layers.Count && stack.Layers[j].Kind == LayerKind.Linear) j++;
-            if (j < stack.Layers.Count && stack.Layers[j].Kind == LayerKind.BatchNorm) set.Add(string.Create(CultureInfo.InvariantCulture, $"{i}.bias"));
-        }
-        return set;
-    }
+    /// <summary>The bias gradients that are zero by construction (<see cref="StackParity.NearZero"/>).</summary>
+    public static IReadOnlySet<string> NearZero(Sequential stack) => StackParity.NearZero(stack);
 
-    /// <summary>The scale of a near-zero bias gradient <c>sum0(dy)</c> of layer i: <c>max_c sum_r |dy[r,c]|</c>, dy from the double reference.</summary>
-    public static double NearZeroScale(StackResult<double> reference, string biasName)
-    {
-        int layer = int.Parse(biasName.AsSpan(0, biasName.IndexOf('.')), CultureInfo.InvariantCulture);
-        var dy = reference.LayerOutputGradients[layer]!;
-        int width = reference.Gradients[biasName].Length;
-        double m = 0;
-        for (int c = 0; c < width; c++)
-        {
-            double s = 0;
-            for (int r = c; r < dy.Length; r += width) s += Math.Abs(dy[r]);
-            m = Math.Max(m, s);
-        }
-        return m;
-    }
+    /// <summary>The scale of a near-zero bias gradient (<see cref="StackParity.NearZeroScale"/>).</summary>
+    public static double NearZeroScale(StackResult<double> reference, string biasName) => StackParity.NearZeroScale(reference, StackParity.LayerOf(biasName));
 
     /// <summary>The tensors of a result as rows of the table: <c>loss</c>, every parameter by state-dict name, <c>x</c> and <c>y</c> for float inputs.</summary>
     public static List<(string Name, double[] Values)> Tensors(Sequential stack, double loss, IReadOnlyDictionary<string, double[]> grads, double[]? dx, double[]? dy)
@@ -229,19 +196,9 @@ internal static class StackGrads
         return sb.ToString();
     }
 
-    public static double MaxAbs(double[] a) => a.Length == 0 ? 0 : a.Max(Math.Abs);
+    public static double MaxAbs(double[] a) => StackParity.MaxAbs(a);
 
-    public static double MaxDiff(double[] a, double[] b)
-    {
-        double m = 0;
-        for (int i = 0; i < a.Length; i++)
-        {
-            double d = Math.Abs(a[i] - b[i]);
-            if (double.IsNaN(d)) return double.NaN;
-            m = Math.Max(m, d);
-        }
-        return m;
-    }
+    public static double MaxDiff(double[] a, double[] b) => StackParity.MaxAbsDiff(a, b);
 
     private static double Rel(double diff, double scale) => scale > 0 ? diff / scale : diff;
 }
