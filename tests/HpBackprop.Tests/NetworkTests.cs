@@ -126,6 +126,36 @@ public sealed class NetworkTests
     }
 
     [TestMethod]
+    [DataRow("embedding:27x10,flatten,linear:30x200,batchnorm:200,tanh,linear:200x27", 32, 1)]
+    [DataRow("linear:64x256,relu,linear:256x256,relu,linear:256x10", 600, 2)]
+    public void PlainSgdInTheWeightGradientEpilogueEqualsAPassOverTheFlatBuffer(string layers, int n, int threads)
+    {
+        // plain SGD without L2 updates each linear weight in its gradient product's epilogue (after dx has read it);
+        // the same steps as forward-backward followed by p -= lr·g over the flat buffer
+        var stack = Sequential.Parse(layers);
+        var sched = new StepSchedule(3, 0.5f);
+        using var fused = Network.Create(stack, new NetworkOptions { BatchSize = n, Threads = threads, Optimizer = new HpBackprop.Networks.Sgd { LearningRate = 0.2f }, Schedule = sched });
+        using var plain = Network.Create(stack, new NetworkOptions { BatchSize = n, Threads = threads });
+        StringAssert.Contains(string.Join("\n", fused.Plan), "SGD in the weight-gradient epilogue");
+        fused.Initialize(4); plain.Initialize(4);
+        var rng = new NormalRng(8);
+        int k = fused.OutputWidth;
+        var cls = Enumerable.Range(0, n).Select(_ => rng.NextInt(k)).ToArray();
+        var ids = stack.TakesIds ? Enumerable.Range(0, n * fused.InputWidth).Select(_ => rng.NextInt(stack.Layers[0].In)).ToArray() : [];
+        var feats = stack.TakesIds ? [] : Enumerable.Range(0, n * fused.InputWidth).Select(_ => (float)rng.Next()).ToArray();
+        for (int step = 0; step < 6; step++)
+        {
+            float lr = sched.At(step, 0.2f);
+            float a = stack.TakesIds ? fused.Step(ids, cls) : fused.Step(feats, cls);
+            float b = stack.TakesIds ? plain.ForwardBackward(ids, cls) : plain.ForwardBackward(feats, cls);
+            HpBackprop.Cpu.Sgd.Update(plain.Parameters.Data, plain.Parameters.Grad, lr);
+            Assert.AreEqual(b, a, 1e-5f * Math.Abs(b), $"loss of step {step}");
+        }
+        CollectionAssert.AreEqual(plain.Parameters.Grad, fused.Parameters.Grad, "the gradients are stored either way");
+        Assert.IsTrue(RelErr(fused.Parameters.Data, plain.Parameters.Data) <= 1e-6, $"parameters after 6 steps: relative error {RelErr(fused.Parameters.Data, plain.Parameters.Data):E2}");
+    }
+
+    [TestMethod]
     public void TextFormRoundTrips()
     {
         const string text = "embedding:27x10,flatten,linear:30x200:nobias,batchnorm:200:biased,tanh,linear:200x27,relu,sigmoid";

@@ -47,18 +47,11 @@ internal static class Oracle
     /// <summary>The tensor whose largest magnitude sets the scale of a gradient's error (see <see cref="HpBackprop.Reference.ParityTable.ScaleTensorOf"/>).</summary>
     public static string ScaleOf(string grad) => HpBackprop.Reference.ParityTable.ScaleTensorOf(grad);
 
-    public static double MaxAbs(ReadOnlySpan<double> a) { double m = 0; foreach (double x in a) m = Math.Max(m, Math.Abs(x)); return m; }
+    public static double MaxAbs(ReadOnlySpan<double> a) => HpBackprop.Reference.StackParity.MaxAbs(a);
 
     public static double MaxAbsDiff(ReadOnlySpan<double> a, ReadOnlySpan<double> b)
     {
         Assert.AreEqual(a.Length, b.Length, "length");
-        double m = 0;
-        for (int i = 0; i < a.Length; i++)
-        {
-            double d = Math.Abs(a[i] - b[i]);
-            if (double.IsNaN(d)) return double.NaN;
-            m = Math.Max(m, d);
-        }
-        return m;
+        return HpBackprop.Reference.StackParity.MaxAbsDiff(a, b);
     }
 }

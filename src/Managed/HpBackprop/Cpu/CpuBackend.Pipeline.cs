@@ -91,9 +91,9 @@ public sealed unsafe partial class CpuBackend
         if (_pool is null) _pipe.Run(0, 1); else _pool.Run(_pipe);
     }
 
-    /// <summary>The AVX-512 step of a large batch (see the class remarks); <paramref name="sgd"/> as in <see cref="ForwardBackward512"/>.</summary>
+    /// <summary>The AVX-512 forward and backward of a large batch (see the class remarks).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private float ForwardBackwardPipelined(int* px, int* py, bool sgd, float lr)
+    private float ForwardBackwardPipelined(int* px, int* py)
     {
         float* P = Ptr(Parameters.Data), G = Ptr(Parameters.Grad);
         int n = _n, H = _h, V = _v, K = _k;
@@ -125,13 +125,13 @@ public sealed unsafe partial class CpuBackend
 
         // dW2ᵀ = the chunks' dlogitsᵀ·h partials summed in chunk order, then transposed into dW2 (and W2 updated)
         SumChunks(Ptr(_pW2!), Ptr(_dW2t), V * H);
-        TransposeInto(Ptr(_dW2t), G + _oW2, sgd ? P + _oW2 : null, lr, V, H);
+        TransposeInto(Ptr(_dW2t), G + _oW2, V, H);
         Linear.ColumnSum(Ptr(dlogits), G + _ob2, n, V);
 
         // dhprebn and dembcat per block; db1 from the block sums
         RunPipe(PipeStage.Backward2);
         SumBlocks(Ptr(_pC!), G + _ob1);
-        Gemm.Run(new Gemm.Args(K, H, n, Ptr(embcat), 1, K, Ptr(dhprebn), H, 1, G + _oW1, H, null, false, sgd ? P + _oW1 : null, lr), pool);
+        Gemm.Run(new Gemm.Args(K, H, n, Ptr(embcat), 1, K, Ptr(dhprebn), H, 1, G + _oW1, H, null, false), pool);
         Embedding.Backward(Ptr(dembcat), px, G + _oC, _v * _e, n * _b, _e);
         _bnrawLazy = true;
         _dhLazy = true;

@@ -91,12 +91,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
             _coefA = Buf(_h); _coefE = Buf(_h); _coefS = Buf(_h);
             _pipe = new PipeWork(this);
         }
-        _contiguous = _oC == 0 && _oW1 == _v * _e && _ob1 == _oW1 + _k * _h && _oW2 == _ob1 + _h && _ob2 == _oW2 + _h * _v
-            && _oGain == _ob2 + _v && _oBias == _oGain + _h && _oBias + _h == parameters.Data.Length;
     }
-
-    /// <summary>The parameters are laid out C, W1, b1, W2, b2, bngain, bnbias back to back (the fused SGD relies on it).</summary>
-    private readonly bool _contiguous;
 
     /// <summary>Pinned (never moved) so the step can hold raw pointers to it.</summary>
     private static float[] Buf(int length) => GC.AllocateArray<float>(length, pinned: true);
@@ -144,16 +139,12 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     {
         CheckBatch(xb, yb);
         if (!Avx512F.IsSupported || Gemm.ForceVector256) return ForwardBackwardPortable(xb, yb);
-        return ForwardBackward512(xb, yb, false, 0f);
+        return ForwardBackward512(xb, yb);
     }
 
-    /// <summary>
-    /// The AVX-512 step. With <paramref name="sgd"/> set, <c>W2</c> and <c>W1</c> are also updated in the epilogues of
-    /// their gradient products (after <c>dh</c> and <c>dembcat</c> have read them); the caller updates the rest.
-    /// The gradients are stored as well, so <see cref="ParameterSet.Grad"/> is the same either way.
-    /// </summary>
+    /// <summary>The AVX-512 forward and backward of one minibatch.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private float ForwardBackward512(ReadOnlySpan<int> xb, ReadOnlySpan<int> yb, bool sgd, float lr)
+    private float ForwardBackward512(ReadOnlySpan<int> xb, ReadOnlySpan<int> yb)
     {
         float* P = Ptr(Parameters.Data), G = Ptr(Parameters.Grad);
         float* pEmbcat = Ptr(embcat), pHprebn = Ptr(hprebn), pH = Ptr(h), pLogits = Ptr(logits), pDlogits = Ptr(dlogits);
@@ -164,7 +155,7 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
         fixed (int* px = xb)
         {
             if (Pipelined)
-                fixed (int* py = yb) return ForwardBackwardPipelined(px, py, sgd, lr);
+                fixed (int* py = yb) return ForwardBackwardPipelined(px, py);
             _bnrawLazy = _dhLazy = false;
             // forward
             Embedding.Forward(P + _oC, px, pEmbcat, n * _b, _e);
@@ -176,20 +167,20 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
             if (n >= TransposedDW2MinRows)
             {
                 // dh = dlogits · W2ᵀ; dW2 as its transpose dW2ᵀ[V,H] = dlogitsᵀ · h (h read in place as long rows), then
-                // transposed into dW2 (and W2 −= lr·dW2 there, after dh has read W2). Pays off only for long batches.
+                // transposed into dW2. Pays off only for long batches.
                 Gemm.Run(new Gemm.Args(n, H, V, pDlogits, V, 1, P + _oW2, 1, V, pDh, H, null, false), pool);
                 Gemm.Run(new Gemm.Args(V, H, n, pDlogits, 1, V, pH, H, 1, Ptr(_dW2t), H, null, false), pool);
-                TransposeInto(Ptr(_dW2t), G + _oW2, sgd ? P + _oW2 : null, lr, V, H);
+                TransposeInto(Ptr(_dW2t), G + _oW2, V, H);
                 Linear.ColumnSum(pDlogits, G + _ob2, n, V);
             }
             else
             {
-                Linear.Backward(pH, P + _oW2, pDlogits, pDh, G + _oW2, G + _ob2, n, H, V, pool, sgd, lr);
+                Linear.Backward(pH, P + _oW2, pDlogits, pDh, G + _oW2, G + _ob2, n, H, V, pool);
             }
             RunBnBackward(pDh, pH, pRaw, P + _oGain, pDhprebn, G + _oGain, G + _oBias, G + _ob1);
             // dembcat = dhprebn · W1ᵀ, dW1 = embcatᵀ · dhprebn (db1 came out of the batch-norm backward)
             Gemm.Run(new Gemm.Args(n, K, H, pDhprebn, H, 1, P + _oW1, 1, H, pDembcat, K, null, false), pool);
-            Gemm.Run(new Gemm.Args(K, H, n, pEmbcat, 1, K, pDhprebn, H, 1, G + _oW1, H, null, false, sgd ? P + _oW1 : null, lr), pool);
+            Gemm.Run(new Gemm.Args(K, H, n, pEmbcat, 1, K, pDhprebn, H, 1, G + _oW1, H, null, false), pool);
             Embedding.Backward(pDembcat, px, G + _oC, _v * _e, n * _b, _e);
         }
         return loss;
@@ -198,19 +189,13 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     /// <summary>Batch rows from which dW2 is computed as dW2ᵀ = dlogitsᵀ·h and transposed (faster at n = 4096, slower at n = 32; the large oracle bundle, n = 1000, takes this path).</summary>
     internal const int TransposedDW2MinRows = 512;
 
-    /// <summary><c>dst[j,i] = src[i,j]</c> for <c>src[rows,cols]</c>; with <paramref name="upd"/>, also <c>upd[j,i] = dst[j,i]·(−lr) + upd[j,i]</c>.</summary>
-    private static void TransposeInto(float* src, float* dst, float* upd, float lr, int rows, int cols)
+    /// <summary><c>dst[j,i] = src[i,j]</c> for <c>src[rows,cols]</c>.</summary>
+    private static void TransposeInto(float* src, float* dst, int rows, int cols)
     {
-        float nlr = -lr;
         for (int j = 0; j < cols; j++)
         {
             float* d = dst + (nint)j * rows;
             for (int i = 0; i < rows; i++) d[i] = src[(nint)i * cols + j];
-            if (upd != null)
-            {
-                float* u = upd + (nint)j * rows;
-                for (int i = 0; i < rows; i++) u[i] = MathF.FusedMultiplyAdd(d[i], nlr, u[i]);
-            }
         }
     }
 
@@ -275,23 +260,8 @@ public sealed unsafe partial class CpuBackend : ITrainingBackend
     /// <inheritdoc />
     public float Step(ReadOnlySpan<int> xb, ReadOnlySpan<int> yb, float lr)
     {
-        float loss;
-        if (!Avx512F.IsSupported || Gemm.ForceVector256 || !_contiguous)
-        {
-            loss = ForwardBackward(xb, yb);
-            Sgd.Update(Parameters.Data, Parameters.Grad, lr);
-        }
-        else
-        {
-            // W1 and W2 are updated in their gradient products' epilogues; the small rest here
-            CheckBatch(xb, yb);
-            loss = ForwardBackward512(xb, yb, true, lr);
-            var d = Parameters.Data.AsSpan();
-            var g = Parameters.Grad.AsSpan();
-            Sgd.Update(d[.._oW1], g[.._oW1], lr);
-            Sgd.Update(d[_ob1.._oW2], g[_ob1.._oW2], lr);
-            Sgd.Update(d[_ob2..], g[_ob2..], lr);
-        }
+        float loss = ForwardBackward(xb, yb);
+        Sgd.Update(Parameters.Data, Parameters.Grad, lr);
         UpdateRunning();
         return loss;
     }

@@ -42,13 +42,24 @@ internal sealed unsafe class EmbeddingOp(float* weight, float* dweight, int coun
 }
 
 /// <summary>
-/// <c>linear:INxOUT</c>: <c>y = x·weightᵀ + bias</c> with the bias as the GEMM's starting value
-/// (weight <c>[OUT,IN]</c>, PyTorch's layout); backward <c>dx = dy·weight</c>, <c>dweight = dyᵀ·x</c>,
-/// <c>dbias = sum0(dy)</c>.
+/// What a training step's backward does besides the gradients: with <see cref="Update"/> set, plain SGD with rate
+/// <see cref="Lr"/> is applied to each linear weight in the epilogue of its gradient's product (after <c>dx</c> has read
+/// the weight), so the optimiser's pass over the flat buffer skips those weights.
 /// </summary>
-internal sealed unsafe class LinearOp(float* w, float* b, float* dw, float* db, int inF, int outF, WorkerPool? pool) : LayerOp
+internal sealed class StepState
 {
-    public override string Pattern => b != null ? "linear (bias in the GEMM)" : "linear";
+    public bool Update;
+    public float Lr;
+}
+
+/// <summary>
+/// <c>linear:INxOUT</c>: <c>y = x·weightᵀ + bias</c> with the bias as the GEMM's starting value
+/// (weight <c>[OUT,IN]</c>, PyTorch's layout); backward <c>dx = dy·weight</c>, <c>dweight = dyᵀ·x</c>
+/// (with <paramref name="sgd"/>, also <c>weight −= lr·dweight</c> in that product's epilogue), <c>dbias = sum0(dy)</c>.
+/// </summary>
+internal sealed unsafe class LinearOp(float* w, float* b, float* dw, float* db, int inF, int outF, WorkerPool? pool, StepState? sgd) : LayerOp
+{
+    public override string Pattern => (b != null ? "linear (bias in the GEMM" : "linear (") + (sgd != null ? (b != null ? ", " : "") + "SGD in the weight-gradient epilogue)" : b != null ? ")" : "").Replace("linear ()", "linear");
 
     public override void Forward(float* x, int* ids, float* y, int rows, bool training) =>
         Gemm.Run(new Gemm.Args(rows, outF, inF, x, inF, 1, w, 1, inF, y, outF, b, false), pool);
@@ -56,7 +67,8 @@ internal sealed unsafe class LinearOp(float* w, float* b, float* dw, float* db, 
     public override void Backward(float* x, int* ids, float* y, float* dy, float* dx, int rows)
     {
         if (dx != null) Gemm.Run(new Gemm.Args(rows, inF, outF, dy, outF, 1, w, inF, 1, dx, inF, null, false), pool);
-        Gemm.Run(new Gemm.Args(outF, inF, rows, dy, 1, outF, x, inF, 1, dw, inF, null, false), pool);
+        float* upd = sgd is { Update: true } ? w : null; // after dx has read the weight
+        Gemm.Run(new Gemm.Args(outF, inF, rows, dy, 1, outF, x, inF, 1, dw, inF, null, false, upd, upd != null ? sgd!.Lr : 0f), pool);
         if (db != null) Linear.ColumnSum(dy, db, rows, outF);
     }
 }

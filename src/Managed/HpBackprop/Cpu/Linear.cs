@@ -27,14 +27,12 @@ public static unsafe class Linear
     internal static void Forward(float* x, float* W, float* b, float* y, int n, int inDim, int outDim, WorkerPool? pool)
         => Gemm.Run(new Gemm.Args(n, outDim, inDim, x, inDim, 1, W, outDim, 1, y, outDim, b, false), pool);
 
-    /// <remarks>With <paramref name="sgdW"/> set, <c>W −= lr·dW</c> is done in the dW product's epilogue, after dx has used W.</remarks>
-    internal static void Backward(float* x, float* W, float* dy, float* dx, float* dW, float* db, int n, int inDim, int outDim, WorkerPool? pool,
-        bool sgdW = false, float lr = 0f)
+    internal static void Backward(float* x, float* W, float* dy, float* dx, float* dW, float* db, int n, int inDim, int outDim, WorkerPool? pool)
     {
         // dx[n,in] = dy[n,out] · W[in,out]ᵀ
         if (dx != null) Gemm.Run(new Gemm.Args(n, inDim, outDim, dy, outDim, 1, W, 1, outDim, dx, inDim, null, false), pool);
         // dW[in,out] = x[n,in]ᵀ · dy[n,out]
-        Gemm.Run(new Gemm.Args(inDim, outDim, n, x, 1, inDim, dy, outDim, 1, dW, outDim, null, false, sgdW ? W : null, lr), pool);
+        Gemm.Run(new Gemm.Args(inDim, outDim, n, x, 1, inDim, dy, outDim, 1, dW, outDim, null, false), pool);
         ColumnSum(dy, db, n, outDim);
     }
 

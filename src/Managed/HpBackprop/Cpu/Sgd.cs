@@ -3,7 +3,7 @@ using System.Numerics.Tensors;
 namespace HpBackprop.Cpu;
 
 /// <summary>Plain stochastic gradient descent over the flat parameter buffer.</summary>
-public static class Sgd
+internal static class Sgd
 {
     /// <summary><c>param −= lr · grad</c>, element by element.</summary>
     public static void Update(Span<float> parameters, ReadOnlySpan<float> gradients, float lr)

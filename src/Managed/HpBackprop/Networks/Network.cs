@@ -67,6 +67,9 @@ public sealed unsafe class Network : IDisposable
     private readonly WorkerPool? _pool;
     private readonly int[] _linearWeights; // parameter indices of linear weights (for L2)
     private readonly int _k;
+    // plain SGD without L2: linear weights are updated in their gradient product's epilogue, the rest in one pass over these ranges
+    private readonly StepState? _fusedSgd;
+    private readonly (int Offset, int Length)[] _restRanges = [];
 
     private Network(Sequential stack, NetworkOptions options, TensorShape[] shapes, int inputWidth)
     {
@@ -77,7 +80,21 @@ public sealed unsafe class Network : IDisposable
         _k = shapes[^1].Width;
         Parameters = new ParameterStore(stack, options.Optimizer.StateSlots);
         if (options.Threads > 1) _pool = new WorkerPool(options.Threads);
+        if (options.Optimizer is Sgd { Momentum: 0, WeightDecay: 0 } && options.L2 == 0) _fusedSgd = new StepState();
         _ops = Compile(out _linearWeights);
+        if (_fusedSgd != null)
+        {
+            var ranges = new List<(int, int)>();
+            int start = 0;
+            foreach (int p in _linearWeights)
+            {
+                var slot = Parameters.Parameters[p];
+                if (slot.Offset > start) ranges.Add((start, slot.Offset - start));
+                start = slot.Offset + slot.Length;
+            }
+            if (Parameters.Data.Length > start) ranges.Add((start, Parameters.Data.Length - start));
+            _restRanges = ranges.ToArray();
+        }
         int n = options.BatchSize;
         _out = new float[_ops.Length][];
         _dout = new float[_ops.Length][];
@@ -264,7 +281,7 @@ public sealed unsafe class Network : IDisposable
                         lw.Add(pi - 1);
                         float* b = null, db = null;
                         if (l.HasBias) { var bs = ps.Parameters[pi++]; b = P + bs.Offset; db = G + bs.Offset; }
-                        op = new LinearOp(P + w.Offset, b, G + w.Offset, db, l.In, l.Out, _pool);
+                        op = new LinearOp(P + w.Offset, b, G + w.Offset, db, l.In, l.Out, _pool, _fusedSgd);
                         break;
                     }
                 case LayerKind.BatchNorm:
@@ -413,6 +430,7 @@ public sealed unsafe class Network : IDisposable
         float* z = Ptr(_out[^1]), dz = Ptr(_dout[^1]);
         float loss = LossForward(z, classes, targets, dz, Ptr(_dTarget), n);
         if (Options.L2 != 0) loss += L2Penalty();
+        if (_fusedSgd != null) { _fusedSgd.Update = step; _fusedSgd.Lr = LearningRate; }
         // backward
         for (int k = _ops.Length - 1; k >= 0; k--)
         {
@@ -468,6 +486,10 @@ public sealed unsafe class Network : IDisposable
         long len = ps.Data.Length;
         switch (Options.Optimizer)
         {
+            case Sgd when _fusedSgd != null:
+                // the linear weights were updated in their gradient products' epilogues
+                foreach (var (offset, length) in _restRanges) OptimizerKernels.Sgd(p + offset, g + offset, null, length, lr, 0, 0);
+                break;
             case Sgd sgd:
                 OptimizerKernels.Sgd(p, g, sgd.Momentum != 0 ? s : null, len, lr, sgd.Momentum, sgd.WeightDecay);
                 break;
