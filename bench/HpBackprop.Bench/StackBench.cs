@@ -75,13 +75,14 @@ public static class StackBench
         return 0;
     }
 
-    /// <summary><c>stack-stages [--shapes deep]</c>: µs of each fused op's forward and backward, and of the whole step, at one thread.</summary>
+    /// <summary><c>stack-stages [--shapes deep] [--threads 1]</c>: µs of each fused op's forward and backward, and of the whole step.</summary>
     public static unsafe int Stages(string[] args)
     {
+        int threads = int.Parse(Program.Opt(args, "--threads", "1"), CultureInfo.InvariantCulture);
         foreach (var s in Program.Opt(args, "--shapes", "deep").Split(','))
         {
             var (layers, n) = Get(s);
-            using var net = Make(layers, n, 1, out var step);
+            using var net = Make(layers, n, threads, out var step);
             var (whole, best) = Program.Time(step, 2);
             var r = new Random(1);
             var ids = new int[n * net.InputWidth];
@@ -99,7 +100,7 @@ public static class StackBench
                     if (sum < bestSum) { bestSum = sum; ops = o; }
                 }
             }
-            Console.WriteLine($"{s} (n = {n}): whole step {whole:F1} µs median, {best:F1} best; ops (best of 30 windows of 200 calls):");
+            Console.WriteLine($"{s} (n = {n}, {threads} thread(s)): whole step {whole:F1} µs median, {best:F1} best; ops (best of 30 windows of 200 calls):");
             Console.WriteLine("| op | forward µs | backward µs |");
             Console.WriteLine("|---|---|---|");
             foreach (var (p, f, b) in ops) Console.WriteLine($"| {p} | {f:F2} | {b:F2} |");

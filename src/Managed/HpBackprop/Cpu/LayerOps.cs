@@ -59,7 +59,23 @@ internal sealed class StepState
 /// </summary>
 internal sealed unsafe class LinearOp(float* w, float* b, float* dw, float* db, int inF, int outF, WorkerPool? pool, StepState? sgd) : LayerOp
 {
-    public override string Pattern => (b != null ? "linear (bias in the GEMM" : "linear (") + (sgd != null ? (b != null ? ", " : "") + "SGD in the weight-gradient epilogue)" : b != null ? ")" : "").Replace("linear ()", "linear");
+    /// <summary>The bias gradient, or null without a bias.</summary>
+    public float* BiasGradient => db;
+
+    /// <summary>Set when the batch-norm sweep that follows writes <c>dbias = sum0(dy)</c> (it sums its <c>dx</c> anyway), so this op need not.</summary>
+    public bool BiasGradientByNext;
+
+    public override string Pattern
+    {
+        get
+        {
+            var parts = new List<string>();
+            if (b != null) parts.Add("bias in the GEMM");
+            if (BiasGradientByNext) parts.Add("bias gradient from the batch-norm sweep");
+            if (sgd != null) parts.Add("SGD in the weight-gradient epilogue");
+            return parts.Count == 0 ? "linear" : $"linear ({string.Join(", ", parts)})";
+        }
+    }
 
     public override void Forward(float* x, int* ids, float* y, int rows, bool training) =>
         Gemm.Run(new Gemm.Args(rows, outF, inF, x, inF, 1, w, 1, inF, y, outF, b, false), pool);
@@ -69,7 +85,7 @@ internal sealed unsafe class LinearOp(float* w, float* b, float* dw, float* db, 
         if (dx != null) Gemm.Run(new Gemm.Args(rows, inF, outF, dy, outF, 1, w, inF, 1, dx, inF, null, false), pool);
         float* upd = sgd is { Update: true } ? w : null; // after dx has read the weight
         Gemm.Run(new Gemm.Args(outF, inF, rows, dy, 1, outF, x, inF, 1, dw, inF, null, false, upd, upd != null ? sgd!.Lr : 0f), pool);
-        if (db != null) Linear.ColumnSum(dy, db, rows, outF);
+        if (db != null && !BiasGradientByNext) Linear.ColumnSum(dy, db, rows, outF);
     }
 }
 
@@ -86,6 +102,13 @@ internal sealed unsafe class ActivationOp<TA>(string name) : LayerOp where TA : 
     }
 }
 
+/// <summary>A batch-norm op of any activation and mode, as the compiler wires it.</summary>
+internal unsafe interface IBatchNormOp
+{
+    /// <summary>Also write <c>sum0(dx)</c> to <paramref name="dbias"/> in the backward: the bias gradient of the linear before this batch norm.</summary>
+    void SetInputBiasGradient(float* dbias);
+}
+
 /// <summary>
 /// <c>batchnorm:F</c> (Bessel or biased) and, when one follows it, its activation, in one sweep per
 /// column block: statistics, normalise, scale and shift, activate; backward through both in one sweep
@@ -93,7 +116,7 @@ internal sealed unsafe class ActivationOp<TA>(string name) : LayerOp where TA : 
 /// statistics are updated, <c>running = (1 − momentum)·running + momentum·batch</c>, with the unbiased
 /// variance in both modes. Inference normalises with the running statistics.
 /// </summary>
-internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp where TA : struct, IActivation where TB : struct, BatchNorm.IBnMode
+internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp, IBatchNormOp where TA : struct, IActivation where TB : struct, BatchNorm.IBnMode
 {
     private readonly float* _gain, _bias, _dgain, _dbias, _runMean, _runVar;
     private readonly long* _tracked;
@@ -103,6 +126,11 @@ internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp where TA : struct, IA
     private readonly string _name;
     private readonly WorkerPool? _pool;
     private readonly Work _fw = new(true), _bw = new(false);
+
+    /// <summary>When set, the backward also writes <c>sum0(dx)</c> here: the bias gradient of the linear before this batch norm.</summary>
+    public float* InputBiasGradient;
+
+    public void SetInputBiasGradient(float* dbias) => InputBiasGradient = dbias;
 
     public BatchNormOp(float* gain, float* bias, float* dgain, float* dbias, float* runMean, float* runVar, long* tracked,
         int features, int rows, float eps, float momentum, string name, WorkerPool? pool)
@@ -166,6 +194,7 @@ internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp where TA : struct, IA
         {
             BatchNorm.BackwardPortable<TA, TB>(new ReadOnlySpan<float>(dy, rows * F), new ReadOnlySpan<float>(y, rows * F), _raw,
                 new ReadOnlySpan<float>(_gain, F), _varInv, new Span<float>(dx, rows * F), new Span<float>(_dgain, F), new Span<float>(_dbias, F), _scratch, rows, F);
+            if (InputBiasGradient != null) Linear.ColumnSum(dx, InputBiasGradient, rows, F);
         }
     }
 
@@ -186,7 +215,7 @@ internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp where TA : struct, IA
             if (forward)
                 BatchNorm.Forward512<TA, TB>(X, o._gain, o._bias, P(o._mean), P(o._var), P(o._varInv), P(o._raw), Y, Rows, F, o._eps, c0, c1);
             else
-                BatchNorm.Backward512<TA, TB>(Dy, Y, P(o._raw), o._gain, P(o._varInv), X, o._dgain, o._dbias, Rows, F, c0, c1);
+                BatchNorm.Backward512<TA, TB>(Dy, Y, P(o._raw), o._gain, P(o._varInv), X, o._dgain, o._dbias, Rows, F, c0, c1, o.InputBiasGradient);
         }
     }
 }

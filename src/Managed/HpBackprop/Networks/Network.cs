@@ -293,6 +293,12 @@ public sealed unsafe class Network : IDisposable
                         long* tracked = (long*)Unsafe.AsPointer(ref ps.BatchesTracked[bnIndex]); // pinned
                         op = MakeBatchNorm(act, l.Mode, P + g.Offset, P + b.Offset, G + g.Offset, G + b.Offset, Bf + rm.Offset, Bf + rv.Offset,
                             tracked, l.In, n);
+                        // the sweep sums its dx anyway: that is the bias gradient of a linear right before it
+                        if (ops.Count > 0 && ops[^1] is LinearOp { BiasGradient: not null } before && before.Layer == i - 1)
+                        {
+                            before.BiasGradientByNext = true;
+                            ((IBatchNormOp)op).SetInputBiasGradient(before.BiasGradient);
+                        }
                         bnIndex++;
                         break;
                     }
