@@ -56,7 +56,7 @@ public sealed record NetworkOptions
 /// float loss = net.Step(features, targets);   // features [64,2], targets [64,1]
 /// </code>
 /// </example>
-public sealed unsafe class Network : IDisposable
+public sealed unsafe class Network : INetwork
 {
     /// <summary>Rows per chunk when evaluating, predicting or calibrating.</summary>
     public const int EvalChunk = 1024;
@@ -350,49 +350,8 @@ public sealed unsafe class Network : IDisposable
     /// </summary>
     public void Initialize(int seed)
     {
-        var rng = new NormalRng(seed);
-        var layers = Stack.Layers;
-        int lastLinear = -1;
-        for (int i = 0; i < layers.Count; i++) if (layers[i].Kind == LayerKind.Linear) lastLinear = i;
-        foreach (var kind in new[] { LayerKind.Embedding, LayerKind.Linear, LayerKind.BatchNorm })
-        {
-            foreach (var slot in Parameters.Parameters)
-            {
-                var l = layers[slot.Layer];
-                if (l.Kind != kind) continue;
-                var t = Parameters.Data.AsSpan(slot.Offset, slot.Length);
-                bool isWeight = slot.Name.EndsWith(".weight", StringComparison.Ordinal);
-                switch (kind)
-                {
-                    case LayerKind.Embedding: Fill(t, rng, 1f, 0f); break;
-                    case LayerKind.Linear when isWeight:
-                        {
-                            float scale = slot.Layer == lastLinear ? 0.1f : (float)(Gain(slot.Layer) / Math.Sqrt(l.In));
-                            for (int r = 0; r < l.In; r++)
-                                for (int c = 0; c < l.Out; c++) t[c * l.In + r] = (float)rng.Next() * scale;
-                            break;
-                        }
-                    case LayerKind.Linear: Fill(t, rng, 0.1f, 0f); break;
-                    default: Fill(t, rng, 0.1f, isWeight ? 1f : 0f); break;
-                }
-            }
-        }
-        Array.Clear(Parameters.Grad);
-        Array.Clear(Parameters.OptimizerState);
-        Parameters.ResetBuffers();
+        Parameters.Initialize(seed);
         StepCount = 0;
-
-        double Gain(int i)
-        {
-            int j = i + 1;
-            if (j < layers.Count && layers[j].Kind == LayerKind.BatchNorm) j++;
-            return j < layers.Count ? layers[j].Kind switch { LayerKind.Tanh => 5.0 / 3.0, LayerKind.Relu => Math.Sqrt(2), _ => 1.0 } : 1.0;
-        }
-
-        static void Fill(Span<float> t, NormalRng rng, float scale, float shift)
-        {
-            for (int i = 0; i < t.Length; i++) t[i] = (float)rng.Next() * scale + shift;
-        }
     }
 
     // ---- training -------------------------------------------------------------------------------------------
@@ -678,38 +637,28 @@ public sealed unsafe class Network : IDisposable
     /// <summary>
     /// Trains for <paramref name="steps"/> steps on minibatches drawn uniformly with replacement from
     /// <paramref name="train"/> (seeded by <paramref name="seed"/>), reporting progress every
-    /// <paramref name="reportEvery"/> steps. Returns the loss of every step. The loop allocates nothing per step;
-    /// a cancellation stops it at the end of a step (the losses so far are in the returned array, the rest are NaN).
+    /// <paramref name="reportEvery"/> steps (see <see cref="NetworkTraining.Fit"/>). Returns the loss of every step.
     /// </summary>
     /// <exception cref="TrainingDivergedException">A loss was NaN or infinite; the message names the step and the rate.</exception>
-    public float[] Fit(ExampleSet train, int steps, int seed = 42, Action<TrainingProgress>? progress = null, int reportEvery = 1000, CancellationToken cancellationToken = default)
-    {
-        CheckData(train);
-        ArgumentOutOfRangeException.ThrowIfNegative(steps);
-        int n = BatchSize;
-        var ids = train.Ids != null ? new int[n * InputWidth] : [];
-        var feats = train.Features != null ? new float[n * InputWidth] : [];
-        var cls = train.Classes != null ? new int[n] : [];
-        var tg = train.Targets != null ? new float[n * train.TargetWidth] : [];
-        var losses = new float[steps];
-        Array.Fill(losses, float.NaN);
-        var rng = new NormalRng(seed);
-        var sw = Stopwatch.StartNew();
-        for (int s = 0; s < steps; s++)
-        {
-            if (cancellationToken.IsCancellationRequested) break;
-            train.DrawBatch(rng, n, ids, feats, cls, tg);
-            float lr = LearningRate;
-            float loss = Options.Loss.Targets() == TargetKind.Classes
-                ? (train.Ids != null ? Step(ids, cls) : Step(feats, cls))
-                : (train.Ids != null ? Step(ids, (ReadOnlySpan<float>)tg) : Step(feats, (ReadOnlySpan<float>)tg));
-            if (!float.IsFinite(loss)) throw new TrainingDivergedException(s, lr, loss);
-            losses[s] = loss;
-            if (progress != null && reportEvery > 0 && ((s + 1) % reportEvery == 0 || s + 1 == steps))
-                progress(new TrainingProgress(s + 1, steps, loss, (s + 1) / Math.Max(sw.Elapsed.TotalSeconds, 1e-9)));
-        }
-        return losses;
-    }
+    public float[] Fit(ExampleSet train, int steps, int seed = 42, Action<TrainingProgress>? progress = null, int reportEvery = 1000, CancellationToken cancellationToken = default) =>
+        NetworkTraining.Fit(this, train, steps, seed, progress, reportEvery, cancellationToken);
+
+    internal void CheckExamples(ExampleSet data) => CheckData(data);
+
+    /// <summary>One step on a drawn minibatch of whichever inputs and targets the stack takes.</summary>
+    internal float StepOn(int[] ids, float[] features, int[] classes, float[] targets) =>
+        Options.Loss.Targets() == TargetKind.Classes
+            ? (Stack.TakesIds ? Step(ids, classes) : Step(features, classes))
+            : (Stack.TakesIds ? Step(ids, (ReadOnlySpan<float>)targets) : Step(features, (ReadOnlySpan<float>)targets));
+
+    /// <inheritdoc />
+    public string Device => "cpu";
+
+    /// <inheritdoc />
+    public void PullParameters() { }
+
+    /// <inheritdoc />
+    public void PushParameters() { }
 
     /// <inheritdoc />
     public void Dispose() => _pool?.Dispose();

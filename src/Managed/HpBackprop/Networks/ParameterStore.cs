@@ -1,3 +1,5 @@
+using HpBackprop.Model;
+
 namespace HpBackprop.Networks;
 
 /// <summary>Where a named tensor lives in a flat buffer of a <see cref="ParameterStore"/>.</summary>
@@ -25,8 +27,12 @@ public sealed class ParameterStore
     private readonly TensorSlot[] _params, _buffers;
     private readonly Dictionary<string, (bool Param, int Index)> _byName = new(StringComparer.Ordinal);
 
-    internal ParameterStore(Sequential stack, int stateSlots)
+    /// <summary>Allocates zeroed buffers for <paramref name="stack"/>, with <paramref name="stateSlots"/> floats of optimiser state per parameter (<see cref="Optimizer.StateSlots"/>).</summary>
+    /// <exception cref="StackException">A buffer would exceed .NET's array limit.</exception>
+    public ParameterStore(Sequential stack, int stateSlots = 0)
     {
+        ArgumentNullException.ThrowIfNull(stack);
+        ArgumentOutOfRangeException.ThrowIfNegative(stateSlots);
         Stack = stack;
         var specs = stack.Parameters();
         _params = new TensorSlot[specs.Count];
@@ -134,5 +140,55 @@ public sealed class ParameterStore
         other.Data.CopyTo(Data, 0);
         other.Buffers.CopyTo(Buffers, 0);
         other.BatchesTracked.CopyTo(BatchesTracked, 0);
+    }
+
+    /// <summary>
+    /// Fills the parameters as <see cref="Network.Initialize"/> does (documented there) and clears the gradients,
+    /// the optimiser state and the running statistics: the same values for a stack on every device.
+    /// </summary>
+    public void Initialize(int seed)
+    {
+        var rng = new NormalRng(seed);
+        var layers = Stack.Layers;
+        int lastLinear = -1;
+        for (int i = 0; i < layers.Count; i++) if (layers[i].Kind == LayerKind.Linear) lastLinear = i;
+        foreach (var kind in new[] { LayerKind.Embedding, LayerKind.Linear, LayerKind.BatchNorm })
+        {
+            foreach (var slot in _params)
+            {
+                var l = layers[slot.Layer];
+                if (l.Kind != kind) continue;
+                var t = Data.AsSpan(slot.Offset, slot.Length);
+                bool isWeight = slot.Name.EndsWith(".weight", StringComparison.Ordinal);
+                switch (kind)
+                {
+                    case LayerKind.Embedding: Fill(t, rng, 1f, 0f); break;
+                    case LayerKind.Linear when isWeight:
+                        {
+                            float scale = slot.Layer == lastLinear ? 0.1f : (float)(Gain(slot.Layer) / Math.Sqrt(l.In));
+                            for (int r = 0; r < l.In; r++)
+                                for (int c = 0; c < l.Out; c++) t[c * l.In + r] = (float)rng.Next() * scale;
+                            break;
+                        }
+                    case LayerKind.Linear: Fill(t, rng, 0.1f, 0f); break;
+                    default: Fill(t, rng, 0.1f, isWeight ? 1f : 0f); break;
+                }
+            }
+        }
+        Array.Clear(Grad);
+        Array.Clear(OptimizerState);
+        ResetBuffers();
+
+        double Gain(int i)
+        {
+            int j = i + 1;
+            if (j < layers.Count && layers[j].Kind == LayerKind.BatchNorm) j++;
+            return j < layers.Count ? layers[j].Kind switch { LayerKind.Tanh => 5.0 / 3.0, LayerKind.Relu => Math.Sqrt(2), _ => 1.0 } : 1.0;
+        }
+
+        static void Fill(Span<float> t, NormalRng rng, float scale, float shift)
+        {
+            for (int i = 0; i < t.Length; i++) t[i] = (float)rng.Next() * scale + shift;
+        }
     }
 }
