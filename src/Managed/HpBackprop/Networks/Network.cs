@@ -70,6 +70,8 @@ public sealed unsafe class Network : INetwork
     // plain SGD without L2: linear weights are updated in their gradient product's epilogue, the rest in one pass over these ranges
     private readonly StepState? _fusedSgd;
     private readonly (int Offset, int Length)[] _restRanges = [];
+    // the row-block pipeline: the whole training step of a makemore-shaped stack at large n (null when it does not apply)
+    private readonly IRowBlockPipeline? _pipeline;
 
     private Network(Sequential stack, NetworkOptions options, TensorShape[] shapes, int inputWidth)
     {
@@ -107,6 +109,48 @@ public sealed unsafe class Network : INetwork
         }
         _dIn = options.InputGradients && !stack.TakesIds ? Buf((long)n * inputWidth) : [];
         _dTarget = options.InputGradients && options.Loss.Targets() == TargetKind.Floats ? Buf((long)n * _k) : [];
+        _pipeline = MakePipeline();
+    }
+
+    /// <summary>
+    /// The row-block pipeline for <c>embedding, flatten, linear, batchnorm, ACT, linear</c> with cross-entropy at
+    /// n ≥ 256 on AVX-512 (any activation, either batch-norm mode, with or without biases); null otherwise.
+    /// It writes the same buffers as the ops (embcat, hprebn, h, logits and their gradients).
+    /// </summary>
+    private IRowBlockPipeline? MakePipeline()
+    {
+        var l = Stack.Layers;
+        int n = BatchSize;
+        if (!RowBlockPipeline<TanhAct, BatchNorm.Bessel>.Applies(n) || Options.Loss != LossKind.CrossEntropy || l.Count != 6 || _ops.Length != 4) return null;
+        if (l[0].Kind != LayerKind.Embedding || l[1].Kind != LayerKind.Flatten || l[2].Kind != LayerKind.Linear || l[3].Kind != LayerKind.BatchNorm
+            || !l[4].IsActivation || l[5].Kind != LayerKind.Linear) return null;
+        var ps = Parameters;
+        float* P = Ptr(ps.Data), G = Ptr(ps.Grad), Bf = Ptr(ps.Buffers);
+        float* Pv(string name) => ps.Contains(name) ? P + ps.Slot(name).Offset : null;
+        float* Gv(string name) => ps.Contains(name) ? G + ps.Slot(name).Offset : null;
+        var w = new PipelineWeights
+        {
+            C = Pv("0.weight"), DC = Gv("0.weight"), W1 = Pv("2.weight"), DW1 = Gv("2.weight"), B1 = Pv("2.bias"), DB1 = Gv("2.bias"),
+            Gain = Pv("3.weight"), Bias = Pv("3.bias"), DGain = Gv("3.weight"), DBias = Gv("3.bias"),
+            RunMean = Bf + ps.Slot("3.running_mean").Offset, RunVar = Bf + ps.Slot("3.running_var").Offset,
+            Tracked = (long*)Unsafe.AsPointer(ref ps.BatchesTracked[0]), W2 = Pv("5.weight"), DW2 = Gv("5.weight"), B2 = Pv("5.bias"), DB2 = Gv("5.bias"),
+        };
+        var x = new PipelineBuffers
+        {
+            Embcat = Ptr(_out[0]), Hprebn = Ptr(_out[1]), H = Ptr(_out[2]), Logits = Ptr(_out[3]), Dlogits = Ptr(_dout[3]), Dhprebn = Ptr(_dout[1]), Dembcat = Ptr(_dout[0]),
+        };
+        int B = InputWidth, E = l[0].Out, H = l[2].Out, V = l[5].Out, t = Options.Threads;
+        float eps = Options.Eps, m = Options.BatchNormMomentum;
+        bool biased = l[3].Mode == BatchNormMode.Biased;
+        return (l[4].Kind, biased) switch
+        {
+            (LayerKind.Tanh, false) => new RowBlockPipeline<TanhAct, BatchNorm.Bessel>(w, x, n, B, E, H, V, eps, m, t, _pool),
+            (LayerKind.Tanh, true) => new RowBlockPipeline<TanhAct, BatchNorm.Biased>(w, x, n, B, E, H, V, eps, m, t, _pool),
+            (LayerKind.Relu, false) => new RowBlockPipeline<ReluAct, BatchNorm.Bessel>(w, x, n, B, E, H, V, eps, m, t, _pool),
+            (LayerKind.Relu, true) => new RowBlockPipeline<ReluAct, BatchNorm.Biased>(w, x, n, B, E, H, V, eps, m, t, _pool),
+            (LayerKind.Sigmoid, false) => new RowBlockPipeline<SigmoidAct, BatchNorm.Bessel>(w, x, n, B, E, H, V, eps, m, t, _pool),
+            _ => new RowBlockPipeline<SigmoidAct, BatchNorm.Biased>(w, x, n, B, E, H, V, eps, m, t, _pool),
+        };
     }
 
     /// <summary>
@@ -233,7 +277,21 @@ public sealed unsafe class Network : INetwork
     }
 
     /// <summary>The compiled plan: one line per fused op, naming its layers and its pattern.</summary>
-    public IReadOnlyList<string> Plan => _ops.Select(o => $"layers {o.Layer}..{o.Layer + o.Layers - 1}: {o.Pattern}").ToArray();
+    public IReadOnlyList<string> Plan => _pipeline != null && PipelineEnabled
+        ? [$"layers 0..{Stack.Layers.Count - 1} (training, n ≥ {RowBlockPipeline<TanhAct, BatchNorm.Bessel>.MinRows}): {_pipeline.Pattern}", .. _ops.Select(o => $"layers {o.Layer}..{o.Layer + o.Layers - 1} (inference): {o.Pattern}")]
+        : _ops.Select(o => $"layers {o.Layer}..{o.Layer + o.Layers - 1}: {o.Pattern}").ToArray();
+
+    /// <summary>The output of op <paramref name="k"/> (see <see cref="Plan"/>) in the last training step, for tests.</summary>
+    internal ReadOnlySpan<float> OpOutput(int k) => _out[k];
+
+    /// <summary>The gradient of op <paramref name="k"/>'s output in the last training step, for tests.</summary>
+    internal ReadOnlySpan<float> OpOutputGradient(int k) => _dout[k];
+
+    /// <summary>Off: a batch the row-block pipeline would take runs op by op instead (for tests and benchmarks that compare the two).</summary>
+    internal bool PipelineEnabled { get; set; } = true;
+
+    /// <summary>Whether training steps take the row-block pipeline.</summary>
+    internal bool Pipelined => _pipeline != null && PipelineEnabled;
 
     /// <summary>The output <c>z [n,k]</c> of the last training forward.</summary>
     public ReadOnlySpan<float> Output => _out[^1];
@@ -388,6 +446,14 @@ public sealed unsafe class Network : INetwork
     {
         int n = BatchSize;
         CheckBatch(features, ids, inputLength, classes, classCount, targets, targetLength, n);
+        if (_fusedSgd != null) { _fusedSgd.Update = step; _fusedSgd.Lr = LearningRate; }
+        if (_pipeline != null && PipelineEnabled)
+        {
+            float l = _pipeline.ForwardBackward(ids, classes, _fusedSgd);
+            if (Options.L2 != 0) { l += L2Penalty(); L2Gradient(); }
+            if (step) ApplyOptimizer();
+            return l;
+        }
         // forward
         for (int k = 0; k < _ops.Length; k++)
             _ops[k].Forward(k == 0 ? features : Ptr(_out[k - 1]), ids, Ptr(_out[k]), n, true);
@@ -395,7 +461,6 @@ public sealed unsafe class Network : INetwork
         float* z = Ptr(_out[^1]), dz = Ptr(_dout[^1]);
         float loss = LossForward(z, classes, targets, dz, Ptr(_dTarget), n);
         if (Options.L2 != 0) loss += L2Penalty();
-        if (_fusedSgd != null) { _fusedSgd.Update = step; _fusedSgd.Lr = LearningRate; }
         // backward
         for (int k = _ops.Length - 1; k >= 0; k--)
         {
