@@ -74,6 +74,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
     private readonly WorkerPool? _pool;
     private readonly float[] _mean, _var, _varInv, _pW2, _pA, _pB, _pC, _pDh, _packW1, _packW2, _packW2t, _packW1t, _coefA, _coefE, _coefS;
     private readonly double[] _pLoss;
+    private readonly float[]? _dW1t;
     private readonly Work _work;
     private int* _ids, _classes;
 
@@ -93,6 +94,8 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
         _packW1 = Buf(Gemm.PackedSize(K, H)); _packW2 = Buf(Gemm.PackedSize(H, V));
         _packW2t = Buf(Gemm.PackedSize(V, H)); _packW1t = Buf(Gemm.PackedSize(H, K));
         _coefA = Buf(H); _coefE = Buf(H); _coefS = Buf(H);
+        // dW1 [H,K] as a product has K output columns: when K leaves a panel partly empty and H does not, its transpose is cheaper
+        if (K % Gemm.NR != 0 && H % Gemm.NR == 0) _dW1t = Buf((long)K * H);
         _work = new Work(this);
     }
 
@@ -178,7 +181,19 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
         // dhprebn and dembcat per block; db1 from the block sums; dW1 = dhprebnᵀ·embcat (and W1 updated in its epilogue)
         RunStage(Stage.Backward2);
         if (w.DB1 != null) SumBlocks(Ptr(_pC), w.DB1);
-        Gemm.Run(new Gemm.Args(H, K, n, _x.Dhprebn, 1, H, _x.Embcat, K, 1, w.DW1, K, null, false, update ? w.W1 : null, update ? sgd!.Lr : 0f), _pool);
+        if (_dW1t is null)
+        {
+            Gemm.Run(new Gemm.Args(H, K, n, _x.Dhprebn, 1, H, _x.Embcat, K, 1, w.DW1, K, null, false, update ? w.W1 : null, update ? sgd!.Lr : 0f), _pool);
+        }
+        else
+        {
+            // K is not a multiple of the GEMM's panel width: dW1ᵀ [K,H] = embcatᵀ·dhprebn wastes no lanes; transposed into place
+            float* t = Ptr(_dW1t);
+            Gemm.Run(new Gemm.Args(K, H, n, _x.Embcat, 1, K, _x.Dhprebn, H, 1, t, H, null, false), _pool);
+            for (int kk = 0; kk < K; kk++)
+                for (int j = 0; j < H; j++) w.DW1[(nint)j * K + kk] = t[(nint)kk * H + j];
+            if (update) OptimizerKernels.Sgd(w.W1, w.DW1, null, (long)H * K, sgd!.Lr, 0, 0);
+        }
         Embedding.Backward(_x.Dembcat, ids, w.DC, _v * _e, n * _b, _e);
         return loss;
     }
