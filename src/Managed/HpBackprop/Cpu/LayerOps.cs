@@ -107,6 +107,9 @@ internal unsafe interface IBatchNormOp
 {
     /// <summary>Also write <c>sum0(dx)</c> to <paramref name="dbias"/> in the backward: the bias gradient of the linear before this batch norm.</summary>
     void SetInputBiasGradient(float* dbias);
+
+    /// <summary>The batch statistics of the last training forward: mean, variance (over n−1, or n in the biased mode) and 1/√(var + eps).</summary>
+    (float[] Mean, float[] Variance, float[] VarInv) Statistics { get; }
 }
 
 /// <summary>
@@ -147,8 +150,7 @@ internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp, IBatchNormOp where T
 
     public override string Pattern => _name;
 
-    /// <summary>The batch statistics of the last training forward (bnmeani, bnvar — over n−1 or n — and bnvar_inv).</summary>
-    public ReadOnlySpan<float> Mean => _mean;
+    public (float[] Mean, float[] Variance, float[] VarInv) Statistics => (_mean, _var, _varInv);
 
     public override void Forward(float* x, int* ids, float* y, int rows, bool training)
     {

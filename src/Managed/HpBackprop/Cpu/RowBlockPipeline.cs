@@ -18,6 +18,9 @@ internal unsafe interface IRowBlockPipeline
     /// both linear weights. Returns the mean loss.
     /// </summary>
     float ForwardBackward(int* ids, int* classes, StepState? sgd);
+
+    /// <summary>The batch statistics of the last step: mean, variance (over n−1, or n in the biased mode) and 1/√(var + eps).</summary>
+    (float[] Mean, float[] Variance, float[] VarInv) Statistics { get; }
 }
 
 /// <summary>The parameters and gradients of the five layers (pointers into the network's flat buffers; biases may be null).</summary>
@@ -101,6 +104,8 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
 
     /// <summary>Whether the pipeline can run here: AVX-512 without the 256-bit override, and a batch of at least <see cref="MinRows"/> rows.</summary>
     internal static bool Applies(int n) => n >= MinRows && Avx512F.IsSupported && !Gemm.ForceVector256;
+
+    public (float[] Mean, float[] Variance, float[] VarInv) Statistics => (_mean, _var, _varInv);
 
     public string Pattern => $"row-block pipeline ({BlockRows}-row blocks, {_chunks} chunks): embedding+flatten, linear, " +
         $"{(TB.OverN ? "batchnorm:biased" : "batchnorm")}+{typeof(TA).Name.Replace("Act", "", StringComparison.Ordinal).ToLowerInvariant()}, linear, cross-entropy, in cache";

@@ -287,6 +287,10 @@ public sealed unsafe class Network : INetwork
     /// <summary>The gradient of op <paramref name="k"/>'s output in the last training step, for tests.</summary>
     internal ReadOnlySpan<float> OpOutputGradient(int k) => _dout[k];
 
+    /// <summary>The batch statistics (mean, variance, 1/√(var + eps)) of the batch norm in op <paramref name="k"/> in the last training step, for tests.</summary>
+    internal (float[] Mean, float[] Variance, float[] VarInv) BatchStatistics(int k) =>
+        Pipelined ? _pipeline!.Statistics : ((IBatchNormOp)_ops[k]).Statistics;
+
     /// <summary>Off: a batch the row-block pipeline would take runs op by op instead (for tests and benchmarks that compare the two).</summary>
     internal bool PipelineEnabled { get; set; } = true;
 
