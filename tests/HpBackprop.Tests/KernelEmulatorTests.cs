@@ -333,7 +333,7 @@ public unsafe class KernelEmulatorTests
     {
         var rng = new Random(H);
         float[] rm = Normals(rng, H, 1f), rv = Normals(rng, H, 0.3f, 1f), bm = Normals(rng, H, 1f), bv = Normals(rng, H, 0.3f, 1f);
-        // CpuBackend.UpdateRunning: running = (1 - m)·running + m·batch
+        // the CPU network's batch norm (Cpu/LayerOps.cs, BatchNormOp): running = (1 - m)·running + m·batch
         float keep = 1 - momentum;
         float[] em = new float[H], ev = new float[H];
         for (int c = 0; c < H; c++) { em[c] = keep * rm[c] + momentum * bm[c]; ev[c] = keep * rv[c] + momentum * bv[c]; }
@@ -357,7 +357,7 @@ public unsafe class KernelEmulatorTests
         var rng = new Random(H * 13);
         float[] all = new float[N * H];
         for (int i = 0; i < N; i++) for (int c = 0; c < H; c++) all[i * H + c] = 50f + c % 7 + 3f * Normal(rng);
-        // reference (CpuBackend.Calibrate): mean, then Bessel variance about it, in double
+        // reference (Network.Calibrate): mean, then Bessel variance about it, in double
         double[] mean = new double[H], var = new double[H];
         for (int i = 0; i < N; i++) for (int c = 0; c < H; c++) mean[c] += all[i * H + c];
         for (int c = 0; c < H; c++) mean[c] /= N;

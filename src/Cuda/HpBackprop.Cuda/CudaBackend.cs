@@ -19,9 +19,10 @@ public enum ScatterMode
 /// (row-major through swapped operands), batch norm + tanh, fused cross-entropy, the fused
 /// batch-norm backward, bias gradients, embedding scatter and SGD over device-resident flat
 /// buffers laid out like <see cref="ParameterSet.Data"/>. A step uploads the minibatch ids once
-/// (one copy) and allocates nothing.
+/// (one copy) and allocates nothing. The public face is <see cref="CudaNetwork"/>, which keeps one
+/// of these over a <see cref="ParameterSet"/> and converts to and from the state-dict layout.
 /// </summary>
-public sealed unsafe class CudaBackend : ITrainingBackend
+internal sealed unsafe class CudaBackend : ITrainingBackend
 {
     /// <summary>Rows per chunk when evaluating or calibrating.</summary>
     public const int EvalChunk = 1024;
@@ -309,12 +310,34 @@ public sealed unsafe class CudaBackend : ITrainingBackend
     /// <inheritdoc />
     public float ForwardBackward(ReadOnlySpan<int> xb, ReadOnlySpan<int> yb)
     {
+        float l = ForwardBackwardOnly(xb, yb, updateRunning: false);
+        PullParameters();
+        return l;
+    }
+
+    /// <summary>
+    /// Forward and backward on one minibatch, leaving the gradients on the device (no copy back).
+    /// With <paramref name="updateRunning"/> the batch statistics also enter the running ones, as a
+    /// training-mode forward of a <c>torch.nn.BatchNorm1d</c> (and the CPU network) does.
+    /// </summary>
+    internal float ForwardBackwardOnly(ReadOnlySpan<int> xb, ReadOnlySpan<int> yb, bool updateRunning)
+    {
         _launches = 0;
         UploadBatch(xb, yb);
         ForwardBackwardOnDevice();
-        float l = ReadLoss();
-        PullParameters();
-        return l;
+        if (updateRunning) UpdateRunning();
+        LaunchesPerStep = _launches;
+        return ReadLoss();
+    }
+
+    /// <summary>Sets every gradient on the device to zero.</summary>
+    internal void ClearGradients() => _rt.Zero(_grads, Parameters.Grad.Length * 4L);
+
+    private void UpdateRunning()
+    {
+        ulong a0 = _runMean, a1 = _runVar, a2 = bnmeani, a3 = bnvar; float a4 = RunningMomentum; int a5 = _h;
+        void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5 };
+        Launch(kBnRunning, new(Blocks(_h, 256)), new(256), 0, args);
     }
 
     /// <inheritdoc />
@@ -336,20 +359,16 @@ public sealed unsafe class CudaBackend : ITrainingBackend
             void** args = stackalloc void*[] { &a0, &a1, &a2, &a3 };
             Launch(kSgd, new(Blocks(a3, 256)), new(256), 0, args);
         }
-        {
-            ulong a0 = _runMean, a1 = _runVar, a2 = bnmeani, a3 = bnvar; float a4 = RunningMomentum; int a5 = _h;
-            void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5 };
-            Launch(kBnRunning, new(Blocks(_h, 256)), new(256), 0, args);
-        }
+        UpdateRunning();
         Parameters.IsCalibrated = false;
         LaunchesPerStep = _launches;
         return readLoss ? ReadLoss() : float.NaN;
     }
 
-    private void UploadEvalRows(Dataset data, int start, int rows, bool withTargets)
+    private void UploadEvalRows(ReadOnlySpan<int> x, ReadOnlySpan<int> y, int start, int rows, bool withTargets)
     {
-        data.X.AsSpan(start * _b, rows * _b).CopyTo(_hostIds);
-        if (withTargets) data.Y.AsSpan(start, rows).CopyTo(_hostIds.AsSpan(rows * _b));
+        x.Slice(start * _b, rows * _b).CopyTo(_hostIds);
+        if (withTargets) y.Slice(start, rows).CopyTo(_hostIds.AsSpan(rows * _b));
         fixed (int* p = _hostIds) _rt.CopyToDevice(_evIds, p, (rows * _b + (withTargets ? rows : 0)) * 4L);
     }
 
@@ -359,16 +378,22 @@ public sealed unsafe class CudaBackend : ITrainingBackend
         ArgumentNullException.ThrowIfNull(data);
         if (data.BlockSize != _b) throw new ArgumentException($"the data set has block size {data.BlockSize} but the model has {_b}.", nameof(data));
         if (data.Count == 0) throw new ArgumentException("cannot evaluate an empty data set.", nameof(data));
+        return Evaluate(data.X, data.Y, data.Count);
+    }
+
+    /// <summary>The mean loss over <paramref name="count"/> examples, contexts <c>[count,B]</c> and targets <c>[count]</c> (ids in range: the caller checks), forward only with the inference statistics.</summary>
+    internal float Evaluate(ReadOnlySpan<int> x, ReadOnlySpan<int> y, int count)
+    {
         double total = 0;
-        for (int start = 0; start < data.Count; start += EvalChunk)
+        for (int start = 0; start < count; start += EvalChunk)
         {
-            int rows = Math.Min(EvalChunk, data.Count - start);
-            UploadEvalRows(data, start, rows, withTargets: true);
+            int rows = Math.Min(EvalChunk, count - start);
+            UploadEvalRows(x, y, start, rows, withTargets: true);
             Forward(_evIds, rows, training: false);
             CrossEntropy(logits, _evIds + (ulong)(rows * _b * 4), 0, rows);
             total += (double)ReadLoss() * rows;
         }
-        return (float)(total / data.Count);
+        return (float)(total / count);
     }
 
     /// <inheritdoc />
@@ -377,19 +402,25 @@ public sealed unsafe class CudaBackend : ITrainingBackend
         ArgumentNullException.ThrowIfNull(train);
         if (train.BlockSize != _b) throw new ArgumentException($"the data set has block size {train.BlockSize} but the model has {_b}.", nameof(train));
         if (train.Count < 2) throw new ArgumentException("calibration needs at least 2 examples.", nameof(train));
+        Calibrate(train.X, train.Count);
+    }
+
+    /// <summary>Replaces the inference statistics with the mean and Bessel variance of <c>hprebn</c> over <paramref name="count"/> contexts <c>[count,B]</c> (ids in range: the caller checks), on the device and in <see cref="Parameters"/>.</summary>
+    internal void Calibrate(ReadOnlySpan<int> x, int count)
+    {
         for (int pass = 0; pass < 2; pass++)
         {
             _rt.Zero(_calSum, _h * 8L);
             _rt.Zero(_calSq, _h * 8L);
-            for (int start = 0; start < train.Count; start += EvalChunk)
+            for (int start = 0; start < count; start += EvalChunk)
             {
-                int rows = Math.Min(EvalChunk, train.Count - start);
-                CalibrationChunk(train, start, rows, pass == 0 ? 0 : _center);
+                int rows = Math.Min(EvalChunk, count - start);
+                CalibrationChunk(x, start, rows, pass == 0 ? 0 : _center);
             }
             fixed (double* s = _hostCal) _rt.CopyToHost(s, _calSum, _h * 8L);
             if (pass == 0)
             {
-                for (int c = 0; c < _h; c++) _hostCenter[c] = (float)(_hostCal[c] / train.Count);
+                for (int c = 0; c < _h; c++) _hostCenter[c] = (float)(_hostCal[c] / count);
                 fixed (float* p = _hostCenter) _rt.CopyToDevice(_center, p, _h * 4L);
             }
             else
@@ -398,8 +429,8 @@ public sealed unsafe class CudaBackend : ITrainingBackend
                 fixed (double* q = _hostCal) _rt.CopyToHost(q, _calSq, _h * 8L);
                 for (int c = 0; c < _h; c++)
                 {
-                    Parameters.RunningMean[c] = (float)(_hostCenter[c] + sum[c] / train.Count);
-                    Parameters.RunningVar[c] = (float)((_hostCal[c] - sum[c] * sum[c] / train.Count) / (train.Count - 1));
+                    Parameters.RunningMean[c] = (float)(_hostCenter[c] + sum[c] / count);
+                    Parameters.RunningVar[c] = (float)((_hostCal[c] - sum[c] * sum[c] / count) / (count - 1));
                 }
             }
         }
@@ -408,9 +439,9 @@ public sealed unsafe class CudaBackend : ITrainingBackend
         Parameters.IsCalibrated = true;
     }
 
-    private void CalibrationChunk(Dataset train, int start, int rows, ulong center)
+    private void CalibrationChunk(ReadOnlySpan<int> x, int start, int rows, ulong center)
     {
-        UploadEvalRows(train, start, rows, withTargets: false);
+        UploadEvalRows(x, default, start, rows, withTargets: false);
         EmbeddingForward(_evIds, embcat, rows);
         Linear(embcat, _oW1, _ob1, hprebn, rows, _k, _h);
         ulong a0 = hprebn; int a1 = rows, a2 = _h; ulong a3 = center, a4 = _calSum, a5 = _calSq;

@@ -59,7 +59,7 @@ internal static class GradsCommand
             {
                 var p = new ParameterSet(c);
                 bundle.CopyTo(p);
-                using var backend = Backends.Create(pr.GetValue(device)!, p, m => stderr.WriteLine(m));
+                using var backend = Backends.CreateMakemore(pr.GetValue(device)!, p, m => stderr.WriteLine(m));
                 float loss = backend.ForwardBackward(bundle.Xb, bundle.Yb);
                 backend.PullParameters();
                 result.Add("loss", new[] { loss });
@@ -91,10 +91,10 @@ internal static class GradsCommand
         if (device is "cuda" or "emulator")
         {
             var stack = bundle.Stack;
-            string? why = TrainCommand.FirstUnsupported(stack, new NetworkOptions { L2 = (float)bundle.L2 }, stack.TakesIds ? stack.Layers[0].In : 0);
+            string? why = HpBackprop.Cuda.CudaNetwork.FirstUnsupported(stack, new NetworkOptions { L2 = (float)bundle.L2, Loss = bundle.Loss });
             throw new UserErrorException($"--device {device}: the GPU backend runs only the makemore MLP, from the makemore bundle format (Xb, Yb, C, W1, ...); "
-                + (why is null ? $"{bundle.Source} is a stack bundle, which runs on the CPU" : $"in {bundle.Source}, {why.Replace("--l2", "metadata l2", StringComparison.Ordinal)}")
-                + ". Use --device cpu.");
+                + (why is null ? $"{bundle.Source} is a stack bundle, which runs on the CPU." : $"in {bundle.Source}, {why.Replace("NetworkOptions.L2", "metadata l2", StringComparison.Ordinal)}")
+                + " Use --device cpu.");
         }
         if (device == "auto") stderr.WriteLine("device auto: using the CPU (a stack bundle runs on the CPU only).");
         StackGrads.CheckRows(bundle);

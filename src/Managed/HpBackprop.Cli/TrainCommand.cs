@@ -4,7 +4,6 @@ using System.Globalization;
 using System.Text.Json;
 using HpBackprop.Data;
 using HpBackprop.IO;
-using HpBackprop.Model;
 using HpBackprop.Networks;
 using HpBackprop.Training;
 
@@ -114,65 +113,47 @@ internal static class TrainCommand
             try { Network.Check(stack, options); }
             catch (ArgumentException e) { throw new UserErrorException((layersText != null ? "--layers: " : "") + OptionNames(e.Message)); }
             string? outPath = pr.GetValue(outFile);
-            // the dedicated makemore backend (CPU pipeline, CUDA) takes the lecture's recipe; any other stack or recipe runs as a compiled network on the CPU
-            var makemore = AsMakemore(stack, options, V);
+            // one training path on every device: the compiled CPU network runs every stack, the GPU the makemore stack with plain SGD
             string dev = pr.GetValue(device)!;
-            if (makemore == null && dev is "cuda" or "emulator")
-                throw new UserErrorException($"--device {dev}: the GPU backend runs the makemore stack with plain SGD and the step schedule only; {FirstUnsupported(stack, options, V)}. Use --device cpu.");
-
-            say.WriteLine($"corpus: {corpus.Source}: {corpus.Words.Count:N0} words, vocabulary of {V} ({split.Vocabulary.Characters})");
-            say.WriteLine($"examples: train {split.Train.Count:N0}, dev {split.Dev.Count:N0}, test {split.Test.Count:N0}");
-            var trainSet = ExampleSet.FromWords(split.Train);
+            var scatterMode = pr.GetValue(scatter) == "atomic" ? HpBackprop.Cuda.ScatterMode.Atomic : HpBackprop.Cuda.ScatterMode.Deterministic;
+            var network = Backends.Create(dev, stack, options, m => say.WriteLine(m), scatterMode);
             Network net;
             float[] lossCurve;
             double seconds;
-            string deviceName;
-            var progress = new ProgressPrinter(say, interactive: !asJson && !Console.IsOutputRedirected && ReferenceEquals(stdout, Console.Out));
+            string deviceName = network.Device;
             var sw = Stopwatch.StartNew();
-            if (makemore != null)
+            var trainSet = ExampleSet.FromWords(split.Train);
+            try
             {
-                var config = makemore.Validate();
-                var parameters = new ParameterSet(config);
-                parameters.Initialize(pr.GetValue(seed));
-                var stepSched = sched as StepSchedule;
-                var trainerOptions = new TrainerOptions
-                {
-                    Steps = nSteps, LearningRate = lr0, DecayedLearningRate = stepSched != null ? lr0 / 10 : lr0 /* the CLI's step schedule is always a tenth */, DecayStep = (int)(stepSched?.AtStep ?? nSteps),
-                    Seed = pr.GetValue(seed), ReportEvery = Math.Max(1, nSteps / 200),
-                }.Validate();
-                var scatterMode = pr.GetValue(scatter) == "atomic" ? HpBackprop.Cuda.ScatterMode.Atomic : HpBackprop.Cuda.ScatterMode.Deterministic;
-                using var backend = Backends.Create(dev, parameters, m => say.WriteLine(m), scatterMode, nThreads);
-                backend.RunningMomentum = options.BatchNormMomentum;
-                deviceName = backend.Name;
-                say.WriteLine($"model: {stack} (B={config.BlockSize} E={config.EmbeddingSize} H={config.HiddenSize}), n={config.BatchSize}, {parameters.Layout.Sum(p => p.Length):N0} parameters, device {backend.Name}");
-                say.WriteLine($"training: {nSteps:N0} steps, lr {trainerOptions.LearningRate} then {trainerOptions.DecayedLearningRate} from step {(stepSched != null ? trainerOptions.DecayStep!.Value.ToString("N0", CultureInfo.InvariantCulture) : "never")}");
-                var trainer = new Trainer(backend, split.Train, trainerOptions);
-                trainer.Run(progress.Report);
-                progress.Finish();
-                seconds = trainer.Elapsed.TotalSeconds;
-                lossCurve = trainer.Losses;
-                say.WriteLine($"trained {nSteps:N0} steps in {seconds:F1} s ({nSteps / seconds:N0} steps/s)");
-                sw.Restart();
-                if (!pr.GetValue(calibrate)) backend.Calibrate(split.Train);
-                backend.PullParameters();
-                net = StackCheckpoint.FromParameterSet(parameters, config.BatchSize);
-            }
-            else
-            {
-                if (dev == "auto") say.WriteLine("device auto: using the CPU (the GPU backend runs only the makemore stack with plain SGD).");
-                net = Network.Create(stack, options);
-                net.Initialize(pr.GetValue(seed));
-                deviceName = "cpu";
-                say.WriteLine($"model: {stack}, n={net.BatchSize}, {net.Parameters.Count:N0} parameters, device cpu");
+                say.WriteLine($"corpus: {corpus.Source}: {corpus.Words.Count:N0} words, vocabulary of {V} ({split.Vocabulary.Characters})");
+                say.WriteLine($"examples: train {split.Train.Count:N0}, dev {split.Dev.Count:N0}, test {split.Test.Count:N0}");
+                var progress = new ProgressPrinter(say, interactive: !asJson && !Console.IsOutputRedirected && ReferenceEquals(stdout, Console.Out));
+                network.Initialize(pr.GetValue(seed));
+                say.WriteLine($"model: {stack}, n={network.BatchSize}, {network.Parameters.Count:N0} parameters, device {network.Device}");
                 say.WriteLine($"training: {nSteps:N0} steps, {opt}, schedule {sched}" + (options.L2 != 0 ? $", l2 {options.L2}" : ""));
                 sw.Restart();
-                lossCurve = net.Fit(trainSet, nSteps, pr.GetValue(seed), progress.Report, Math.Max(1, nSteps / 200));
+                lossCurve = network.Fit(trainSet, nSteps, pr.GetValue(seed), progress.Report, Math.Max(1, nSteps / 200));
                 progress.Finish();
                 seconds = sw.Elapsed.TotalSeconds;
                 say.WriteLine($"trained {nSteps:N0} steps in {seconds:F1} s ({nSteps / seconds:N0} steps/s)");
                 sw.Restart();
-                if (!pr.GetValue(calibrate)) net.Calibrate(trainSet);
+                if (!pr.GetValue(calibrate)) network.Calibrate(trainSet);
+                network.PullParameters();
+                if (network is Network cpu) net = cpu;
+                else
+                {
+                    // evaluation, samples, the checkpoint and the plot run on the CPU from the trained values
+                    net = Network.Create(stack, options);
+                    net.Parameters.CopyFrom(network.Parameters);
+                    net.StepCount = network.StepCount;
+                }
             }
+            catch
+            {
+                network.Dispose();
+                throw;
+            }
+            if (!ReferenceEquals(net, network)) network.Dispose();
             using (net)
             {
                 if (!pr.GetValue(calibrate)) say.WriteLine($"calibrated batch norm over {split.Train.Count:N0} training examples ({sw.Elapsed.TotalSeconds:F2} s)");
@@ -231,33 +212,6 @@ internal static class TrainCommand
         .Replace("CosineSchedule.Total", "--steps").Replace("CosineSchedule.MinLr", "--min-lr").Replace("NetworkOptions.BatchSize", "--batch")
         .Replace("NetworkOptions.L2", "--l2").Replace("NetworkOptions.BatchNormMomentum", "--bn-momentum").Replace(" (Parameter 'o')", "")
         .Replace(" (Parameter 'AtStep')", "").Replace(" (Parameter 'Warmup')", "").Replace(" (Parameter 'Total')", "").Replace(" (Parameter 'MinLr')", "");
-
-    /// <summary>
-    /// The makemore configuration when <paramref name="stack"/> is the lecture's MLP trained with its recipe (plain SGD,
-    /// a step or constant schedule, no L2): that runs on the dedicated backend (the large-batch pipeline, CUDA). Null otherwise.
-    /// </summary>
-    internal static ModelConfig? AsMakemore(Sequential stack, NetworkOptions o, int vocab) => FirstUnsupported(stack, o, vocab) == null
-        ? new ModelConfig(vocab, stack.Layers[2].In / stack.Layers[0].Out, stack.Layers[0].Out, stack.Layers[2].Out, o.BatchSize)
-        : null;
-
-    /// <summary>Why a stack and recipe are not the makemore MLP's (the first layer or setting that differs), or null.</summary>
-    internal static string? FirstUnsupported(Sequential stack, NetworkOptions o, int vocab)
-    {
-        var l = stack.Layers;
-        var want = new[] { LayerKind.Embedding, LayerKind.Flatten, LayerKind.Linear, LayerKind.BatchNorm, LayerKind.Tanh, LayerKind.Linear };
-        for (int i = 0; i < want.Length; i++)
-        {
-            if (i >= l.Count) return $"the stack ends after layer {i - 1}";
-            bool ok = l[i].Kind == want[i] && (l[i].Kind != LayerKind.Linear || l[i].HasBias) && (l[i].Kind != LayerKind.BatchNorm || l[i].Mode == BatchNormMode.Bessel);
-            if (!ok) return $"layer {i} ({l[i]}) is not supported there yet";
-        }
-        if (l.Count > want.Length) return $"layer {want.Length} ({l[want.Length]}) is not supported yet";
-        if (l[2].In % l[0].Out != 0 || l[2].Out != l[3].In || l[5].In != l[3].In || l[5].Out != vocab) return "its widths do not fit the makemore MLP";
-        if (o.Optimizer is not Sgd { Momentum: 0, WeightDecay: 0 }) return $"the optimiser {o.Optimizer} is not supported yet";
-        if (o.Schedule is CosineSchedule) return "the cosine schedule is not supported yet";
-        if (o.L2 != 0) return "--l2 is not supported yet";
-        return null;
-    }
 }
 
 /// <summary>A progress bar on a terminal, plain periodic lines otherwise.</summary>

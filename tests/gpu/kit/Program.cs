@@ -1,17 +1,17 @@
 using System.Diagnostics;
 using System.Globalization;
-using HpBackprop.Cpu;
 using HpBackprop.Cuda;
 using HpBackprop.Cuda.Runtime;
 using HpBackprop.Data;
 using HpBackprop.Model;
+using HpBackprop.Networks;
 
 namespace HpBackprop.GpuKit;
 
 /// <summary>
 /// hpb-gpukit: the measuring side of tests/gpu/run-kit.sh. Modes:
 ///   env                      device, driver, where cuBLAS was found, the embedded PTX (exit 3 without a GPU)
-///   parity [--steps 100]     the same steps on the CPU and CUDA backends: loss and parameter differences
+///   parity [--steps 100]     the same steps on the CPU network and the CUDA one: loss and parameter differences
 ///   steps [--shapes S,M,L] [--seconds 1.5]   µs per training step on the GPU, in process, after warm-up
 ///   sanitize                 a short run over every device path, for compute-sanitizer
 /// Every mode prints markdown (and JSON lines for steps) on stdout.
@@ -24,6 +24,12 @@ internal static class Program
         ("M", new ModelConfig(27, 3, 24, 512, 256)),
         ("L", new ModelConfig(27, 3, 32, 1024, 4096)),
     ];
+
+    /// <summary>The makemore stack of <paramref name="c"/>'s dimensions.</summary>
+    private static Sequential Stack(ModelConfig c) => Sequential.Makemore(c.VocabSize, c.BlockSize, c.EmbeddingSize, c.HiddenSize);
+
+    /// <summary>Plain SGD at <paramref name="lr"/>, constant, batch size n.</summary>
+    private static NetworkOptions Options(ModelConfig c, float lr) => new() { BatchSize = c.BatchSize, Optimizer = new Sgd { LearningRate = lr } };
 
     private static int Main(string[] args)
     {
@@ -107,28 +113,28 @@ internal static class Program
         bool ok = true;
         foreach (var (name, cfg) in cases)
         {
-            var p1 = new ParameterSet(cfg); p1.Initialize(7);
-            var p2 = new ParameterSet(cfg); p2.CopyFrom(p1);
-            using var cpu = new CpuBackend(p1);
-            using var gpu = CudaBackend.OnDevice(p2);
+            using var cpu = Network.Create(Stack(cfg), Options(cfg, 0.1f));
+            using var gpu = CudaNetwork.OnDevice(Stack(cfg), Options(cfg, 0.1f));
+            cpu.Initialize(7);
+            gpu.Initialize(7);
             var batches = RandomBatches(cfg, 16, 11);
             double lossDiff = 0;
             for (int s = 0; s < steps; s++)
             {
                 var (x, y) = batches[s % batches.Length];
-                float a = cpu.Step(x, y, 0.1f), b = gpu.Step(x, y, 0.1f);
+                float a = cpu.Step(x, y), b = gpu.Step(x, y);
                 lossDiff = Math.Max(lossDiff, Math.Abs(a - b) / Math.Max(1e-6, Math.Abs(a)));
             }
             gpu.PullParameters();
             string worst = "";
             double worstRel = 0;
-            foreach (var info in p1.Layout)
+            foreach (var slot in cpu.Parameters.Parameters.Concat(cpu.Parameters.RunningStatistics))
             {
-                var a = p1.Value(info.Name); var b = p2.Value(info.Name);
+                var a = cpu.Parameters.Value(slot.Name); var b = gpu.Parameters.Value(slot.Name);
                 double scale = 0, diff = 0;
                 for (int i = 0; i < a.Length; i++) { scale = Math.Max(scale, Math.Abs(a[i])); diff = Math.Max(diff, Math.Abs((double)a[i] - b[i])); }
                 double rel = diff / Math.Max(scale, 1e-30);
-                if (rel >= worstRel) { worstRel = rel; worst = info.Name; }
+                if (rel >= worstRel) { worstRel = rel; worst = slot.Name; }
             }
             bool pass = worstRel <= tolerance && lossDiff <= tolerance;
             ok &= pass;
@@ -146,9 +152,9 @@ internal static class Program
         foreach (string s in shapes.Split(','))
         {
             var cfg = Shapes.First(x => x.Name == s).Config;
-            var p = new ParameterSet(cfg);
-            p.Initialize(42);
-            using var gpu = CudaBackend.OnDevice(p);
+            using var net = CudaNetwork.OnDevice(Stack(cfg), Options(cfg, 0.01f));
+            net.Initialize(42);
+            var gpu = net.Backend; // steps that leave the loss on the device: one synchronisation per timed window
             var batches = RandomBatches(cfg, 16, 42);
             int k = 0;
             void One() { var (x, y) = batches[k++ & 15]; gpu.StepWithoutLoss(x, y, 0.01f); }
@@ -185,26 +191,26 @@ internal static class Program
         var split = DataSplit.Create(corpus, 3, 1);
         foreach (var scatter in new[] { ScatterMode.Deterministic, ScatterMode.Atomic })
         {
-            var p = new ParameterSet(new ModelConfig(split.Vocabulary.Size, 3, 10, 64, 32));
-            p.Initialize(3);
-            using var gpu = CudaBackend.OnDevice(p, scatter);
-            var rng = new NormalRng(5);
-            var x = new int[32 * 3]; var y = new int[32];
-            for (int s = 0; s < 3; s++) { split.Train.DrawBatch(rng, x, y); gpu.Step(x, y, 0.1f); }
-            gpu.Calibrate(split.Train);
-            float dev = gpu.Evaluate(split.Dev);
-            var logits = new float[p.Config.VocabSize];
-            gpu.InferLogits([0, 0, 0], 1, logits);
+            var cfg = new ModelConfig(split.Vocabulary.Size, 3, 10, 64, 32);
+            using var gpu = CudaNetwork.OnDevice(Stack(cfg), Options(cfg, 0.1f), scatter);
+            gpu.Initialize(3);
+            var train = ExampleSet.FromWords(split.Train);
+            gpu.Fit(train, 3, seed: 5);
+            gpu.Calibrate(train);
+            float dev = gpu.Evaluate(ExampleSet.FromWords(split.Dev));
+            var probs = new float[cfg.VocabSize];
+            gpu.Predict([0, 0, 0], 1, probs);
+            gpu.PullParameters();
             Console.WriteLine($"seed-like shape, {scatter} scatter: 3 steps, calibrate, dev loss {dev:F4}, inference");
         }
         // large V: sorted scatter with two radix passes, block cross-entropy with 256 and with 1024 threads; n=4096 takes the 1024-thread loss sum
         foreach (var cfg in new[] { new ModelConfig(300, 3, 8, 32, 48), new ModelConfig(3000, 2, 8, 32, 40), new ModelConfig(17000, 2, 4, 16, 16), new ModelConfig(27, 3, 8, 40, 4096) })
         {
-            var p = new ParameterSet(cfg);
-            p.Initialize(9);
-            using var gpu = CudaBackend.OnDevice(p);
-            foreach (var (x, y) in RandomBatches(cfg, 2, 4)) gpu.Step(x, y, 0.1f);
-            Console.WriteLine($"V={cfg.VocabSize} n={cfg.BatchSize}: 2 steps, loss {gpu.LastLoss():F4}");
+            using var gpu = CudaNetwork.OnDevice(Stack(cfg), Options(cfg, 0.1f));
+            gpu.Initialize(9);
+            float loss = float.NaN;
+            foreach (var (x, y) in RandomBatches(cfg, 2, 4)) loss = gpu.Step(x, y);
+            Console.WriteLine($"V={cfg.VocabSize} n={cfg.BatchSize}: 2 steps, loss {loss:F4}");
         }
         return 0;
     }

@@ -19,14 +19,8 @@ public sealed class Sampler
     private readonly float[] _logits;
     private readonly double[] _p;
 
-    /// <summary>Creates a sampler over a training backend of the makemore MLP.</summary>
-    public Sampler(ITrainingBackend backend, Vocabulary vocab)
-        : this(vocab, (backend ?? throw new ArgumentNullException(nameof(backend))).Config.BlockSize, backend.Config.VocabSize, (c, l) => backend.InferLogits(c, 1, l))
-    {
-    }
-
-    /// <summary>Creates a sampler over a network on ids whose output is one logit per character (a stack trained on words).</summary>
-    public Sampler(Networks.Network network, Vocabulary vocab)
+    /// <summary>Creates a sampler over a network on ids whose output is one logit per character (a stack trained on words), on any device.</summary>
+    public Sampler(Networks.INetwork network, Vocabulary vocab)
         : this(vocab, (network ?? throw new ArgumentNullException(nameof(network))).InputWidth, network.OutputWidth, (c, l) => network.Predict(c, 1, l, raw: true))
     {
         if (!network.Stack.TakesIds) throw new ArgumentException("the network takes float features, not character ids: it cannot sample words.", nameof(network));
