@@ -195,9 +195,23 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
             // K is not a multiple of the GEMM's panel width: dW1ᵀ [K,H] = embcatᵀ·dhprebn wastes no lanes; transposed into place
             float* t = Ptr(_dW1t);
             Gemm.Run(new Gemm.Args(K, H, n, _x.Embcat, 1, K, _x.Dhprebn, H, 1, t, H, null, false), _pool);
-            for (int kk = 0; kk < K; kk++)
-                for (int j = 0; j < H; j++) w.DW1[(nint)j * K + kk] = t[(nint)kk * H + j];
-            if (update) OptimizerKernels.Sgd(w.W1, w.DW1, null, (long)H * K, sgd!.Lr, 0, 0);
+            // in tiles of 16 rows of dW1 (they stay in L1 while K columns are written), with the SGD step on the way (p = g·(−lr) + p)
+            float lr = update ? -sgd!.Lr : 0f;
+            for (int j0 = 0; j0 < H; j0 += 16)
+            {
+                int j1 = Math.Min(H, j0 + 16);
+                for (int kk = 0; kk < K; kk++)
+                {
+                    float* src = t + (nint)kk * H;
+                    for (int j = j0; j < j1; j++)
+                    {
+                        nint o = (nint)j * K + kk;
+                        float g = src[j];
+                        w.DW1[o] = g;
+                        if (update) w.W1[o] = MathF.FusedMultiplyAdd(g, lr, w.W1[o]);
+                    }
+                }
+            }
         }
         Embedding.Backward(_x.Dembcat, ids, w.DC, _v * _e, n * _b, _e);
         return loss;
