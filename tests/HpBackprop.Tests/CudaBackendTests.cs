@@ -54,16 +54,17 @@ public abstract class CudaBackendTestsBase
         var pGpu = new ParameterSet(pCpu.Config);
         pGpu.CopyFrom(pCpu);
         var batches = Batches(split.Train, 32, 100, 9);
-        using var cpu = new CpuBackend(pCpu);
+        using var cpu = new MakemoreNet(pCpu, new Networks.NetworkOptions { Schedule = new Networks.StepSchedule(50, 0.1f) });
         using var gpu = new CudaBackend(pGpu, Open(), ownsRuntime: true);
         for (int s = 0; s < 100; s++)
         {
-            float lr = s < 50 ? 0.1f : 0.01f;
-            float a = cpu.Step(batches[2 * s], batches[2 * s + 1], lr);
+            float lr = cpu.Net.LearningRate;
+            float a = cpu.Step(batches[2 * s], batches[2 * s + 1]);
             float b = gpu.Step(batches[2 * s], batches[2 * s + 1], lr);
             Assert.AreEqual(a, b, 1e-5 * Math.Abs(a), $"loss at step {s}: cpu {a}, {runtime} {b}");
         }
         gpu.PullParameters();
+        pCpu = cpu.ToParameterSet();
         foreach (var info in pCpu.Layout)
         {
             double scale = pCpu.Value(info.Name).ToArray().Max(x => Math.Abs((double)x));
@@ -78,17 +79,18 @@ public abstract class CudaBackendTestsBase
             Assert.AreEqual(pCpu.RunningVar[c], pGpu.RunningVar[c], 1e-4 * Math.Max(1, pCpu.RunningVar[c]), "running var");
         }
         // evaluation, calibration and sampling logits on the device agree with the CPU too
-        cpu.Calibrate(split.Train);
+        cpu.Net.Calibrate(Networks.ExampleSet.FromWords(split.Train));
         gpu.Calibrate(split.Train);
+        pCpu = cpu.ToParameterSet();
         for (int c = 0; c < pCpu.Config.HiddenSize; c++)
         {
             Assert.AreEqual(pCpu.RunningMean[c], pGpu.RunningMean[c], 1e-4 * Math.Max(1, Math.Abs(pCpu.RunningMean[c])), "calibrated mean");
             Assert.AreEqual(pCpu.RunningVar[c], pGpu.RunningVar[c], 1e-4 * Math.Max(1, pCpu.RunningVar[c]), "calibrated var");
         }
-        float ec = cpu.Evaluate(split.Dev), eg = gpu.Evaluate(split.Dev);
+        float ec = cpu.Net.Evaluate(Networks.ExampleSet.FromWords(split.Dev)), eg = gpu.Evaluate(split.Dev);
         Assert.AreEqual(ec, eg, 1e-4 * ec, "dev loss");
         var lc = new float[pCpu.Config.VocabSize]; var lg = new float[pCpu.Config.VocabSize];
-        cpu.InferLogits([0, 0, 0], 1, lc);
+        cpu.Net.Predict([0, 0, 0], 1, lc, raw: true);
         gpu.InferLogits([0, 0, 0], 1, lg);
         for (int j = 0; j < lc.Length; j++) Assert.AreEqual(lc[j], lg[j], 1e-4 * Math.Max(1, Math.Abs(lc[j])), $"logit {j}");
     }
@@ -163,13 +165,13 @@ public abstract class CudaBackendTestsBase
             var x = new int[cfg.BatchSize * cfg.BlockSize]; var y = new int[cfg.BatchSize];
             for (int i = 0; i < x.Length; i++) x[i] = i % 5 == 0 ? 7 : rng.NextInt(v);  // id 7 repeats
             for (int i = 0; i < y.Length; i++) y[i] = rng.NextInt(v);
-            using var cpu = new CpuBackend(p1);
+            using var cpu = new MakemoreNet(p1);
             using var gpu = new CudaBackend(p2, Open(), ownsRuntime: true);
             float a = cpu.ForwardBackward(x, y), b = gpu.ForwardBackward(x, y);
             Assert.AreEqual(a, b, 1e-5 * a, $"V={v} loss");
             foreach (string g in new[] { "C", "W1", "W2", "b2", "bngain" })
             {
-                var ga = p1.Gradient(g).ToArray(); var gb = p2.Gradient(g).ToArray();
+                var ga = cpu.Gradient(g); var gb = p2.Gradient(g).ToArray();
                 double scale = ga.Max(t => Math.Abs((double)t));
                 for (int i = 0; i < ga.Length; i++) Assert.AreEqual(ga[i], gb[i], ParityTests.Float32Tolerance * scale, $"V={v} d{g}[{i}]");
             }
