@@ -1,4 +1,3 @@
-using HpBackprop.Cpu;
 using HpBackprop.Cuda;
 using HpBackprop.Model;
 using HpBackprop.Training;
@@ -10,13 +9,17 @@ internal static class Backends
 {
     public static readonly string[] Devices = ["cpu", "cuda", "auto", "emulator"];
 
-    /// <summary>Creates the backend for <paramref name="device"/>; <paramref name="say"/> receives the one-line notice of an automatic choice.</summary>
-    public static ITrainingBackend Create(string device, ParameterSet parameters, Action<string> say, ScatterMode scatter = ScatterMode.Deterministic, int threads = 1)
+    /// <summary>
+    /// Creates the GPU backend for <paramref name="device"/>, or null for the CPU (where the makemore MLP runs as a compiled
+    /// network, <see cref="HpBackprop.IO.StackCheckpoint.FromParameterSet(ParameterSet, Networks.NetworkOptions)"/>);
+    /// <paramref name="say"/> receives the one-line notice of an automatic choice.
+    /// </summary>
+    public static ITrainingBackend? Create(string device, ParameterSet parameters, Action<string> say, ScatterMode scatter = ScatterMode.Deterministic)
     {
         switch (device)
         {
             case "cpu":
-                return new CpuBackend(parameters, threads);
+                return null;
             case "cuda":
                 try
                 {
@@ -45,7 +48,7 @@ internal static class Backends
                         }
                     }
                     say("device auto: using the CPU; " + why.Split(". ")[0] + ".");
-                    return new CpuBackend(parameters, threads);
+                    return null;
                 }
             default:
                 throw new UserErrorException($"--device '{device}' is not one of {string.Join(", ", Devices)}.");

@@ -114,7 +114,7 @@ internal static class TrainCommand
             try { Network.Check(stack, options); }
             catch (ArgumentException e) { throw new UserErrorException((layersText != null ? "--layers: " : "") + OptionNames(e.Message)); }
             string? outPath = pr.GetValue(outFile);
-            // the dedicated makemore backend (CPU pipeline, CUDA) takes the lecture's recipe; any other stack or recipe runs as a compiled network on the CPU
+            // on a GPU the dedicated makemore backend takes the lecture's recipe; any other stack or recipe, and every stack on the CPU, runs as a compiled network
             var makemore = AsMakemore(stack, options, V);
             string dev = pr.GetValue(device)!;
             if (makemore == null && dev is "cuda" or "emulator")
@@ -129,22 +129,26 @@ internal static class TrainCommand
             string deviceName;
             var progress = new ProgressPrinter(say, interactive: !asJson && !Console.IsOutputRedirected && ReferenceEquals(stdout, Console.Out));
             var sw = Stopwatch.StartNew();
+            ParameterSet? parameters = null;
             if (makemore != null)
             {
-                var config = makemore.Validate();
-                var parameters = new ParameterSet(config);
+                parameters = new ParameterSet(makemore.Validate());
                 parameters.Initialize(pr.GetValue(seed));
+            }
+            var scatterMode = pr.GetValue(scatter) == "atomic" ? HpBackprop.Cuda.ScatterMode.Atomic : HpBackprop.Cuda.ScatterMode.Deterministic;
+            using var backend = parameters == null ? null : Backends.Create(dev, parameters, m => say.WriteLine(m), scatterMode);
+            if (backend != null)
+            {
+                var config = backend.Config;
                 var stepSched = sched as StepSchedule;
                 var trainerOptions = new TrainerOptions
                 {
                     Steps = nSteps, LearningRate = lr0, DecayedLearningRate = stepSched != null ? lr0 / 10 : lr0 /* the CLI's step schedule is always a tenth */, DecayStep = (int)(stepSched?.AtStep ?? nSteps),
                     Seed = pr.GetValue(seed), ReportEvery = Math.Max(1, nSteps / 200),
                 }.Validate();
-                var scatterMode = pr.GetValue(scatter) == "atomic" ? HpBackprop.Cuda.ScatterMode.Atomic : HpBackprop.Cuda.ScatterMode.Deterministic;
-                using var backend = Backends.Create(dev, parameters, m => say.WriteLine(m), scatterMode, nThreads);
                 backend.RunningMomentum = options.BatchNormMomentum;
                 deviceName = backend.Name;
-                say.WriteLine($"model: {stack} (B={config.BlockSize} E={config.EmbeddingSize} H={config.HiddenSize}), n={config.BatchSize}, {parameters.Layout.Sum(p => p.Length):N0} parameters, device {backend.Name}");
+                say.WriteLine($"model: {stack} (B={config.BlockSize} E={config.EmbeddingSize} H={config.HiddenSize}), n={config.BatchSize}, {parameters!.Layout.Sum(p => p.Length):N0} parameters, device {backend.Name}");
                 say.WriteLine($"training: {nSteps:N0} steps, lr {trainerOptions.LearningRate} then {trainerOptions.DecayedLearningRate} from step {(stepSched != null ? trainerOptions.DecayStep!.Value.ToString("N0", CultureInfo.InvariantCulture) : "never")}");
                 var trainer = new Trainer(backend, split.Train, trainerOptions);
                 trainer.Run(progress.Report);
@@ -159,9 +163,10 @@ internal static class TrainCommand
             }
             else
             {
-                if (dev == "auto") say.WriteLine("device auto: using the CPU (the GPU backend runs only the makemore stack with plain SGD).");
-                net = Network.Create(stack, options);
-                net.Initialize(pr.GetValue(seed));
+                if (dev == "auto" && makemore == null) say.WriteLine("device auto: using the CPU (the GPU backend runs only the makemore stack with plain SGD).");
+                // the makemore MLP starts from the SPEC initialisation, as on the GPU
+                net = parameters != null ? StackCheckpoint.FromParameterSet(parameters, options) : Network.Create(stack, options);
+                if (parameters == null) net.Initialize(pr.GetValue(seed));
                 deviceName = "cpu";
                 say.WriteLine($"model: {stack}, n={net.BatchSize}, {net.Parameters.Count:N0} parameters, device cpu");
                 say.WriteLine($"training: {nSteps:N0} steps, {opt}, schedule {sched}" + (options.L2 != 0 ? $", l2 {options.L2}" : ""));

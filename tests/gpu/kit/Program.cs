@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
-using HpBackprop.Cpu;
+using HpBackprop.IO;
 using HpBackprop.Cuda;
 using HpBackprop.Cuda.Runtime;
 using HpBackprop.Data;
@@ -11,7 +11,7 @@ namespace HpBackprop.GpuKit;
 /// <summary>
 /// hpb-gpukit: the measuring side of tests/gpu/run-kit.sh. Modes:
 ///   env                      device, driver, where cuBLAS was found, the embedded PTX (exit 3 without a GPU)
-///   parity [--steps 100]     the same steps on the CPU and CUDA backends: loss and parameter differences
+///   parity [--steps 100]     the same steps on the CPU network and the CUDA backend: loss and parameter differences
 ///   steps [--shapes S,M,L] [--seconds 1.5]   µs per training step on the GPU, in process, after warm-up
 ///   sanitize                 a short run over every device path, for compute-sanitizer
 /// Every mode prints markdown (and JSON lines for steps) on stdout.
@@ -109,17 +109,18 @@ internal static class Program
         {
             var p1 = new ParameterSet(cfg); p1.Initialize(7);
             var p2 = new ParameterSet(cfg); p2.CopyFrom(p1);
-            using var cpu = new CpuBackend(p1);
+            using var cpu = StackCheckpoint.FromParameterSet(p1, cfg.BatchSize); // the makemore stack as the CPU network: plain SGD, lr 0.1
             using var gpu = CudaBackend.OnDevice(p2);
             var batches = RandomBatches(cfg, 16, 11);
             double lossDiff = 0;
             for (int s = 0; s < steps; s++)
             {
                 var (x, y) = batches[s % batches.Length];
-                float a = cpu.Step(x, y, 0.1f), b = gpu.Step(x, y, 0.1f);
+                float a = cpu.Step(x, y), b = gpu.Step(x, y, 0.1f);
                 lossDiff = Math.Max(lossDiff, Math.Abs(a - b) / Math.Max(1e-6, Math.Abs(a)));
             }
             gpu.PullParameters();
+            StackCheckpoint.ToParameterSet(cpu, p1);
             string worst = "";
             double worstRel = 0;
             foreach (var info in p1.Layout)
