@@ -72,12 +72,12 @@ public class TrainingStep
 {
     [Params("S", "M", "L")] public string Shape = "S";
     [Params(1, 2)] public int Threads = 1;
-    private CpuBackend _cpu = null!;
+    private Networks.Network _cpu = null!;
     private int[] _x = null!, _y = null!;
 
     [GlobalSetup] public void Setup() => (_cpu, _x, _y) = Shapes.Make(Shapes.Get(Shape), Threads);
     [GlobalCleanup] public void Cleanup() => _cpu.Dispose();
-    [Benchmark] public float Step() => _cpu.Step(_x, _y, 0.01f);
+    [Benchmark] public float Step() => _cpu.Step(_x, _y);
 }
 
 [MemoryDiagnoser]

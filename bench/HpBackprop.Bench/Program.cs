@@ -88,7 +88,7 @@ public static class Program
                 var (cpu, x, y) = Shapes.Make(cfg, t);
                 using (cpu)
                 {
-                    var (us, best) = Time(() => cpu.Step(x, y, 0.01f), cfg.BatchSize >= 4096 ? seconds * 3 : seconds);
+                    var (us, best) = Time(() => cpu.Step(x, y), cfg.BatchSize >= 4096 ? seconds * 3 : seconds);
                     double gf = cfg.GemmFlopsPerStep / us / 1e3;
                     Console.WriteLine($"| {s} | {cfg.BatchSize}, {cfg.EmbeddingSize}, {cfg.HiddenSize} | {t} | {us:F1} | {best:F1} | {gf:F1} |");
                     var inv = System.Globalization.CultureInfo.InvariantCulture;

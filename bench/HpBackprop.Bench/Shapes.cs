@@ -1,5 +1,6 @@
-using HpBackprop.Cpu;
+using HpBackprop.IO;
 using HpBackprop.Model;
+using HpBackprop.Networks;
 
 namespace HpBackprop.Bench;
 
@@ -15,8 +16,11 @@ public static class Shapes
 
     public static ModelConfig Get(string name) => All.First(s => s.Name == name).Config;
 
-    /// <summary>A backend with initialised parameters and one fixed random minibatch.</summary>
-    public static (CpuBackend Backend, int[] Xb, int[] Yb) Make(ModelConfig cfg, int threads, int seed = 42)
+    /// <summary>
+    /// The makemore stack compiled as the CPU network (plain SGD at lr 0.01, fused into the weight-gradient products;
+    /// the row-block pipeline from n = 256 on AVX-512) with SPEC-initialised parameters, and one fixed random minibatch.
+    /// </summary>
+    public static (Network Net, int[] Xb, int[] Yb) Make(ModelConfig cfg, int threads, int seed = 42)
     {
         var p = new ParameterSet(cfg);
         p.Initialize(seed);
@@ -25,6 +29,7 @@ public static class Shapes
         var y = new int[cfg.BatchSize];
         for (int i = 0; i < x.Length; i++) x[i] = r.Next(cfg.VocabSize);
         for (int i = 0; i < y.Length; i++) y[i] = r.Next(cfg.VocabSize);
-        return (new CpuBackend(p, threads), x, y);
+        var options = new NetworkOptions { BatchSize = cfg.BatchSize, Threads = threads, Optimizer = new Sgd { LearningRate = 0.01f } };
+        return (StackCheckpoint.FromParameterSet(p, options), x, y);
     }
 }

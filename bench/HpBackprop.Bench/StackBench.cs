@@ -6,9 +6,8 @@ namespace HpBackprop.Bench;
 
 /// <summary>
 /// <c>stack [--shapes S,M,L,deep,mlp] [--threads 1,2] [--seconds 2] [--rounds 3]</c>: µs per training step of
-/// compiled stacks (Networks.Network). For the makemore shapes S, M, L the dedicated makemore backend
-/// (Cpu.CpuBackend) runs side by side, the two alternated over the rounds, so their ratio comes from one run.
-/// <c>deep</c> is the lecture's deeper batch-norm network at n = 32, <c>mlp</c> a float-feature ReLU MLP at n = 256.
+/// compiled stacks (Networks.Network), the median and best over the rounds. S, M, L are the makemore shapes,
+/// <c>deep</c> the lecture's deeper batch-norm network at n = 32, <c>mlp</c> a float-feature ReLU MLP at n = 256.
 /// One JSON line per row for bench/baselines/side_by_side.py.
 /// </summary>
 public static class StackBench
@@ -34,41 +33,27 @@ public static class StackBench
         var shapes = Program.Opt(args, "--shapes", "S,M,L,deep,mlp").Split(',');
         double seconds = double.Parse(Program.Opt(args, "--seconds", "2"), CultureInfo.InvariantCulture);
         int rounds = int.Parse(Program.Opt(args, "--rounds", "3"), CultureInfo.InvariantCulture);
-        Console.WriteLine("| shape | stack | n | threads | stack µs/step (median, best) | dedicated µs/step (median, best) | stack / dedicated |");
-        Console.WriteLine("|---|---|---|---|---|---|---|");
+        Console.WriteLine("| shape | stack | n | threads | µs/step (median, best) |");
+        Console.WriteLine("|---|---|---|---|---|");
         var json = new List<string>();
         foreach (var s in shapes)
         {
             var (layers, n) = Get(s);
-            bool makemore = s is "S" or "M" or "L";
             foreach (int t in threads)
             {
                 using var net = Make(layers, n, t, out var stepNet);
-                Cpu.CpuBackend? old = null;
-                int[] x = [], y = [];
-                if (makemore) (old, x, y) = Shapes.Make(Shapes.Get(s), t);
-                using (old)
+                var a = new List<double>();
+                double aMin = double.MaxValue;
+                double secs = n >= 4096 ? seconds * 3 : seconds;
+                for (int r = 0; r < rounds; r++)
                 {
-                    var a = new List<double>(); var b = new List<double>(); double aMin = double.MaxValue, bMin = double.MaxValue;
-                    double secs = n >= 4096 ? seconds * 3 : seconds;
-                    for (int r = 0; r < rounds; r++)
-                    {
-                        var (m1, b1) = Program.Time(stepNet, secs / rounds);
-                        a.Add(m1); aMin = Math.Min(aMin, b1);
-                        if (old != null)
-                        {
-                            var o = old;
-                            var (m2, b2) = Program.Time(() => o.Step(x, y, 0.01f), secs / rounds);
-                            b.Add(m2); bMin = Math.Min(bMin, b2);
-                        }
-                    }
-                    double am = Median(a), bm = b.Count > 0 ? Median(b) : double.NaN;
-                    string ded = old != null ? $"{bm:F1} ({bMin:F1})" : "—";
-                    string ratio = old != null ? $"{am / bm:F3}" : "—";
-                    Console.WriteLine($"| {s} | `{(layers.Length > 60 ? layers[..57] + "..." : layers)}` | {n} | {t} | {am:F1} ({aMin:F1}) | {ded} | {ratio} |");
-                    var inv = CultureInfo.InvariantCulture;
-                    json.Add($"{{\"side\":\"hpbackprop\",\"shape\":\"{s}\",\"threads\":{t},\"us_median\":{am.ToString("F2", inv)},\"us_min\":{aMin.ToString("F2", inv)}}}");
+                    var (m1, b1) = Program.Time(stepNet, secs / rounds);
+                    a.Add(m1); aMin = Math.Min(aMin, b1);
                 }
+                double am = Median(a);
+                Console.WriteLine($"| {s} | `{(layers.Length > 60 ? layers[..57] + "..." : layers)}` | {n} | {t} | {am:F1} ({aMin:F1}) |");
+                var inv = CultureInfo.InvariantCulture;
+                json.Add($"{{\"side\":\"hpbackprop\",\"shape\":\"{s}\",\"threads\":{t},\"us_median\":{am.ToString("F2", inv)},\"us_min\":{aMin.ToString("F2", inv)}}}");
             }
         }
         foreach (var j in json) Console.WriteLine("JSON " + j);

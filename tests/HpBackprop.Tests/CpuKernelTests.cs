@@ -1,9 +1,11 @@
+using System.Runtime.Intrinsics.X86;
 using HpBackprop.Cpu;
 using HpBackprop.Model;
+using HpBackprop.Networks;
 
 namespace HpBackprop.Tests;
 
-/// <summary>The CPU kernels against naive loops: every GEMM form and edge, the fallback path, thread-count independence, no allocation.</summary>
+/// <summary>The CPU kernels against naive loops: every GEMM form and edge; and the makemore training step of the compiled network: the fallback path, thread-count independence, no allocation, fused SGD.</summary>
 [TestClass]
 [DoNotParallelize]
 public sealed class CpuKernelTests
@@ -146,39 +148,60 @@ public sealed class CpuKernelTests
         return (p, x, y);
     }
 
-    [TestMethod]
-    public void TrainingStepIsBitwiseTheSameOnOneAndTwoThreads()
+    /// <summary>The makemore network over <paramref name="p"/> on <paramref name="threads"/> threads, with the row-block pipeline on or off.</summary>
+    private static MakemoreNet Net(ParameterSet p, int threads = 1, bool pipeline = true)
     {
-        var cfg = new ModelConfig(27, 3, 32, 1024, 512);
-        var (p1, x, y) = Problem(cfg, 7);
-        var (p2, _, _) = Problem(cfg, 7);
-        using var one = new CpuBackend(p1, threads: 1);
-        using var two = new CpuBackend(p2, threads: 2);
-        for (int s = 0; s < 3; s++)
-        {
-            float l1 = one.Step(x, y, 0.1f), l2 = two.Step(x, y, 0.1f);
-            Assert.AreEqual(l1, l2, $"loss at step {s}");
-        }
-        CollectionAssert.AreEqual(p1.Data, p2.Data);
-        CollectionAssert.AreEqual(p1.Grad, p2.Grad);
+        var m = new MakemoreNet(p, new NetworkOptions { Threads = threads });
+        m.Net.PipelineEnabled = pipeline;
+        return m;
     }
 
     [TestMethod]
-    public void FallbackStepMatchesTheVectorStep()
+    [DataRow(true)]
+    [DataRow(false)]
+    public void TrainingStepIsBitwiseTheSameOnOneAndTwoThreads(bool pipeline)
     {
-        var cfg = new ModelConfig(27, 3, 10, 200, 32);
-        var (p1, x, y) = Problem(cfg, 9);
-        var (p2, _, _) = Problem(cfg, 9);
-        using var fast = new CpuBackend(p1);
-        using var slow = new CpuBackend(p2);
+        // n = 512, H = 1024: the row-block pipeline (8 blocks per thread), or op by op with every product split
+        var cfg = new ModelConfig(27, 3, 32, 1024, 512);
+        var (p, x, y) = Problem(cfg, 7);
+        using var one = Net(p, threads: 1, pipeline);
+        using var two = Net(p, threads: 2, pipeline);
+        Assert.AreEqual(pipeline && Avx512F.IsSupported, one.Net.Pipelined, string.Join("\n", one.Net.Plan));
+        for (int s = 0; s < 3; s++)
+        {
+            float l1 = one.Step(x, y), l2 = two.Step(x, y);
+            Assert.AreEqual(l1, l2, $"loss at step {s}");
+        }
+        CollectionAssert.AreEqual(one.Net.Parameters.Data, two.Net.Parameters.Data);
+        CollectionAssert.AreEqual(one.Net.Parameters.Grad, two.Net.Parameters.Grad);
+        CollectionAssert.AreEqual(one.Net.Parameters.Buffers, two.Net.Parameters.Buffers);
+    }
+
+    [TestMethod]
+    [DataRow(32)]
+    [DataRow(512)]
+    public void FallbackStepMatchesTheVectorStep(int n)
+    {
+        // n = 32: op by op, every kernel on its 256-bit path; n = 512: the row-block pipeline against the
+        // op-by-op 256-bit step (a network compiled under ForceVector256 does not take the pipeline)
+        var cfg = new ModelConfig(27, 3, 10, 200, n);
+        var (p, x, y) = Problem(cfg, 9);
+        using var fast = Net(p);
         float l1 = fast.ForwardBackward(x, y);
         Gemm.ForceVector256 = true;
         float l2;
-        try { l2 = slow.ForwardBackward(x, y); }
+        try
+        {
+            using var slow = Net(p);
+            Assert.IsFalse(slow.Net.Pipelined);
+            l2 = slow.ForwardBackward(x, y);
+            var g1 = fast.Net.Parameters.Grad;
+            var g2 = slow.Net.Parameters.Grad;
+            Assert.AreEqual(l2, l1, 1e-5);
+            double scale = g2.Max(Math.Abs);
+            for (int i = 0; i < g1.Length; i++) Assert.AreEqual(g2[i], g1[i], 1e-4 * scale, $"grad {i}");
+        }
         finally { Gemm.ForceVector256 = false; }
-        Assert.AreEqual(l2, l1, 1e-5);
-        double scale = p2.Grad.Max(Math.Abs);
-        for (int i = 0; i < p1.Grad.Length; i++) Assert.AreEqual(p2.Grad[i], p1.Grad[i], 1e-4 * scale, $"grad {i}");
     }
 
     [TestMethod]
@@ -186,12 +209,18 @@ public sealed class CpuKernelTests
     {
         foreach (int threads in new[] { 1, 2 })
         {
+            // one thread op by op; two threads through the row-block pipeline (n = 256)
             var cfg = threads == 1 ? new ModelConfig(27, 3, 10, 200, 32) : new ModelConfig(27, 3, 32, 512, 256);
             var (p, x, y) = Problem(cfg, 11);
-            using var cpu = new CpuBackend(p, threads);
-            for (int i = 0; i < 5; i++) cpu.Step(x, y, 0.1f);
+            using var cpu = Net(p, threads);
+            // warm-up past the JIT's tiering: for half a second, not a count of steps, since the runtime promotes a
+            // method only after it has been called for a while (100 ms without new tier-0 code), later under load; a
+            // promotion once allocated a few kB on this thread after 60 fast steps. A per-step allocation would
+            // still show in the 20 measured steps.
+            var warm = System.Diagnostics.Stopwatch.StartNew();
+            for (int i = 0; i < 60 || warm.ElapsedMilliseconds < 500; i++) cpu.Step(x, y);
             long before = GC.GetAllocatedBytesForCurrentThread();
-            for (int i = 0; i < 20; i++) cpu.Step(x, y, 0.1f);
+            for (int i = 0; i < 20; i++) cpu.Step(x, y);
             long after = GC.GetAllocatedBytesForCurrentThread();
             Assert.AreEqual(0, after - before, $"bytes allocated by 20 steps on {threads} thread(s)");
         }
@@ -218,22 +247,24 @@ public sealed class CpuKernelTests
     [TestMethod]
     public void StepWithFusedSgdIsBitwiseForwardBackwardThenSgd()
     {
-        // the step updates W1 and W2 inside their gradient products; n = 512 also spans two k-blocks of dW
+        // plain SGD updates W1 and W2 inside their gradient products (op by op at n = 32; inside the row-block
+        // pipeline at n = 512, which also spans two k-blocks of dW); the other network only fills the gradients
+        // and the update is one pass over the flat buffer
         foreach (var cfg in new[] { new ModelConfig(27, 3, 10, 200, 32), new ModelConfig(27, 3, 32, 256, 512) })
         {
-            var (p1, x, y) = Problem(cfg, 13);
-            var (p2, _, _) = Problem(cfg, 13);
-            using var fused = new CpuBackend(p1);
-            using var plain = new CpuBackend(p2);
+            var (p, x, y) = Problem(cfg, 13);
+            using var fused = Net(p);
+            using var plain = Net(p);
+            StringAssert.Contains(string.Join("\n", fused.Net.Plan), fused.Net.Pipelined ? "row-block pipeline" : "SGD in the weight-gradient epilogue");
             for (int s = 0; s < 3; s++)
             {
-                float l1 = fused.Step(x, y, 0.1f);
+                float l1 = fused.Step(x, y);
                 float l2 = plain.ForwardBackward(x, y);
-                Sgd.Update(p2.Data, p2.Grad, 0.1f);
+                HpBackprop.Cpu.Sgd.Update(plain.Net.Parameters.Data, plain.Net.Parameters.Grad, 0.1f);
                 Assert.AreEqual(l2, l1, $"loss at step {s}");
             }
-            CollectionAssert.AreEqual(p2.Data, p1.Data, $"parameters, n = {cfg.BatchSize}");
-            CollectionAssert.AreEqual(p2.Grad, p1.Grad, $"gradients, n = {cfg.BatchSize}");
+            CollectionAssert.AreEqual(plain.Net.Parameters.Data, fused.Net.Parameters.Data, $"parameters, n = {cfg.BatchSize}");
+            CollectionAssert.AreEqual(plain.Net.Parameters.Grad, fused.Net.Parameters.Grad, $"gradients, n = {cfg.BatchSize}");
         }
     }
 }

@@ -1,10 +1,10 @@
-using HpBackprop.Cpu;
 using HpBackprop.Data;
 using HpBackprop.Model;
+using HpBackprop.Networks;
 
 namespace HpBackprop.Tests;
 
-/// <summary>Training is a pure function of the seed and the minibatches, and it learns.</summary>
+/// <summary>Training the makemore network is a pure function of the seed and the minibatches, and it learns.</summary>
 [TestClass]
 public sealed class DeterminismTests
 {
@@ -16,16 +16,16 @@ public sealed class DeterminismTests
         return Enumerable.Range(0, count).Select(_ => TestModels.RandomBatch(rng, Config.BatchSize, Config.BlockSize, Config.VocabSize)).ToArray();
     }
 
+    /// <summary>Steps of the makemore network (plain SGD, lr 0.1) from the SPEC initialisation; its state under the SPEC names.</summary>
     private static ParameterSet Train(int initSeed, (int[] Xb, int[] Yb)[] batches)
     {
-        var p = TestModels.Initialized(Config, initSeed);
-        using var cpu = new CpuBackend(p);
+        using var cpu = new MakemoreNet(TestModels.Initialized(Config, initSeed));
         foreach (var (xb, yb) in batches)
         {
-            float loss = cpu.Step(xb, yb, 0.1f);
+            float loss = cpu.Step(xb, yb);
             Assert.IsTrue(float.IsFinite(loss), "loss is not finite");
         }
-        return p;
+        return cpu.ToParameterSet();
     }
 
     private static int[] Bits(float[] a) => a.Select(BitConverter.SingleToInt32Bits).ToArray();
@@ -104,20 +104,22 @@ public sealed class DeterminismTests
     {
         var split = DataSplit.Create(SyntheticCorpus(300, 5), blockSize: 3, seed: 1);
         var config = new ModelConfig(split.Vocabulary.Size, 3, 8, 48, 32);
-        var p = TestModels.Initialized(config, 11);
-        using var cpu = new CpuBackend(p);
-        cpu.Calibrate(split.Train);
-        float trainBefore = cpu.Evaluate(split.Train), devBefore = cpu.Evaluate(split.Dev);
+        using var cpu = new MakemoreNet(TestModels.Initialized(config, 11));
+        var net = cpu.Net;
+        var train = ExampleSet.FromWords(split.Train);
+        var dev = ExampleSet.FromWords(split.Dev);
+        net.Calibrate(train);
+        float trainBefore = net.Evaluate(train), devBefore = net.Evaluate(dev);
         var rng = new NormalRng(99);
         var xb = new int[config.BatchSize * config.BlockSize];
         var yb = new int[config.BatchSize];
         for (int step = 0; step < 1500; step++)
         {
             split.Train.DrawBatch(rng, xb, yb);
-            cpu.Step(xb, yb, 0.1f);
+            cpu.Step(xb, yb);
         }
-        cpu.Calibrate(split.Train);
-        float trainAfter = cpu.Evaluate(split.Train), devAfter = cpu.Evaluate(split.Dev);
+        net.Calibrate(train);
+        float trainAfter = net.Evaluate(train), devAfter = net.Evaluate(dev);
         Console.WriteLine($"V={config.VocabSize} train {trainBefore:F3} -> {trainAfter:F3}, dev {devBefore:F3} -> {devAfter:F3}");
         // V = 12. Before training the loss is about ln(12) ≈ 2.5 (measured 2.56 / 2.51). The language
         // has an entropy of about 0.93 nats per character (ln 3 for the length plus k·ln 6 for the

@@ -1,4 +1,3 @@
-using HpBackprop.Cpu;
 using HpBackprop.Model;
 using HpBackprop.Reference;
 
@@ -84,21 +83,21 @@ public sealed class FiniteDifferenceTests
     }
 
     /// <summary>
-    /// The fused float CPU backend against the double reference chain on the same tiny
+    /// The makemore stack as the fused float CPU network against the double reference chain on the same tiny
     /// configurations (parameters are float values, so the double chain sees them exactly).
     /// </summary>
     [TestMethod]
     [DynamicData(nameof(Cases))]
-    public void FusedFloatBackendMatchesDoubleReferenceChain(int n, int seed)
+    public void FusedFloatNetworkMatchesDoubleReferenceChain(int n, int seed)
     {
         var config = Config(n);
         var p = TestModels.Initialized(config, seed);
         var (xb, yb) = TestModels.RandomBatch(new NormalRng(seed + 1000), n, B, V);
         var chain = new ReferenceChain<double>(config, TestModels.ParametersAs<double>(p), xb, yb);
-        using var cpu = new CpuBackend(p);
+        using var cpu = new MakemoreNet(p);
         float loss = cpu.ForwardBackward(xb, yb);
         Assert.AreEqual(chain.Loss, loss, 1e-6 * Math.Max(1, Math.Abs(chain.Loss)), "loss");
-        var errors = PropertyTests.CompareFused(cpu, p, name => chain[name], xb);
+        var errors = PropertyTests.CompareFused(cpu, name => chain[name], xb);
         Console.WriteLine($"n={n}: " + string.Join("; ", errors.Select(e => $"{e.Name} {e.Relative:E2}")));
         var failures = errors.Where(e => !(e.Relative <= PropertyTests.FusedVsDoubleTolerance)).ToList();
         Assert.IsEmpty(failures, string.Join("; ", failures.Select(e => $"{e.Name}: {e.Relative:E2}")));

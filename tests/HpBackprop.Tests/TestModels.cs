@@ -1,6 +1,56 @@
+using HpBackprop.IO;
 using HpBackprop.Model;
+using HpBackprop.Networks;
 
 namespace HpBackprop.Tests;
+
+/// <summary>
+/// The makemore MLP as the compiled CPU network (<see cref="Network"/> of <see cref="Sequential.Makemore"/>), built
+/// from a <see cref="ParameterSet"/> and read back under the SPEC names, so the oracle and reference-chain comparisons
+/// see the same tensors as before: the buffers of the last step (<see cref="Intermediate"/>) and the parameters and
+/// gradients with the linear weights transposed back to <c>W1 [B·E,H]</c> and <c>W2 [H,V]</c>.
+/// </summary>
+internal sealed class MakemoreNet : IDisposable
+{
+    /// <summary>
+    /// Compiles the makemore stack of <paramref name="p"/>'s configuration holding its values, for minibatches of
+    /// <see cref="ModelConfig.BatchSize"/> rows, with <paramref name="options"/> (threads, optimiser, schedule, batch-norm
+    /// momentum; default plain SGD with lr 0.1, which fuses the update into the weight-gradient products).
+    /// </summary>
+    public MakemoreNet(ParameterSet p, NetworkOptions? options = null)
+    {
+        Config = p.Config;
+        Net = StackCheckpoint.FromParameterSet(p, (options ?? new NetworkOptions()) with { BatchSize = Config.BatchSize });
+    }
+
+    public ModelConfig Config { get; }
+
+    public Network Net { get; }
+
+    public float ForwardBackward(int[] xb, int[] yb) => Net.ForwardBackward(xb, yb);
+
+    /// <summary>One step with the network's optimiser and schedule.</summary>
+    public float Step(int[] xb, int[] yb) => Net.Step(xb, yb);
+
+    /// <summary>A buffer of the last step by SPEC name (see <see cref="MakemoreView.Intermediate"/>).</summary>
+    public float[] Intermediate(string name) => MakemoreView.Intermediate(Net, name);
+
+    /// <summary>Values, gradients and running statistics in a new parameter set (SPEC names and layout).</summary>
+    public ParameterSet ToParameterSet()
+    {
+        var p = new ParameterSet(Config);
+        StackCheckpoint.ToParameterSet(Net, p);
+        return p;
+    }
+
+    /// <summary>The gradient of a parameter by SPEC name (C, W1, b1, W2, b2, bngain, bnbias).</summary>
+    public float[] Gradient(string name) => ToParameterSet().Gradient(name).ToArray();
+
+    /// <summary>The examples of a data set of words, for <c>Fit</c>, <c>Evaluate</c> and <c>Calibrate</c>.</summary>
+    public static ExampleSet Examples(HpBackprop.Data.Dataset d) => ExampleSet.FromWords(d);
+
+    public void Dispose() => Net.Dispose();
+}
 
 /// <summary>Random models and minibatches for the property, finite-difference and determinism tests.</summary>
 internal static class TestModels

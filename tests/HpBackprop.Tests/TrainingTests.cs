@@ -1,7 +1,7 @@
-using HpBackprop.Cpu;
 using HpBackprop.Data;
 using HpBackprop.IO;
 using HpBackprop.Model;
+using HpBackprop.Networks;
 using HpBackprop.Training;
 
 namespace HpBackprop.Tests;
@@ -22,27 +22,31 @@ public sealed class TrainingTests
     public void TrainingLowersTheLossAndCalibrationUsesTheFullSplit()
     {
         var (split, p) = Setup();
-        using var cpu = new CpuBackend(p);
-        float before = cpu.Evaluate(split.Dev);
-        var trainer = new Trainer(cpu, split.Train, new TrainerOptions { Steps = 1500, Seed = 3 });
-        trainer.Run();
-        Assert.AreEqual(1500, trainer.StepsDone);
-        cpu.Calibrate(split.Train);
-        Assert.IsTrue(p.IsCalibrated);
-        float after = cpu.Evaluate(split.Dev);
+        // the SPEC §5 recipe: plain SGD at 0.1, a tenth of it from half the steps on
+        using var cpu = new MakemoreNet(p, new NetworkOptions { Schedule = new StepSchedule(750, 0.1f) });
+        var net = cpu.Net;
+        var train = ExampleSet.FromWords(split.Train);
+        var dev = ExampleSet.FromWords(split.Dev);
+        float before = net.Evaluate(dev);
+        float[] losses = net.Fit(train, 1500, seed: 3);
+        Assert.AreEqual(1500, net.StepCount);
+        Assert.IsTrue(losses.All(float.IsFinite));
+        net.Calibrate(train);
+        float after = net.Evaluate(dev);
         Assert.IsTrue(after < before - 0.5f, $"dev loss {before} -> {after}");
 
         // calibration = mean and Bessel variance of hprebn over the training split, computed here independently
-        var cfg = p.Config;
+        var q = cpu.ToParameterSet();
+        var cfg = q.Config;
         var hpre = new double[split.Train.Count * cfg.HiddenSize];
         var emb = new float[cfg.ContextWidth];
         for (int i = 0; i < split.Train.Count; i++)
         {
-            for (int j = 0; j < cfg.BlockSize; j++) p.C.Slice(split.Train.X[i * cfg.BlockSize + j] * cfg.EmbeddingSize, cfg.EmbeddingSize).CopyTo(emb.AsSpan(j * cfg.EmbeddingSize));
+            for (int j = 0; j < cfg.BlockSize; j++) q.C.Slice(split.Train.X[i * cfg.BlockSize + j] * cfg.EmbeddingSize, cfg.EmbeddingSize).CopyTo(emb.AsSpan(j * cfg.EmbeddingSize));
             for (int c = 0; c < cfg.HiddenSize; c++)
             {
-                double s = p.b1[c];
-                for (int k = 0; k < cfg.ContextWidth; k++) s += (double)emb[k] * p.W1[k * cfg.HiddenSize + c];
+                double s = q.b1[c];
+                for (int k = 0; k < cfg.ContextWidth; k++) s += (double)emb[k] * q.W1[k * cfg.HiddenSize + c];
                 hpre[i * cfg.HiddenSize + c] = s;
             }
         }
@@ -52,8 +56,8 @@ public sealed class TrainingTests
             m /= split.Train.Count;
             double v = 0; for (int i = 0; i < split.Train.Count; i++) { double d = hpre[i * cfg.HiddenSize + c] - m; v += d * d; }
             v /= split.Train.Count - 1;
-            Assert.AreEqual(m, p.RunningMean[c], 1e-4 * Math.Max(1, Math.Abs(m)), $"mean[{c}]");
-            Assert.AreEqual(v, p.RunningVar[c], 1e-4 * Math.Max(1, v), $"var[{c}]");
+            Assert.AreEqual(m, q.RunningMean[c], 1e-4 * Math.Max(1, Math.Abs(m)), $"mean[{c}]");
+            Assert.AreEqual(v, q.RunningVar[c], 1e-4 * Math.Max(1, v), $"var[{c}]");
         }
     }
 
@@ -61,12 +65,12 @@ public sealed class TrainingTests
     public void RunningStatisticsFollowTheBatchStatistics()
     {
         var (split, p) = Setup();
-        using var cpu = new CpuBackend(p) { RunningMomentum = 1f }; // running = last batch exactly
-        var trainer = new Trainer(cpu, split.Train, new TrainerOptions { Steps = 3, LearningRate = 0 });
-        trainer.Run();
-        CollectionAssert.AreEqual(cpu.Intermediate("bnmeani").ToArray(), p.RunningMean);
-        CollectionAssert.AreEqual(cpu.Intermediate("bnvar").ToArray(), p.RunningVar);
-        Assert.IsFalse(p.IsCalibrated);
+        // momentum 1: running = the last batch's statistics exactly (the variance with Bessel's correction, as the batch's)
+        using var cpu = new MakemoreNet(p, new NetworkOptions { BatchNormMomentum = 1f, Optimizer = new Sgd { LearningRate = 0 } });
+        cpu.Net.Fit(ExampleSet.FromWords(split.Train), 3);
+        CollectionAssert.AreEqual(cpu.Intermediate("bnmeani"), cpu.Net.Parameters.Value("3.running_mean").ToArray());
+        CollectionAssert.AreEqual(cpu.Intermediate("bnvar"), cpu.Net.Parameters.Value("3.running_var").ToArray());
+        Assert.AreEqual(3L, cpu.Net.Parameters.BatchesTracked[0], "num_batches_tracked");
     }
 
     [TestMethod]
@@ -91,41 +95,60 @@ public sealed class TrainingTests
     [TestMethod]
     public void ARunResumedAfterCancellationEqualsAnUninterruptedOne()
     {
-        var (split, p1) = Setup();
-        var p2 = new ParameterSet(p1.Config);
-        p2.CopyFrom(p1);
-        var options = new TrainerOptions { Steps = 60, ReportEvery = 1 };
-        using (var cpu = new CpuBackend(p1)) new Trainer(cpu, split.Train, options).Run();
-        using (var cpu = new CpuBackend(p2))
+        var (split, p) = Setup();
+        var train = ExampleSet.FromWords(split.Train);
+        var options = new NetworkOptions { Schedule = new StepSchedule(30, 0.1f) };
+        using var whole = new MakemoreNet(p, options);
+        float[] all = whole.Net.Fit(train, 60, seed: 42);
+        using var cut = new MakemoreNet(p, options);
+        using var cts = new CancellationTokenSource();
+        float[] part = cut.Net.Fit(train, 60, seed: 42, progress: pr => { if (pr.Step == 25) cts.Cancel(); }, reportEvery: 1, cancellationToken: cts.Token);
+        // a cancellation stops Fit at the end of a step: the steps so far are those of the uninterrupted run
+        Assert.AreEqual(25, cut.Net.StepCount);
+        CollectionAssert.AreEqual(all[..25], part[..25]);
+        Assert.IsTrue(part[25..].All(float.IsNaN), "the steps not run have NaN losses");
+        // resume: StepCount is the schedule's position, and the minibatches continue where the cancelled run stopped
+        // (Fit draws one minibatch per step from NormalRng(seed): the 25 taken are drawn again and skipped)
+        var rng = new NormalRng(42);
+        int n = p.Config.BatchSize;
+        var ids = new int[n * p.Config.BlockSize];
+        var cls = new int[n];
+        for (int s = 0; s < 60; s++)
         {
-            var trainer = new Trainer(cpu, split.Train, options);
-            using var cts = new CancellationTokenSource();
-            Assert.ThrowsExactly<OperationCanceledException>(() => trainer.Run(pr => { if (pr.Step == 25) cts.Cancel(); }, cts.Token));
-            Assert.AreEqual(25, trainer.StepsDone);
-            trainer.Run();
-            Assert.AreEqual(60, trainer.StepsDone);
+            train.DrawBatch(rng, n, ids, default, cls, default);
+            if (s < 25) continue;
+            Assert.AreEqual(s < 30 ? 0.1f : 0.1f * 0.1f, cut.Net.LearningRate, $"learning rate of step {s}");
+            Assert.AreEqual(all[s], cut.Step(ids, cls), $"loss of step {s}");
         }
-        CollectionAssert.AreEqual(Bits(p1.Data), Bits(p2.Data));
+        Assert.AreEqual(60, cut.Net.StepCount);
+        CollectionAssert.AreEqual(Bits(whole.Net.Parameters.Data), Bits(cut.Net.Parameters.Data));
+        CollectionAssert.AreEqual(Bits(whole.Net.Parameters.Buffers), Bits(cut.Net.Parameters.Buffers));
     }
 
     [TestMethod]
     public void ScheduleSwitchesAtTheDecayStep()
     {
-        var o = new TrainerOptions { Steps = 10, LearningRate = 0.1f, DecayedLearningRate = 0.01f };
-        Assert.AreEqual(0.1f, o.LearningRateAt(4));
-        Assert.AreEqual(0.01f, o.LearningRateAt(5));
-        var o2 = o with { DecayStep = 8 };
-        Assert.AreEqual(0.1f, o2.LearningRateAt(7));
-        Assert.AreEqual(0.01f, o2.LearningRateAt(8));
+        var o = new StepSchedule(5, 0.1f);
+        Assert.AreEqual(0.1f, o.At(4, 0.1f));
+        Assert.AreEqual(0.1f * 0.1f, o.At(5, 0.1f));
+        var o2 = o with { AtStep = 8 };
+        Assert.AreEqual(0.1f, o2.At(7, 0.1f));
+        Assert.AreEqual(0.1f * 0.1f, o2.At(8, 0.1f));
+        // a network's rate follows its step count (the schedule's position)
+        var (_, p) = Setup();
+        using var cpu = new MakemoreNet(p, new NetworkOptions { Optimizer = new Sgd { LearningRate = 0.1f }, Schedule = o2 });
+        cpu.Net.StepCount = 7;
+        Assert.AreEqual(0.1f, cpu.Net.LearningRate);
+        cpu.Net.StepCount = 8;
+        Assert.AreEqual(0.1f * 0.1f, cpu.Net.LearningRate);
     }
 
     [TestMethod]
     public void AHugeLearningRateStopsWithTheStepAndRate()
     {
         var (split, p) = Setup();
-        using var cpu = new CpuBackend(p);
-        var trainer = new Trainer(cpu, split.Train, new TrainerOptions { Steps = 1000, LearningRate = 1e30f, DecayedLearningRate = 1e30f });
-        var e = Assert.ThrowsExactly<TrainingDivergedException>(() => trainer.Run());
+        using var cpu = new MakemoreNet(p, new NetworkOptions { Optimizer = new Sgd { LearningRate = 1e30f } });
+        var e = Assert.ThrowsExactly<TrainingDivergedException>(() => cpu.Net.Fit(ExampleSet.FromWords(split.Train), 1000));
         Assert.IsTrue(e.Step > 0 && e.Step < 1000, e.Message);
         Assert.AreEqual(1e30f, e.LearningRate);
         StringAssert.Contains(e.Message, $"step {e.Step}");
@@ -160,24 +183,42 @@ public sealed class TrainingTests
     public void CheckpointRoundTripIsBitwise()
     {
         var (split, p) = Setup();
-        using var cpu = new CpuBackend(p);
-        new Trainer(cpu, split.Train, new TrainerOptions { Steps = 50 }).Run();
-        cpu.Calibrate(split.Train);
+        using var cpu = new MakemoreNet(p);
+        var train = ExampleSet.FromWords(split.Train);
+        cpu.Net.Fit(train, 50);
+        cpu.Net.Calibrate(train);
         using var dir = new TempDir();
         string path = dir.File("m.safetensors");
-        Checkpoint.Save(path, p, split.Vocabulary);
-        var (q, vocab, meta) = Checkpoint.Load(path);
-        Assert.AreEqual(p.Config, q.Config);
-        Assert.AreEqual(split.Vocabulary.Characters, vocab.Characters);
-        Assert.AreEqual("true", meta["bn_calibrated"]);
-        Assert.IsTrue(q.IsCalibrated);
-        CollectionAssert.AreEqual(Bits(p.Data), Bits(q.Data));
-        CollectionAssert.AreEqual(Bits(p.RunningMean), Bits(q.RunningMean));
-        CollectionAssert.AreEqual(Bits(p.RunningVar), Bits(q.RunningVar));
+        StackCheckpoint.Save(path, cpu.Net, split.Vocabulary, new Dictionary<string, string> { ["bn_calibrated"] = "true" });
+        var loaded = StackCheckpoint.Load(path);
+        using var q = loaded.Network;
+        Assert.AreEqual(cpu.Net.Stack.ToString(), q.Stack.ToString());
+        Assert.AreEqual(p.Config.BatchSize, q.BatchSize);
+        Assert.AreEqual(split.Vocabulary.Characters, loaded.Vocabulary!.Characters);
+        Assert.AreEqual("true", loaded.Metadata["bn_calibrated"]);
+        CollectionAssert.AreEqual(Bits(cpu.Net.Parameters.Data), Bits(q.Parameters.Data));
+        CollectionAssert.AreEqual(Bits(cpu.Net.Parameters.Buffers), Bits(q.Parameters.Buffers));
+        CollectionAssert.AreEqual(cpu.Net.Parameters.BatchesTracked, q.Parameters.BatchesTracked);
         // saving the loaded model again gives the same bytes
         string again = dir.File("again.safetensors");
-        Checkpoint.Save(again, q, vocab);
+        StackCheckpoint.Save(again, q, loaded.Vocabulary, new Dictionary<string, string> { ["bn_calibrated"] = "true" });
         CollectionAssert.AreEqual(File.ReadAllBytes(path), File.ReadAllBytes(again));
+        // the earlier makemore format (SPEC names and layout) round-trips as well, and loads as the same network
+        var mp = cpu.ToParameterSet();
+        mp.IsCalibrated = true;
+        string old = dir.File("mlp.safetensors");
+        Checkpoint.Save(old, mp, split.Vocabulary);
+        var (r, vocab, meta) = Checkpoint.Load(old);
+        Assert.AreEqual(p.Config, r.Config);
+        Assert.AreEqual(split.Vocabulary.Characters, vocab.Characters);
+        Assert.AreEqual("true", meta["bn_calibrated"]);
+        Assert.IsTrue(r.IsCalibrated);
+        CollectionAssert.AreEqual(Bits(mp.Data), Bits(r.Data));
+        CollectionAssert.AreEqual(Bits(mp.RunningMean), Bits(r.RunningMean));
+        CollectionAssert.AreEqual(Bits(mp.RunningVar), Bits(r.RunningVar));
+        using var fromOld = StackCheckpoint.Load(old).Network;
+        CollectionAssert.AreEqual(Bits(cpu.Net.Parameters.Data), Bits(fromOld.Parameters.Data));
+        CollectionAssert.AreEqual(Bits(cpu.Net.Parameters.Buffers), Bits(fromOld.Parameters.Buffers));
     }
 
     [TestMethod]

@@ -1,4 +1,3 @@
-using HpBackprop.Cpu;
 using HpBackprop.Cuda;
 using HpBackprop.Model;
 using HpBackprop.Networks;
@@ -68,15 +67,16 @@ internal static class Backends
     }
 
     /// <summary>
-    /// The dedicated makemore backend over a <see cref="ParameterSet"/>, for <c>grads</c> on the makemore bundle format
-    /// (which also writes the intermediates dlogits and dhprebn); <paramref name="say"/> receives the one-line notice of an automatic choice.
+    /// The CUDA backend over a <see cref="ParameterSet"/> for <c>grads</c> on the makemore bundle format (which also writes the
+    /// intermediates dlogits and dhprebn), or null for the CPU, where the makemore stack runs as a compiled network;
+    /// <paramref name="say"/> receives the one-line notice of an automatic choice.
     /// </summary>
-    public static ITrainingBackend CreateMakemore(string device, ParameterSet parameters, Action<string> say)
+    public static ITrainingBackend? CreateMakemore(string device, ParameterSet parameters, Action<string> say)
     {
         switch (device)
         {
             case "cpu":
-                return new CpuBackend(parameters);
+                return null;
             case "cuda":
                 try
                 {
@@ -105,7 +105,7 @@ internal static class Backends
                         }
                     }
                     say("device auto: using the CPU; " + why.Split(". ")[0] + ".");
-                    return new CpuBackend(parameters);
+                    return null;
                 }
             default:
                 throw new UserErrorException($"--device '{device}' is not one of {string.Join(", ", Devices)}.");

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using HpBackprop.Cpu;
 using HpBackprop.Data;
 using HpBackprop.IO;
 using HpBackprop.Model;
@@ -76,10 +75,11 @@ internal static class CheckCommand
                 names.Where(f.Contains).Select(g => ParityTable.Compare(g, f[g].ToDouble(), ToDouble(chain[g]), Scale(g)))));
             var p = new ParameterSet(c);
             bundle.CopyTo(p);
-            using var cpu = new CpuBackend(p);
+            using var cpu = StackCheckpoint.FromParameterSet(p, c.BatchSize);
             cpu.ForwardBackward(bundle.Xb, bundle.Yb);
+            StackCheckpoint.ToParameterSet(cpu, p);
             stdout.WriteLine();
-            stdout.Write(ParityTable.Format("fused CPU backend (float) vs PyTorch autograd (float32):",
+            stdout.Write(ParityTable.Format("fused CPU network (float) vs PyTorch autograd (float32):",
                 FusedNames.Select(g => ParityTable.Compare(g, f[g].ToDouble(), ToDouble(Fused(cpu, p, g)), Scale(g)))));
         }
         return Program.Ok;
@@ -94,12 +94,13 @@ internal static class CheckCommand
         var xb = new int[n * b];
         var yb = new int[n];
         train.DrawBatch(rng, xb, yb);
-        using var cpu = new CpuBackend(p);
+        using var cpu = StackCheckpoint.FromParameterSet(p, config.BatchSize);
         cpu.ForwardBackward(xb, yb);
+        StackCheckpoint.ToParameterSet(cpu, p);
         var parameters = ParameterSet.Names.ToDictionary(k => k, k => ToDouble(p.Value(k).ToArray()));
         var chain = new ReferenceChain<double>(config, parameters, xb, yb);
         stdout.WriteLine($"one minibatch: n={n} B={b} E={config.EmbeddingSize} H={config.HiddenSize} V={config.VocabSize}, seed {seed}");
-        stdout.Write(ParityTable.Format("fused CPU backend (float) vs reference chain (double):",
+        stdout.Write(ParityTable.Format("fused CPU network (float) vs reference chain (double):",
             FusedNames.Select(g => ParityTable.Compare(g, chain[g], ToDouble(Fused(cpu, p, g)), MaxAbs(chain[ParityTable.ScaleTensorOf(g)])))));
         stdout.WriteLine();
         stdout.WriteLine("finite differences (double reference chain, central, step 1e-6, 8 elements per parameter):");
@@ -275,7 +276,7 @@ internal static class CheckCommand
         return Program.Ok;
     }
 
-    private static float[] Fused(CpuBackend cpu, ParameterSet p, string g) => g is "dlogits" or "dhprebn" ? cpu.Intermediate(g).ToArray() : p.Gradient(g[1..]).ToArray();
+    private static float[] Fused(Network cpu, ParameterSet p, string g) => g is "dlogits" or "dhprebn" ? MakemoreView.Intermediate(cpu, g) : p.Gradient(g[1..]).ToArray();
 
     private static double[] ToDouble(float[] a) => Array.ConvertAll(a, x => (double)x);
 

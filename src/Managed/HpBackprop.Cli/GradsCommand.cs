@@ -1,5 +1,4 @@
 using System.CommandLine;
-using HpBackprop.Cpu;
 using HpBackprop.IO;
 using HpBackprop.Model;
 using HpBackprop.Networks;
@@ -60,14 +59,28 @@ internal static class GradsCommand
                 var p = new ParameterSet(c);
                 bundle.CopyTo(p);
                 using var backend = Backends.CreateMakemore(pr.GetValue(device)!, p, m => stderr.WriteLine(m));
-                float loss = backend.ForwardBackward(bundle.Xb, bundle.Yb);
-                backend.PullParameters();
+                float loss;
+                float[] dlogits = [], dhprebn = [];
+                if (backend == null)
+                {
+                    // the CPU: the makemore stack as a compiled network, read back under the SPEC names
+                    using var cpu = StackCheckpoint.FromParameterSet(p, c.BatchSize);
+                    loss = cpu.ForwardBackward(bundle.Xb, bundle.Yb);
+                    StackCheckpoint.ToParameterSet(cpu, p);
+                    dlogits = MakemoreView.Intermediate(cpu, "dlogits");
+                    dhprebn = MakemoreView.Intermediate(cpu, "dhprebn");
+                }
+                else
+                {
+                    loss = backend.ForwardBackward(bundle.Xb, bundle.Yb);
+                    backend.PullParameters();
+                }
                 result.Add("loss", new[] { loss });
                 foreach (string g in FusedGradients) result.Add(g, (ReadOnlySpan<float>)p.Gradient(g[1..]), p.Info(g[1..]).Shape);
-                if (backend is CpuBackend cpu)
+                if (backend == null)
                 {
-                    result.Add("dlogits", cpu.Intermediate("dlogits"), c.BatchSize, c.VocabSize);
-                    result.Add("dhprebn", cpu.Intermediate("dhprebn"), c.BatchSize, c.HiddenSize);
+                    result.Add("dlogits", dlogits, c.BatchSize, c.VocabSize);
+                    result.Add("dhprebn", dhprebn, c.BatchSize, c.HiddenSize);
                 }
                 else if (backend is HpBackprop.Cuda.CudaBackend gpu)
                 {

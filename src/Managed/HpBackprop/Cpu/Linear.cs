@@ -1,6 +1,9 @@
 namespace HpBackprop.Cpu;
 
-/// <summary>A linear layer <c>y = x·W + b</c> and its backward (SPEC §3: a broadcast bias becomes a column sum).</summary>
+/// <summary>
+/// A linear layer <c>y = x·W + b</c> with <c>W [in,out]</c> (the SPEC's layout; the compiled network's <see cref="LinearOp"/> keeps
+/// PyTorch's <c>[out,in]</c>), and the column sum that is a broadcast bias's gradient (SPEC §3).
+/// </summary>
 public static unsafe class Linear
 {
     /// <summary>Forward: <c>y[n,out] = x[n,in] · W[in,out] + b[out]</c> (the bias is the GEMM's starting value).</summary>
@@ -10,31 +13,8 @@ public static unsafe class Linear
         fixed (float* px = x, pw = W, pb = b, py = y) Forward(px, pw, pb, py, n, inDim, outDim, null);
     }
 
-    /// <summary>
-    /// Backward: <c>dx = dy · Wᵀ</c> (skipped when <paramref name="dx"/> is empty), <c>dW = xᵀ · dy</c>,
-    /// <c>db = sum0(dy)</c>.
-    /// </summary>
-    public static void Backward(ReadOnlySpan<float> x, ReadOnlySpan<float> W, ReadOnlySpan<float> dy,
-        Span<float> dx, Span<float> dW, Span<float> db, int n, int inDim, int outDim)
-    {
-        Need(x, n * inDim, nameof(x)); Need(W, inDim * outDim, nameof(W)); Need(dy, n * outDim, nameof(dy));
-        Need(dW, inDim * outDim, nameof(dW)); Need(db, outDim, nameof(db));
-        if (!dx.IsEmpty) Need(dx, n * inDim, nameof(dx));
-        fixed (float* px = x, pw = W, pdy = dy, pdx = dx, pdw = dW, pdb = db)
-            Backward(px, pw, pdy, pdx, pdw, pdb, n, inDim, outDim, null);
-    }
-
     internal static void Forward(float* x, float* W, float* b, float* y, int n, int inDim, int outDim, WorkerPool? pool)
         => Gemm.Run(new Gemm.Args(n, outDim, inDim, x, inDim, 1, W, outDim, 1, y, outDim, b, false), pool);
-
-    internal static void Backward(float* x, float* W, float* dy, float* dx, float* dW, float* db, int n, int inDim, int outDim, WorkerPool? pool)
-    {
-        // dx[n,in] = dy[n,out] · W[in,out]ᵀ
-        if (dx != null) Gemm.Run(new Gemm.Args(n, inDim, outDim, dy, outDim, 1, W, 1, outDim, dx, inDim, null, false), pool);
-        // dW[in,out] = x[n,in]ᵀ · dy[n,out]
-        Gemm.Run(new Gemm.Args(inDim, outDim, n, x, 1, inDim, dy, outDim, 1, dW, outDim, null, false), pool);
-        ColumnSum(dy, db, n, outDim);
-    }
 
     /// <summary><c>o[cols] = sum over rows of a[rows,cols]</c>.</summary>
     public static void ColumnSum(ReadOnlySpan<float> a, Span<float> o, int rows, int cols)

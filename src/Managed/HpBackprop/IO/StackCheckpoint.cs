@@ -127,12 +127,18 @@ public static class StackCheckpoint
     /// The makemore stack holding the values of a <see cref="ParameterSet"/> (C, W1, b1, bngain, bnbias, W2, b2 and the
     /// inference statistics), with the linear weights transposed to PyTorch's <c>[OUT,IN]</c>.
     /// </summary>
-    public static Network FromParameterSet(ParameterSet p, int batchSize)
+    public static Network FromParameterSet(ParameterSet p, int batchSize) => FromParameterSet(p, new NetworkOptions { BatchSize = batchSize });
+
+    /// <summary>
+    /// The makemore stack holding the values of a <see cref="ParameterSet"/>, compiled with <paramref name="options"/>
+    /// (threads, optimiser, schedule, batch-norm momentum; the batch-norm epsilon is the parameter set's).
+    /// </summary>
+    public static Network FromParameterSet(ParameterSet p, NetworkOptions options)
     {
         ArgumentNullException.ThrowIfNull(p);
+        ArgumentNullException.ThrowIfNull(options);
         var c = p.Config;
-        var net = Network.Create(Sequential.Makemore(c.VocabSize, c.BlockSize, c.EmbeddingSize, c.HiddenSize),
-            new NetworkOptions { BatchSize = batchSize, Eps = (float)c.Eps });
+        var net = Network.Create(Sequential.Makemore(c.VocabSize, c.BlockSize, c.EmbeddingSize, c.HiddenSize), options with { Eps = (float)c.Eps });
         var s = net.Parameters;
         p.C.CopyTo(s.Value("0.weight"));
         Transpose(p.W1, s.Value("2.weight"), c.ContextWidth, c.HiddenSize);
@@ -144,6 +150,34 @@ public static class StackCheckpoint
         p.RunningMean.CopyTo(s.Value("3.running_mean"));
         p.RunningVar.CopyTo(s.Value("3.running_var"));
         return net;
+    }
+
+    /// <summary>
+    /// The inverse of <see cref="FromParameterSet(ParameterSet, NetworkOptions)"/>: copies the parameters, their gradients
+    /// and the running statistics of a network of the makemore stack into <paramref name="p"/> under the SPEC names
+    /// (the linear weights transposed back to <c>W1 [B·E,H]</c> and <c>W2 [H,V]</c>).
+    /// </summary>
+    /// <exception cref="ArgumentException">The network's stack is not <see cref="Sequential.Makemore"/> of <paramref name="p"/>'s configuration.</exception>
+    public static void ToParameterSet(Network network, ParameterSet p)
+    {
+        ArgumentNullException.ThrowIfNull(network);
+        ArgumentNullException.ThrowIfNull(p);
+        var c = p.Config;
+        string want = Sequential.Makemore(c.VocabSize, c.BlockSize, c.EmbeddingSize, c.HiddenSize).ToString();
+        if (network.Stack.ToString() != want)
+            throw new ArgumentException($"the network '{Layer.Clip(network.Stack.ToString())}' is not the makemore stack of {c} ({want}).", nameof(network));
+        var s = network.Parameters;
+        foreach (var (spec, name) in new[] { ("C", "0.weight"), ("b1", "2.bias"), ("bngain", "3.weight"), ("bnbias", "3.bias"), ("b2", "5.bias") })
+        {
+            s.Value(name).CopyTo(p.Value(spec));
+            s.Gradient(name).CopyTo(p.Gradient(spec));
+        }
+        Transpose(s.Value("2.weight"), p.W1, c.HiddenSize, c.ContextWidth);
+        Transpose(s.Gradient("2.weight"), p.dW1, c.HiddenSize, c.ContextWidth);
+        Transpose(s.Value("5.weight"), p.W2, c.VocabSize, c.HiddenSize);
+        Transpose(s.Gradient("5.weight"), p.dW2, c.VocabSize, c.HiddenSize);
+        s.Value("3.running_mean").CopyTo(p.RunningMean);
+        s.Value("3.running_var").CopyTo(p.RunningVar);
     }
 
     private static void Transpose(ReadOnlySpan<float> a, Span<float> t, int rows, int cols)

@@ -4,11 +4,11 @@ using HpBackprop.Model;
 namespace HpBackprop.Training;
 
 /// <summary>
-/// A backend owns a whole training step (forward, backward, update) over a
+/// The CUDA backend's contract for the makemore MLP over a
 /// <see cref="ParameterSet"/>, so it can fuse freely (DESIGN). It also evaluates, calibrates
 /// batch norm and produces logits for sampling. A step allocates nothing.
 /// </summary>
-public interface ITrainingBackend : IDisposable
+internal interface ITrainingBackend : IDisposable
 {
     /// <summary>A short name for messages ("cpu", "cuda", "cuda-emulator").</summary>
     string Name { get; }
