@@ -93,3 +93,17 @@ public class SgemmVsOpenBlas
     [Benchmark(Baseline = true)] public void OpenBLAS() => _p.Blas(_p.All[Product]);
     [Benchmark] public void HpBackprop() => _p.Ours(_p.All[Product]);
 }
+
+/// <summary>A training step of the lecture's deeper network (n = 32) and of a float-feature MLP (n = 256), as compiled stacks.</summary>
+[MemoryDiagnoser]
+public class StackStep
+{
+    [Params("deep", "mlp")] public string Stack = "deep";
+    [Params(1, 2)] public int Threads = 1;
+    private Networks.Network _net = null!;
+    private Action _step = null!;
+
+    [GlobalSetup] public void Setup() { var (layers, n) = StackBench.Get(Stack); _net = StackBench.Make(layers, n, Threads, out _step); }
+    [GlobalCleanup] public void Cleanup() => _net.Dispose();
+    [Benchmark] public void Step() => _step();
+}
