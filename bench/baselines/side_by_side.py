@@ -2,7 +2,7 @@
 """Runs the PyTorch side (torch_steps.py) and our side (`dotnet run -c Release --project
 bench/HpBackprop.Bench -- steps`) in one go, shape by shape, and prints a Markdown ratio table.
 
-usage: bench/baselines/side_by_side.py [--shapes S,M,L] [--threads 1,2] [--seconds 1] [--rounds 3] [--openblas-core SkylakeX|auto]
+usage: bench/baselines/side_by_side.py [--shapes S,M,L,deep,mlp] [--threads 1,2] [--seconds 1] [--rounds 3] [--openblas-core SkylakeX|auto]
 
 OpenBLAS 0.3.21 (Debian's libopenblas0-openmp) does not know newer Intel models (family 6 model
 207 here) and falls back to its generic "Prescott" SSE kernels, 4-5x slower than its AVX-512 ones.
@@ -14,6 +14,10 @@ Times are µs per training step (forward + backward + SGD). The two sides altern
 per shape (a burst of load from a neighbour on the shared machine then hits both sides or only one
 round); each round reports the median of 15 timed windows, and each side's figure is the median of
 its rounds' medians; "best" is the fastest window of all rounds. Ratios use the medians. GFLOP/s counts the six GEMMs only: 6·n·(B·E·H + H·V).
+
+The layer stacks `deep` (the lecture's deeper batch-norm network, n = 32) and `mlp` (a float-feature ReLU MLP,
+n = 256) are timed against PyTorch autograd on the same torch.nn.Sequential by stack_side_by_side.py, which this
+script runs for them with the same options.
 """
 import argparse, datetime, json, os, platform, statistics, subprocess, sys
 
@@ -60,6 +64,13 @@ def main():
                     help="alternate the two sides this many times per shape; each side reports the median of its rounds' medians")
     ap.add_argument("--openblas-core", default=os.environ.get("OPENBLAS_CORETYPE", "SkylakeX"))
     a = ap.parse_args()
+    stacks = [s for s in a.shapes.split(",") if s in ("deep", "mlp")]
+    a.shapes = ",".join(s for s in a.shapes.split(",") if s not in ("deep", "mlp"))
+    if stacks:
+        subprocess.run(["/usr/bin/python3", os.path.join(HERE, "stack_side_by_side.py"), "--shapes", ",".join(stacks), "--threads", a.threads,
+                        "--seconds", a.seconds, "--rounds", str(a.rounds), "--openblas-core", a.openblas_core], check=True)
+        if not a.shapes:
+            return
     torch_env = dict(os.environ)
     if a.openblas_core == "auto":
         torch_env.pop("OPENBLAS_CORETYPE", None)
