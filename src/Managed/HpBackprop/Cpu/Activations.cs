@@ -24,11 +24,16 @@ internal interface IActivation
 
     /// <summary><c>dx = f′(x)·dy</c> from <c>y</c>, one element (the portable path).</summary>
     static abstract float Backward(float y, float dy);
+
+    /// <summary><c>dx = f′(x)·dy</c> from <c>y = f(x)</c> at the machine's vector width (the portable path; the same arithmetic as the scalar one).</summary>
+    static abstract System.Numerics.Vector<float> Backward(System.Numerics.Vector<float> y, System.Numerics.Vector<float> dy);
 }
 
 /// <summary><c>tanh</c>: <c>dx = (1 − y²)·dy</c>.</summary>
 internal struct TanhAct : IActivation
 {
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static System.Numerics.Vector<float> Backward(System.Numerics.Vector<float> y, System.Numerics.Vector<float> dy) => (System.Numerics.Vector<float>.One - y * y) * dy;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Forward(Vector512<float> x) => FastMath.Tanh(x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -42,6 +47,8 @@ internal struct TanhAct : IActivation
 internal struct ReluAct : IActivation
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static System.Numerics.Vector<float> Backward(System.Numerics.Vector<float> y, System.Numerics.Vector<float> dy) => System.Numerics.Vector.ConditionalSelect(System.Numerics.Vector.GreaterThan(y, System.Numerics.Vector<float>.Zero), dy, System.Numerics.Vector<float>.Zero);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Forward(Vector512<float> x) => Vector512.Max(x, Vector512<float>.Zero);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Backward(Vector512<float> y, Vector512<float> dy) => Vector512.GreaterThan(y, Vector512<float>.Zero) & dy;
@@ -54,6 +61,8 @@ internal struct ReluAct : IActivation
 internal struct SigmoidAct : IActivation
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static System.Numerics.Vector<float> Backward(System.Numerics.Vector<float> y, System.Numerics.Vector<float> dy) => y * (System.Numerics.Vector<float>.One - y) * dy;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Forward(Vector512<float> x) => Vector512<float>.One / (Vector512<float>.One + FastMath.Exp(-x));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Backward(Vector512<float> y, Vector512<float> dy) => y * (Vector512<float>.One - y) * dy;
@@ -65,6 +74,8 @@ internal struct SigmoidAct : IActivation
 /// <summary>No activation (a batch norm that is not followed by one): <c>y = x</c>, <c>dx = dy</c>.</summary>
 internal struct IdentityAct : IActivation
 {
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static System.Numerics.Vector<float> Backward(System.Numerics.Vector<float> y, System.Numerics.Vector<float> dy) => dy;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Forward(Vector512<float> x) => x;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -98,6 +109,9 @@ internal static unsafe class Activation
         {
             for (; i + 16 <= count; i += 16) TA.Backward(Vector512.Load(y + i), Vector512.Load(dy + i)).Store(dx + i);
         }
+        int w = System.Numerics.Vector<float>.Count;
+        for (; i + w <= count; i += w)
+            Unsafe.WriteUnaligned(dx + i, TA.Backward(Unsafe.ReadUnaligned<System.Numerics.Vector<float>>(y + i), Unsafe.ReadUnaligned<System.Numerics.Vector<float>>(dy + i)));
         for (; i < count; i++) dx[i] = TA.Backward(y[i], dy[i]);
     }
 }

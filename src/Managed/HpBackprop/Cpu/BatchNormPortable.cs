@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Numerics.Tensors;
 
 namespace HpBackprop.Cpu;
@@ -90,13 +91,16 @@ public static partial class BatchNorm
         ReadOnlySpan<float> bngain, ReadOnlySpan<float> bnvar_inv, Span<float> dhprebn, Span<float> dbngain, Span<float> dbnbias,
         Span<float> scratch, int n, int H) where TA : struct, IActivation where TB : struct, IBnMode
     {
+        int W = Vector<float>.Count;
         dbngain[..H].Clear();
         dbnbias[..H].Clear();
         for (int i = 0; i < n; i++)
         {
             Span<float> dpre = dhprebn.Slice(i * H, H);               // dhpreact, stored in dhprebn
             ReadOnlySpan<float> hi = h.Slice(i * H, H), dhi = dh.Slice(i * H, H);
-            for (int c = 0; c < H; c++) dpre[c] = TA.Backward(hi[c], dhi[c]);
+            int c0 = 0;
+            for (; c0 + W <= H; c0 += W) TA.Backward(new Vector<float>(hi[c0..]), new Vector<float>(dhi[c0..])).CopyTo(dpre[c0..]);
+            for (; c0 < H; c0++) dpre[c0] = TA.Backward(hi[c0], dhi[c0]);
             TensorPrimitives.Add(dbnbias[..H], dpre, dbnbias[..H]);
             TensorPrimitives.MultiplyAdd(bnraw.Slice(i * H, H), dpre, dbngain[..H], dbngain[..H]);
         }
@@ -107,8 +111,13 @@ public static partial class BatchNorm
         for (int i = 0; i < n; i++)
         {
             Span<float> d = dhprebn.Slice(i * H, H);
-            for (int c = 0; c < H; c++)
-                d[c] = scale[c] * (d[c] - dbnbias[c] * invN - bnraw[i * H + c] * dbngain[c] * invNm1);
+            ReadOnlySpan<float> raw = bnraw.Slice(i * H, H);
+            int c = 0;
+            for (; c + W <= H; c += W)
+                (new Vector<float>(scale[c..]) * (new Vector<float>(d[c..]) - new Vector<float>(dbnbias[c..]) * invN
+                    - new Vector<float>(raw[c..]) * new Vector<float>(dbngain[c..]) * invNm1)).CopyTo(d[c..]);
+            for (; c < H; c++)
+                d[c] = scale[c] * (d[c] - dbnbias[c] * invN - raw[c] * dbngain[c] * invNm1);
         }
     }
 }
