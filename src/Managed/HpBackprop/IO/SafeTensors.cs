@@ -300,13 +300,17 @@ public static class AtomicFile
     /// <summary>Test hook: called after the temporary file is written and before it replaces the target.</summary>
     internal static Action<string>? BeforeRename { get; set; }
 
-    /// <summary>Writes <paramref name="bytes"/> to <paramref name="path"/> via a temporary file and rename.</summary>
+    /// <summary>
+    /// Writes <paramref name="bytes"/> to <paramref name="path"/> via a temporary file and rename. Temporary files of
+    /// an earlier save to the same path by a process that no longer runs (killed during the save) are removed first.
+    /// </summary>
     public static void Write(string path, ReadOnlySpan<byte> bytes)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         string full = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
+        RemoveStale(dir, Path.GetFileName(full));
         string tmp = Path.Combine(dir, "." + Path.GetFileName(full) + "." + Environment.ProcessId + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp");
         try
         {
@@ -322,5 +326,29 @@ public static class AtomicFile
         {
             if (File.Exists(tmp)) File.Delete(tmp);
         }
+    }
+
+    /// <summary>Deletes <c>.NAME.PID.xxxxxxxx.tmp</c> files in <paramref name="dir"/> left by processes that no longer run.</summary>
+    private static void RemoveStale(string dir, string name)
+    {
+        string prefix = "." + name + ".";
+        IEnumerable<string> candidates;
+        try { candidates = Directory.EnumerateFiles(dir, prefix + "*.tmp").ToArray(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return; }
+        foreach (string f in candidates)
+        {
+            string rest = Path.GetFileName(f)[prefix.Length..^".tmp".Length];   // PID.xxxxxxxx
+            int dot = rest.IndexOf('.');
+            if (dot <= 0 || rest.Length - dot - 1 != 8 || !int.TryParse(rest.AsSpan(0, dot), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid)) continue;
+            if (pid == Environment.ProcessId || IsRunning(pid)) continue;
+            try { File.Delete(f); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        try { using var p = System.Diagnostics.Process.GetProcessById(pid); return !p.HasExited; }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
     }
 }
