@@ -130,4 +130,71 @@ public sealed class RobustCliTests
         Assert.IsTrue(File.Exists(live), "a running process's temporary file stays");
         Assert.AreEqual("new", File.ReadAllText(target));
     }
+
+    [TestMethod]
+    [DataRow(new[] { "train", "--hidden", "4300000", "--batch", "2", "--steps", "1", "--samples", "0" }, "bytes")]
+    [DataRow(new[] { "train", "--hidden", "3000000", "--batch", "2", "--steps", "1", "--samples", "0" }, "bytes")]
+    [DataRow(new[] { "train", "--hidden", "2100000", "--batch", "2", "--steps", "1", "--samples", "0" }, "bytes")]
+    [DataRow(new[] { "train", "--batch", "100000000", "--steps", "1", "--samples", "0" }, "bytes")]
+    [DataRow(new[] { "train", "--steps", "2147483647", "--samples", "0" }, "--steps 2147483647: must be between 1 and 100,000,000")]
+    [DataRow(new[] { "train", "--steps", "5", "--bn-momentum", "nan" }, "--bn-momentum 'nan': not a finite number")]
+    [DataRow(new[] { "train", "--steps", "5", "--bn-momentum", "-1" }, "--bn-momentum -1: must be in [0, 1]")]
+    [DataRow(new[] { "train", "--steps", "5", "--bn-momentum", "2" }, "--bn-momentum 2: must be in [0, 1]")]
+    [DataRow(new[] { "train", "--steps", "5", "--lr", "0,1" }, "--lr '0,1': not a finite number")]
+    [DataRow(new[] { "train", "--steps", "5", "--lr", "1,000" }, "--lr '1,000'")]
+    [DataRow(new[] { "train", "--steps", "5", "--lr", "infinity" }, "--lr 'infinity'")]
+    [DataRow(new[] { "train", "--steps", "5", "--lr", "-0.1" }, "--lr")]
+    [DataRow(new[] { "train", "--steps", "5", "--lr-decay-step", "-5" }, "--lr-decay-step -5: must not be negative")]
+    [DataRow(new[] { "train", "--steps", "5", "--checkpoint-every", "2" }, "--checkpoint-every needs --out")]
+    [DataRow(new[] { "train", "--steps", "5", "--out", "" }, "--out: the path is empty")]
+    [DataRow(new[] { "train", "--steps", "5", "--out", "/proc/hpb-test/m.safetensors" }, "--out /proc/hpb-test/m.safetensors: cannot write")]
+    [DataRow(new[] { "train", "--steps", "5", "--plot", "/proc/loss.svg" }, "--plot /proc/loss.svg: cannot write")]
+    [DataRow(new[] { "sample", "--model", "m", "--temperature", "0,5" }, "--temperature '0,5'")]
+    public void BadNumbersSizesAndOutputsExitTwoBeforeAnyWork(string[] args, string mention)
+    {
+        var (code, stdout, stderr) = Run(args);
+        Assert.AreEqual(2, code, stderr);
+        StringAssert.Contains(stderr, mention);
+        Assert.IsFalse(stdout.Contains("corpus:"), "no work started: " + stdout);
+    }
+
+    [TestMethod]
+    public void OutputsThatWouldDestroyAnInputOrEachOtherOrCannotBeWrittenExitTwoAndKeepTheFiles()
+    {
+        using var dir = new TempDir();
+        string data = Corpus(dir);
+        byte[] corpus = File.ReadAllBytes(data);
+        string x = dir.File("x");
+        File.WriteAllText(x, "keep");
+        void Expect(string mention, params string[] args)
+        {
+            var (code, stdout, stderr) = Run(args);
+            Assert.AreEqual(2, code, stderr);
+            StringAssert.Contains(stderr, mention);
+            Assert.IsFalse(stdout.Contains("corpus:"), "no work started");
+        }
+        Expect("--out and --plot are the same file", "train", "--data", data, "--steps", "5", "--out", x, "--plot", x);
+        Expect("--data and --out are the same file", "train", "--data", data, "--steps", "5", "--out", data);
+        Expect("--data and --plot are the same file", "train", "--data", data, "--steps", "5", "--plot", Path.Combine(dir.Path, ".", "words.txt"));
+        Expect("--out " + dir.Path + ": is a directory", "train", "--data", data, "--steps", "5", "--out", dir.Path);
+        Expect("is a file, not a directory", "train", "--data", data, "--steps", "5", "--out", Path.Combine(x, "m.safetensors"));
+        Expect("is a directory", "train", "--data", dir.Path, "--steps", "5");
+        Expect("is a directory", "sample", "--model", dir.Path);
+        Expect("--in and --out are the same file", "grads", "--in", x, "--out", x);
+        CollectionAssert.AreEqual(corpus, File.ReadAllBytes(data));
+        Assert.AreEqual("keep", File.ReadAllText(x));
+        Assert.AreEqual(0, Directory.GetFiles(dir.Path, ".*").Length, "no probe file is left");
+    }
+
+    [TestMethod]
+    public void SamplingStreamsTheWordsInsteadOfCollectingThemFirst()
+    {
+        var corpus = Data.Corpus.FromLines(TempDir.SyntheticWords(100, 4), "synthetic");
+        var split = Data.DataSplit.Create(corpus, 3, 7);
+        using var net = Networks.Network.Create(Networks.Sequential.Makemore(split.Vocabulary.Size, 3, 4, 8), new Networks.NetworkOptions { BatchSize = 4 });
+        net.Initialize(1);
+        var sampler = new Training.Sampler(net, split.Vocabulary);
+        var three = sampler.Generate(int.MaxValue, 3).Take(3).ToArray();   // would throw or run out of memory if collected first
+        CollectionAssert.AreEqual(sampler.Sample(3, 3).ToArray(), three);
+    }
 }

@@ -25,11 +25,13 @@ public sealed class Corpus
     /// <summary>
     /// Reads a corpus: one word per line, surrounding white space trimmed, blank lines skipped.
     /// </summary>
-    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="FileNotFoundException">The file does not exist or is a directory.</exception>
     /// <exception cref="CorpusException">The file holds no word, or a word contains the boundary token or white space.</exception>
     public static Corpus Load(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
+        if (Directory.Exists(path))
+            throw new FileNotFoundException($"Corpus file '{path}' is a directory; pass a text file with one word per line.", path);
         if (!File.Exists(path))
             throw new FileNotFoundException($"Corpus file '{path}' does not exist; pass a text file with one word per line.", path);
         return FromLines(File.ReadLines(path), path);

@@ -149,11 +149,12 @@ public sealed class SafeTensorsFile
     public static int Size(DType t) => t switch { DType.F32 or DType.I32 => 4, _ => 8 };
 
     /// <summary>Reads a file.</summary>
-    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="FileNotFoundException">The file does not exist or is a directory.</exception>
     /// <exception cref="SafeTensorsFormatException">The file is truncated or malformed.</exception>
     public static SafeTensorsFile Read(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
+        if (Directory.Exists(path)) throw new FileNotFoundException($"'{path}' is a directory, not a safetensors file.", path);
         if (!File.Exists(path)) throw new FileNotFoundException($"'{path}' does not exist.", path);
         return Parse(File.ReadAllBytes(path), path);
     }
