@@ -65,17 +65,23 @@ public sealed class Sampler
         {
             Array.Clear(_context);
             sb.Clear();
-            while (sb.Length < maxLength)
+            for (int length = 0; length < maxLength; length++)
             {
                 _infer(_context, _logits);
                 int id = Draw(rng, temperature);
                 if (id == 0) break;
-                sb.Append(_vocab.Decode(id));
+                AppendRune(sb, _vocab.Decode(id));
                 Array.Copy(_context, 1, _context, 0, _context.Length - 1);
                 _context[^1] = id;
             }
             yield return sb.ToString();
         }
+    }
+
+    private static void AppendRune(StringBuilder sb, Rune r)
+    {
+        Span<char> units = stackalloc char[2];
+        sb.Append(units[..r.EncodeToUtf16(units)]);
     }
 
     private int Draw(NormalRng rng, double temperature)
