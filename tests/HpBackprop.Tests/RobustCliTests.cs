@@ -197,4 +197,21 @@ public sealed class RobustCliTests
         var three = sampler.Generate(int.MaxValue, 3).Take(3).ToArray();   // would throw or run out of memory if collected first
         CollectionAssert.AreEqual(sampler.Sample(3, 3).ToArray(), three);
     }
+
+    [TestMethod]
+    [DataRow(new byte[] { 0x7B, 0x22, 0x5F, 0x5F, 0x6D, 0x65, 0x74, 0x61, 0x64, 0x61, 0x74, 0x61, 0x5F, 0x5F, 0x22, 0x3A, 0x7B, 0x22, 0x61, 0x22, 0x3A, 0x22, 0xC3, 0x28, 0x22, 0x7D, 0x7D })] // {"__metadata__":{"a":"\xC3("}}
+    [DataRow(new byte[] { 0x7B, 0x22, 0x5F, 0x5F, 0x6D, 0x65, 0x74, 0x61, 0x64, 0x61, 0x74, 0x61, 0x5F, 0x5F, 0x22, 0x3A, 0x7B, 0x22, 0x76, 0x6F, 0x63, 0x61, 0x62, 0x22, 0x3A, 0x22, 0x5C, 0x75, 0x64, 0x38, 0x33, 0x64, 0x22, 0x7D, 0x7D })] // {"__metadata__":{"vocab":"\ud83d"}}
+    public void ACheckpointHeaderWithInvalidTextIsAFormatErrorNamingTheFile(byte[] header)
+    {
+        using var dir = new TempDir();
+        string path = dir.File("bad.safetensors");
+        var bytes = new byte[8 + header.Length];
+        BitConverter.GetBytes((ulong)header.Length).CopyTo(bytes, 0);
+        header.CopyTo(bytes, 8);
+        File.WriteAllBytes(path, bytes);
+        Assert.ThrowsExactly<SafeTensorsFormatException>(() => SafeTensorsFile.Read(path));
+        var (code, _, stderr) = Run("sample", "--model", path);
+        Assert.AreEqual(2, code, stderr);
+        StringAssert.Contains(stderr, path);
+    }
 }

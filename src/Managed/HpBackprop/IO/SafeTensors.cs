@@ -172,6 +172,7 @@ public sealed class SafeTensorsFile
         try { doc = JsonDocument.Parse(bytes.Slice(8, (int)headerLen).ToArray()); }
         catch (JsonException e) { throw new SafeTensorsFormatException(source, $"the header is not valid JSON ({e.Message})."); }
         using (doc)
+        try
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new SafeTensorsFormatException(source, "the header is not a JSON object.");
             var ranges = new List<(long Begin, long End, string Name)>();
@@ -217,6 +218,11 @@ public sealed class SafeTensorsFile
                 pos = r.End;
             }
             if (pos != data.Length) throw new SafeTensorsFormatException(source, $"the data section has {data.Length - pos} trailing bytes that no tensor uses.");
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or FormatException or JsonException)
+        {
+            // e.g. a name or string that is not valid UTF-8 or holds an escaped lone surrogate ("Cannot transcode invalid UTF-8 JSON text")
+            throw new SafeTensorsFormatException(source, $"the header holds text that cannot be read ({e.Message}).");
         }
         return file;
     }
