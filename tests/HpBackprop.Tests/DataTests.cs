@@ -99,7 +99,7 @@ public sealed class DataTests
         Assert.AreEqual(".Babeoz", v.Characters);      // ordinal order: 'B' (66) before 'a' (97)
         Assert.AreEqual(7, v.Size);
         Assert.AreEqual(0, v.Encode('.'));
-        Assert.AreEqual('.', v.Decode(0));
+        Assert.AreEqual(new System.Text.Rune('.'), v.Decode(0));
         for (int id = 0; id < v.Size; id++) Assert.AreEqual(id, v.Encode(v.Decode(id)));
         Assert.AreEqual(1, v.Encode('B'));
         Assert.AreEqual(6, v.Encode('z'));

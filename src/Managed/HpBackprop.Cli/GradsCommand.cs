@@ -31,8 +31,9 @@ internal static class GradsCommand
         cmd.SetAction(pr =>
         {
             string inPath = pr.GetValue(input)!, outPath = pr.GetValue(output)!;
-            if (string.Equals(Path.GetFullPath(inPath), Path.GetFullPath(outPath), StringComparison.Ordinal))
-                throw new UserErrorException($"--in and --out are the same file ({inPath}): the output would overwrite the input; give another --out.");
+            Inputs.CheckInputFile("--in", inPath);
+            Inputs.CheckDistinct(("--in", inPath), ("--out", outPath));
+            Inputs.CheckWritable("--out", outPath);
             var file = SafeTensorsFile.Read(inPath);
             if (file.Metadata.ContainsKey("layers")) return Stack(file, inPath, outPath, pr.GetValue(mode)!, pr.GetValue(device)!, stdout, stderr);
             var bundle = BatchBundle.Load(inPath);

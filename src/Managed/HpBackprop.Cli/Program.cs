@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using HpBackprop.Cuda;
 using HpBackprop.Data;
 using HpBackprop.IO;
@@ -17,14 +18,42 @@ public static class Program
     /// <summary>Exit code for bad arguments or input.</summary>
     public const int BadInput = 2;
 
-    /// <summary>Entry point.</summary>
-    public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
+    /// <summary>Exit code after an interrupt (Ctrl-C, SIGINT): 128 + 2.</summary>
+    public const int Interrupted = 130;
+    /// <summary>Exit code after SIGTERM: 128 + 15.</summary>
+    public const int Terminated = 143;
+
+    /// <summary>Entry point. Ctrl-C or SIGTERM during training stops it at the end of the step and saves the run (with --out); a second one ends the process.</summary>
+    public static int Main(string[] args)
+    {
+        using var cts = new CancellationTokenSource();
+        var stop = new StopRequest(cts.Token);
+        void Handle(PosixSignalContext c, int code)
+        {
+            if (!stop.Honoured || cts.IsCancellationRequested) return;   // nothing to stop cleanly, or a second signal: the default (end now)
+            c.Cancel = true;
+            stop.ExitCode = code;
+            cts.Cancel();
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => Handle(c, Interrupted));
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => Handle(c, Terminated));
+        return Run(args, Console.Out, Console.Error, stop);
+    }
 
     /// <summary>Runs the command with the given streams (for tests).</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr) => Run(args, stdout, stderr, CancellationToken.None);
+
+    /// <summary>
+    /// Runs the command with the given streams; cancelling <paramref name="cancellationToken"/> acts as Ctrl-C does
+    /// (training stops at the end of the step, saves the run when --out is given, and the exit code is 130).
+    /// </summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken) =>
+        Run(args, stdout, stderr, new StopRequest(cancellationToken));
+
+    private static int Run(string[] args, TextWriter stdout, TextWriter stderr, StopRequest stop)
     {
         var root = new RootCommand("HpBackprop: the makemore MLP trained with hand-derived, fused backward passes.");
-        root.Subcommands.Add(TrainCommand.Create(stdout, stderr));
+        root.Subcommands.Add(TrainCommand.Create(stdout, stderr, stop));
         root.Subcommands.Add(SampleCommand.Create(stdout));
         root.Subcommands.Add(CheckCommand.Create(stdout));
         root.Subcommands.Add(GradsCommand.Create(stdout, stderr));
@@ -62,4 +91,13 @@ public static class Program
         or SafeTensorsFormatException or ShapeException or CudaUnavailableException or ArgumentException or UnauthorizedAccessException;
 
     internal static Corpus LoadCorpus(string? path) => path is null ? DefaultCorpus.Load() : Corpus.Load(path);
+}
+
+/// <summary>A request to stop at the end of the current step, and the exit code to report (130 for SIGINT, 143 for SIGTERM).</summary>
+internal sealed class StopRequest(CancellationToken token)
+{
+    public CancellationToken Token { get; } = token;
+    public volatile int ExitCode = Program.Interrupted;
+    /// <summary>Whether a command that stops cleanly is running (otherwise a signal ends the process as usual).</summary>
+    public volatile bool Honoured;
 }

@@ -12,7 +12,7 @@ internal static class SampleCommand
         var model = new Option<string>("--model") { Description = "A model saved by 'train --out'", Required = true };
         var count = new Option<int>("-n") { Description = "How many words", DefaultValueFactory = _ => 20 };
         var seed = new Option<int>("--seed") { Description = "Seed of the draws", DefaultValueFactory = _ => 42 };
-        var temperature = new Option<double>("--temperature") { Description = "Below 1: safer words; above 1: wilder ones", DefaultValueFactory = _ => 1.0 };
+        var temperature = Inputs.Double("--temperature", "Below 1: safer words; above 1: wilder ones", 1.0);
         var maxLength = new Option<int>("--max-length") { Description = "Longest word", DefaultValueFactory = _ => 50 };
         var cmd = new Command("sample", "Sample words from a trained model.") { model, count, seed, temperature, maxLength };
         cmd.SetAction(pr =>
@@ -23,10 +23,11 @@ internal static class SampleCommand
             if (n < 0) throw new UserErrorException("-n must not be negative.");
             if (!(t > 0) || !double.IsFinite(t)) throw new UserErrorException($"--temperature {t}: must be a positive number.");
             if (max < 1) throw new UserErrorException("--max-length must be at least 1.");
+            Inputs.CheckInputFile("--model", pr.GetValue(model));
             var loaded = StackCheckpoint.Load(pr.GetValue(model)!);
             using var net = loaded.Network;
             if (loaded.Vocabulary == null) throw new UserErrorException($"--model {pr.GetValue(model)}: this model was not trained on words; there is nothing to sample.");
-            foreach (string w in new Sampler(net, loaded.Vocabulary).Sample(n, pr.GetValue(seed), t, max)) stdout.WriteLine(w);
+            foreach (string w in new Sampler(net, loaded.Vocabulary).Generate(n, pr.GetValue(seed), t, max)) stdout.WriteLine(w);
             return Program.Ok;
         });
         return cmd;

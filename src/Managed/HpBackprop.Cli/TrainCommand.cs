@@ -12,194 +12,330 @@ namespace HpBackprop.Cli;
 /// <summary><c>hpbackprop train</c>: the SPEC §5 recipe, then calibration, evaluation and samples.</summary>
 internal static class TrainCommand
 {
-    public static Command Create(TextWriter stdout, TextWriter stderr)
+    /// <summary>The longest run --steps allows (its loss curve is kept in memory, 4 bytes a step).</summary>
+    public const int MaxSteps = 100_000_000;
+
+    public static Command Create(TextWriter stdout, TextWriter stderr, StopRequest stop)
     {
         var data = new Option<string?>("--data") { Description = "Corpus file, one word per line (default: the built-in first-name corpus)" };
-        var steps = new Option<int>("--steps") { Description = "SGD steps", DefaultValueFactory = _ => 200_000 };
+        var steps = new Option<int>("--steps") { Description = $"SGD steps (1 to {MaxSteps:N0})", DefaultValueFactory = _ => 200_000 };
         var batch = new Option<int>("--batch") { Description = "Minibatch size n (at least 2)", DefaultValueFactory = _ => 32 };
         var embd = new Option<int>("--embd") { Description = "Embedding width E (n_embd)", DefaultValueFactory = _ => 10 };
         var hidden = new Option<int>("--hidden") { Description = "Hidden width H (n_hidden)", DefaultValueFactory = _ => 200 };
         var block = new Option<int>("--block") { Description = "Context length B", DefaultValueFactory = _ => 3 };
-        var lr = new Option<float>("--lr") { Description = "Learning rate; a tenth of it from --lr-decay-step on", DefaultValueFactory = _ => 0.1f };
+        var lr = Inputs.Float("--lr", "Learning rate; a tenth of it from --lr-decay-step on", 0.1f);
         var decay = new Option<int?>("--lr-decay-step") { Description = "First step of the decayed learning rate (default: half of --steps)" };
         var seed = new Option<int>("--seed") { Description = "Seed of initialisation, split, minibatches and samples", DefaultValueFactory = _ => 42 };
         var device = new Option<string>("--device") { Description = "cpu, cuda, auto, or emulator (the CUDA kernels on the host; slow, for testing)", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong(Backends.Devices);
-        var momentum = new Option<float>("--bn-momentum") { Description = "Weight of each batch in the batch-norm running statistics", DefaultValueFactory = _ => 0.001f };
+        var momentum = Inputs.Float("--bn-momentum", "Weight of each batch in the batch-norm running statistics (0 to 1)", 0.001f, 0f, 1f);
         var calibrate = new Option<bool>("--no-calibrate") { Description = "Use the running batch-norm statistics instead of a calibration pass" };
-        var outFile = new Option<string?>("--out") { Description = "Write the trained model to this safetensors file" };
+        var outFile = new Option<string?>("--out") { Description = "Write the trained model to this safetensors file (and, on Ctrl-C/SIGTERM or --checkpoint-every, a checkpoint to resume)" };
         var plot = new Option<string?>("--plot") { Description = "Write an SVG plot of the training loss to this file" };
         var samples = new Option<int>("--samples") { Description = "Words to sample after training", DefaultValueFactory = _ => 20 };
         var threads = new Option<int>("--threads") { Description = "CPU threads for large shapes (small steps stay on one)", DefaultValueFactory = _ => 1 };
         var scatter = new Option<string>("--scatter") { Description = "CUDA dC accumulation: deterministic or atomic", DefaultValueFactory = _ => "deterministic" };
         scatter.AcceptOnlyFromAmong("deterministic", "atomic");
         var json = new Option<bool>("--json") { Description = "Print one machine-readable JSON summary line on stdout (everything else goes to stderr)" };
+        var resume = new Option<string?>("--resume") { Description = "Continue the run saved in this checkpoint (by Ctrl-C/SIGTERM or --checkpoint-every); the run's options come from it" };
+        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Save a checkpoint to resume to --out every N steps (0: only on Ctrl-C/SIGTERM)", DefaultValueFactory = _ => 0 };
 
         var layers = new Option<string?>("--layers") { Description = "The network as a layer stack, e.g. embedding:27x10,flatten,linear:30x200,batchnorm:200,tanh,linear:200x27 (default: the makemore MLP of --embd, --hidden and --block); see docs/stacks.md" };
         var loss = new Option<string>("--loss") { Description = "cross_entropy (the only loss for words: the targets are the next character's id)", DefaultValueFactory = _ => "cross_entropy" };
         var optimizer = new Option<string>("--optimizer") { Description = "sgd or adamw", DefaultValueFactory = _ => "sgd" };
         optimizer.AcceptOnlyFromAmong("sgd", "adamw");
-        var sgdMomentum = new Option<float>("--momentum") { Description = "SGD momentum", DefaultValueFactory = _ => 0f };
-        var weightDecay = new Option<float?>("--weight-decay") { Description = "Weight decay (default: 0 for sgd, 0.01 for adamw)" };
-        var beta1 = new Option<float>("--beta1") { Description = "AdamW's first-moment decay", DefaultValueFactory = _ => 0.9f };
-        var beta2 = new Option<float>("--beta2") { Description = "AdamW's second-moment decay", DefaultValueFactory = _ => 0.999f };
-        var adamEps = new Option<float>("--adam-eps") { Description = "AdamW's epsilon", DefaultValueFactory = _ => 1e-8f };
+        var sgdMomentum = Inputs.Float("--momentum", "SGD momentum", 0f);
+        var weightDecay = Inputs.NullableFloat("--weight-decay", "Weight decay (default: 0 for sgd, 0.01 for adamw)");
+        var beta1 = Inputs.Float("--beta1", "AdamW's first-moment decay", 0.9f);
+        var beta2 = Inputs.Float("--beta2", "AdamW's second-moment decay", 0.999f);
+        var adamEps = Inputs.Float("--adam-eps", "AdamW's epsilon", 1e-8f);
         var schedule = new Option<string>("--schedule") { Description = "step (--lr, then a tenth of it from --lr-decay-step), constant, or cosine (linear warm-up over --warmup steps, then down to --min-lr)", DefaultValueFactory = _ => "step" };
         schedule.AcceptOnlyFromAmong("step", "constant", "cosine");
         var warmup = new Option<int>("--warmup") { Description = "Warm-up steps of the cosine schedule", DefaultValueFactory = _ => 0 };
-        var minLr = new Option<float>("--min-lr") { Description = "Final learning rate of the cosine schedule", DefaultValueFactory = _ => 0f };
-        var l2 = new Option<float>("--l2") { Description = "L2 penalty on linear weights: loss += L2 * sum(W^2)", DefaultValueFactory = _ => 0f };
+        var minLr = Inputs.Float("--min-lr", "Final learning rate of the cosine schedule", 0f);
+        var l2 = Inputs.Float("--l2", "L2 penalty on linear weights: loss += L2 * sum(W^2)", 0f);
 
+        Option[] runDefining = [steps, batch, embd, hidden, block, layers, loss, optimizer, lr, sgdMomentum, weightDecay, beta1, beta2, adamEps, schedule, decay, warmup, minLr, l2, seed, momentum];
         var cmd = new Command("train", "Train a network with manual gradients, calibrate batch norm, report train/dev loss and sample words.")
         {
             data, steps, batch, embd, hidden, block, layers, loss, optimizer, lr, sgdMomentum, weightDecay, beta1, beta2, adamEps, schedule, decay, warmup, minLr, l2,
-            seed, device, threads, scatter, momentum, calibrate, outFile, plot, samples, json,
+            seed, device, threads, scatter, momentum, calibrate, outFile, plot, samples, json, resume, checkpointEvery,
         };
         cmd.SetAction(pr =>
         {
             bool asJson = pr.GetValue(json);
             TextWriter say = asJson ? stderr : stdout;
-            int nSteps = pr.GetValue(steps);
-            if (nSteps < 1) throw new UserErrorException($"--steps {nSteps}: must be at least 1.");
             if (pr.GetValue(samples) < 0) throw new UserErrorException("--samples must not be negative.");
             int nThreads = pr.GetValue(threads);
             if (nThreads < 1 || nThreads > Environment.ProcessorCount * 4) throw new UserErrorException($"--threads {nThreads}: must be between 1 and {Environment.ProcessorCount * 4}.");
-            if (Losses.Parse(pr.GetValue(loss)!) != LossKind.CrossEntropy)
-                throw new UserErrorException($"--loss {pr.GetValue(loss)}: a word corpus gives class ids (the next character), so the loss is cross_entropy; the other losses take float targets (use the library's ExampleSet).");
-            var corpus = Program.LoadCorpus(pr.GetValue(data));
-            string? layersText = pr.GetValue(layers);
-            Sequential? stack = null;
-            int blockSize = pr.GetValue(block);
-            if (layersText != null)
+            int every = pr.GetValue(checkpointEvery);
+            if (every < 0) throw new UserErrorException($"--checkpoint-every {every}: must not be negative (0: no periodic checkpoints).");
+            string? outPath = pr.GetValue(outFile), plotPath = pr.GetValue(plot), dataPath = pr.GetValue(data), resumePath = pr.GetValue(resume);
+            if (every > 0 && outPath == null) throw new UserErrorException("--checkpoint-every needs --out: the checkpoints are written there.");
+            // every path before any work: inputs that are directories, outputs that would overwrite an input or each other, outputs that cannot be written
+            Inputs.CheckInputFile("--data", dataPath);
+            Inputs.CheckInputFile("--resume", resumePath);
+            Inputs.CheckDistinct(("--data", dataPath), ("--out", outPath), ("--plot", plotPath));
+            Inputs.CheckDistinct(("--resume", resumePath), ("--plot", plotPath));
+            Inputs.CheckDistinct(("--resume", resumePath), ("--data", dataPath));
+            Inputs.CheckWritable("--out", outPath);
+            Inputs.CheckWritable("--plot", plotPath);
+
+            LoadedModel? resumed = null;
+            IReadOnlyDictionary<string, string>? meta = null;
+            if (resumePath != null)
             {
-                try { stack = Sequential.Parse(layersText); }
-                catch (FormatException e) { throw new UserErrorException("--layers: " + e.Message); }
-                if (!stack.TakesIds) throw new UserErrorException($"--layers: a stack trained on words starts with an embedding (ids in, one row per character); layer 0 is {stack.Layers[0]}.");
-                blockSize = stack.ImpliedInputWidth() ?? blockSize;
+                foreach (var o in runDefining)
+                    if (Inputs.Given(pr, o))
+                        throw new UserErrorException($"{o.Name} cannot be given with --resume: the run's options come from the checkpoint {Inputs.Clip(resumePath)}.");
+                resumed = StackCheckpoint.Load(resumePath);
+                if (resumed.Training == null || resumed.Vocabulary == null)
+                {
+                    resumed.Network.Dispose();
+                    throw new UserErrorException($"--resume {Inputs.Clip(resumePath)}: the file holds no training state to continue (a finished model, or one not trained on words); resume a checkpoint written on Ctrl-C/SIGTERM or by --checkpoint-every.");
+                }
+                meta = resumed.Metadata;
             }
-            if (blockSize < 1) throw new UserErrorException($"--block {blockSize}: the context length must be at least 1.");
-            var split = DataSplit.Create(corpus, blockSize, pr.GetValue(seed));
-            int V = split.Vocabulary.Size;
-            stack ??= Sequential.Makemore(V, blockSize, pr.GetValue(embd), pr.GetValue(hidden));
-            if (stack.Layers[0].In != V)
-                throw new UserErrorException($"--layers: layer 0 ({stack.Layers[0]}) has {stack.Layers[0].In} ids but the corpus has a vocabulary of {V} ({split.Vocabulary.Characters}).");
-            float lr0 = pr.GetValue(lr);
-            Optimizer opt;
-            Schedule sched;
             try
             {
-                opt = pr.GetValue(optimizer) == "adamw"
-                    ? new AdamW { LearningRate = lr0, Beta1 = pr.GetValue(beta1), Beta2 = pr.GetValue(beta2), Eps = pr.GetValue(adamEps), WeightDecay = pr.GetValue(weightDecay) ?? 0.01f }
-                    : new Sgd { LearningRate = lr0, Momentum = pr.GetValue(sgdMomentum), WeightDecay = pr.GetValue(weightDecay) ?? 0f };
-                opt.Validate();
-                int? decayStep = pr.GetValue(decay);
-                if (decayStep < 0) throw new UserErrorException($"--lr-decay-step {decayStep}: must not be negative.");
-                sched = pr.GetValue(schedule) switch
+                return Train(resumed, meta);
+            }
+            finally
+            {
+                resumed?.Network.Dispose();
+            }
+
+            int Train(LoadedModel? resumed, IReadOnlyDictionary<string, string>? meta)
+            {
+                string Meta(string key) => meta!.TryGetValue(key, out var v) ? v
+                    : throw new UserErrorException($"--resume {Inputs.Clip(resumePath!)}: metadata '{key}' is missing; the checkpoint was not written by 'train' and cannot be resumed.");
+                int nSteps = meta != null ? resumed!.Training!.Run.TotalSteps : pr.GetValue(steps);
+                if (nSteps < 1 || nSteps > MaxSteps) throw new UserErrorException($"--steps {nSteps}: must be between 1 and {MaxSteps:N0}.");
+                int seedValue = meta != null ? MetaInt("seed") : pr.GetValue(seed);
+                if (Losses.Parse(pr.GetValue(loss)!) != LossKind.CrossEntropy)
+                    throw new UserErrorException($"--loss {pr.GetValue(loss)}: a word corpus gives class ids (the next character), so the loss is cross_entropy; the other losses take float targets (use the library's ExampleSet).");
+                if (dataPath == null && meta != null && Meta("corpus") != DefaultCorpus.Description) dataPath = Meta("corpus");
+                var corpus = Program.LoadCorpus(dataPath);
+                string? layersText = meta != null ? Meta("layers") : pr.GetValue(layers);
+                Sequential? stack = null;
+                int blockSize = meta != null ? MetaInt("input_width") : pr.GetValue(block);
+                if (layersText != null)
                 {
-                    "constant" => Schedule.Constant,
-                    "cosine" => new CosineSchedule(pr.GetValue(warmup), nSteps, pr.GetValue(minLr)).Validate(),
-                    _ => new StepSchedule(decayStep ?? nSteps / 2, 0.1f),
+                    try { stack = Sequential.Parse(layersText); }
+                    catch (FormatException e) { throw new UserErrorException("--layers: " + e.Message); }
+                    if (!stack.TakesIds) throw new UserErrorException($"--layers: a stack trained on words starts with an embedding (ids in, one row per character); layer 0 is {stack.Layers[0]}.");
+                    blockSize = stack.ImpliedInputWidth() ?? blockSize;
+                }
+                if (blockSize < 1) throw new UserErrorException($"--block {blockSize}: the context length must be at least 1.");
+                var split = DataSplit.Create(corpus, blockSize, seedValue);
+                int V = split.Vocabulary.Size;
+                if (meta != null && (resumed!.Vocabulary!.Characters != split.Vocabulary.Characters || Meta("corpus_sha256") != CorpusHash(corpus)))
+                    throw new UserErrorException($"--data {Inputs.Clip(corpus.Source)}: not the corpus the run in {Inputs.Clip(resumePath!)} was trained on ({Inputs.Clip(Meta("corpus"))}); resume with that corpus.");
+                stack ??= Sequential.Makemore(V, blockSize, pr.GetValue(embd), pr.GetValue(hidden));
+                if (stack.Layers[0].In != V)
+                    throw new UserErrorException($"--layers: layer 0 ({stack.Layers[0]}) has {stack.Layers[0].In} ids but the corpus has a vocabulary of {V} ({split.Vocabulary.Characters}).");
+                Optimizer opt;
+                Schedule sched;
+                float l2Value, bnMomentum;
+                int batchSize;
+                try
+                {
+                    if (meta != null)
+                    {
+                        opt = Optimizer.Parse(Meta("optimizer")).Validate();
+                        sched = Schedule.Parse(Meta("schedule"));
+                        l2Value = float.Parse(Meta("l2"), NumberStyles.Float, CultureInfo.InvariantCulture);
+                        bnMomentum = float.Parse(Meta("bn_momentum"), NumberStyles.Float, CultureInfo.InvariantCulture);
+                        batchSize = MetaInt("batch_size");
+                    }
+                    else
+                    {
+                        float lr0 = pr.GetValue(lr);
+                        opt = pr.GetValue(optimizer) == "adamw"
+                            ? new AdamW { LearningRate = lr0, Beta1 = pr.GetValue(beta1), Beta2 = pr.GetValue(beta2), Eps = pr.GetValue(adamEps), WeightDecay = pr.GetValue(weightDecay) ?? 0.01f }
+                            : new Sgd { LearningRate = lr0, Momentum = pr.GetValue(sgdMomentum), WeightDecay = pr.GetValue(weightDecay) ?? 0f };
+                        opt.Validate();
+                        int? decayStep = pr.GetValue(decay);
+                        if (decayStep < 0) throw new UserErrorException($"--lr-decay-step {decayStep}: must not be negative.");
+                        sched = pr.GetValue(schedule) switch
+                        {
+                            "constant" => Schedule.Constant,
+                            "cosine" => new CosineSchedule(pr.GetValue(warmup), nSteps, pr.GetValue(minLr)).Validate(),
+                            _ => new StepSchedule(decayStep ?? nSteps / 2, 0.1f),
+                        };
+                        l2Value = pr.GetValue(l2);
+                        bnMomentum = pr.GetValue(momentum);
+                        batchSize = pr.GetValue(batch);
+                    }
+                }
+                catch (FormatException e)
+                {
+                    throw new UserErrorException($"--resume {Inputs.Clip(resumePath!)}: {e.Message}");
+                }
+                catch (ArgumentException e)
+                {
+                    throw new UserErrorException(OptionNames(e.Message));
+                }
+                var options = new NetworkOptions
+                {
+                    BatchSize = batchSize, Optimizer = opt, Schedule = sched, L2 = l2Value, BatchNormMomentum = bnMomentum,
+                    Threads = nThreads, InputWidth = blockSize,
                 };
-            }
-            catch (ArgumentException e)
-            {
-                throw new UserErrorException(OptionNames(e.Message));
-            }
-            var options = new NetworkOptions
-            {
-                BatchSize = pr.GetValue(batch), Optimizer = opt, Schedule = sched, L2 = pr.GetValue(l2), BatchNormMomentum = pr.GetValue(momentum),
-                Threads = nThreads, InputWidth = blockSize,
-            };
-            try { Network.Check(stack, options); }
-            catch (ArgumentException e) { throw new UserErrorException((layersText != null ? "--layers: " : "") + OptionNames(e.Message)); }
-            string? outPath = pr.GetValue(outFile);
-            // one training path on every device: the compiled CPU network runs every stack, the GPU the makemore stack with plain SGD
-            string dev = pr.GetValue(device)!;
-            var scatterMode = pr.GetValue(scatter) == "atomic" ? HpBackprop.Cuda.ScatterMode.Atomic : HpBackprop.Cuda.ScatterMode.Deterministic;
-            var network = Backends.Create(dev, stack, options, m => say.WriteLine(m), scatterMode);
-            Network net;
-            float[] lossCurve;
-            double seconds;
-            string deviceName = network.Device;
-            var sw = Stopwatch.StartNew();
-            var trainSet = ExampleSet.FromWords(split.Train);
-            try
-            {
-                say.WriteLine($"corpus: {corpus.Source}: {corpus.Words.Count:N0} words, vocabulary of {V} ({split.Vocabulary.Characters})");
-                say.WriteLine($"examples: train {split.Train.Count:N0}, dev {split.Dev.Count:N0}, test {split.Test.Count:N0}");
-                var progress = new ProgressPrinter(say, interactive: !asJson && !Console.IsOutputRedirected && ReferenceEquals(stdout, Console.Out));
-                network.Initialize(pr.GetValue(seed));
-                say.WriteLine($"model: {stack}, n={network.BatchSize}, {network.Parameters.Count:N0} parameters, device {network.Device}");
-                say.WriteLine($"training: {nSteps:N0} steps, {opt}, schedule {sched}" + (options.L2 != 0 ? $", l2 {options.L2}" : ""));
-                sw.Restart();
-                lossCurve = network.Fit(trainSet, nSteps, pr.GetValue(seed), progress.Report, Math.Max(1, nSteps / 200));
-                progress.Finish();
-                seconds = sw.Elapsed.TotalSeconds;
-                say.WriteLine($"trained {nSteps:N0} steps in {seconds:F1} s ({nSteps / seconds:N0} steps/s)");
-                sw.Restart();
-                if (!pr.GetValue(calibrate)) network.Calibrate(trainSet);
-                network.PullParameters();
-                if (network is Network cpu) net = cpu;
-                else
+                try { Network.Check(stack, options); }
+                catch (ArgumentException e) { throw new UserErrorException((layersText != null ? "--layers: " : "") + OptionNames(e.Message)); }
+                var checkpointMeta = new Dictionary<string, string>
                 {
-                    // evaluation, samples, the checkpoint and the plot run on the CPU from the trained values
-                    net = Network.Create(stack, options);
-                    net.Parameters.CopyFrom(network.Parameters);
-                    net.StepCount = network.StepCount;
-                }
-            }
-            catch
-            {
-                network.Dispose();
-                throw;
-            }
-            if (!ReferenceEquals(net, network)) network.Dispose();
-            using (net)
-            {
-                if (!pr.GetValue(calibrate)) say.WriteLine($"calibrated batch norm over {split.Train.Count:N0} training examples ({sw.Elapsed.TotalSeconds:F2} s)");
-                else say.WriteLine("batch norm: running statistics (no calibration pass)");
-                float trainLoss = net.Evaluate(trainSet);
-                float devLoss = net.Evaluate(ExampleSet.FromWords(split.Dev));
-                say.WriteLine($"train loss {trainLoss:F4}   dev loss {devLoss:F4}");
-
-                var words = new Sampler(net, split.Vocabulary).Sample(pr.GetValue(samples), pr.GetValue(seed));
-                if (words.Count > 0) say.WriteLine("samples: " + string.Join(" ", words));
-
-                if (outPath != null)
+                    ["steps"] = nSteps.ToString(CultureInfo.InvariantCulture),
+                    ["seed"] = seedValue.ToString(CultureInfo.InvariantCulture),
+                    ["optimizer"] = opt.ToString(),
+                    ["schedule"] = sched.ToString(),
+                    ["l2"] = l2Value.ToString("R", CultureInfo.InvariantCulture),
+                    ["corpus"] = corpus.Source,
+                    ["corpus_sha256"] = CorpusHash(corpus),
+                };
+                // one training path on every device: the compiled CPU network runs every stack, the GPU the makemore stack with plain SGD
+                string dev = pr.GetValue(device)!;
+                var scatterMode = pr.GetValue(scatter) == "atomic" ? HpBackprop.Cuda.ScatterMode.Atomic : HpBackprop.Cuda.ScatterMode.Deterministic;
+                var network = Backends.Create(dev, stack, options, m => say.WriteLine(m), scatterMode);
+                Network net;
+                TrainingRun run;
+                double seconds;
+                int stepsThisProcess;
+                string deviceName = network.Device;
+                var sw = Stopwatch.StartNew();
+                var trainSet = ExampleSet.FromWords(split.Train);
+                try
                 {
-                    StackCheckpoint.Save(outPath, net, split.Vocabulary, new Dictionary<string, string>
+                    say.WriteLine($"corpus: {corpus.Source}: {corpus.Words.Count:N0} words, vocabulary of {V} ({split.Vocabulary.Characters})");
+                    say.WriteLine($"examples: train {split.Train.Count:N0}, dev {split.Dev.Count:N0}, test {split.Test.Count:N0}");
+                    var progress = new ProgressPrinter(say, interactive: !asJson && !Console.IsOutputRedirected && ReferenceEquals(stdout, Console.Out));
+                    if (resumed != null)
                     {
-                        ["train_loss"] = trainLoss.ToString("R", CultureInfo.InvariantCulture),
-                        ["dev_loss"] = devLoss.ToString("R", CultureInfo.InvariantCulture),
-                        ["steps"] = nSteps.ToString(CultureInfo.InvariantCulture),
-                        ["optimizer"] = opt.ToString(),
-                        ["schedule"] = sched.ToString(),
-                        ["bn_calibrated"] = pr.GetValue(calibrate) ? "false" : "true",
-                        ["corpus"] = corpus.Source,
-                    });
-                    say.WriteLine($"saved {outPath}");
-                }
-                string? plotPath = pr.GetValue(plot);
-                if (plotPath != null)
-                {
-                    AtomicFile.Write(plotPath, System.Text.Encoding.UTF8.GetBytes(
-                        LossPlot.Render(lossCurve, trainLoss, devLoss, $"HpBackprop: {nSteps:N0} steps, {Clip(stack.ToString())}, n={net.BatchSize}")));
-                    say.WriteLine($"plot written to {plotPath}");
-                }
-                if (asJson)
-                {
-                    stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                        try { run = resumed.Training!.RestoreInto(network, resumed); }
+                        catch (ArgumentException e) { throw new UserErrorException($"--resume {Inputs.Clip(resumePath!)}: {e.Message}"); }
+                    }
+                    else
                     {
-                        ["steps"] = nSteps, ["batch"] = net.BatchSize, ["block"] = blockSize, ["layers"] = stack.ToString(),
-                        ["parameters"] = net.Parameters.Count, ["vocab"] = V, ["device"] = deviceName, ["threads"] = nThreads,
-                        ["train_seconds"] = Math.Round(seconds, 4), ["steps_per_second"] = Math.Round(nSteps / seconds, 1),
-                        ["train_loss"] = trainLoss, ["dev_loss"] = devLoss,
-                    }));
+                        network.Initialize(seedValue);
+                        run = new TrainingRun(seedValue, nSteps);
+                    }
+                    int startStep = run.Completed;
+                    say.WriteLine($"model: {stack}, n={network.BatchSize}, {network.Parameters.Count:N0} parameters, device {network.Device}");
+                    say.WriteLine($"training: {nSteps:N0} steps, {opt}, schedule {sched}" + (options.L2 != 0 ? $", l2 {options.L2}" : "")
+                        + (resumed != null ? $", resumed at step {startStep:N0} from {resumePath}" : ""));
+                    sw.Restart();
+                    stop.Honoured = true;
+                    while (!run.IsFinished && !stop.Token.IsCancellationRequested)
+                    {
+                        int until = every > 0 ? (int)Math.Min(run.TotalSteps, ((long)run.Completed / every + 1) * every) : run.TotalSteps;
+                        network.Fit(trainSet, run, progress.Report, Math.Max(1, nSteps / 200), stop.Token, until);
+                        if (every > 0 && run.Completed == until && !run.IsFinished && !stop.Token.IsCancellationRequested)
+                        {
+                            SaveState(network, stack, options, split.Vocabulary, checkpointMeta, run, outPath!);
+                            stderr.WriteLine($"checkpoint: step {run.Completed:N0} of {nSteps:N0} saved to {outPath}");
+                        }
+                    }
+                    stepsThisProcess = run.Completed - startStep;
+                    if (stop.Token.IsCancellationRequested)
+                    {
+                        progress.Finish();
+                        if (outPath != null)
+                        {
+                            SaveState(network, stack, options, split.Vocabulary, checkpointMeta, run, outPath);
+                            stderr.WriteLine($"interrupted at step {run.Completed:N0} of {nSteps:N0}: saved the run to {outPath}; continue it with 'hpbackprop train --resume {outPath}'.");
+                        }
+                        else stderr.WriteLine($"interrupted at step {run.Completed:N0} of {nSteps:N0}: nothing saved (give --out to keep an interrupted run).");
+                        network.Dispose();
+                        return stop.ExitCode;
+                    }
+                    stop.Honoured = false;
+                    progress.Finish();
+                    seconds = sw.Elapsed.TotalSeconds;
+                    say.WriteLine($"trained {stepsThisProcess:N0} steps in {seconds:F1} s ({stepsThisProcess / seconds:N0} steps/s)");
+                    sw.Restart();
+                    if (!pr.GetValue(calibrate)) network.Calibrate(trainSet);
+                    network.PullParameters();
+                    if (network is Network cpu) net = cpu;
+                    else
+                    {
+                        // evaluation, samples, the checkpoint and the plot run on the CPU from the trained values
+                        net = Network.Create(stack, options);
+                        net.Parameters.CopyFrom(network.Parameters);
+                        net.StepCount = network.StepCount;
+                    }
                 }
+                catch
+                {
+                    network.Dispose();
+                    throw;
+                }
+                if (!ReferenceEquals(net, network)) network.Dispose();
+                using (net)
+                {
+                    if (!pr.GetValue(calibrate)) say.WriteLine($"calibrated batch norm over {split.Train.Count:N0} training examples ({sw.Elapsed.TotalSeconds:F2} s)");
+                    else say.WriteLine("batch norm: running statistics (no calibration pass)");
+                    float trainLoss = net.Evaluate(trainSet);
+                    float devLoss = net.Evaluate(ExampleSet.FromWords(split.Dev));
+                    say.WriteLine($"train loss {trainLoss:F4}   dev loss {devLoss:F4}");
+
+                    var words = new Sampler(net, split.Vocabulary).Sample(pr.GetValue(samples), seedValue);
+                    if (words.Count > 0) say.WriteLine("samples: " + string.Join(" ", words));
+
+                    if (outPath != null)
+                    {
+                        var final = new Dictionary<string, string>(checkpointMeta)
+                        {
+                            ["train_loss"] = trainLoss.ToString("R", CultureInfo.InvariantCulture),
+                            ["dev_loss"] = devLoss.ToString("R", CultureInfo.InvariantCulture),
+                            ["bn_calibrated"] = pr.GetValue(calibrate) ? "false" : "true",
+                        };
+                        StackCheckpoint.Save(outPath, net, split.Vocabulary, final);
+                        say.WriteLine($"saved {outPath}");
+                    }
+                    if (plotPath != null)
+                    {
+                        AtomicFile.Write(plotPath, System.Text.Encoding.UTF8.GetBytes(
+                            LossPlot.Render(run.Losses, trainLoss, devLoss, $"HpBackprop: {nSteps:N0} steps, {Clip(stack.ToString())}, n={net.BatchSize}")));
+                        say.WriteLine($"plot written to {plotPath}");
+                    }
+                    if (asJson)
+                    {
+                        stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                        {
+                            ["steps"] = nSteps, ["batch"] = net.BatchSize, ["block"] = blockSize, ["layers"] = stack.ToString(),
+                            ["parameters"] = net.Parameters.Count, ["vocab"] = V, ["device"] = deviceName, ["threads"] = nThreads,
+                            ["train_seconds"] = Math.Round(seconds, 4), ["steps_per_second"] = Math.Round(stepsThisProcess / seconds, 1),
+                            ["train_loss"] = trainLoss, ["dev_loss"] = devLoss,
+                        }));
+                    }
+                }
+                return Program.Ok;
+
+                int MetaInt(string key) => int.TryParse(Meta(key), NumberStyles.None, CultureInfo.InvariantCulture, out int v) ? v
+                    : throw new UserErrorException($"--resume {Inputs.Clip(resumePath!)}: metadata '{key}' = '{Inputs.Clip(Meta(key))}' is not a whole number.");
             }
-            return Program.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>Saves the network mid-run with the run's state (a checkpoint to resume), through the CPU for a GPU network.</summary>
+    private static void SaveState(INetwork network, Sequential stack, NetworkOptions options, Vocabulary vocab, Dictionary<string, string> meta, TrainingRun run, string path)
+    {
+        if (network is Network cpu) { StackCheckpoint.Save(path, cpu, vocab, meta, run); return; }
+        network.PullParameters();
+        using var host = Network.Create(stack, options);
+        host.Parameters.CopyFrom(network.Parameters);
+        network.Parameters.OptimizerState.CopyTo(host.Parameters.OptimizerState, 0);
+        host.StepCount = network.StepCount;
+        StackCheckpoint.Save(path, host, vocab, meta, run);
+    }
+
+    /// <summary>SHA-256 of the corpus's words, one per line: a resumed run checks it trains on the same words.</summary>
+    internal static string CorpusHash(Corpus corpus)
+    {
+        using var h = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        foreach (var w in corpus.Words) { h.AppendData(System.Text.Encoding.UTF8.GetBytes(w)); h.AppendData("\n"u8); }
+        return Convert.ToHexStringLower(h.GetHashAndReset());
     }
 
     private static string Clip(string s) => s.Length <= 60 ? s : s[..57] + "...";

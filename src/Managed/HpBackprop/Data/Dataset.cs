@@ -61,9 +61,11 @@ public sealed class Dataset
         foreach (string w in words)
         {
             Array.Clear(context);
-            for (int i = 0; i <= w.Length; i++)
+            var runes = w.EnumerateRunes();
+            for (bool more = true; more;)
             {
-                int id = i < w.Length ? vocab.Encode(w[i], source, lineOf(index)) : 0;
+                more = runes.MoveNext();
+                int id = more ? vocab.Encode(runes.Current, source, lineOf(index)) : 0;
                 x.AddRange(context);
                 y.Add(id);
                 Array.Copy(context, 1, context, 0, blockSize - 1);

@@ -149,11 +149,12 @@ public sealed class SafeTensorsFile
     public static int Size(DType t) => t switch { DType.F32 or DType.I32 => 4, _ => 8 };
 
     /// <summary>Reads a file.</summary>
-    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="FileNotFoundException">The file does not exist or is a directory.</exception>
     /// <exception cref="SafeTensorsFormatException">The file is truncated or malformed.</exception>
     public static SafeTensorsFile Read(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
+        if (Directory.Exists(path)) throw new FileNotFoundException($"'{path}' is a directory, not a safetensors file.", path);
         if (!File.Exists(path)) throw new FileNotFoundException($"'{path}' does not exist.", path);
         return Parse(File.ReadAllBytes(path), path);
     }
@@ -171,6 +172,7 @@ public sealed class SafeTensorsFile
         try { doc = JsonDocument.Parse(bytes.Slice(8, (int)headerLen).ToArray()); }
         catch (JsonException e) { throw new SafeTensorsFormatException(source, $"the header is not valid JSON ({e.Message})."); }
         using (doc)
+        try
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new SafeTensorsFormatException(source, "the header is not a JSON object.");
             var ranges = new List<(long Begin, long End, string Name)>();
@@ -216,6 +218,11 @@ public sealed class SafeTensorsFile
                 pos = r.End;
             }
             if (pos != data.Length) throw new SafeTensorsFormatException(source, $"the data section has {data.Length - pos} trailing bytes that no tensor uses.");
+        }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or FormatException or JsonException)
+        {
+            // e.g. a name or string that is not valid UTF-8 or holds an escaped lone surrogate ("Cannot transcode invalid UTF-8 JSON text")
+            throw new SafeTensorsFormatException(source, $"the header holds text that cannot be read ({e.Message}).");
         }
         return file;
     }
@@ -300,13 +307,17 @@ public static class AtomicFile
     /// <summary>Test hook: called after the temporary file is written and before it replaces the target.</summary>
     internal static Action<string>? BeforeRename { get; set; }
 
-    /// <summary>Writes <paramref name="bytes"/> to <paramref name="path"/> via a temporary file and rename.</summary>
+    /// <summary>
+    /// Writes <paramref name="bytes"/> to <paramref name="path"/> via a temporary file and rename. Temporary files of
+    /// an earlier save to the same path by a process that no longer runs (killed during the save) are removed first.
+    /// </summary>
     public static void Write(string path, ReadOnlySpan<byte> bytes)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         string full = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
+        RemoveStale(dir, Path.GetFileName(full));
         string tmp = Path.Combine(dir, "." + Path.GetFileName(full) + "." + Environment.ProcessId + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp");
         try
         {
@@ -322,5 +333,29 @@ public static class AtomicFile
         {
             if (File.Exists(tmp)) File.Delete(tmp);
         }
+    }
+
+    /// <summary>Deletes <c>.NAME.PID.xxxxxxxx.tmp</c> files in <paramref name="dir"/> left by processes that no longer run.</summary>
+    private static void RemoveStale(string dir, string name)
+    {
+        string prefix = "." + name + ".";
+        IEnumerable<string> candidates;
+        try { candidates = Directory.EnumerateFiles(dir, prefix + "*.tmp").ToArray(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return; }
+        foreach (string f in candidates)
+        {
+            string rest = Path.GetFileName(f)[prefix.Length..^".tmp".Length];   // PID.xxxxxxxx
+            int dot = rest.IndexOf('.');
+            if (dot <= 0 || rest.Length - dot - 1 != 8 || !int.TryParse(rest.AsSpan(0, dot), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid)) continue;
+            if (pid == Environment.ProcessId || IsRunning(pid)) continue;
+            try { File.Delete(f); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        try { using var p = System.Diagnostics.Process.GetProcessById(pid); return !p.HasExited; }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
     }
 }

@@ -9,7 +9,39 @@ namespace HpBackprop.IO;
 /// <param name="Network">The compiled network (CPU) holding the saved parameters and running statistics.</param>
 /// <param name="Vocabulary">The vocabulary of a model trained on words (null for one trained on features).</param>
 /// <param name="Metadata">The header's metadata.</param>
-public sealed record LoadedModel(Network Network, Vocabulary? Vocabulary, IReadOnlyDictionary<string, string> Metadata);
+public sealed record LoadedModel(Network Network, Vocabulary? Vocabulary, IReadOnlyDictionary<string, string> Metadata)
+{
+    /// <summary>The training state of a checkpoint saved in the middle of a run (null for a finished model): see <see cref="SavedTraining"/>.</summary>
+    public SavedTraining? Training { get; init; }
+}
+
+/// <summary>
+/// What a checkpoint saved in the middle of a run holds besides the parameters: the run (steps done, the minibatch
+/// generator's state, the losses so far), the network's step count (the schedule's position) and the optimiser's state.
+/// </summary>
+/// <param name="Run">The run, to continue with <see cref="NetworkTraining.Fit(INetwork, ExampleSet, TrainingRun, Action{Training.TrainingProgress}?, int, CancellationToken, int?)"/>.</param>
+/// <param name="StepCount">The network's <see cref="INetwork.StepCount"/> when it was saved.</param>
+/// <param name="OptimizerState">The network's <see cref="ParameterStore.OptimizerState"/> when it was saved.</param>
+public sealed record SavedTraining(TrainingRun Run, long StepCount, float[] OptimizerState)
+{
+    /// <summary>
+    /// Puts the saved parameters, statistics, optimiser state and step count into <paramref name="network"/> (compiled
+    /// for the same stack with the same optimiser), sends them to its device, and returns the run to continue.
+    /// </summary>
+    /// <exception cref="ArgumentException">The network's stack or optimiser state does not match the checkpoint's.</exception>
+    public TrainingRun RestoreInto(INetwork network, LoadedModel model)
+    {
+        ArgumentNullException.ThrowIfNull(network);
+        ArgumentNullException.ThrowIfNull(model);
+        network.Parameters.CopyFrom(model.Network.Parameters);
+        if (network.Parameters.OptimizerState.Length != OptimizerState.Length)
+            throw new ArgumentException($"the checkpoint holds {OptimizerState.Length:N0} floats of optimiser state but the network's optimiser ({network.Options.Optimizer}) has {network.Parameters.OptimizerState.Length:N0}.", nameof(network));
+        OptimizerState.CopyTo(network.Parameters.OptimizerState, 0);
+        network.StepCount = StepCount;
+        network.PushParameters();
+        return Run;
+    }
+}
 
 /// <summary>
 /// A network in one safetensors file that <c>torch.nn.Sequential(...).load_state_dict(..., strict=True)</c> takes as it
@@ -23,8 +55,15 @@ public static class StackCheckpoint
     /// <summary>The value of the <c>format</c> metadata key.</summary>
     public const string Format = "hpbackprop-stack/1";
 
-    /// <summary>Writes <paramref name="network"/>'s parameters and running statistics atomically.</summary>
-    public static void Save(string path, Network network, Vocabulary? vocabulary, IReadOnlyDictionary<string, string>? extra = null)
+    /// <summary>Prefix of the tensors and metadata keys of a checkpoint saved in the middle of a run (drop them to load the rest as a state dict).</summary>
+    public const string TrainingPrefix = "train_state.";
+
+    /// <summary>
+    /// Writes <paramref name="network"/>'s parameters and running statistics atomically; with <paramref name="run"/>, also
+    /// the run, the network's step count and the optimiser state (tensors and metadata named <see cref="TrainingPrefix"/>…),
+    /// so that <see cref="Load"/> gives a <see cref="LoadedModel.Training"/> to continue it.
+    /// </summary>
+    public static void Save(string path, Network network, Vocabulary? vocabulary, IReadOnlyDictionary<string, string>? extra = null, TrainingRun? run = null)
     {
         ArgumentNullException.ThrowIfNull(network);
         var f = new SafeTensorsFile();
@@ -39,6 +78,16 @@ public static class StackCheckpoint
             f.Add($"{i}.num_batches_tracked", (ReadOnlySpan<long>)ps.BatchesTracked.AsSpan(j, 1));
         }
         if (extra != null) foreach (var kv in extra) f.Metadata[kv.Key] = kv.Value;
+        if (run != null)
+        {
+            var (counter, spare, hasSpare) = run.Rng.State;
+            f.Add(TrainingPrefix + "optimizer", (ReadOnlySpan<float>)ps.OptimizerState, ps.OptimizerState.Length);
+            f.Add(TrainingPrefix + "losses", (ReadOnlySpan<float>)run.Losses, run.Losses.Length);
+            f.Add(TrainingPrefix + "rng", (ReadOnlySpan<long>)[unchecked((long)counter), BitConverter.DoubleToInt64Bits(spare), hasSpare ? 1 : 0], 3);
+            f.Metadata[TrainingPrefix + "completed"] = I(run.Completed);
+            f.Metadata[TrainingPrefix + "total"] = I(run.TotalSteps);
+            f.Metadata[TrainingPrefix + "step_count"] = network.StepCount.ToString(CultureInfo.InvariantCulture);
+        }
         f.Metadata["format"] = Format;
         f.Metadata["layers"] = network.Stack.ToString();
         f.Metadata["loss"] = network.Options.Loss.ToText();
@@ -100,7 +149,7 @@ public static class StackCheckpoint
                 expected.Add($"{i}.running_mean"); expected.Add($"{i}.running_var"); expected.Add(nbt);
             }
             foreach (var name in f.Tensors.Keys)
-                if (!expected.Contains(name)) throw new SafeTensorsFormatException(path, $"tensor '{Layer.Clip(name)}' is not a parameter or buffer of '{Layer.Clip(net.Stack.ToString())}'.");
+                if (!expected.Contains(name) && !name.StartsWith(TrainingPrefix, StringComparison.Ordinal)) throw new SafeTensorsFormatException(path, $"tensor '{Layer.Clip(name)}' is not a parameter or buffer of '{Layer.Clip(net.Stack.ToString())}'.");
             if (vocab != null && (!net.Stack.TakesIds || net.Stack.Layers[0].In != vocab.Size))
                 throw new SafeTensorsFormatException(path, $"the vocabulary has {vocab.Size} characters but layer 0 is {net.Stack.Layers[0]}.");
         }
@@ -109,10 +158,41 @@ public static class StackCheckpoint
             net.Dispose();
             throw;
         }
-        return new LoadedModel(net, vocab, f.Metadata);
+        SavedTraining? training = null;
+        if (f.Metadata.ContainsKey(TrainingPrefix + "completed"))
+        {
+            try { training = ReadTraining(f, path); }
+            catch { net.Dispose(); throw; }
+        }
+        return new LoadedModel(net, vocab, f.Metadata) { Training = training };
 
         int Int(string key) => int.TryParse(Meta(key), NumberStyles.None, CultureInfo.InvariantCulture, out int v) ? v
             : throw new FormatException($"metadata '{key}' = '{Layer.Clip(Meta(key))}' is not a whole number.");
+    }
+
+    private static SavedTraining ReadTraining(SafeTensorsFile f, string path)
+    {
+        long Num(string key, long max) => f.Metadata.TryGetValue(TrainingPrefix + key, out var v) && long.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out long x) && x <= max ? x
+            : throw new SafeTensorsFormatException(path, $"metadata '{TrainingPrefix}{key}' is missing or not a whole number in [0, {max}].");
+        SafeTensor T(string name, DType dtype)
+        {
+            string full = TrainingPrefix + name;
+            if (!f.Contains(full)) throw new SafeTensorsFormatException(path, $"tensor '{full}' is missing.");
+            var t = f[full];
+            if (t.DType != dtype || t.Shape.Length != 1) throw new SafeTensorsFormatException(path, $"tensor '{full}' must be a 1-D {dtype} tensor.");
+            return t;
+        }
+        int total = (int)Num("total", int.MaxValue);
+        int completed = (int)Num("completed", total);
+        long stepCount = Num("step_count", long.MaxValue);
+        var losses = T("losses", DType.F32).ToSingle();
+        if (losses.Length != total) throw new SafeTensorsFormatException(path, $"tensor '{TrainingPrefix}losses' has {losses.Length} values for a run of {total} steps.");
+        var rng = T("rng", DType.I64);
+        if (rng.Length != 3) throw new SafeTensorsFormatException(path, $"tensor '{TrainingPrefix}rng' must hold 3 values.");
+        var r = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(rng.Data);
+        if (r[2] is not (0 or 1)) throw new SafeTensorsFormatException(path, $"tensor '{TrainingPrefix}rng' is not a generator state.");
+        var state = (unchecked((ulong)r[0]), BitConverter.Int64BitsToDouble(r[1]), r[2] == 1);
+        return new SavedTraining(new TrainingRun(total, completed, state, losses), stepCount, T("optimizer", DType.F32).ToSingle());
     }
 
     /// <summary>A makemore model of the earlier format as the equivalent stack (<see cref="Sequential.Makemore"/>).</summary>

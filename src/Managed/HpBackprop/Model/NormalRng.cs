@@ -13,6 +13,16 @@ public sealed class NormalRng
     /// <summary>Creates a generator from a seed.</summary>
     public NormalRng(long seed) => _state = (ulong)seed ^ 0x9E3779B97F4A7C15UL;
 
+    /// <summary>
+    /// The generator's whole state (the SplitMix64 counter and the spare normal deviate of Box–Muller), to save a
+    /// training run and continue it later with exactly the same draws.
+    /// </summary>
+    internal (ulong Counter, double Spare, bool HasSpare) State
+    {
+        get => (_state, _spare, _hasSpare);
+        set => (_state, _spare, _hasSpare) = value;
+    }
+
     /// <summary>The next 64 random bits.</summary>
     public ulong NextUInt64()
     {

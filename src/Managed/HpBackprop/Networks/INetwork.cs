@@ -76,9 +76,30 @@ public static class NetworkTraining
     /// <exception cref="TrainingDivergedException">A loss was NaN or infinite; the message names the step and the rate.</exception>
     public static float[] Fit(this INetwork network, ExampleSet train, int steps, int seed = 42, Action<TrainingProgress>? progress = null, int reportEvery = 1000, CancellationToken cancellationToken = default)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(steps);
+        var run = new TrainingRun(seed, steps);
+        network.Fit(train, run, progress, reportEvery, cancellationToken);
+        return run.Losses;
+    }
+
+    /// <summary>
+    /// Continues <paramref name="run"/>: trains <paramref name="network"/> from step <see cref="TrainingRun.Completed"/>
+    /// up to <paramref name="untilStep"/> (default: <see cref="TrainingRun.TotalSteps"/>) on minibatches drawn by the
+    /// run's generator, recording each loss in <see cref="TrainingRun.Losses"/>. A run saved with
+    /// <see cref="IO.StackCheckpoint"/> and continued here gives bitwise the parameters of the same run never
+    /// stopped. The loop allocates nothing per step; a cancellation stops it at the end of a step. Returns the
+    /// number of steps taken by this call.
+    /// </summary>
+    /// <exception cref="TrainingDivergedException">A loss was NaN or infinite; the message names the 1-based step and the rate.</exception>
+    public static int Fit(this INetwork network, ExampleSet train, TrainingRun run, Action<TrainingProgress>? progress = null, int reportEvery = 1000,
+        CancellationToken cancellationToken = default, int? untilStep = null)
+    {
         ArgumentNullException.ThrowIfNull(network);
         ArgumentNullException.ThrowIfNull(train);
-        ArgumentOutOfRangeException.ThrowIfNegative(steps);
+        ArgumentNullException.ThrowIfNull(run);
+        int until = untilStep ?? run.TotalSteps;
+        if (until < run.Completed || until > run.TotalSteps)
+            throw new ArgumentOutOfRangeException(nameof(untilStep), until, $"untilStep must be in [{run.Completed}, {run.TotalSteps}].");
         if (network is Network cpu) cpu.CheckExamples(train);
         else if (train.Ids == null || train.Classes == null || train.InputWidth != network.InputWidth)
             throw new ArgumentException($"the network on {network.Device} trains on ids [n,{network.InputWidth}] and class ids.", nameof(train));
@@ -87,21 +108,63 @@ public static class NetworkTraining
         var feats = train.Features != null ? new float[n * w] : [];
         var cls = train.Classes != null ? new int[n] : [];
         var tg = train.Targets != null ? new float[n * train.TargetWidth] : [];
-        var losses = new float[steps];
-        Array.Fill(losses, float.NaN);
-        var rng = new Model.NormalRng(seed);
+        var losses = run.Losses;
+        var rng = run.Rng;
+        int steps = run.TotalSteps, first = run.Completed;
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        for (int s = 0; s < steps; s++)
+        for (int s = first; s < until; s++)
         {
             if (cancellationToken.IsCancellationRequested) break;
             train.DrawBatch(rng, n, ids, feats, cls, tg);
             float lr = network.LearningRate;
             float loss = network is Network net ? net.StepOn(ids, feats, cls, tg) : network.Step(ids, cls);
-            if (!float.IsFinite(loss)) throw new TrainingDivergedException(s, lr, loss);
+            if (!float.IsFinite(loss)) throw new TrainingDivergedException(s + 1, lr, loss);
             losses[s] = loss;
+            run.Completed = s + 1;
             if (progress != null && reportEvery > 0 && ((s + 1) % reportEvery == 0 || s + 1 == steps))
-                progress(new TrainingProgress(s + 1, steps, loss, (s + 1) / Math.Max(sw.Elapsed.TotalSeconds, 1e-9)));
+                progress(new TrainingProgress(s + 1, steps, loss, (s + 1 - first) / Math.Max(sw.Elapsed.TotalSeconds, 1e-9)));
         }
-        return losses;
+        return run.Completed - first;
     }
+}
+
+/// <summary>
+/// Where a training run of <see cref="NetworkTraining.Fit(INetwork, ExampleSet, TrainingRun, Action{TrainingProgress}?, int, CancellationToken, int?)"/>
+/// stands: the steps done, the minibatch generator's state and the losses so far. Saved in a checkpoint with the
+/// network (<see cref="IO.StackCheckpoint.Save(string, Network, Data.Vocabulary?, IReadOnlyDictionary{string, string}?, TrainingRun?)"/>)
+/// it lets an interrupted run continue exactly where it stopped.
+/// </summary>
+public sealed class TrainingRun
+{
+    /// <summary>A run of <paramref name="totalSteps"/> steps whose minibatches are drawn by a generator seeded with <paramref name="seed"/>.</summary>
+    public TrainingRun(int seed, int totalSteps)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(totalSteps);
+        Rng = new Model.NormalRng(seed);
+        TotalSteps = totalSteps;
+        Losses = new float[totalSteps];
+        Array.Fill(Losses, float.NaN);
+    }
+
+    internal TrainingRun(int totalSteps, int completed, (ulong, double, bool) rngState, float[] losses)
+    {
+        TotalSteps = totalSteps;
+        Completed = completed;
+        Rng = new Model.NormalRng(0) { State = rngState };
+        Losses = losses;
+    }
+
+    /// <summary>The steps of the whole run.</summary>
+    public int TotalSteps { get; }
+
+    /// <summary>The steps done so far.</summary>
+    public int Completed { get; internal set; }
+
+    /// <summary>The loss of every step (NaN for the steps not run yet).</summary>
+    public float[] Losses { get; }
+
+    /// <summary>Whether every step has run.</summary>
+    public bool IsFinished => Completed == TotalSteps;
+
+    internal Model.NormalRng Rng { get; }
 }

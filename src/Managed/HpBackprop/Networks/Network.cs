@@ -706,7 +706,7 @@ public sealed unsafe class Network : INetwork
     /// <summary>
     /// Trains for <paramref name="steps"/> steps on minibatches drawn uniformly with replacement from
     /// <paramref name="train"/> (seeded by <paramref name="seed"/>), reporting progress every
-    /// <paramref name="reportEvery"/> steps (see <see cref="NetworkTraining.Fit"/>). Returns the loss of every step.
+    /// <paramref name="reportEvery"/> steps (see <see cref="NetworkTraining.Fit(INetwork, ExampleSet, int, int, Action{TrainingProgress}?, int, CancellationToken)"/>). Returns the loss of every step.
     /// </summary>
     /// <exception cref="TrainingDivergedException">A loss was NaN or infinite; the message names the step and the rate.</exception>
     public float[] Fit(ExampleSet train, int steps, int seed = 42, Action<TrainingProgress>? progress = null, int reportEvery = 1000, CancellationToken cancellationToken = default) =>

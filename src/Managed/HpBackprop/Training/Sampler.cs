@@ -42,30 +42,46 @@ public sealed class Sampler
     /// <param name="seed">Seed of the draws.</param>
     /// <param name="temperature">Divides the logits: below 1 sharper, above 1 flatter. Must be positive.</param>
     /// <param name="maxLength">Longest word; a word that reaches it is cut there.</param>
-    public IReadOnlyList<string> Sample(int count, int seed, double temperature = 1.0, int maxLength = 50)
+    public IReadOnlyList<string> Sample(int count, int seed, double temperature = 1.0, int maxLength = 50) => Generate(count, seed, temperature, maxLength).ToList();
+
+    /// <summary>The words of <see cref="Sample"/>, one at a time as they are drawn (nothing is collected: any count streams).</summary>
+    /// <param name="count">How many words.</param>
+    /// <param name="seed">Seed of the draws.</param>
+    /// <param name="temperature">Divides the logits: below 1 sharper, above 1 flatter. Must be positive.</param>
+    /// <param name="maxLength">Longest word; a word that reaches it is cut there.</param>
+    public IEnumerable<string> Generate(int count, int seed, double temperature = 1.0, int maxLength = 50)
     {
         if (count < 0) throw new ArgumentOutOfRangeException(nameof(count), count, "count must not be negative.");
         if (!(temperature > 0 && double.IsFinite(temperature))) throw new ArgumentOutOfRangeException(nameof(temperature), temperature, "temperature must be a positive number.");
         if (maxLength < 1) throw new ArgumentOutOfRangeException(nameof(maxLength), maxLength, "maxLength must be at least 1.");
+        return Words(count, seed, temperature, maxLength);
+    }
+
+    private IEnumerable<string> Words(int count, int seed, double temperature, int maxLength)
+    {
         var rng = new NormalRng(seed);
-        var words = new List<string>(count);
         var sb = new StringBuilder();
         for (int w = 0; w < count; w++)
         {
             Array.Clear(_context);
             sb.Clear();
-            while (sb.Length < maxLength)
+            for (int length = 0; length < maxLength; length++)
             {
                 _infer(_context, _logits);
                 int id = Draw(rng, temperature);
                 if (id == 0) break;
-                sb.Append(_vocab.Decode(id));
+                AppendRune(sb, _vocab.Decode(id));
                 Array.Copy(_context, 1, _context, 0, _context.Length - 1);
                 _context[^1] = id;
             }
-            words.Add(sb.ToString());
+            yield return sb.ToString();
         }
-        return words;
+    }
+
+    private static void AppendRune(StringBuilder sb, Rune r)
+    {
+        Span<char> units = stackalloc char[2];
+        sb.Append(units[..r.EncodeToUtf16(units)]);
     }
 
     private int Draw(NormalRng rng, double temperature)

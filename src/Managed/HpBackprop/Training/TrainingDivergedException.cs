@@ -10,7 +10,7 @@ public sealed class TrainingDivergedException : Exception
         Step = step; LearningRate = learningRate; Loss = loss;
     }
 
-    /// <summary>The 0-based step whose loss was not finite.</summary>
+    /// <summary>The 1-based step (as progress counts them) whose loss was not finite.</summary>
     public int Step { get; }
 
     /// <summary>The learning rate of that step.</summary>
