@@ -276,50 +276,16 @@ public sealed class CudaNetwork : INetwork
     public void PullParameters()
     {
         _backend.PullParameters();
-        var s = Parameters;
-        var p = _set;
-        p.C.CopyTo(s.Value("0.weight"));
-        Transpose(p.W1, s.Value("2.weight"), _k, _h);
-        p.b1.CopyTo(s.Value("2.bias"));
-        p.bngain.CopyTo(s.Value("3.weight"));
-        p.bnbias.CopyTo(s.Value("3.bias"));
-        Transpose(p.W2, s.Value("5.weight"), _h, _v);
-        p.b2.CopyTo(s.Value("5.bias"));
-        p.dC.CopyTo(s.Gradient("0.weight"));
-        Transpose(p.dW1, s.Gradient("2.weight"), _k, _h);
-        p.db1.CopyTo(s.Gradient("2.bias"));
-        p.dbngain.CopyTo(s.Gradient("3.weight"));
-        p.dbnbias.CopyTo(s.Gradient("3.bias"));
-        Transpose(p.dW2, s.Gradient("5.weight"), _h, _v);
-        p.db2.CopyTo(s.Gradient("5.bias"));
-        p.RunningMean.CopyTo(s.Value("3.running_mean"));
-        p.RunningVar.CopyTo(s.Value("3.running_var"));
-        s.BatchesTracked[0] = _tracked;
+        MakemoreLayout.ToStore(_set, Parameters, gradients: true);
+        Parameters.BatchesTracked[0] = _tracked;
     }
 
     /// <summary>Copies the parameters, running statistics and <c>num_batches_tracked</c> of <see cref="Parameters"/> to the device (the linear weights transposed to the device's <c>[IN,OUT]</c>). Gradients are not copied.</summary>
     public void PushParameters()
     {
-        var s = Parameters;
-        var p = _set;
-        s.Value("0.weight").CopyTo(p.C);
-        Transpose(s.Value("2.weight"), p.W1, _h, _k);
-        s.Value("2.bias").CopyTo(p.b1);
-        s.Value("3.weight").CopyTo(p.bngain);
-        s.Value("3.bias").CopyTo(p.bnbias);
-        Transpose(s.Value("5.weight"), p.W2, _v, _h);
-        s.Value("5.bias").CopyTo(p.b2);
-        s.Value("3.running_mean").CopyTo(p.RunningMean);
-        s.Value("3.running_var").CopyTo(p.RunningVar);
-        _tracked = s.BatchesTracked[0];
+        MakemoreLayout.FromStore(Parameters, _set, gradients: false);
+        _tracked = Parameters.BatchesTracked[0];
         _backend.PushParameters();
-    }
-
-    /// <summary><paramref name="t"/> <c>[cols,rows]</c> = <paramref name="a"/> <c>[rows,cols]</c>ᵀ.</summary>
-    private static void Transpose(ReadOnlySpan<float> a, Span<float> t, int rows, int cols)
-    {
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j];
     }
 
     /// <summary>Frees the device buffers (and the runtime, when the network owns it).</summary>

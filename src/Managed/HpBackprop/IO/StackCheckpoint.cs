@@ -219,16 +219,7 @@ public static class StackCheckpoint
         ArgumentNullException.ThrowIfNull(options);
         var c = p.Config;
         var net = Network.Create(Sequential.Makemore(c.VocabSize, c.BlockSize, c.EmbeddingSize, c.HiddenSize), options with { Eps = (float)c.Eps });
-        var s = net.Parameters;
-        p.C.CopyTo(s.Value("0.weight"));
-        Transpose(p.W1, s.Value("2.weight"), c.ContextWidth, c.HiddenSize);
-        p.b1.CopyTo(s.Value("2.bias"));
-        p.bngain.CopyTo(s.Value("3.weight"));
-        p.bnbias.CopyTo(s.Value("3.bias"));
-        Transpose(p.W2, s.Value("5.weight"), c.HiddenSize, c.VocabSize);
-        p.b2.CopyTo(s.Value("5.bias"));
-        p.RunningMean.CopyTo(s.Value("3.running_mean"));
-        p.RunningVar.CopyTo(s.Value("3.running_var"));
+        MakemoreLayout.ToStore(p, net.Parameters, gradients: false);
         return net;
     }
 
@@ -246,24 +237,7 @@ public static class StackCheckpoint
         string want = Sequential.Makemore(c.VocabSize, c.BlockSize, c.EmbeddingSize, c.HiddenSize).ToString();
         if (network.Stack.ToString() != want)
             throw new ArgumentException($"the network '{Layer.Clip(network.Stack.ToString())}' is not the makemore stack of {c} ({want}).", nameof(network));
-        var s = network.Parameters;
-        foreach (var (spec, name) in new[] { ("C", "0.weight"), ("b1", "2.bias"), ("bngain", "3.weight"), ("bnbias", "3.bias"), ("b2", "5.bias") })
-        {
-            s.Value(name).CopyTo(p.Value(spec));
-            s.Gradient(name).CopyTo(p.Gradient(spec));
-        }
-        Transpose(s.Value("2.weight"), p.W1, c.HiddenSize, c.ContextWidth);
-        Transpose(s.Gradient("2.weight"), p.dW1, c.HiddenSize, c.ContextWidth);
-        Transpose(s.Value("5.weight"), p.W2, c.VocabSize, c.HiddenSize);
-        Transpose(s.Gradient("5.weight"), p.dW2, c.VocabSize, c.HiddenSize);
-        s.Value("3.running_mean").CopyTo(p.RunningMean);
-        s.Value("3.running_var").CopyTo(p.RunningVar);
-    }
-
-    private static void Transpose(ReadOnlySpan<float> a, Span<float> t, int rows, int cols)
-    {
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j];
+        MakemoreLayout.FromStore(network.Parameters, p, gradients: true);
     }
 
     private static void Copy(SafeTensorsFile f, string path, string name, int[] shape, Span<float> dst)
