@@ -426,6 +426,7 @@ public sealed class CudaNetworkTests : CudaNetworkTestsBase
     public void EveryKernelOfTheBackendIsInTheEmbeddedPtxAndTheEmulator()
     {
         var ptx = string.Concat(EmbeddedPtx.All().Select(m => System.Text.Encoding.UTF8.GetString(m.Ptx)));
+        Devices.RequireEmulator();
         using var emu = new EmulatorRuntime();
         Assert.IsTrue(emu.KernelNames.Count >= 20, string.Join(",", emu.KernelNames));
         foreach (string k in emu.KernelNames) StringAssert.Contains(ptx, ".entry " + k + "(", $"kernel {k} is missing from the embedded PTX");
@@ -539,7 +540,7 @@ public sealed class CudaNetworkDriverTests : CudaNetworkTestsBase
 [TestClass]
 public sealed class CudaDriverPathTests
 {
-    private static string FakeDriver => Path.Combine(AppContext.BaseDirectory, "libhpb_fake_cuda.so");
+    private static string FakeDriver => Devices.FakeDriver;
 
     private static bool IsMapped(string path) => File.ReadAllLines("/proc/self/maps").Any(l => l.EndsWith(" " + path, StringComparison.Ordinal));
 
