@@ -299,7 +299,7 @@ public abstract class CudaNetworkTestsBase
     [DataRow("large")]
     public void GradientsMatchTheOracle(string name)
     {
-        // the makemore bundle (SPEC names, W1 [K,H]) into the state-dict layout through the CPU conversion
+        // the makemore bundle (makemore names, W1 [K,H]) into the state-dict layout through the CPU conversion
         var bundle = Oracle.Load(name, "f32");
         var p = new ParameterSet(bundle.Config);
         bundle.CopyTo(p);

@@ -1,7 +1,7 @@
 namespace HpBackprop.Data;
 
 /// <summary>
-/// The character vocabulary of SPEC §1: id 0 is the boundary token <c>'.'</c>, ids 1..V-1 are
+/// The character vocabulary of docs/makemore.md §1: id 0 is the boundary token <c>'.'</c>, ids 1..V-1 are
 /// the corpus's distinct characters in ordinal order.
 /// </summary>
 public sealed class Vocabulary
