@@ -8,8 +8,8 @@ namespace HpBackprop.Tests;
 /// The public API of each library package, as C# declarations, is recorded in
 /// <c>tests/HpBackprop.Tests/PublicApi/&lt;assembly&gt;.txt</c>: a change to it shows up in review as a
 /// change to that file. When the surface changes on purpose, regenerate the files with
-/// <c>HPB_ACCEPT_API=1 dotnet test -- --filter PublicApiTests</c> (or run the test executable with that
-/// variable) and commit them.
+/// <c>HPB_ACCEPT_API=1 tests/HpBackprop.Tests/bin/Release/net10.0/HpBackprop.Tests --filter
+/// FullyQualifiedName~PublicApiTests</c> after a build, and commit them.
 /// </summary>
 [TestClass]
 public sealed class PublicApiTests
