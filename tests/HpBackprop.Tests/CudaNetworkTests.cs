@@ -551,7 +551,7 @@ public sealed class CudaDriverPathTests
         Assert.IsNotNull(why);
         StringAssert.Contains(why, "no CUDA driver");
         StringAssert.Contains(why, "libcuda-that-is-not-installed.so.1");
-        StringAssert.Contains(why, "--device cpu");
+        StringAssert.Contains(why, "train on the CPU (Network.Create)");
     }
 
     [TestMethod]
@@ -607,7 +607,7 @@ public sealed class CudaDriverPathTests
         StringAssert.Contains(e.Message, "libcublas-not-here.so.13");
         StringAssert.Contains(e.Message, "/no/such/dir/libcublas.so.13");
         StringAssert.Contains(e.Message, "HPB_CUBLAS_PATH");
-        StringAssert.Contains(e.Message, "--device cpu");
+        StringAssert.Contains(e.Message, "train on the CPU (Network.Create)");
     }
 
     [TestMethod]
@@ -668,6 +668,6 @@ public sealed class CudaDriverPathTests
         if (why == null) Assert.Inconclusive("not run: a CUDA device is present, so there is no error to check");
         var e = Assert.ThrowsExactly<CudaUnavailableException>(() => new DriverRuntime());
         StringAssert.Contains(e.Message, "libcuda.so.1");
-        StringAssert.Contains(e.Message, "--device cpu");
+        StringAssert.Contains(e.Message, "train on the CPU (Network.Create)");
     }
 }

@@ -211,7 +211,8 @@ internal static class TrainCommand
         .Replace("AdamW.Beta2", "--beta2").Replace("AdamW.Eps", "--adam-eps").Replace("CosineSchedule.Warmup", "--warmup")
         .Replace("CosineSchedule.Total", "--steps").Replace("CosineSchedule.MinLr", "--min-lr").Replace("NetworkOptions.BatchSize", "--batch")
         .Replace("NetworkOptions.L2", "--l2").Replace("NetworkOptions.BatchNormMomentum", "--bn-momentum").Replace(" (Parameter 'o')", "")
-        .Replace(" (Parameter 'AtStep')", "").Replace(" (Parameter 'Warmup')", "").Replace(" (Parameter 'Total')", "").Replace(" (Parameter 'MinLr')", "");
+        .Replace(" (Parameter 'AtStep')", "").Replace(" (Parameter 'Warmup')", "").Replace(" (Parameter 'Total')", "").Replace(" (Parameter 'MinLr')", "")
+        .Replace("the optimizer's LearningRate", "learning rate (--lr)").Replace("train on the CPU (Network.Create)", "use --device cpu");
 }
 
 /// <summary>A progress bar on a terminal, plain periodic lines otherwise.</summary>
