@@ -9,7 +9,7 @@ using HpBackprop.Training;
 
 namespace HpBackprop.Cli;
 
-/// <summary><c>hpbackprop train</c>: the SPEC §5 recipe, then calibration, evaluation and samples.</summary>
+/// <summary><c>hpbackprop train</c>: the docs/makemore.md §5 recipe, then calibration, evaluation and samples.</summary>
 internal static class TrainCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
