@@ -1,7 +1,7 @@
 namespace HpBackprop.Bench;
 
 /// <summary>
-/// The exercise-1 "atomic" chains in float, one array pass per SPEC §3 line, buffers allocated
+/// The exercise-1 "atomic" chains in float, one array pass per docs/makemore.md §3 line, buffers allocated
 /// once: the side the fused kernels are measured against.
 /// </summary>
 public sealed class AtomicCrossEntropy(int n, int V)

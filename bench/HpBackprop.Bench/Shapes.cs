@@ -18,7 +18,7 @@ public static class Shapes
 
     /// <summary>
     /// The makemore stack compiled as the CPU network (plain SGD at lr 0.01, fused into the weight-gradient products;
-    /// the row-block pipeline from n = 256 on AVX-512) with SPEC-initialised parameters, and one fixed random minibatch.
+    /// the row-block pipeline from n = 256 on AVX-512) with makemore-initialised (§2) parameters, and one fixed random minibatch.
     /// </summary>
     public static (Network Net, int[] Xb, int[] Yb) Make(ModelConfig cfg, int threads, int seed = 42)
     {

@@ -5,7 +5,7 @@ using HpBackprop.Model;
 namespace HpBackprop.Bench;
 
 /// <summary>
-/// <c>stages --shape S</c>: µs of the makemore network's step, and of each whole-matrix kernel of the step in the SPEC layout
+/// <c>stages --shape S</c>: µs of the makemore network's step, and of each whole-matrix kernel of the step in the makemore layout
 /// (W1 [K,H], W2 [H,V]) on the step's own buffers, to see where the time goes (<c>stack-stages</c> times the network's ops).
 /// </summary>
 public static unsafe class Stages

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""PyTorch side of the side-by-side benchmark: the SPEC's MLP training step (forward, backward,
-SGD) at the shapes S, M, L, in autograd mode (loss.backward()) and manual mode (SPEC section 4's
-fused analytic backward under torch.no_grad()), following ../../../shared/BASELINES.md: the split
+"""PyTorch side of the side-by-side benchmark: the makemore MLP (docs/makemore.md) training step (forward, backward,
+SGD) at the shapes S, M, L, in autograd mode (loss.backward()) and manual mode (docs/makemore.md §4's
+fused analytic backward under torch.no_grad()), following `docs/benchmarks.md`: the split
 from random.seed(42), parameters from torch.Generator().manual_seed(2147483647), warm-up, then
 the mean time per step over timed windows. Prints one JSON line per (shape, mode, threads).
 

@@ -1,9 +1,9 @@
-// atomic_chain.cu — exercise 1 (SPEC §2/§3): cross-entropy and batch norm as the chain of
+// atomic_chain.cu — exercise 1 (docs/makemore.md §2/§3): cross-entropy and batch norm as the chain of
 // small "atomic" operations, one kernel per named tensor, forward and backward.
 //
 // These exist to be compared with (and benchmarked against) the fused kernels of
 // cross_entropy.cu and batchnorm.cu: same names, same formulas, one launch per line of the
-// SPEC.  Each kernel is named chain_<tensor it writes>.  The order of launches that computes
+// page.  Each kernel is named chain_<tensor it writes>.  The order of launches that computes
 // the whole chain is listed in README.md ("atomic chain").
 //
 // Three launch shapes (all 1-D, shared = 0):

@@ -1,6 +1,6 @@
 // batchnorm.cu — batch normalisation (Bessel-corrected) fused with the tanh that follows it.
 //
-// Forward (SPEC §2), per column c of hprebn [n,H]:
+// Forward (docs/makemore.md §2), per column c of hprebn [n,H]:
 //   bnmeani   = (1/n) * sum0(hprebn)
 //   bndiff    = hprebn - bnmeani
 //   bnvar     = (1/(n-1)) * sum0(bndiff^2)          two-pass (centred), Bessel-corrected
@@ -8,7 +8,7 @@
 //   bnraw     = bndiff * bnvar_inv
 //   hpreact   = bngain * bnraw + bnbias
 //   h         = tanh(hpreact)
-// Backward (SPEC §4), from dh straight to dhprebn:
+// Backward (docs/makemore.md §4), from dh straight to dhprebn:
 //   dhpreact  = (1 - h^2) * dh
 //   dbngain   = sum0(bnraw * dhpreact)
 //   dbnbias   = sum0(dhpreact)

@@ -11,9 +11,15 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dir="${1:-$here/build/emu-release}"
 
+# Exit code 3, with one line on stdout, when a tool is missing: the MSBuild import then says the
+# emulator is not built and the build goes on (the emulator is optional).
 if ! command -v cmake >/dev/null 2>&1; then
-  echo "error HPB001: cmake not found: the CUDA emulator library needs CMake >= 3.20 and a C++20 compiler (apt-get install cmake g++)" >&2
-  exit 1
+  echo "cmake not found; it needs CMake >= 3.20 and a C++20 compiler, e.g. apt-get install cmake g++"
+  exit 3
+fi
+if [ -z "${CXX:-}" ] && ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; then
+  echo "no C++ compiler found (c++, g++, clang++ or \$CXX); it needs a C++20 compiler, e.g. apt-get install g++"
+  exit 3
 fi
 mkdir -p "$dir"
 if command -v flock >/dev/null 2>&1; then

@@ -2,7 +2,7 @@
 //
 // Per row i of logits [n,V], with m = max_j logits[i,j] and s = sum_j exp(logits[i,j] - m):
 //   losses[i]  = log(s) + m - logits[i, Yb[i]]
-//   dlogits[i] = (softmax(logits[i]) - onehot(Yb[i])) / n       (SPEC §4)
+//   dlogits[i] = (softmax(logits[i]) - onehot(Yb[i])) / n       (docs/makemore.md §4)
 // m and s come from ONE read of the row (online max/sum: when a bigger value arrives the
 // running sum is rescaled by exp(m_old - m_new)); a second read writes dlogits.
 //

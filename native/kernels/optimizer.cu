@@ -1,4 +1,4 @@
-// optimizer.cu — plain SGD over the flat parameter buffer (SPEC §5).
+// optimizer.cu — plain SGD over the flat parameter buffer (docs/makemore.md §5).
 //
 //   params -= lr * grads      (all parameters and gradients live in one flat buffer each)
 #include "hpb_common.cuh"

@@ -299,7 +299,7 @@ public abstract class CudaNetworkTestsBase
     [DataRow("large")]
     public void GradientsMatchTheOracle(string name)
     {
-        // the makemore bundle (SPEC names, W1 [K,H]) into the state-dict layout through the CPU conversion
+        // the makemore bundle (makemore names, W1 [K,H]) into the state-dict layout through the CPU conversion
         var bundle = Oracle.Load(name, "f32");
         var p = new ParameterSet(bundle.Config);
         bundle.CopyTo(p);
@@ -426,6 +426,7 @@ public sealed class CudaNetworkTests : CudaNetworkTestsBase
     public void EveryKernelOfTheBackendIsInTheEmbeddedPtxAndTheEmulator()
     {
         var ptx = string.Concat(EmbeddedPtx.All().Select(m => System.Text.Encoding.UTF8.GetString(m.Ptx)));
+        Devices.RequireEmulator();
         using var emu = new EmulatorRuntime();
         Assert.IsTrue(emu.KernelNames.Count >= 20, string.Join(",", emu.KernelNames));
         foreach (string k in emu.KernelNames) StringAssert.Contains(ptx, ".entry " + k + "(", $"kernel {k} is missing from the embedded PTX");
@@ -539,7 +540,7 @@ public sealed class CudaNetworkDriverTests : CudaNetworkTestsBase
 [TestClass]
 public sealed class CudaDriverPathTests
 {
-    private static string FakeDriver => Path.Combine(AppContext.BaseDirectory, "libhpb_fake_cuda.so");
+    private static string FakeDriver => Devices.FakeDriver;
 
     private static bool IsMapped(string path) => File.ReadAllLines("/proc/self/maps").Any(l => l.EndsWith(" " + path, StringComparison.Ordinal));
 
@@ -550,7 +551,7 @@ public sealed class CudaDriverPathTests
         Assert.IsNotNull(why);
         StringAssert.Contains(why, "no CUDA driver");
         StringAssert.Contains(why, "libcuda-that-is-not-installed.so.1");
-        StringAssert.Contains(why, "--device cpu");
+        StringAssert.Contains(why, "train on the CPU (Network.Create)");
     }
 
     [TestMethod]
@@ -606,7 +607,7 @@ public sealed class CudaDriverPathTests
         StringAssert.Contains(e.Message, "libcublas-not-here.so.13");
         StringAssert.Contains(e.Message, "/no/such/dir/libcublas.so.13");
         StringAssert.Contains(e.Message, "HPB_CUBLAS_PATH");
-        StringAssert.Contains(e.Message, "--device cpu");
+        StringAssert.Contains(e.Message, "train on the CPU (Network.Create)");
     }
 
     [TestMethod]
@@ -667,6 +668,6 @@ public sealed class CudaDriverPathTests
         if (why == null) Assert.Inconclusive("not run: a CUDA device is present, so there is no error to check");
         var e = Assert.ThrowsExactly<CudaUnavailableException>(() => new DriverRuntime());
         StringAssert.Contains(e.Message, "libcuda.so.1");
-        StringAssert.Contains(e.Message, "--device cpu");
+        StringAssert.Contains(e.Message, "train on the CPU (Network.Create)");
     }
 }

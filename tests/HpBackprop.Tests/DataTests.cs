@@ -5,7 +5,7 @@ using HpBackprop.Model;
 
 namespace HpBackprop.Tests;
 
-/// <summary>SPEC §1 (corpus, vocabulary, examples, split) and the input errors of the data and bundle readers.</summary>
+/// <summary>docs/makemore.md §1 (corpus, vocabulary, examples, split) and the input errors of the data and bundle readers.</summary>
 [TestClass]
 public sealed class DataTests
 {

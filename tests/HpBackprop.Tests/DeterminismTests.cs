@@ -16,7 +16,7 @@ public sealed class DeterminismTests
         return Enumerable.Range(0, count).Select(_ => TestModels.RandomBatch(rng, Config.BatchSize, Config.BlockSize, Config.VocabSize)).ToArray();
     }
 
-    /// <summary>Steps of the makemore network (plain SGD, lr 0.1) from the SPEC initialisation; its state under the SPEC names.</summary>
+    /// <summary>Steps of the makemore network (plain SGD, lr 0.1) from the makemore initialisation; its state under the makemore names.</summary>
     private static ParameterSet Train(int initSeed, (int[] Xb, int[] Yb)[] batches)
     {
         using var cpu = new MakemoreNet(TestModels.Initialized(Config, initSeed));
@@ -68,7 +68,7 @@ public sealed class DeterminismTests
         var a = TestModels.Initialized(Config, 3);
         var b = TestModels.Initialized(Config, 3);
         CollectionAssert.AreEqual(Bits(a.Data), Bits(b.Data), "same seed, same initialisation");
-        // SPEC §2 scales, by sample standard deviation (thousands of draws: within 10%).
+        // docs/makemore.md §2 scales, by sample standard deviation (thousands of draws: within 10%).
         static (double Mean, double Std) Stats(ReadOnlySpan<float> s)
         {
             double m = 0; foreach (float x in s) m += x; m /= s.Length;

@@ -22,10 +22,36 @@ internal static class Devices
         if (WhyNoGpu.Value is string why) Assert.Inconclusive("not run: needs a CUDA GPU (" + why + ")");
     }
 
-    /// <summary>A new runtime: the emulator, or the first GPU (after <see cref="RequireGpu"/>).</summary>
+    /// <summary>
+    /// Ends the test as not run unless the kernel emulator library is beside the tests: the build
+    /// makes it only where cmake and a C++20 compiler are installed (CI has them).
+    /// </summary>
+    public static void RequireEmulator()
+    {
+        if (!File.Exists(Path.Combine(AppContext.BaseDirectory, EmulatorRuntime.LibraryName)))
+            Assert.Inconclusive("not run: needs the kernel emulator " + EmulatorRuntime.LibraryName + ", which the build makes only where cmake and a C++20 compiler are installed");
+    }
+
+    /// <summary>The stand-in libcuda built with the emulator (tests of the driver probe and the cuBLAS resolver); ends the test as not run without it.</summary>
+    public static string FakeDriver
+    {
+        get
+        {
+            RequireEmulator();
+            string path = Path.Combine(AppContext.BaseDirectory, "libhpb_fake_cuda.so");
+            if (!File.Exists(path)) Assert.Inconclusive("not run: needs the stand-in libcuda libhpb_fake_cuda.so, built with the kernel emulator");
+            return path;
+        }
+    }
+
+    /// <summary>A new runtime: the emulator (after <see cref="RequireEmulator"/>), or the first GPU (after <see cref="RequireGpu"/>).</summary>
     public static IDeviceRuntime Open(bool onDriver)
     {
-        if (!onDriver) return new EmulatorRuntime();
+        if (!onDriver)
+        {
+            RequireEmulator();
+            return new EmulatorRuntime();
+        }
         RequireGpu();
         return new DriverRuntime();
     }

@@ -59,6 +59,53 @@ public sealed partial class DocsExampleTests
         Assert.AreEqual(Normalise(code), Normalise(tested), "the page's example and the tested code differ");
     }
 
+    [TestMethod]
+    public void TheReadmeExampleLearnsItsFunction()
+    {
+        // --- README example ---
+        // y = 2·x0 − x1 at 1,024 random points, learned by a small ReLU network with AdamW
+        var rng = new Random(1);
+        float[] x = new float[1024 * 2], y = new float[1024];
+        for (int i = 0; i < 1024; i++)
+        {
+            x[2 * i] = rng.NextSingle(); x[2 * i + 1] = rng.NextSingle();
+            y[i] = 2 * x[2 * i] - x[2 * i + 1];
+        }
+        var stack = Sequential.Parse("linear:2x32,relu,linear:32x1");
+        using var net = Network.Create(stack, new NetworkOptions { BatchSize = 64, Loss = LossKind.Mse, Optimizer = new AdamW { LearningRate = 0.01f } });
+        net.Initialize(seed: 1);
+        float[] losses = net.Fit(ExampleSet.FromFeatures(x, 2, y, 1), steps: 3000);   // or net.Step(features, targets) per minibatch
+        Console.WriteLine($"mse {losses[0]:F3} at the first step, {losses[^1]:F5} at the last");
+        // --- end of README example ---
+
+        Assert.IsTrue(losses[^1] < 1e-3f, $"{losses[0]} → {losses[^1]}");
+        Assert.IsTrue(losses[^1] < losses[0] / 100, $"{losses[0]} → {losses[^1]}");
+    }
+
+    /// <summary>
+    /// Every C# block of the README and of the HpBackprop package's readme is the code of
+    /// <see cref="TheReadmeExampleLearnsItsFunction"/>, word for word (using directives aside), so
+    /// the examples a reader copies compile and run.
+    /// </summary>
+    [TestMethod]
+    [DataRow("README.md")]
+    [DataRow("docs/packages/HpBackprop.md")]
+    public void TheReadmeExamplesAreTheTestedCode(string page)
+    {
+        string thisFile = SourceFile();
+        string text = File.ReadAllText(Path.Combine(Path.GetDirectoryName(thisFile)!, "..", "..", page));
+        var blocks = CSharpBlock().Matches(text);
+        Assert.IsGreaterThan(0, blocks.Count, page + " has a csharp block");
+        string test = File.ReadAllText(thisFile);
+        int a = test.IndexOf("// --- README example", StringComparison.Ordinal), b = test.IndexOf("// --- end of README example", StringComparison.Ordinal);
+        string tested = Normalise(string.Join("\n", test[a..b].Split('\n').Skip(1)));
+        foreach (Match block in blocks)
+        {
+            string code = string.Join("\n", block.Groups[1].Value.Split('\n').Where(l => !UsingDirective().IsMatch(l)));
+            Assert.AreEqual(tested, Normalise(code), $"a C# block of {page} differs from the tested code of TheReadmeExampleLearnsItsFunction");
+        }
+    }
+
     private static string SourceFile([CallerFilePath] string path = "") => path;
 
     private static string Normalise(string s) => Regex.Replace(s, @"\s+", " ").Trim();

@@ -6,8 +6,8 @@ namespace HpBackprop.Tests;
 /// <summary>
 /// The hand-derived backward pass against the definition of a derivative: every element of
 /// every parameter gradient of <see cref="ReferenceChain{T}"/> (double) is compared with a
-/// central finite difference of the double loss. Independent of PyTorch and of the SPEC's
-/// formulas: if a formula in SPEC §3 (or its transcription) were wrong, the two would disagree.
+/// central finite difference of the double loss. Independent of PyTorch and of docs/makemore.md's
+/// formulas: if a formula in docs/makemore.md §3 (or its transcription) were wrong, the two would disagree.
 /// </summary>
 [TestClass]
 public sealed class FiniteDifferenceTests

@@ -76,6 +76,7 @@ public unsafe class KernelEmulatorTests
         string list = File.ReadAllText(Path.Combine(Oracle.RepoRoot, "native", "kernels", "kernel_list.h"));
         var contract = Regex.Matches(list, @"^HPB_KERNEL\((\w+),", RegexOptions.Multiline).Select(m => m.Groups[1].Value).Order(StringComparer.Ordinal).ToArray();
         Assert.IsGreaterThan(40, contract.Length, "kernel_list.h parsed to too few kernels");
+        Devices.RequireEmulator();
         using var emu = new EmulatorRuntime();
         CollectionAssert.AreEqual(contract, emu.KernelNames.Order(StringComparer.Ordinal).ToArray(), "the emulator library's kernel table differs from kernel_list.h");
         CollectionAssert.AreEqual(contract, Tested.Order(StringComparer.Ordinal).ToArray(), "kernels of kernel_list.h without a test here (or tested names that are not in it)");
@@ -844,6 +845,7 @@ public unsafe class KernelEmulatorTests
         /// <summary>The emulator, or (on the driver) one runtime shared by the tests of the process: creating a context per test would cost more than the test.</summary>
         public Emu(bool onDriver)
         {
+            Devices.RequireEmulator();   // on the driver too: the argument checks read the emulator's kernel signatures
             if (onDriver)
             {
                 Devices.RequireGpu();

@@ -16,7 +16,7 @@ public sealed class NetworkTests
 
     /// <summary>
     /// The makemore stack compiled from a <see cref="ParameterSet"/> (<see cref="HpBackprop.IO.StackCheckpoint.FromParameterSet(ParameterSet, NetworkOptions)"/>)
-    /// against the double reference chain with the SPEC's parameters, every checked tensor by SPEC name (the rows of the
+    /// against the double reference chain with makemore's parameters, every checked tensor by makemore name (the rows of the
     /// former comparison with the dedicated backend, and n = 300, which takes the row-block pipeline on AVX-512), with the
     /// tolerance and scales of <see cref="PropertyTests"/>.
     /// </summary>

@@ -48,9 +48,9 @@ public sealed class PropertyTests
     internal readonly record struct TensorError(string Name, double Relative);
 
     /// <summary>
-    /// Relative error of each checked tensor of the network (by SPEC name: gradients with W1 and W2 in their SPEC
+    /// Relative error of each checked tensor of the network (by makemore name: gradients with W1 and W2 in their makemore
     /// layout, dlogits and dhprebn from the step's buffers) against <paramref name="expected"/>
-    /// (a lookup by SPEC name of the reference chain's tensors): max|actual − expected| / scale.
+    /// (a lookup by makemore name of the reference chain's tensors): max|actual − expected| / scale.
     /// The scale is the tensor's own largest magnitude, except for the tensors computed from the
     /// batch-norm backward (dhprebn, db1, dW1, dC), whose scale is the largest magnitude they
     /// would have without the cancellation inside that backward (<see cref="CancellationFreeScales"/>).
@@ -77,7 +77,7 @@ public sealed class PropertyTests
     /// <c>s = bngain·bnvar_inv</c> subtracts terms of size <c>S = |s·dhpreact|</c>; the rounding
     /// error is a multiple of u·S however small the difference is. The difference is small when
     /// n = 2: then bnraw = ±√(bnvar/(bnvar+eps))/√2 whatever the input, the three terms cancel
-    /// to a factor eps/(bnvar+eps) ≈ 1e-5 and dhprebn is ~1e-5·S (SPEC §2 batch norm of two rows
+    /// to a factor eps/(bnvar+eps) ≈ 1e-5 and dhprebn is ~1e-5·S (docs/makemore.md §2 batch norm of two rows
     /// hardly depends on them). Measured against its own magnitude the float result is then only
     /// good to ~1e-2, whatever the formula. So the scale of dhprebn (and of db1, its column sums,
     /// ≈ 0 by construction, compared against the scale of dhprebn as for the oracle) is max S, and

@@ -52,7 +52,7 @@ public sealed class SensitivityTests
     public static IEnumerable<object[]> Cases => Oracle.Cases.Select(c => new object[] { c });
 
     /// <summary>
-    /// dhprebn of SPEC §4 evaluated on the oracle's float64 tensors, with the Bessel factor
+    /// dhprebn of docs/makemore.md §4 evaluated on the oracle's float64 tensors, with the Bessel factor
     /// <c>1/(n−1)</c> (correct) or <c>1/n</c> (the mistake of using the biased variance's formula).
     /// </summary>
     private static double[] FusedBatchNormBackward(BatchBundle b, bool bessel)
@@ -129,7 +129,7 @@ public sealed class SensitivityTests
     [DynamicData(nameof(Cases))]
     public void DroppedCountsSumPathInDlogitsIsCaught(string name)
     {
-        // SPEC §3: dcounts = counts_sum_inv·dprobs + dcounts_sum (two paths add). Dropping the
+        // docs/makemore.md §3: dcounts = counts_sum_inv·dprobs + dcounts_sum (two paths add). Dropping the
         // second path leaves dlogits = counts·counts_sum_inv·dprobs (+ the max path, which then
         // no longer cancels): the "−probs/n" part of softmax − onehot is lost.
         var b = Oracle.Load(name, "f64");

@@ -6,7 +6,7 @@ namespace HpBackprop.Tests;
 
 /// <summary>
 /// The grads interchange for stacks (<see cref="StackBundle"/>: read, check, run the reference, write)
-/// and the bad inputs of SPEC §7: each a clear exception naming the problem, never a NaN.
+/// and the bad inputs of docs/stacks.md: each a clear exception naming the problem, never a NaN.
 /// </summary>
 [TestClass]
 public sealed class StackBundleTests
@@ -181,7 +181,7 @@ public sealed class StackBundleTests
         f = MakeInput("linear:4x2", "mse", 3, 4, true);
         f.Add("0.bias", new float[2].AsSpan(), 2);
         StringAssert.Contains(Assert.ThrowsExactly<SafeTensorsFormatException>(() => Parse(f)).Message, "one precision");
-        // F32 running buffers (as SPEC §7 checkpoints keep them) in an F64 input are fine
+        // F32 running buffers (as checkpoints (docs/stacks.md) keep them) in an F64 input are fine
         f = MakeInput("linear:4x3,batchnorm:3", "mse", 3, 4, true);
         f.Add("1.running_mean", new float[] { 0.5f, 0, 0 }.AsSpan(), 3);
         var withBuffers = Parse(f);

@@ -7,7 +7,7 @@ namespace HpBackprop.Tests;
 /// Every gradient of <see cref="StackReference{T}"/> (double) against central finite differences of its
 /// own loss, on small random stacks that together cover every layer (embedding with repeated ids,
 /// flatten, linear with and without bias, batch norm in both modes, tanh, relu, sigmoid), every loss,
-/// the L2 penalty and n = 2. Independent of PyTorch and of the SPEC's formulas.
+/// the L2 penalty and n = 2. Independent of PyTorch and of the formulas of docs/makemore.md.
 /// </summary>
 [TestClass]
 public sealed class StackFiniteDifferenceTests

@@ -8,7 +8,7 @@ using HpBackprop.Reference;
 namespace HpBackprop.Tests;
 
 /// <summary>
-/// <c>grads</c> and <c>check</c> on layer stacks (SPEC §7) through <see cref="Program.Run"/>: the grads output of every
+/// <c>grads</c> and <c>check</c> on layer stacks (docs/stacks.md) through <see cref="Program.Run"/>: the grads output of every
 /// one-step stack bundle against PyTorch's expected tensors (f64: 1e-10; f32: the tests' derived per-tensor rule), the
 /// check tables, and every input error exiting 2 with a message naming the file and the tensor or layer.
 /// </summary>
@@ -35,7 +35,7 @@ public sealed class StackGradsCliTests
         return SafeTensorsFile.Read(outPath);
     }
 
-    /// <summary>The names SPEC §7 requires: loss, grad.{name} for every parameter, grad.x/grad.y for float x/y — no more, no fewer.</summary>
+    /// <summary>The names docs/stacks.md requires: loss, grad.{name} for every parameter, grad.x/grad.y for float x/y — no more, no fewer.</summary>
     private static void AssertNamesShapesAndDType(StackBundle b, SafeTensorsFile o, DType dtype)
     {
         var want = new List<(string, int[])> { ("loss", [1]) };

@@ -129,9 +129,9 @@ public sealed class StackReferenceParityTests
 
     /// <summary>
     /// The makemore MLP as a stack (<see cref="Sequential.Makemore"/>) on the exercise-1 oracle bundles:
-    /// the stack reference in double gives the SPEC §3 loss, logits, dlogits, dhprebn and the seven
+    /// the stack reference in double gives the docs/makemore.md §3 loss, logits, dlogits, dhprebn and the seven
     /// parameter gradients (linear weights transposed: the stack keeps PyTorch's <c>[OUT,IN]</c>,
-    /// SPEC §2 <c>[IN,OUT]</c>) within 1e-10, so the two references agree.
+    /// docs/makemore.md §2 <c>[IN,OUT]</c>) within 1e-10, so the two references agree.
     /// </summary>
     [TestMethod]
     [DynamicData(nameof(MakemoreCases))]

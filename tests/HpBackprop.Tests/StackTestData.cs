@@ -8,7 +8,7 @@ namespace HpBackprop.Tests;
 internal static class StackTestData
 {
     /// <summary>
-    /// Parameters in the spirit of SPEC §2's initialisation (small non-zero values everywhere: zeros hide
+    /// Parameters in the spirit of docs/makemore.md §2's initialisation (small non-zero values everywhere: zeros hide
     /// wrong backward passes): embedding N(0,1); linear weight N(0,1)/√IN, bias 0.1·N(0,1); batch-norm
     /// gain 1 + 0.1·N(0,1), bias 0.1·N(0,1).
     /// </summary>

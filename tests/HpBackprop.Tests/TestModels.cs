@@ -6,7 +6,7 @@ namespace HpBackprop.Tests;
 
 /// <summary>
 /// The makemore MLP as the compiled CPU network (<see cref="Network"/> of <see cref="Sequential.Makemore"/>), built
-/// from a <see cref="ParameterSet"/> and read back under the SPEC names, so the oracle and reference-chain comparisons
+/// from a <see cref="ParameterSet"/> and read back under the makemore names, so the oracle and reference-chain comparisons
 /// see the same tensors as before: the buffers of the last step (<see cref="Intermediate"/>) and the parameters and
 /// gradients with the linear weights transposed back to <c>W1 [B·E,H]</c> and <c>W2 [H,V]</c>.
 /// </summary>
@@ -32,10 +32,10 @@ internal sealed class MakemoreNet : IDisposable
     /// <summary>One step with the network's optimiser and schedule.</summary>
     public float Step(int[] xb, int[] yb) => Net.Step(xb, yb);
 
-    /// <summary>A buffer of the last step by SPEC name (see <see cref="MakemoreView.Intermediate"/>).</summary>
+    /// <summary>A buffer of the last step by makemore name (see <see cref="MakemoreView.Intermediate"/>).</summary>
     public float[] Intermediate(string name) => MakemoreView.Intermediate(Net, name);
 
-    /// <summary>Values, gradients and running statistics in a new parameter set (SPEC names and layout).</summary>
+    /// <summary>Values, gradients and running statistics in a new parameter set (makemore names and layout).</summary>
     public ParameterSet ToParameterSet()
     {
         var p = new ParameterSet(Config);
@@ -43,7 +43,7 @@ internal sealed class MakemoreNet : IDisposable
         return p;
     }
 
-    /// <summary>The gradient of a parameter by SPEC name (C, W1, b1, W2, b2, bngain, bnbias).</summary>
+    /// <summary>The gradient of a parameter by makemore name (C, W1, b1, W2, b2, bngain, bnbias).</summary>
     public float[] Gradient(string name) => ToParameterSet().Gradient(name).ToArray();
 
     /// <summary>The examples of a data set of words, for <c>Fit</c>, <c>Evaluate</c> and <c>Calibrate</c>.</summary>
@@ -55,7 +55,7 @@ internal sealed class MakemoreNet : IDisposable
 /// <summary>Random models and minibatches for the property, finite-difference and determinism tests.</summary>
 internal static class TestModels
 {
-    /// <summary>A SPEC §2-initialised parameter set (float) for <paramref name="config"/>, seeded.</summary>
+    /// <summary>A docs/makemore.md §2-initialised parameter set (float) for <paramref name="config"/>, seeded.</summary>
     public static ParameterSet Initialized(ModelConfig config, int seed)
     {
         var p = new ParameterSet(config);
@@ -63,7 +63,7 @@ internal static class TestModels
         return p;
     }
 
-    /// <summary>The seven parameters of <paramref name="p"/> by SPEC name, converted (exactly, for double) to <typeparamref name="T"/>.</summary>
+    /// <summary>The seven parameters of <paramref name="p"/> by makemore name, converted (exactly, for double) to <typeparamref name="T"/>.</summary>
     public static Dictionary<string, T[]> ParametersAs<T>(ParameterSet p) where T : System.Numerics.INumberBase<T> =>
         ParameterSet.Names.ToDictionary(name => name, name => p.Value(name).ToArray().Select(T.CreateChecked).ToArray(), StringComparer.Ordinal);
 

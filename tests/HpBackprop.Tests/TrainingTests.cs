@@ -22,7 +22,7 @@ public sealed class TrainingTests
     public void TrainingLowersTheLossAndCalibrationUsesTheFullSplit()
     {
         var (split, p) = Setup();
-        // the SPEC §5 recipe: plain SGD at 0.1, a tenth of it from half the steps on
+        // the docs/makemore.md §5 recipe: plain SGD at 0.1, a tenth of it from half the steps on
         using var cpu = new MakemoreNet(p, new NetworkOptions { Schedule = new StepSchedule(750, 0.1f) });
         var net = cpu.Net;
         var train = ExampleSet.FromWords(split.Train);
@@ -203,7 +203,7 @@ public sealed class TrainingTests
         string again = dir.File("again.safetensors");
         StackCheckpoint.Save(again, q, loaded.Vocabulary, new Dictionary<string, string> { ["bn_calibrated"] = "true" });
         CollectionAssert.AreEqual(File.ReadAllBytes(path), File.ReadAllBytes(again));
-        // the earlier makemore format (SPEC names and layout) round-trips as well, and loads as the same network
+        // the earlier makemore format (makemore names and layout) round-trips as well, and loads as the same network
         var mp = cpu.ToParameterSet();
         mp.IsCalibrated = true;
         string old = dir.File("mlp.safetensors");

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # build-kit.sh — builds the GPU validation kit on a machine with the .NET SDK (no GPU needed):
 # the test executable (MSTest on Microsoft.Testing.Platform), the hpbackprop CLI and the kit's
-# measuring tool, published self-contained for linux-x64 into one folder, plus names.txt from
-# ../shared/data when it is there, packed as tests/gpu/out/hpbackprop-gpu-kit.tar.xz (ignored by
+# measuring tool, published self-contained for linux-x64 into one folder, plus makemore's names.txt
+# (HPB_NAMES=path/to/names.txt; default ../shared/data/names.txt when it is there), packed as tests/gpu/out/hpbackprop-gpu-kit.tar.xz (ignored by
 # git; must stay under 40 MB so that it travels beside the working tree).
 #
 #   bash tests/gpu/build-kit.sh
@@ -33,9 +33,10 @@ for f in HpBackprop.Tests HpBackprop.Cli HpBackprop.GpuKit libhpbackprop_kernels
 done
 rm -f "$stage/app/"*.xml
 
-if [ -f "$root/../shared/data/names.txt" ]; then
-  cp "$root/../shared/data/names.txt" "$stage/data/names.txt"
-  data="names.txt (makemore's corpus, from ../shared/data)"
+names="${HPB_NAMES:-$root/../shared/data/names.txt}"
+if [ -f "$names" ]; then
+  cp "$names" "$stage/data/names.txt"
+  data="names.txt (makemore's corpus, from $names)"
 else
   data="none (the seed recipe uses the built-in corpus)"
 fi

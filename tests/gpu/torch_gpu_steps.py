@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The PyTorch side of the GPU kit's step times: the same training step as HpBackprop's (SPEC
-section 2's network: embedding, linear, batch norm with the Bessel variance, tanh, linear,
+"""The PyTorch side of the GPU kit's step times: the same training step as HpBackprop's (docs/makemore.md
+§2's network: embedding, linear, batch norm with the Bessel variance, tanh, linear,
 cross-entropy; autograd backward; SGD), at the shapes S, M, L on one CUDA device, in float32
 with TF32 off, in two variants:
 

@@ -3,7 +3,7 @@
 
 Usage: check_stack_checkpoint.py CHECKPOINT.safetensors DATA.safetensors [-- COMMAND...]
 
-CHECKPOINT: tensors under the SPEC section 7 state_dict names ({i}.weight,
+CHECKPOINT: tensors under the state_dict names of docs/stacks.md ({i}.weight,
 {i}.bias, {i}.running_mean, {i}.running_var, {i}.num_batches_tracked) and metadata
 `layers` (text form), `loss` (and for word models `vocab`, `block_size`, which are
 only reported). Optional metadata `bn_momentum` is ignored (no effect in eval).
@@ -63,7 +63,7 @@ def load_model(path):
         if dt not in want:
             raise ValueError(f"tensor '{k}' is {dt}, expected {' or '.join(want)}")
         # torch would also take shape [1] here (a legacy path in load_state_dict);
-        # SPEC section 7 says an I64 scalar, shape [].
+        # docs/stacks.md says an I64 scalar, shape [].
         if k.endswith(".num_batches_tracked") and tensors[k].shape != ():
             raise ValueError(f"tensor '{k}' has shape {list(tensors[k].shape)}, expected []")
     model = build_sequential(specs).to(torch.float64)

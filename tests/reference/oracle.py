@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""PyTorch autograd oracle for HpBackprop (SPEC.md sections 2 and 3).
+"""PyTorch autograd oracle for HpBackprop (docs/makemore.md §2 and §3).
 
 For every case below this builds the makemore MLP forward graph from its atomic
-pieces exactly as SPEC section 2 writes it (batch norm by hand, Bessel-corrected
+pieces exactly as docs/makemore.md §2 writes it (batch norm by hand, Bessel-corrected
 variance 1/(n-1); no F.batch_norm, no F.cross_entropy), keeps the gradient of
 every intermediate with retain_grad(), runs loss.backward() and writes
 
@@ -10,7 +10,7 @@ every intermediate with retain_grad(), runs loss.backward() and writes
     <out>/<case>.f64.safetensors
 
 holding the inputs (Xb, Yb as I64), the parameters, every forward intermediate
-under its SPEC name and the 26 gradients of SPEC section 3 as "d" + name, all
+under its makemore name and the 26 gradients of docs/makemore.md §3 as "d" + name, all
 taken from autograd's .grad.
 
 The f32 and f64 bundles of a case have identical inputs: parameters are drawn
@@ -44,13 +44,13 @@ CASES = [
     dict(case="bigLogits", n=32, B=3, E=10, H=64, V=27, seed=1006, logit_scale=29.0),
 ]
 
-# Forward intermediates, in SPEC section 2 order.
+# Forward intermediates, in docs/makemore.md §2 order.
 FORWARD = ["emb", "embcat", "hprebn", "bnmeani", "bndiff", "bndiff2", "bnvar",
            "bnvar_inv", "bnraw", "hpreact", "h", "logits", "logit_maxes",
            "norm_logits", "counts", "counts_sum", "counts_sum_inv", "probs",
            "logprobs", "loss"]
 PARAMS = ["C", "W1", "b1", "W2", "b2", "bngain", "bnbias"]
-# The 26 gradients of SPEC section 3, in SPEC order.
+# The 26 gradients of docs/makemore.md §3, in makemore order.
 GRADS = ["logprobs", "probs", "counts_sum_inv", "counts_sum", "counts",
          "norm_logits", "logit_maxes", "logits", "h", "W2", "b2", "hpreact",
          "bngain", "bnraw", "bnbias", "bnvar_inv", "bnvar", "bndiff2", "bndiff",
@@ -81,7 +81,7 @@ def draw_inputs(cfg):
 
 
 def forward_backward(Xb, Yb, params32, dtype):
-    """SPEC section 2 forward from atomic pieces, then autograd backward.
+    """docs/makemore.md §2 forward from atomic pieces, then autograd backward.
     Returns (params, intermediates) dicts of tensors; .grad is populated."""
     n, B = Xb.shape
     # exact upcast (or identity) of the float32 draws
@@ -117,9 +117,9 @@ def forward_backward(Xb, Yb, params32, dtype):
 
 
 def spec_check(Xb, Yb, P, t):
-    """Recompute SPEC section 3 and 4 gradients by hand from the forward values and
+    """Recompute docs/makemore.md §3 and 4 gradients by hand from the forward values and
     return {name: max abs diff / max(max |autograd|, tiny)} against autograd.
-    Only a sanity check of the oracle (and of SPEC); not stored in the bundles."""
+    Only a sanity check of the oracle (and of the documented formulas); not stored in the bundles."""
     with torch.no_grad():
         n = Xb.shape[0]
         v = {k: x.detach() for k, x in t.items()}
@@ -247,11 +247,11 @@ def main(argv=None):
             print(f"{cfg['case']:>9}.{tag}: loss={t['loss'].item():.6f} "
                   f"max|logit|={t['logits'].abs().max().item():.2f} "
                   f"min prob={t['probs'].min().item():.3e} "
-                  f"SPEC-vs-autograd worst={chk[worst_k]:.2e} ({worst_k}) "
+                  f"formulas-vs-autograd worst={chk[worst_k]:.2e} ({worst_k}) "
                   f"size={os.path.getsize(path)}")
             if bad:
-                raise RuntimeError(f"SPEC formulas disagree with autograd: {bad}")
-    print(f"done; worst f64 SPEC-vs-autograd relative diff {worst:.2e}")
+                raise RuntimeError(f"documented formulas disagree with autograd: {bad}")
+    print(f"done; worst f64 formulas-vs-autograd relative diff {worst:.2e}")
 
 
 if __name__ == "__main__":

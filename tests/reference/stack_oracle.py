@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""PyTorch oracle for layer stacks (SPEC section 7).
+"""PyTorch oracle for layer stacks (docs/stacks.md).
 
-For every case below this builds the torch.nn.Sequential that the SPEC section 7
+For every case below this builds the torch.nn.Sequential that docs/stacks.md
 text form means (stacks_lib.py: Bessel batch norm as a small module with
 BatchNorm1d's parameter/buffer names, ':biased' as torch.nn.BatchNorm1d), runs one
 training-mode forward, the loss (+ optional L2 penalty) and loss.backward(), and
@@ -23,10 +23,10 @@ torch.Generator seeded per case; the f32 bundle is computed by torch in float32
 from those values, the f64 bundle holds the same values upcast to float64 and is
 computed by torch in float64. |f32 - f64| is PyTorch's own float32 error.
 
-As a sanity check the script recomputes the SPEC section 7 formulas (loss,
+As a sanity check the script recomputes the formulas of docs/stacks.md (loss,
 dz, dt, every layer's backward incl. the section 4 fused batch norm, running
 updates) from the forward values and fails if they disagree with autograd
-(printed as "SPEC-vs-autograd"; not stored).
+(printed as "formulas-vs-autograd"; not stored).
 
 Usage: /usr/bin/python3 stack_oracle.py [--out DIR] [--cases a,b]
 """
@@ -57,7 +57,7 @@ _DEEP = ("embedding:27x10,flatten,"
 CASES = [
     dict(case="makemore", layers="embedding:27x10,flatten,linear:30x64,batchnorm:64,tanh,linear:64x27",
          loss="cross_entropy", n=32, B=3, seed=2001,
-         description="the makemore MLP of SPEC section 2 (H=64) as a stack"),
+         description="the makemore MLP of docs/makemore.md §2 (H=64) as a stack"),
     dict(case="makemore_biased", layers="embedding:27x10,flatten,linear:30x64,batchnorm:64:biased,tanh,linear:64x27",
          loss="cross_entropy", n=32, B=3, seed=2002,
          description="makemore MLP with PyTorch's BatchNorm1d (variance over n)"),
@@ -230,7 +230,7 @@ def run_case(cfg, specs, model32, x, y, dtype):
 
 
 def spec_check(cfg, specs, model, before, acts, x, y, loss):
-    """SPEC section 7 formulas vs autograd: {what: relative max abs diff}."""
+    """docs/stacks.md formulas vs autograd: {what: relative max abs diff}."""
     res = {}
 
     def rel(name, mine, ref, scale=None):
@@ -482,10 +482,10 @@ def main(argv=None):
                 worst = max(worst, chk[wk])
             print(f"{cfg['case']:>20}.{tag}: loss={loss.item():.6f} "
                   f"max|out|={acts[-1].abs().max().item():.2f} "
-                  f"SPEC-vs-autograd worst={chk[wk]:.1e} ({wk}) size={os.path.getsize(path)}")
+                  f"formulas-vs-autograd worst={chk[wk]:.1e} ({wk}) size={os.path.getsize(path)}")
             bad = {k: e for k, e in chk.items() if not e <= tol}
             if bad:
-                raise RuntimeError(f"SPEC formulas disagree with autograd: {bad}")
+                raise RuntimeError(f"documented formulas disagree with autograd: {bad}")
 
     for cfg in OPT_CASES:
         if wanted is not None and "optim_" + cfg["case"] not in wanted:
@@ -501,7 +501,7 @@ def main(argv=None):
             ls = tensors["losses"]
             print(f"{'optim_' + cfg['case']:>20}.{tag}: loss {ls[0].item():.6f} -> "
                   f"{ls[-1].item():.6f} size={os.path.getsize(path)}")
-    print(f"done; worst f64 SPEC-vs-autograd relative diff {worst:.2e}")
+    print(f"done; worst f64 formulas-vs-autograd relative diff {worst:.2e}")
 
 
 if __name__ == "__main__":

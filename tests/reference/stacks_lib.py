@@ -1,4 +1,4 @@
-"""Layer stacks of SPEC section 7 as torch.nn.Sequential (shared by stack_oracle.py
+"""Layer stacks of docs/stacks.md as torch.nn.Sequential (shared by stack_oracle.py
 and check_stack_checkpoint.py).
 
     parse_stack("embedding:27x10,flatten,linear:30x64,batchnorm:64,tanh,linear:64x27")
@@ -110,7 +110,7 @@ def parse_stack(text):
 
 
 class BesselBatchNorm(torch.nn.Module):
-    """SPEC section 2 batch norm (variance over n-1 in training), with the parameter
+    """docs/makemore.md §2 batch norm (variance over n-1 in training), with the parameter
     and buffer names of torch.nn.BatchNorm1d so state_dicts are interchangeable.
     Eval: (x - running_mean) / sqrt(running_var + eps) * weight + bias."""
 
@@ -170,7 +170,7 @@ def build_sequential(specs, bn_momentum=DEFAULT_BN_MOMENTUM):
 
 
 def loss_value(out, y, loss_name):
-    """Mean loss of SPEC section 7 (without the L2 penalty)."""
+    """Mean loss of docs/stacks.md (without the L2 penalty)."""
     if loss_name == "cross_entropy":
         return F.cross_entropy(out, y)
     if loss_name == "mse":
@@ -183,7 +183,7 @@ def loss_value(out, y, loss_name):
 
 
 def l2_penalty(model, specs, l2):
-    """l2 * sum(W^2) over every linear layer's weight (SPEC section 7)."""
+    """l2 * sum(W^2) over every linear layer's weight (docs/stacks.md)."""
     total = None
     for i, s in enumerate(specs):
         if s["kind"] == "linear":

@@ -6,7 +6,7 @@ running buffers as F32, num_batches_tracked as I64 [], metadata layers/loss), an
 checks that
   - PyTorch loads them with load_state_dict(strict=True) and the script exits 0;
   - its eval loss equals an independent numpy forward (eval-mode batch norm from
-    the running statistics, SPEC section 7), relative 1e-12;
+    the running statistics, docs/stacks.md), relative 1e-12;
   - a fake `eval` command printing the right loss passes, a wrong one fails;
   - broken checkpoints fail: missing tensor, unexpected tensor (a bias on a
     ':nobias' linear), transposed linear weight, num_batches_tracked of shape [1]

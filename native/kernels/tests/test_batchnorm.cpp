@@ -1,5 +1,5 @@
 // test_batchnorm.cpp — fused batch norm (+tanh) forward/backward, inference and calibration
-// against a scalar double reference of SPEC §2/§4.
+// against a scalar double reference of docs/makemore.md §2/§4.
 #include <math.h>
 
 #include "test_util.h"

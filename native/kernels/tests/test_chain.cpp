@@ -139,7 +139,7 @@ TEST(chain, batchnorm_chain_vs_fused) {
         launch<K::chain_dbnmeani>(col_grid(H), kBlock, 0, dbndiff.data(), dbnmeani.data(), n, H);
         launch<K::chain_dhprebn>(elem_grid(NH), kBlock, 0, dbndiff.data(), dbnmeani.data(), dhprebn.data(), n, H);
 
-        // double reference (SPEC §3, term by term)
+        // double reference (docs/makemore.md §3, term by term)
         std::vector<double> r_mean(H), r_var(H), r_h(NH), r_dhprebn(NH), r_dbngain(H), r_dbnbias(H);
         for (int c = 0; c < H; ++c) {
             double s = 0, q = 0;

@@ -1,5 +1,5 @@
 // test_cross_entropy.cpp — fused cross-entropy (warp-per-row and block-per-row) and
-// sum_reduce, against a double reference of SPEC §4.
+// sum_reduce, against a double reference of docs/makemore.md §4.
 #include <math.h>
 
 #include "test_util.h"

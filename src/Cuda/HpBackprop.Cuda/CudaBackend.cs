@@ -39,7 +39,7 @@ internal sealed unsafe class CudaBackend : ITrainingBackend
     private readonly float _eps;
     private readonly ScatterMode _scatter;
     private readonly List<DeviceMemory> _owned = [];
-    // device buffers (SPEC names)
+    // device buffers (makemore names)
     private readonly ulong _params, _grads, _runMean, _runVar, _ids, _evIds;
     private readonly ulong embcat, hprebn, bnmeani, bnvar, bnvar_inv, bnraw, h, logits, dlogits, losses, loss, dh, dhprebn, dembcat;
     private readonly ulong _calSum, _calSq, _center;
@@ -479,7 +479,7 @@ internal sealed unsafe class CudaBackend : ITrainingBackend
         fixed (float* v = Parameters.RunningVar) _rt.CopyToDevice(_runVar, v, _h * 4L);
     }
 
-    /// <summary>Copies a device buffer of the last step to the host by SPEC name (hprebn, bnraw, h, logits, dlogits, dh, dhprebn, dembcat, bnmeani, bnvar, bnvar_inv).</summary>
+    /// <summary>Copies a device buffer of the last step to the host by makemore name (hprebn, bnraw, h, logits, dlogits, dh, dhprebn, dembcat, bnmeani, bnvar, bnvar_inv).</summary>
     public float[] Download(string name)
     {
         (ulong ptr, long count) = name switch

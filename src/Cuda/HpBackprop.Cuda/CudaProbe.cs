@@ -31,20 +31,20 @@ public static class CudaProbe
             if (!Loaded.TryGetValue(driverLibrary, out handle))
             {
                 if (!NativeLibrary.TryLoad(driverLibrary, out handle))
-                    return $"no CUDA driver: {driverLibrary} could not be loaded. Install the NVIDIA driver (it provides {driverLibrary}) on a machine with an NVIDIA GPU, or use --device cpu.";
+                    return $"no CUDA driver: {driverLibrary} could not be loaded. Install the NVIDIA driver (it provides {driverLibrary}) on a machine with an NVIDIA GPU, or train on the CPU (Network.Create).";
                 Loaded[driverLibrary] = handle;
             }
         }
         if (!NativeLibrary.TryGetExport(handle, "cuInit", out var init) || !NativeLibrary.TryGetExport(handle, "cuDeviceGetCount", out var count))
-            return $"{driverLibrary} does not export cuInit/cuDeviceGetCount: the driver is broken or too old. Reinstall the NVIDIA driver, or use --device cpu.";
+            return $"{driverLibrary} does not export cuInit/cuDeviceGetCount: the driver is broken or too old. Reinstall the NVIDIA driver, or train on the CPU (Network.Create).";
         unsafe
         {
             int rc = ((delegate* unmanaged<uint, int>)init)(0);
-            if (rc == NoDevice) return $"the CUDA driver ({driverLibrary}) found no GPU (cuInit: CUDA_ERROR_NO_DEVICE). Run on a machine with an NVIDIA GPU (check nvidia-smi and CUDA_VISIBLE_DEVICES), or use --device cpu.";
-            if (rc != 0) return $"the CUDA driver ({driverLibrary}) failed to initialise (cuInit returned error {rc}); check the driver installation with nvidia-smi, or use --device cpu.";
+            if (rc == NoDevice) return $"the CUDA driver ({driverLibrary}) found no GPU (cuInit: CUDA_ERROR_NO_DEVICE). Run on a machine with an NVIDIA GPU (check nvidia-smi and CUDA_VISIBLE_DEVICES), or train on the CPU (Network.Create).";
+            if (rc != 0) return $"the CUDA driver ({driverLibrary}) failed to initialise (cuInit returned error {rc}); check the driver installation with nvidia-smi, or train on the CPU (Network.Create).";
             int n = 0;
             rc = ((delegate* unmanaged<int*, int>)count)(&n);
-            if (rc != 0 || n == 0) return $"the CUDA driver ({driverLibrary}) found no GPU; check nvidia-smi and CUDA_VISIBLE_DEVICES, or use --device cpu.";
+            if (rc != 0 || n == 0) return $"the CUDA driver ({driverLibrary}) found no GPU; check nvidia-smi and CUDA_VISIBLE_DEVICES, or train on the CPU (Network.Create).";
         }
         return null;
     }

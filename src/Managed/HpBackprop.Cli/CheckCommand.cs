@@ -14,7 +14,7 @@ namespace HpBackprop.Cli;
 /// backend with PyTorch's tensors. Without one, it compares the fused backend with the reference
 /// chain on one minibatch of a corpus and prints a finite-difference line per parameter.
 /// With <c>--layers</c> it does the same for any layer stack: the fast path (<see cref="Network"/>, float) against
-/// the double reference on one random minibatch, then finite differences of the double reference; on a SPEC §7 stack
+/// the double reference on one random minibatch, then finite differences of the double reference; on a layer stack (docs/stacks.md)
 /// bundle, the reference (bundle precision) and for f32 the fast path against PyTorch's gradients. Every table states
 /// its tolerance, derived as in the tests.
 /// </summary>
@@ -31,7 +31,7 @@ internal static class CheckCommand
         var block = new Option<int>("--block") { Description = "Context length B", DefaultValueFactory = _ => 3 };
         var seed = new Option<int>("--seed") { Description = "Seed of parameters and minibatch", DefaultValueFactory = _ => 42 };
         var bundle = new Option<string?>("--bundle") { Description = "Compare with a PyTorch oracle bundle (tests/reference/bundles/*.safetensors, or a stack bundle tests/reference/stacks/*.safetensors) instead" };
-        var layers = new Option<string?>("--layers") { Description = "A layer stack (SPEC §7 text form, e.g. linear:4x16,relu,linear:16x1): check the fast path against the double reference on it" };
+        var layers = new Option<string?>("--layers") { Description = "A layer stack (the text form of docs/stacks.md, e.g. linear:4x16,relu,linear:16x1): check the fast path against the double reference on it" };
         var loss = new Option<string>("--loss") { Description = "With --layers: cross_entropy, mse, bce_with_logits or mean", DefaultValueFactory = _ => "cross_entropy" };
         var l2 = new Option<float>("--l2") { Description = "With --layers: the L2 penalty on linear weights", DefaultValueFactory = _ => 0f };
         var cmd = new Command("check", "Print the gradient table (name | exact | approx | maxdiff): the makemore MLP, a --layers stack, or against a --bundle.") { data, batch, hidden, embd, block, seed, bundle, layers, loss, l2 };

@@ -7,13 +7,13 @@ using HpBackprop.Reference;
 namespace HpBackprop.Cli;
 
 /// <summary>
-/// <c>hpbackprop grads</c>: the interchange for outside harnesses. A file with metadata <c>layers</c> is a SPEC §7
-/// stack bundle: F64 input is computed in double by the plain-loop reference, F32 input in float by the fast path
+/// <c>hpbackprop grads</c>: the interchange for outside harnesses. A file with metadata <c>layers</c> is a layer
+/// stack bundle (docs/stacks.md): F64 input is computed in double by the plain-loop reference, F32 input in float by the fast path
 /// (<see cref="Network"/>), or with <c>--mode atomic</c> by the reference in float; the output holds <c>loss</c>,
 /// <c>grad.{name}</c> for every parameter and <c>grad.x</c>/<c>grad.y</c> for float x/y. Any other file is the
-/// makemore bundle: <c>Xb, Yb</c> and the seven parameters, written as <c>loss</c> and <c>d</c> + SPEC name:
+/// makemore bundle: <c>Xb, Yb</c> and the seven parameters, written as <c>loss</c> and <c>d</c> + makemore name:
 /// fused mode (float32) writes dC dW1 db1 dW2 db2 dbngain dbnbias dlogits dhprebn; atomic mode
-/// writes all 26 of SPEC §3 in the input's precision.
+/// writes all 26 of docs/makemore.md §3 in the input's precision.
 /// </summary>
 internal static class GradsCommand
 {
@@ -21,7 +21,7 @@ internal static class GradsCommand
 
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
-        var input = new Option<string>("--in") { Description = "Input safetensors: a SPEC §7 stack bundle (metadata layers, loss; x, y, every parameter by state-dict name), or the makemore bundle Xb [n,B], Yb [n] (I32/I64), C W1 b1 W2 b2 bngain bnbias (F32/F64)", Required = true };
+        var input = new Option<string>("--in") { Description = "Input safetensors: a stack bundle as docs/stacks.md describes it (metadata layers, loss; x, y, every parameter by state-dict name), or the makemore bundle Xb [n,B], Yb [n] (I32/I64), C W1 b1 W2 b2 bngain bnbias (F32/F64)", Required = true };
         var output = new Option<string>("--out") { Description = "Output safetensors with loss and the gradients", Required = true };
         var mode = new Option<string>("--mode") { Description = "fused (float32; a stack bundle: F32 by the fast path, F64 by the double reference) or atomic (the reference in the input's precision; makemore: all 26 gradients)", DefaultValueFactory = _ => "fused" };
         mode.AcceptOnlyFromAmong("fused", "atomic");
@@ -64,7 +64,7 @@ internal static class GradsCommand
                 float[] dlogits = [], dhprebn = [];
                 if (backend == null)
                 {
-                    // the CPU: the makemore stack as a compiled network, read back under the SPEC names
+                    // the CPU: the makemore stack as a compiled network, read back under the makemore names
                     using var cpu = StackCheckpoint.FromParameterSet(p, c.BatchSize);
                     loss = cpu.ForwardBackward(bundle.Xb, bundle.Yb);
                     StackCheckpoint.ToParameterSet(cpu, p);
@@ -98,7 +98,7 @@ internal static class GradsCommand
         return cmd;
     }
 
-    /// <summary>A SPEC §7 stack bundle: F64 by the double reference, F32 by the fast path (atomic: the float reference).</summary>
+    /// <summary>A stack bundle (docs/stacks.md): F64 by the double reference, F32 by the fast path (atomic: the float reference).</summary>
     private static int Stack(SafeTensorsFile file, string inPath, string outPath, string mode, string device, TextWriter stdout, TextWriter stderr)
     {
         var bundle = StackBundle.From(file, Path.GetFileName(inPath));

@@ -71,17 +71,17 @@ public static class Program
         }
         catch (Exception e) when (IsUserError(e))
         {
-            stderr.WriteLine("error: " + e.Message);
+            stderr.WriteLine("error: " + TrainCommand.OptionNames(e.Message));
             return BadInput;
         }
         catch (TrainingDivergedException e)
         {
-            stderr.WriteLine("error: " + e.Message);
+            stderr.WriteLine("error: " + TrainCommand.OptionNames(e.Message));
             return Failure;
         }
         catch (Exception e)
         {
-            stderr.WriteLine("error: " + e.Message);
+            stderr.WriteLine("error: " + TrainCommand.OptionNames(e.Message));
             if (Environment.GetEnvironmentVariable("HPBACKPROP_DEBUG") == "1") stderr.WriteLine(e);
             return Failure;
         }

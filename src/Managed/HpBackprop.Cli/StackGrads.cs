@@ -16,7 +16,7 @@ internal readonly record struct ToleranceRow(string Name, bool Exact, double Max
 }
 
 /// <summary>
-/// The grads interchange and the check table for layer stacks (SPEC §7): the fast path on a bundle, its output file,
+/// The grads interchange and the check table for layer stacks (docs/stacks.md): the fast path on a bundle, its output file,
 /// and the tolerance rule of the tests (StackReferenceParityTests): a float computation may be at most
 /// <see cref="StackParity.Float32Factor"/> times less accurate than an independent float32 computation of the same tensor, with a
 /// floor of <see cref="StackParity.Float32Floor"/>; double against double within <see cref="Float64Tolerance"/>.
@@ -94,7 +94,7 @@ internal static class StackGrads
 
     private static float[]? ToSingle(double[]? a) => a is null ? null : Array.ConvertAll(a, v => (float)v);
 
-    /// <summary>The SPEC §7 output of the fast path: <c>loss</c> [1], <c>grad.{name}</c> in PyTorch shapes, <c>grad.x</c>/<c>grad.y</c> for float x/y; F32.</summary>
+    /// <summary>The output (docs/stacks.md) of the fast path: <c>loss</c> [1], <c>grad.{name}</c> in PyTorch shapes, <c>grad.x</c>/<c>grad.y</c> for float x/y; F32.</summary>
     public static SafeTensorsFile Output(StackBundle b, FastResult r)
     {
         var o = new SafeTensorsFile();

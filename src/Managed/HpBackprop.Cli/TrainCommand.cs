@@ -9,7 +9,7 @@ using HpBackprop.Training;
 
 namespace HpBackprop.Cli;
 
-/// <summary><c>hpbackprop train</c>: the SPEC §5 recipe, then calibration, evaluation and samples.</summary>
+/// <summary><c>hpbackprop train</c>: the docs/makemore.md §5 recipe, then calibration, evaluation and samples.</summary>
 internal static class TrainCommand
 {
     /// <summary>The longest run --steps allows (its loss curve is kept in memory, 4 bytes a step).</summary>
@@ -347,7 +347,8 @@ internal static class TrainCommand
         .Replace("AdamW.Beta2", "--beta2").Replace("AdamW.Eps", "--adam-eps").Replace("CosineSchedule.Warmup", "--warmup")
         .Replace("CosineSchedule.Total", "--steps").Replace("CosineSchedule.MinLr", "--min-lr").Replace("NetworkOptions.BatchSize", "--batch")
         .Replace("NetworkOptions.L2", "--l2").Replace("NetworkOptions.BatchNormMomentum", "--bn-momentum").Replace(" (Parameter 'o')", "")
-        .Replace(" (Parameter 'AtStep')", "").Replace(" (Parameter 'Warmup')", "").Replace(" (Parameter 'Total')", "").Replace(" (Parameter 'MinLr')", "");
+        .Replace(" (Parameter 'AtStep')", "").Replace(" (Parameter 'Warmup')", "").Replace(" (Parameter 'Total')", "").Replace(" (Parameter 'MinLr')", "")
+        .Replace("the optimizer's LearningRate", "learning rate (--lr)").Replace("train on the CPU (Network.Create)", "use --device cpu");
 }
 
 /// <summary>A progress bar on a terminal, plain periodic lines otherwise.</summary>

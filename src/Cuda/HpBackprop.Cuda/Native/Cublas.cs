@@ -120,7 +120,7 @@ internal static unsafe partial class Cublas
         }
         throw new CudaUnavailableException(
             $"cuBLAS not found: tried {string.Join(", ", candidates)}. Set {PathVariable} to the directory that holds libcublas.so.13 "
-            + "(the CUDA toolkit's lib64, or PyTorch's site-packages/nvidia/cu13/lib), add it to LD_LIBRARY_PATH, or use --device cpu.");
+            + "(the CUDA toolkit's lib64, or PyTorch's site-packages/nvidia/cu13/lib), add it to LD_LIBRARY_PATH, or train on the CPU (Network.Create).");
     }
 
     /// <summary>Maps the logical library name to the cuBLAS <see cref="Load"/> found.</summary>

@@ -100,7 +100,7 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
             var (errName, _) = Driver.Describe(rc);
             if (rc is Driver.ErrorInvalidPtx or Driver.ErrorUnsupportedPtxVersion or Driver.ErrorNoBinaryForGpu)
                 throw new CudaUnavailableException($"the CUDA driver (version {DriverVersion / 1000}.{DriverVersion % 1000 / 10}) cannot JIT-compile {resource} ({errName}): "
-                    + $"the PTX needs a driver for CUDA 11.8 or newer and a GPU of compute capability 8.0 or newer. Update the NVIDIA driver, or use --device cpu. JIT log: {log.Trim()}");
+                    + $"the PTX needs a driver for CUDA 11.8 or newer and a GPU of compute capability 8.0 or newer. Update the NVIDIA driver, or train on the CPU (Network.Create). JIT log: {log.Trim()}");
             throw new CudaException($"cuModuleLoadDataEx({resource})", rc, errName, log.Trim());
         }
         return new CuModuleHandle(module, _binding);

@@ -20,13 +20,18 @@ public sealed unsafe partial class EmulatorRuntime : IDeviceRuntime
     private readonly List<nint> _names = [];
     private bool _disposed;
 
-    /// <summary>Loads the emulator library from the application directory (or the loader's search path).</summary>
-    /// <exception cref="CudaUnavailableException">The library is not there (build the solution with cmake and g++ present).</exception>
+    /// <summary>
+    /// Loads the emulator library from the application directory, the native assets of the
+    /// HpBackprop.Cuda package (<c>runtimes/linux-x64/native/</c>, through the application's
+    /// dependency manifest) or the loader's search path.
+    /// </summary>
+    /// <exception cref="CudaUnavailableException">The library is not there: the package carries it for linux-x64 only, and a build from source makes it only where cmake and a C++20 compiler are installed.</exception>
     public EmulatorRuntime()
     {
         string local = Path.Combine(AppContext.BaseDirectory, LibraryName);
-        if (!NativeLibrary.TryLoad(local, out _lib) && !NativeLibrary.TryLoad(LibraryName, out _lib))
-            throw new CudaUnavailableException($"the kernel emulator {LibraryName} was not found in {AppContext.BaseDirectory}; it is built by 'dotnet build' when cmake and g++ are installed.");
+        if (!NativeLibrary.TryLoad(local, out _lib)
+            && !NativeLibrary.TryLoad(LibraryName, typeof(EmulatorRuntime).Assembly, null, out _lib))
+            throw new CudaUnavailableException(WhyMissing);
         _launch = (delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, void**, int>)NativeLibrary.GetExport(_lib, "hpb_emu_launch");
         _lastError = (delegate* unmanaged<byte*>)NativeLibrary.GetExport(_lib, "hpb_emu_last_error");
         var count = (delegate* unmanaged<int>)NativeLibrary.GetExport(_lib, "hpb_emu_kernel_count");
@@ -35,6 +40,11 @@ public sealed unsafe partial class EmulatorRuntime : IDeviceRuntime
         for (int i = 0; i < count(); i++) names.Add(Marshal.PtrToStringUTF8((nint)name(i))!);
         KernelNames = names;
     }
+
+    /// <summary>Why the library could not be loaded: the message of the exception the constructor throws.</summary>
+    internal static string WhyMissing =>
+        $"the kernel emulator {LibraryName} was not found beside the application ({AppContext.BaseDirectory}) nor among its native assets: "
+        + "the HpBackprop.Cuda package carries it for linux-x64 only, and a build from source makes it only where cmake and a C++20 compiler are installed.";
 
     /// <inheritdoc />
     public string Name => "cuda-emulator";

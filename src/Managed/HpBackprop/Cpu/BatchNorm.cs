@@ -7,7 +7,7 @@ namespace HpBackprop.Cpu;
 
 /// <summary>
 /// Batch norm with the Bessel-corrected variance, fused with the tanh that follows it
-/// (SPEC §2), and its fused backward (SPEC §4, exercise 3). Row-major <c>[n,H]</c>; every
+/// (docs/makemore.md §2), and its fused backward (docs/makemore.md §4, exercise 3). Row-major <c>[n,H]</c>; every
 /// column is independent. With AVX-512 each block of 32 columns is done in one sweep of
 /// three row loops that stay in cache (statistics, then normalise + tanh; backward: the two
 /// column sums, then <c>dhprebn</c>), the last block masked; blocks split over threads.

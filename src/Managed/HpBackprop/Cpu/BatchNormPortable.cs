@@ -5,7 +5,7 @@ namespace HpBackprop.Cpu;
 
 /// <summary>
 /// Batch norm (portable TensorPrimitives path) with the Bessel-corrected variance, fused with the tanh that follows it
-/// (SPEC §2), and its fused backward (SPEC §4, exercise 3). Row-major <c>[n,H]</c>; every
+/// (docs/makemore.md §2), and its fused backward (docs/makemore.md §4, exercise 3). Row-major <c>[n,H]</c>; every
 /// column is independent, the loops run over rows and vectorise across columns.
 /// </summary>
 public static partial class BatchNorm

@@ -115,7 +115,7 @@ internal unsafe interface IBatchNormOp
 /// <summary>
 /// <c>batchnorm:F</c> (Bessel or biased) and, when one follows it, its activation, in one sweep per
 /// column block: statistics, normalise, scale and shift, activate; backward through both in one sweep
-/// (SPEC §4's fused formula with <c>n/(n−1)</c>, or 1 in the biased mode). In training the running
+/// (docs/makemore.md §4's fused formula with <c>n/(n−1)</c>, or 1 in the biased mode). In training the running
 /// statistics are updated, <c>running = (1 − momentum)·running + momentum·batch</c>, with the unbiased
 /// variance in both modes. Inference normalises with the running statistics.
 /// </summary>

@@ -1,8 +1,8 @@
 namespace HpBackprop.Cpu;
 
 /// <summary>
-/// A linear layer <c>y = x·W + b</c> with <c>W [in,out]</c> (the SPEC's layout; the compiled network's <see cref="LinearOp"/> keeps
-/// PyTorch's <c>[out,in]</c>), and the column sum that is a broadcast bias's gradient (SPEC §3).
+/// A linear layer <c>y = x·W + b</c> with <c>W [in,out]</c> (the makemore layout; the compiled network's <see cref="LinearOp"/> keeps
+/// PyTorch's <c>[out,in]</c>), and the column sum that is a broadcast bias's gradient (docs/makemore.md §3).
 /// </summary>
 public static unsafe class Linear
 {

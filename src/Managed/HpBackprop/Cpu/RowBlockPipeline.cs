@@ -30,7 +30,7 @@ internal unsafe struct PipelineWeights
     public long* Tracked;
 }
 
-/// <summary>The network's activation buffers the pipeline writes (SPEC names).</summary>
+/// <summary>The network's activation buffers the pipeline writes (makemore names).</summary>
 internal unsafe struct PipelineBuffers
 {
     public float* Embcat, Hprebn, H, Logits, Dlogits, Dhprebn, Dembcat;

@@ -1,6 +1,6 @@
 namespace HpBackprop.Data;
 
-/// <summary>A list of words, one per line of a text file (SPEC §1).</summary>
+/// <summary>A list of words, one per line of a text file (docs/makemore.md §1).</summary>
 public sealed class Corpus
 {
     private Corpus(string source, string[] words, int[] lineNumbers)

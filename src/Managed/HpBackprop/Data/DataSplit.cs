@@ -1,7 +1,7 @@
 namespace HpBackprop.Data;
 
 /// <summary>
-/// The train/dev/test split of SPEC §1: the words are shuffled with a seeded RNG, then the first
+/// The train/dev/test split of docs/makemore.md §1: the words are shuffled with a seeded RNG, then the first
 /// 80% make the training examples, the next 10% the dev examples and the rest the test examples.
 /// </summary>
 public sealed class DataSplit

@@ -1,7 +1,7 @@
 namespace HpBackprop.Data;
 
 /// <summary>
-/// (context, target) examples of SPEC §1: <see cref="X"/> holds <see cref="Count"/> rows of
+/// (context, target) examples of docs/makemore.md §1: <see cref="X"/> holds <see cref="Count"/> rows of
 /// <see cref="BlockSize"/> ids, <see cref="Y"/> the id that follows each context.
 /// </summary>
 public sealed class Dataset
@@ -77,7 +77,7 @@ public sealed class Dataset
     }
 
     /// <summary>
-    /// Draws a minibatch of <c>yb.Length</c> rows uniformly with replacement (SPEC §5) and copies their
+    /// Draws a minibatch of <c>yb.Length</c> rows uniformly with replacement (docs/makemore.md §5) and copies their
     /// contexts into <paramref name="xb"/> <c>[n,B]</c> and targets into <paramref name="yb"/> <c>[n]</c>.
     /// Allocates nothing.
     /// </summary>

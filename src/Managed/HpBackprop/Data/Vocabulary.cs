@@ -3,7 +3,7 @@ using System.Text;
 namespace HpBackprop.Data;
 
 /// <summary>
-/// The character vocabulary of SPEC §1: id 0 is the boundary token <c>'.'</c>, ids 1..V-1 are
+/// The character vocabulary of docs/makemore.md §1: id 0 is the boundary token <c>'.'</c>, ids 1..V-1 are
 /// the corpus's distinct characters in ordinal order. A character is a Unicode scalar value
 /// (<see cref="Rune"/>), so characters outside the Basic Multilingual Plane (emoji) are one id each.
 /// </summary>

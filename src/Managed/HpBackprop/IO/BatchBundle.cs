@@ -6,7 +6,7 @@ namespace HpBackprop.IO;
 /// <summary>
 /// One minibatch and a full set of parameters read from a safetensors file: the input of the
 /// <c>grads</c> interchange and of the oracle bundles. Needs <c>Xb [n,B]</c> and <c>Yb [n]</c>
-/// (I32 or I64) and <c>C, W1, b1, W2, b2, bngain, bnbias</c> (F32 or F64, SPEC §2 shapes);
+/// (I32 or I64) and <c>C, W1, b1, W2, b2, bngain, bnbias</c> (F32 or F64, docs/makemore.md §2 shapes);
 /// other tensors are ignored. The dimensions are read off the shapes and checked against each other.
 /// </summary>
 public sealed class BatchBundle
@@ -25,7 +25,7 @@ public sealed class BatchBundle
     /// <summary>Targets <c>[n]</c>.</summary>
     public int[] Yb { get; }
 
-    /// <summary>The seven parameters by SPEC name, widened to double (exact for F32).</summary>
+    /// <summary>The seven parameters by makemore name, widened to double (exact for F32).</summary>
     public IReadOnlyDictionary<string, double[]> Parameters { get; }
 
     /// <summary>The precision of the parameters in the file: F32 or F64 (the precision of <c>C</c>).</summary>

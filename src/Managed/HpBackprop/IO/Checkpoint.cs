@@ -5,7 +5,7 @@ using HpBackprop.Model;
 namespace HpBackprop.IO;
 
 /// <summary>
-/// A trained model in one safetensors file: the seven parameters (F32, SPEC names and shapes),
+/// A trained model in one safetensors file: the seven parameters (F32, makemore names and shapes),
 /// the batch-norm inference statistics <c>bnmean</c> and <c>bnvar</c> (<c>[1,H]</c>), and in the
 /// header's metadata the configuration and the vocabulary. PyTorch (or the <c>safetensors</c>
 /// package) reads it directly. Saving goes through a temporary file and a rename.

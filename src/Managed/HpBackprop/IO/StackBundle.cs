@@ -7,7 +7,7 @@ using HpBackprop.Reference;
 namespace HpBackprop.IO;
 
 /// <summary>
-/// A SPEC §7 grads-interchange input for a layer stack, read from a safetensors file and checked
+/// A docs/stacks.md grads-interchange input for a layer stack, read from a safetensors file and checked
 /// against its stack: metadata <c>layers</c> (the text form), <c>loss</c>, optional <c>l2</c>,
 /// <c>bn_momentum</c> (default 0.001) and <c>eps</c> (default 1e-5); tensors <c>x</c> (I32/I64
 /// <c>[n,B]</c> for a stack on ids, F32/F64 <c>[n,D]</c> otherwise), <c>y</c> (I32/I64 <c>[n]</c> for
@@ -234,7 +234,7 @@ internal sealed record StackFileHeader(Sequential Stack, LossKind Loss, double L
         }
         double l2 = Num("l2", 0, false), momentum = Num("bn_momentum", 0.001, false), eps = Num("eps", 1e-5, true);
         if (momentum > 1) throw new SafeTensorsFormatException(source, $"metadata 'bn_momentum' = {momentum} is not in [0, 1].");
-        // one precision for the inputs and parameters (running buffers, which SPEC §7 checkpoints keep in
+        // one precision for the inputs and parameters (running buffers, which checkpoints (docs/stacks.md) keep in
         // F32, and any other tensor are widened whatever their precision)
         DType? precision = null;
         string? first = null;

@@ -225,7 +225,7 @@ public static class StackCheckpoint
 
     /// <summary>
     /// The inverse of <see cref="FromParameterSet(ParameterSet, NetworkOptions)"/>: copies the parameters, their gradients
-    /// and the running statistics of a network of the makemore stack into <paramref name="p"/> under the SPEC names
+    /// and the running statistics of a network of the makemore stack into <paramref name="p"/> under the makemore names
     /// (the linear weights transposed back to <c>W1 [B·E,H]</c> and <c>W2 [H,V]</c>).
     /// </summary>
     /// <exception cref="ArgumentException">The network's stack is not <see cref="Sequential.Makemore"/> of <paramref name="p"/>'s configuration.</exception>

@@ -1,7 +1,7 @@
 namespace HpBackprop.Model;
 
 /// <summary>
-/// The dimensions of the makemore MLP (SPEC notation in brackets): vocabulary size [V], block
+/// The dimensions of the makemore MLP (docs/makemore.md notation in brackets): vocabulary size [V], block
 /// size [B], embedding width [E = n_embd], hidden width [H = n_hidden], batch size [n] and the
 /// batch-norm epsilon.
 /// </summary>
@@ -26,7 +26,7 @@ public sealed record ModelConfig(int VocabSize, int BlockSize = 3, int Embedding
         Check(BlockSize >= 1, nameof(BlockSize), BlockSize, "at least 1");
         Check(EmbeddingSize >= 1, nameof(EmbeddingSize), EmbeddingSize, "at least 1");
         Check(HiddenSize >= 1, nameof(HiddenSize), HiddenSize, "at least 1");
-        Check(BatchSize >= 2, nameof(BatchSize), BatchSize, "at least 2: a batch of 1 has no variance for batch norm (SPEC §2)");
+        Check(BatchSize >= 2, nameof(BatchSize), BatchSize, "at least 2: a batch of 1 has no variance for batch norm (docs/makemore.md §2)");
         Check(double.IsFinite(Eps) && Eps > 0, nameof(Eps), Eps, "a positive finite number");
         Check((long)VocabSize * EmbeddingSize + (long)ContextWidth * HiddenSize + (long)HiddenSize * VocabSize < int.MaxValue / 2,
             "size", VocabSize, "small enough for 2^30 parameters");

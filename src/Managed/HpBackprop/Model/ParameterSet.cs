@@ -1,9 +1,9 @@
 namespace HpBackprop.Model;
 
 /// <summary>Where one named parameter lives in the flat buffers.</summary>
-/// <param name="Name">The SPEC name (C, W1, b1, W2, b2, bngain, bnbias).</param>
+/// <param name="Name">The makemore name (C, W1, b1, W2, b2, bngain, bnbias).</param>
 /// <param name="Offset">First element in <see cref="ParameterSet.Data"/> and <see cref="ParameterSet.Grad"/>.</param>
-/// <param name="Shape">The SPEC shape.</param>
+/// <param name="Shape">The makemore shape.</param>
 public sealed record ParameterInfo(string Name, int Offset, int[] Shape)
 {
     /// <summary>Number of elements.</summary>
@@ -12,7 +12,7 @@ public sealed record ParameterInfo(string Name, int Offset, int[] Shape)
 
 /// <summary>
 /// All parameters of the MLP in one flat buffer, all their gradients in another of the same
-/// layout, with named views (DESIGN: one SGD update, one device copy, one checkpoint format).
+/// layout, with named views (docs/design.md: one SGD update, one device copy, one checkpoint format).
 /// Each tensor starts on a 64-byte boundary of the buffer so vector loads line up.
 /// Also holds the batch-norm statistics used at inference (not trained by SGD).
 /// </summary>
@@ -71,7 +71,7 @@ public sealed class ParameterSet
     /// <summary>Whether <see cref="RunningMean"/>/<see cref="RunningVar"/> come from a calibration pass over the training split.</summary>
     public bool IsCalibrated { get; set; }
 
-    /// <summary>Looks up a parameter by SPEC name.</summary>
+    /// <summary>Looks up a parameter by makemore name.</summary>
     public ParameterInfo Info(string name) =>
         Array.Find(_infos, p => p.Name == name) ?? throw new ArgumentException($"no parameter named '{name}'; the names are {string.Join(", ", Names)}.", nameof(name));
 
@@ -114,7 +114,7 @@ public sealed class ParameterSet
     private Span<float> View(float[] buffer, int i) => buffer.AsSpan(_infos[i].Offset, _infos[i].Length);
 
     /// <summary>
-    /// Fills the parameters with SPEC §2's initialisation (exercise 4), drawing standard normals
+    /// Fills the parameters with docs/makemore.md §2's initialisation (exercise 4), drawing standard normals
     /// from a generator seeded with <paramref name="seed"/>: C ~ N(0,1), W1 ~ N(0,1)·(5/3)/√(B·E),
     /// b1, W2, b2 ~ N(0,1)·0.1, bngain ~ N(0,1)·0.1 + 1, bnbias ~ N(0,1)·0.1.
     /// </summary>

@@ -2,8 +2,8 @@ namespace HpBackprop.Networks;
 
 /// <summary>
 /// The buffers of the last training step of a network of the makemore stack (<see cref="Sequential.Makemore"/>)
-/// under the SPEC names of the makemore format, for the <c>grads</c> and <c>check</c> commands, the oracle tests and
-/// the benchmarks. Parameters and gradients by SPEC name: <see cref="IO.StackCheckpoint.ToParameterSet"/>.
+/// under the makemore names of the makemore format, for the <c>grads</c> and <c>check</c> commands, the oracle tests and
+/// the benchmarks. Parameters and gradients by makemore name: <see cref="IO.StackCheckpoint.ToParameterSet"/>.
 /// </summary>
 internal static class MakemoreView
 {
@@ -11,7 +11,7 @@ internal static class MakemoreView
     public static readonly string[] Names = ["embcat", "hprebn", "bnmeani", "bnvar", "bnvar_inv", "bnraw", "h", "logits", "dlogits", "dh", "dhprebn", "dembcat"];
 
     /// <summary>
-    /// A copy of a buffer of the last training step (<c>ForwardBackward</c> or <c>Step</c>) by SPEC name: the op outputs
+    /// A copy of a buffer of the last training step (<c>ForwardBackward</c> or <c>Step</c>) by makemore name: the op outputs
     /// embcat (op 0), hprebn (op 1), h (op 2), logits (op 3) and their gradients dembcat, dhprebn, dh, dlogits; the
     /// batch statistics bnmeani, bnvar (Bessel), bnvar_inv; and bnraw = (hprebn − bnmeani)·bnvar_inv, computed here.
     /// </summary>

@@ -22,7 +22,7 @@ public readonly record struct TensorShape(bool IsIds, int Rows, int Width)
     public override string ToString() => Rows == 0 ? $"[n,{Width}]" : $"[n,{Rows},{Width}]";
 }
 
-/// <summary>Where one named parameter of a stack lives: the SPEC §7 state-dict name, its layer and its shape.</summary>
+/// <summary>Where one named parameter of a stack lives: the state-dict name (docs/stacks.md), its layer and its shape.</summary>
 /// <param name="Name">The state-dict name, <c>{i}.weight</c> or <c>{i}.bias</c>.</param>
 /// <param name="Layer">The 0-based index of the layer.</param>
 /// <param name="Shape">The PyTorch shape (linear weight <c>[OUT,IN]</c>).</param>

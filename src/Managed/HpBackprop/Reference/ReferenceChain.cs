@@ -4,23 +4,23 @@ using HpBackprop.Model;
 namespace HpBackprop.Reference;
 
 /// <summary>
-/// Exercise 1: the forward pass broken into SPEC §2's atomic pieces and the backward pass
-/// through every one of them (SPEC §3), producing all 26 named gradients. Written for clarity,
+/// Exercise 1: the forward pass broken into docs/makemore.md §2's atomic pieces and the backward pass
+/// through every one of them (docs/makemore.md §3), producing all 26 named gradients. Written for clarity,
 /// not speed, and generic over the element type so the formulas can be checked in
 /// <see cref="double"/> apart from float rounding. Each backward line sits in the same order as
-/// SPEC §3; <see cref="Tensors"/> exposes every intermediate and gradient by SPEC name.
+/// docs/makemore.md §3; <see cref="Tensors"/> exposes every intermediate and gradient by makemore name.
 /// </summary>
 /// <typeparam name="T"><see cref="float"/> or <see cref="double"/>.</typeparam>
 public sealed class ReferenceChain<T> where T : IFloatingPointIeee754<T>
 {
-    /// <summary>The forward intermediates in SPEC §2 order.</summary>
+    /// <summary>The forward intermediates in docs/makemore.md §2 order.</summary>
     public static readonly IReadOnlyList<string> ForwardNames =
     [
         "emb", "embcat", "hprebn", "bnmeani", "bndiff", "bndiff2", "bnvar", "bnvar_inv", "bnraw", "hpreact", "h",
         "logits", "logit_maxes", "norm_logits", "counts", "counts_sum", "counts_sum_inv", "probs", "logprobs",
     ];
 
-    /// <summary>The 26 gradients in SPEC §3 order.</summary>
+    /// <summary>The 26 gradients in docs/makemore.md §3 order.</summary>
     public static readonly IReadOnlyList<string> GradientNames =
     [
         "dlogprobs", "dprobs", "dcounts_sum_inv", "dcounts_sum", "dcounts", "dnorm_logits", "dlogit_maxes", "dlogits",
@@ -36,7 +36,7 @@ public sealed class ReferenceChain<T> where T : IFloatingPointIeee754<T>
     /// Runs the forward and backward chain on one minibatch.
     /// </summary>
     /// <param name="config">Dimensions; <see cref="ModelConfig.BatchSize"/> is taken from <paramref name="yb"/>.</param>
-    /// <param name="parameters">The seven parameters by SPEC name (C, W1, b1, W2, b2, bngain, bnbias), row-major.</param>
+    /// <param name="parameters">The seven parameters by makemore name (C, W1, b1, W2, b2, bngain, bnbias), row-major.</param>
     /// <param name="xb">Contexts <c>[n,B]</c>.</param>
     /// <param name="yb">Targets <c>[n]</c>.</param>
     public ReferenceChain(ModelConfig config, IReadOnlyDictionary<string, T[]> parameters, ReadOnlySpan<int> xb, ReadOnlySpan<int> yb)
@@ -64,10 +64,10 @@ public sealed class ReferenceChain<T> where T : IFloatingPointIeee754<T>
     /// <summary>The loss of the minibatch.</summary>
     public T Loss { get; private set; } = T.Zero;
 
-    /// <summary>Every parameter, forward intermediate and gradient by SPEC name.</summary>
+    /// <summary>Every parameter, forward intermediate and gradient by makemore name.</summary>
     public IReadOnlyDictionary<string, NamedTensor<T>> Tensors => _t;
 
-    /// <summary>One tensor's data by SPEC name.</summary>
+    /// <summary>One tensor's data by makemore name.</summary>
     public T[] this[string name] => _t.TryGetValue(name, out var t) ? t.Data : throw new KeyNotFoundException($"the reference chain has no tensor '{name}'.");
 
     private static T[] Param(IReadOnlyDictionary<string, T[]> p, string name, int length)

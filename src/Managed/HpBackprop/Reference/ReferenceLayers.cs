@@ -4,7 +4,7 @@ using HpBackprop.Networks;
 namespace HpBackprop.Reference;
 
 /// <summary>
-/// SPEC §7, one layer and one loss at a time: each forward as plain loops with its backward right
+/// docs/stacks.md, one layer and one loss at a time: each forward as plain loops with its backward right
 /// beside it, generic over the element type (<see cref="double"/> for the oracle, <see cref="float"/>
 /// to see plain single-precision rounding). Written for clarity, not speed: the reference the fast
 /// path is tested against. Tensors are row-major spans; <c>n</c> is the number of rows. Every
@@ -101,7 +101,7 @@ public static class ReferenceLayers<T> where T : IFloatingPointIeee754<T>
     // ------------------------------------------------------------------ batchnorm:F[:biased]
 
     /// <summary>
-    /// Batch norm in training mode over the rows of <c>x [n,F]</c>, SPEC §2 names:
+    /// Batch norm in training mode over the rows of <c>x [n,F]</c>, docs/makemore.md §2 names:
     /// <c>bnmeani = 1/n·sum0(x)</c>; <c>bndiff = x − bnmeani</c>; <c>bnvar = 1/(n−1)·sum0(bndiff²)</c>
     /// (<see cref="BatchNormMode.Bessel"/>) or <c>1/n·sum0(bndiff²)</c> (<see cref="BatchNormMode.Biased"/>);
     /// <c>bnvar_inv = (bnvar + eps)^−½</c>; <c>bnraw = bndiff·bnvar_inv</c>; <c>y = gain·bnraw + bias</c>.
@@ -136,7 +136,7 @@ public static class ReferenceLayers<T> where T : IFloatingPointIeee754<T>
     }
 
     /// <summary>
-    /// SPEC §4 per column: <c>dgain = sum0(bnraw·dy)</c>, <c>dbias = sum0(dy)</c>,
+    /// docs/makemore.md §4 per column: <c>dgain = sum0(bnraw·dy)</c>, <c>dbias = sum0(dy)</c>,
     /// <c>dx = gain·bnvar_inv/n·(n·dy − sum0(dy) − f·bnraw·sum0(dy·bnraw))</c> with <c>f = n/(n−1)</c>
     /// (<see cref="BatchNormMode.Bessel"/>) or <c>f = 1</c> (<see cref="BatchNormMode.Biased"/>).
     /// An empty <paramref name="dx"/> is skipped.
@@ -206,7 +206,7 @@ public static class ReferenceLayers<T> where T : IFloatingPointIeee754<T>
     // ------------------------------------------------------------------ losses (z [n,k])
 
     /// <summary>
-    /// Softmax cross-entropy against class ids (SPEC §4): per row, with <c>m</c> the row max,
+    /// Softmax cross-entropy against class ids (docs/makemore.md §4): per row, with <c>m</c> the row max,
     /// <c>loss_i = log(sum_j exp(z_ij − m)) + m − z[i, t_i]</c>; returns the mean over rows and writes
     /// <c>dz = (softmax(z) − onehot(t))/n</c>.
     /// </summary>

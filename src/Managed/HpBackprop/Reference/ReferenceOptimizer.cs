@@ -5,7 +5,7 @@ using HpBackprop.Networks;
 namespace HpBackprop.Reference;
 
 /// <summary>
-/// The optimisers of SPEC §7 as plain loops over named parameters, with the operation order of
+/// The optimisers of docs/stacks.md as plain loops over named parameters, with the operation order of
 /// PyTorch 1.13's single-tensor <c>torch.optim.SGD</c> and <c>torch.optim.AdamW</c>, and the
 /// learning-rate schedule evaluated in double precision. Holds the optimiser state (momentum, AdamW's
 /// moments and step count t) per parameter name.

@@ -4,7 +4,7 @@ using HpBackprop.Networks;
 namespace HpBackprop.Reference;
 
 /// <summary>
-/// The plain-loop reference for a <see cref="Sequential"/> stack and its loss (SPEC §7): one
+/// The plain-loop reference for a <see cref="Sequential"/> stack and its loss (docs/stacks.md): one
 /// training-mode forward and backward (<see cref="Run"/>), the inference forward
 /// (<see cref="Forward"/>), and a training step with a <see cref="ReferenceOptimizer{T}"/>
 /// (<see cref="TrainStep"/>). Every layer goes through its <see cref="ReferenceLayers{T}"/> forward and
@@ -59,10 +59,10 @@ public sealed class StackReference<T> where T : IFloatingPointIeee754<T>
     /// <summary>The L2 penalty <c>l2</c>: <c>loss += l2·sum(W²)</c> over every linear weight; 0 for none.</summary>
     public T L2 { get; init; } = T.Zero;
 
-    /// <summary>The batch-norm momentum: <c>running = (1 − m)·running + m·batch_stat</c> (SPEC default 0.001).</summary>
+    /// <summary>The batch-norm momentum: <c>running = (1 − m)·running + m·batch_stat</c> (default 0.001).</summary>
     public T BatchNormMomentum { get; init; } = T.CreateChecked(0.001);
 
-    /// <summary>The batch-norm epsilon (SPEC: 1e-5).</summary>
+    /// <summary>The batch-norm epsilon (1e-5).</summary>
     public T Eps { get; init; } = T.CreateChecked(1e-5);
 
     /// <summary>

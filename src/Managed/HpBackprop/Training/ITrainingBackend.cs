@@ -5,7 +5,7 @@ namespace HpBackprop.Training;
 
 /// <summary>
 /// The CUDA backend's contract for the makemore MLP over a
-/// <see cref="ParameterSet"/>, so it can fuse freely (DESIGN). It also evaluates, calibrates
+/// <see cref="ParameterSet"/>, so it can fuse freely (docs/design.md). It also evaluates, calibrates
 /// batch norm and produces logits for sampling. A step allocates nothing.
 /// </summary>
 internal interface ITrainingBackend : IDisposable

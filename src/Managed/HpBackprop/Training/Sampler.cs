@@ -5,7 +5,7 @@ using HpBackprop.Model;
 namespace HpBackprop.Training;
 
 /// <summary>
-/// Generates words from a trained model (SPEC §5): start from a context of boundary ids, forward
+/// Generates words from a trained model (docs/makemore.md §5): start from a context of boundary ids, forward
 /// one row with the inference batch-norm statistics, soften the logits by a temperature, draw the
 /// next id and stop at the boundary id or at the length guard.
 /// </summary>

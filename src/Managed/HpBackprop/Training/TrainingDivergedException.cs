@@ -5,7 +5,7 @@ public sealed class TrainingDivergedException : Exception
 {
     /// <summary>Creates the exception.</summary>
     public TrainingDivergedException(int step, float learningRate, float loss)
-        : base($"training diverged at step {step}: the loss is {loss} with learning rate {learningRate}. Lower the learning rate (--lr) and start again.")
+        : base($"training diverged at step {step}: the loss is {loss} with learning rate {learningRate}. Lower the optimizer's LearningRate and start again.")
     {
         Step = step; LearningRate = learningRate; Loss = loss;
     }
