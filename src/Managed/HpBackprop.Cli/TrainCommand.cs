@@ -300,13 +300,19 @@ internal static class TrainCommand
                     }
                     if (asJson)
                     {
-                        stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                        // written field by field (no reflection: the CLI stays trim- and NativeAOT-safe)
+                        var buffer = new System.IO.MemoryStream();
+                        using (var w = new Utf8JsonWriter(buffer))
                         {
-                            ["steps"] = nSteps, ["batch"] = net.BatchSize, ["block"] = blockSize, ["layers"] = stack.ToString(),
-                            ["parameters"] = net.Parameters.Count, ["vocab"] = V, ["device"] = deviceName, ["threads"] = nThreads,
-                            ["train_seconds"] = Math.Round(seconds, 4), ["steps_per_second"] = Math.Round(stepsThisProcess / seconds, 1),
-                            ["train_loss"] = trainLoss, ["dev_loss"] = devLoss,
-                        }));
+                            w.WriteStartObject();
+                            w.WriteNumber("steps", nSteps); w.WriteNumber("batch", net.BatchSize); w.WriteNumber("block", blockSize);
+                            w.WriteString("layers", stack.ToString()); w.WriteNumber("parameters", net.Parameters.Count); w.WriteNumber("vocab", V);
+                            w.WriteString("device", deviceName); w.WriteNumber("threads", nThreads);
+                            w.WriteNumber("train_seconds", Math.Round(seconds, 4)); w.WriteNumber("steps_per_second", Math.Round(stepsThisProcess / seconds, 1));
+                            w.WriteNumber("train_loss", trainLoss); w.WriteNumber("dev_loss", devLoss);
+                            w.WriteEndObject();
+                        }
+                        stdout.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
                     }
                 }
                 return Program.Ok;
