@@ -214,4 +214,50 @@ public sealed class RobustCliTests
         Assert.AreEqual(2, code, stderr);
         StringAssert.Contains(stderr, path);
     }
+
+    [TestMethod]
+    public void AFileThatIsNoBundleAndIdsBeyond32BitsExitTwoNamingTheFile()
+    {
+        using var dir = new TempDir();
+        // a safetensors file without gradients or inputs: check --bundle and grads --in name the file and say what a bundle holds
+        var f = new SafeTensorsFile();
+        f.Add("x", new float[] { 1, 2, 3, 4, 5, 6 }, 2, 3);
+        string none = dir.File("nothing.safetensors");
+        f.Save(none);
+        foreach (var args in new[] { new[] { "check", "--bundle", none }, ["grads", "--in", none, "--out", dir.File("o.safetensors")] })
+        {
+            var (code, _, err) = Run(args);
+            Assert.AreEqual(2, code, err);
+            StringAssert.Contains(err, none);
+            StringAssert.Contains(err, "not a grads bundle");
+        }
+        // a stack bundle whose I64 ids do not fit in 32 bits
+        var b = SafeTensorsFile.Read(StackOracle.PathOf("makemore", "f32"));
+        var g = new SafeTensorsFile();
+        foreach (var (k, v) in b.Metadata) g.Metadata[k] = v;
+        foreach (var (name, t) in b.Tensors)
+        {
+            if (name != "x") { AddLike(g, name, t); continue; }
+            var ids = t.ToInt32().Select(v => (long)v).ToArray();
+            ids[0] = 1L << 40;
+            g.Add(name, ids, t.Shape);
+        }
+        string big = dir.File("bigids.safetensors");
+        g.Save(big);
+        var (c2, _, e2) = Run("grads", "--in", big, "--out", dir.File("o2.safetensors"));
+        Assert.AreEqual(2, c2, e2);
+        StringAssert.Contains(e2, "bigids.safetensors");
+        StringAssert.Contains(e2, "32");
+    }
+
+    private static void AddLike(SafeTensorsFile g, string name, SafeTensor t)
+    {
+        switch (t.DType)
+        {
+            case DType.F32: g.Add(name, t.ToSingle(), t.Shape); break;
+            case DType.F64: g.Add(name, t.ToDouble(), t.Shape); break;
+            case DType.I64: g.Add(name, t.ToInt32().Select(v => (long)v).ToArray(), t.Shape); break;
+            default: g.Add(name, t.ToInt32(), t.Shape); break;
+        }
+    }
 }

@@ -54,9 +54,19 @@ internal static class CheckCommand
         return cmd;
     }
 
+    /// <summary>A makemore bundle, or exit 2 naming the option, the file and what is wrong with it (a file that is neither kind of bundle says so).</summary>
+    internal static BatchBundle LoadBundle(string path, string option)
+    {
+        try { return BatchBundle.Load(path); }
+        catch (HpBackprop.Model.ShapeException e)
+        {
+            throw new UserErrorException($"{option} {path}: not a grads bundle: a makemore bundle holds Xb, Yb and the seven parameters, a stack bundle has 'layers' in its metadata; {e.Message}");
+        }
+    }
+
     private static int AgainstBundle(string path, TextWriter stdout)
     {
-        var bundle = BatchBundle.Load(path);
+        var bundle = LoadBundle(path, "--bundle");
         var f = bundle.File;
         double Scale(string g) => MaxAbs(f[ParityTable.ScaleTensorOf(g)].ToDouble());
         IEnumerable<string> names = ReferenceChain<double>.GradientNames;

@@ -36,7 +36,7 @@ internal static class GradsCommand
             Inputs.CheckWritable("--out", outPath);
             var file = SafeTensorsFile.Read(inPath);
             if (file.Metadata.ContainsKey("layers")) return Stack(file, inPath, outPath, pr.GetValue(mode)!, pr.GetValue(device)!, stdout, stderr);
-            var bundle = BatchBundle.Load(inPath);
+            var bundle = CheckCommand.LoadBundle(inPath, "--in");
             var result = new SafeTensorsFile();
             var c = bundle.Config;
             if (pr.GetValue(mode) == "atomic")
