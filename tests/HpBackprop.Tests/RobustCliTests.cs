@@ -7,13 +7,7 @@ namespace HpBackprop.Tests;
 [TestClass]
 public sealed class RobustCliTests
 {
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Program.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => CliRunner.Run(args);
 
     /// <summary>A writer that cancels when the text it is given contains <paramref name="trigger"/> (a progress line).</summary>
     private sealed class CancelOn(string trigger, CancellationTokenSource cts) : StringWriter

@@ -9,13 +9,7 @@ namespace HpBackprop.Tests;
 [TestClass]
 public sealed class StackCliTests
 {
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Program.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => CliRunner.Run(args);
 
     private static (string Path, int Vocab) Corpus(TempDir dir)
     {
