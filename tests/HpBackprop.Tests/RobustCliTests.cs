@@ -254,4 +254,32 @@ public sealed class RobustCliTests
             default: g.Add(name, t.ToInt32(), t.Shape); break;
         }
     }
+
+    [TestMethod]
+    public void AHugeOrBinaryLineIsCutAndEscapedInTheMessageAndADirectoryIsNamedAsOne()
+    {
+        using var dir = new TempDir();
+        // a 1 MB word with a space in it, then a word with raw control bytes: the message shows at most a short, printable excerpt
+        string huge = dir.File("huge.txt");
+        File.WriteAllText(huge, "anna\n" + new string('a', 1 << 20) + " b\n");
+        string binary = dir.File("binary.txt");
+        File.WriteAllBytes(binary, [(byte)'b', (byte)'o', (byte)'b', (byte)'\n', 0x1b, (byte)'[', (byte)'2', (byte)'J', 0x07, (byte)'x', (byte)'\n']);
+        foreach (var path in new[] { huge, binary })
+        {
+            var (code, _, err) = Run("train", "--data", path, "--steps", "1", "--samples", "0");
+            Assert.AreEqual(2, code, err.Length > 500 ? err[..500] : err);
+            Assert.IsTrue(err.Length < 600, $"the message is {err.Length} characters long");
+            Assert.IsFalse(err.Any(c => char.IsControl(c) && c != '\n' && c != '\r'), $"the message holds a raw control character: {err}");
+            StringAssert.Contains(err, ":2");
+        }
+        // a directory given where a file is read is called a directory, for each command
+        string model = dir.File("m.safetensors");
+        Assert.AreEqual(0, Run("train", "--steps", "2", "--samples", "0", "--out", model).Code);
+        foreach (var args in new[] { new[] { "train", "--data", dir.Path, "--steps", "1" }, ["eval", "--model", dir.Path], ["eval", "--model", model, "--data", dir.Path], ["sample", "--model", dir.Path] })
+        {
+            var (code, _, err) = Run(args);
+            Assert.AreEqual(2, code, $"{string.Join(' ', args)}: {err}");
+            StringAssert.Contains(err, "directory", $"{string.Join(' ', args)}");
+        }
+    }
 }
