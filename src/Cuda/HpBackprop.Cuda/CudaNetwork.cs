@@ -34,7 +34,7 @@ public sealed class CudaNetwork : INetwork
 
     private readonly CudaBackend _backend;
     private readonly ParameterSet _set;
-    private readonly int _b, _e, _h, _v, _k;
+    private readonly int _b, _v;
     private long _tracked;
 
     private CudaNetwork(Sequential stack, NetworkOptions options, CudaBackend backend, ParameterSet set)
@@ -44,7 +44,7 @@ public sealed class CudaNetwork : INetwork
         _backend = backend;
         _set = set;
         var c = set.Config;
-        _b = c.BlockSize; _e = c.EmbeddingSize; _h = c.HiddenSize; _v = c.VocabSize; _k = c.ContextWidth;
+        _b = c.BlockSize; _v = c.VocabSize;
         _backend.RunningMomentum = options.BatchNormMomentum;
         // zeros and unit running variances on both sides, as the backend uploaded them
         Parameters = new ParameterStore(stack, options.Optimizer.StateSlots);

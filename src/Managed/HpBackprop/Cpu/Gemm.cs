@@ -14,7 +14,7 @@ namespace HpBackprop.Cpu;
 /// </summary>
 /// <remarks>
 /// One register-blocked kernel serves all three forms: an 8×32 tile of <c>C</c> held in
-/// sixteen 512-bit registers (Vector256 pairs on machines without AVX-512), <c>A</c> read in
+/// sixteen 512-bit registers (without AVX-512: 4×2 tiles of <c>Vector&lt;float&gt;</c>, whatever its width), <c>A</c> read in
 /// place through eight row pointers (its layout is a pair of strides, so <c>Aᵀ</c> costs no
 /// copy), <c>B</c> read as 32-column panels — in place when its rows are contiguous and the
 /// panel is full, otherwise packed (transposed for <c>Bᵀ</c>, zero-padded at the right
@@ -27,7 +27,7 @@ public static unsafe class Gemm
 {
     internal const int MR = 8, NR = 32, KC = 256, MC = 64;
 
-    /// <summary>Forces the Vector256 kernel (for tests of the fallback path).</summary>
+    /// <summary>Forces the kernel used without AVX-512 (the <c>Vector&lt;float&gt;</c> tiles), for tests of that path.</summary>
     internal static bool ForceVector256 { get; set; }
 
     /// <summary>Products below this many multiply-adds run on one thread.</summary>
@@ -690,9 +690,8 @@ public static unsafe class Gemm
     private static void Kernel256(int kc, float* a, nint ars, nint acs, int rows, float* bp, nint bstride,
         float* c, nint ldc, int cols, int mode, float* bias, bool addC)
     {
-        int w = Vector<float>.Count, group = 2 * w;
-        if (group > NR) { KernelRow(kc, a, ars, acs, rows, bp, bstride, c, ldc, cols, mode, bias, addC); return; }
-        float* tile = stackalloc float[4 * 2 * 16];
+        int w = Vector<float>.Count, group = 2 * w; // at most 2·16 = NR: Vector<float> is 4, 8 or (by request) 16 lanes
+        float* tile = stackalloc float[4 * NR];
         for (int j0 = 0; j0 < NR && j0 < cols; j0 += group)
         {
             int gc = Math.Min(group, cols - j0);
@@ -770,41 +769,6 @@ public static unsafe class Gemm
         if (!full)
             for (int r = 0; r < rows; r++)
                 for (int j = 0; j < cols; j++) c[r * ldc + j] = tile[r * group + j];
-    }
-
-    /// <summary>One row of 32 columns at a time with 256-bit vectors (only when <c>Vector&lt;float&gt;</c> is wider than 8 lanes and AVX-512 is off).</summary>
-    private static void KernelRow(int kc, float* a, nint ars, nint acs, int rows, float* bp, nint bstride,
-        float* c, nint ldc, int cols, int mode, float* bias, bool addC)
-    {
-        float* tile = stackalloc float[NR];
-        for (int r = 0; r < rows; r++)
-        {
-            float* cr = c + r * ldc;
-            bool fullRow = cols == NR;
-            float* ct = fullRow ? cr : tile;
-            if (!fullRow && (mode == 1 || addC)) for (int j = 0; j < NR; j++) tile[j] = j < cols ? cr[j] : 0f;
-            Vector256<float> v0, v1, v2, v3;
-            if (mode == 1) { v0 = Vector256.Load(ct); v1 = Vector256.Load(ct + 8); v2 = Vector256.Load(ct + 16); v3 = Vector256.Load(ct + 24); }
-            else if (mode == 2)
-            {
-                v0 = Vector256.Load(bias); v1 = Vector256.Load(bias + 8); v2 = Vector256.Load(bias + 16); v3 = Vector256.Load(bias + 24);
-                if (addC) { v0 += Vector256.Load(ct); v1 += Vector256.Load(ct + 8); v2 += Vector256.Load(ct + 16); v3 += Vector256.Load(ct + 24); }
-            }
-            else v0 = v1 = v2 = v3 = Vector256<float>.Zero;
-            float* ar = a + r * ars;
-            float* b = bp;
-            for (int p = 0; p < kc; p++)
-            {
-                var x = Vector256.Create(ar[p * acs]);
-                v0 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b), v0);
-                v1 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b + 8), v1);
-                v2 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b + 16), v2);
-                v3 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b + 24), v3);
-                b += bstride;
-            }
-            v0.Store(ct); v1.Store(ct + 8); v2.Store(ct + 16); v3.Store(ct + 24);
-            if (!fullRow) for (int j = 0; j < cols; j++) cr[j] = tile[j];
-        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

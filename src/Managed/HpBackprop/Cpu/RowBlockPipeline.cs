@@ -36,11 +36,27 @@ internal unsafe struct PipelineBuffers
     public float* Embcat, Hprebn, H, Logits, Dlogits, Dhprebn, Dembcat;
 }
 
+/// <summary>The row-block pipeline's sizes and where it applies (see <see cref="RowBlockPipeline{TA,TB}"/>).</summary>
+internal static class RowBlockPipeline
+{
+    /// <summary>Rows per block (a block of a 1024-wide layer is 256 KB).</summary>
+    internal const int BlockRows = 64;
+
+    /// <summary>Batches of at least this many rows take the pipeline.</summary>
+    internal const int MinRows = 256;
+
+    /// <summary>At most this many chunks of consecutive blocks: the unit threads share, each with its own dW2 partial.</summary>
+    internal const int MaxChunks = 8;
+
+    /// <summary>Whether the pipeline can run here: AVX-512 without the 256-bit override, and a batch of at least <see cref="MinRows"/> rows.</summary>
+    internal static bool Applies(int n) => n >= MinRows && Avx512F.IsSupported && !Gemm.ForceVector256;
+}
+
 /// <summary>
 /// The row-block pipeline: the training step of <c>embedding:VxE, flatten, linear:KxH, batchnorm:H, ACT,
 /// linear:HxV</c> with cross-entropy, for large batches on AVX-512 (a named fusion pattern the network compiler
-/// chooses for n ≥ <see cref="MinRows"/>). A large step is bound by memory traffic over the <c>[n,H]</c> matrices,
-/// not by arithmetic, so the batch is cut into blocks of <see cref="BlockRows"/> rows and each block is carried
+/// chooses for n ≥ <see cref="RowBlockPipeline.MinRows"/>). A large step is bound by memory traffic over the <c>[n,H]</c> matrices,
+/// not by arithmetic, so the batch is cut into blocks of <see cref="RowBlockPipeline.BlockRows"/> rows and each block is carried
 /// through several layers while it is in the core's L2 cache:
 /// <list type="number">
 /// <item>gather <c>embcat</c>, <c>hprebn = embcat·W1ᵀ + b1</c>, and the block's column sums and squared deviations about
@@ -61,15 +77,6 @@ internal unsafe struct PipelineBuffers
 internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
     where TA : struct, IActivation where TB : struct, BatchNorm.IBnMode
 {
-    /// <summary>Rows per block (a block of a 1024-wide layer is 256 KB).</summary>
-    internal const int BlockRows = 64;
-
-    /// <summary>Batches of at least this many rows take the pipeline.</summary>
-    internal const int MinRows = 256;
-
-    /// <summary>At most this many chunks of consecutive blocks: the unit threads share, each with its own dW2 partial.</summary>
-    internal const int MaxChunks = 8;
-
     private readonly PipelineWeights _w;
     private readonly PipelineBuffers _x;
     private readonly int _n, _b, _e, _h, _v, _k, _blocks, _chunks;
@@ -86,14 +93,14 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
         _w = weights; _x = buffers;
         _n = n; _b = block; _e = embedding; _h = hidden; _v = vocab; _k = block * embedding;
         _eps = eps; _momentum = momentum; _pool = pool;
-        _blocks = (n + BlockRows - 1) / BlockRows;
-        _chunks = Math.Min(_blocks, MaxChunks);
+        _blocks = (n + RowBlockPipeline.BlockRows - 1) / RowBlockPipeline.BlockRows;
+        _chunks = Math.Min(_blocks, RowBlockPipeline.MaxChunks);
         int H = hidden, V = vocab, K = _k;
         _mean = Buf(H); _var = Buf(H); _varInv = Buf(H);
         _pW2 = Buf((long)_chunks * V * H);
         _pA = Buf((long)_blocks * H); _pB = Buf((long)_blocks * H); _pC = Buf((long)_blocks * H);
         _pLoss = new double[_blocks];
-        _pDh = Buf((long)threads * BlockRows * H);
+        _pDh = Buf((long)threads * RowBlockPipeline.BlockRows * H);
         _packW1 = Buf(Gemm.PackedSize(K, H)); _packW2 = Buf(Gemm.PackedSize(H, V));
         _packW2t = Buf(Gemm.PackedSize(V, H)); _packW1t = Buf(Gemm.PackedSize(H, K));
         _coefA = Buf(H); _coefE = Buf(H); _coefS = Buf(H);
@@ -102,12 +109,9 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
         _work = new Work(this);
     }
 
-    /// <summary>Whether the pipeline can run here: AVX-512 without the 256-bit override, and a batch of at least <see cref="MinRows"/> rows.</summary>
-    internal static bool Applies(int n) => n >= MinRows && Avx512F.IsSupported && !Gemm.ForceVector256;
-
     public (float[] Mean, float[] Variance, float[] VarInv) Statistics => (_mean, _var, _varInv);
 
-    public string Pattern => $"row-block pipeline ({BlockRows}-row blocks, {_chunks} chunks): embedding+flatten, linear, " +
+    public string Pattern => $"row-block pipeline ({RowBlockPipeline.BlockRows}-row blocks, {_chunks} chunks): embedding+flatten, linear, " +
         $"{(TB.OverN ? "batchnorm:biased" : "batchnorm")}+{typeof(TA).Name.Replace("Act", "", StringComparison.Ordinal).ToLowerInvariant()}, linear, cross-entropy, in cache";
 
     private static float[] Buf(long length) => GC.AllocateArray<float>(checked((int)Math.Max(length, 1)), pinned: true);
@@ -230,7 +234,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private (int R0, int Rows) RowsOf(int b) { int r0 = b * BlockRows; return (r0, Math.Min(BlockRows, _n - r0)); }
+    private (int R0, int Rows) RowsOf(int b) { int r0 = b * RowBlockPipeline.BlockRows; return (r0, Math.Min(RowBlockPipeline.BlockRows, _n - r0)); }
 
     /// <summary>embcat and hprebn of block <paramref name="b"/>, then its column sums and squared deviations about the block mean.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -275,7 +279,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
     {
         int H = _h, n = _n, blocks = _blocks;
         float* s = Ptr(_pA), q = Ptr(_pB), mean = Ptr(_mean), va = Ptr(_var), vi = Ptr(_varInv);
-        int lastRows = n - (blocks - 1) * BlockRows;
+        int lastRows = n - (blocks - 1) * RowBlockPipeline.BlockRows;
         double invN = 1.0 / n, invD = 1.0 / (TB.OverN ? n : n - 1);
         int j = 0;
         for (; j + 8 <= H; j += 8)
@@ -286,7 +290,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
             var m2 = Vector512<double>.Zero;
             for (int b = 0; b < blocks; b++)
             {
-                double nb = b == blocks - 1 ? lastRows : BlockRows;
+                double nb = b == blocks - 1 ? lastRows : RowBlockPipeline.BlockRows;
                 var d = Avx512F.ConvertToVector512Double(Vector256.Load(s + (nint)b * H + j)) * (1.0 / nb) - mu;
                 m2 += Avx512F.ConvertToVector512Double(Vector256.Load(q + (nint)b * H + j)) + d * d * nb;
             }
@@ -303,7 +307,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
             double mu = sum * invN, m2 = 0;
             for (int b = 0; b < blocks; b++)
             {
-                double nb = b == blocks - 1 ? lastRows : BlockRows;
+                double nb = b == blocks - 1 ? lastRows : RowBlockPipeline.BlockRows;
                 double d = s[(nint)b * H + j] * (1.0 / nb) - mu;
                 m2 += q[(nint)b * H + j] + d * d * nb;
             }
@@ -357,7 +361,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
     {
         var (r0, rows) = RowsOf(b);
         int H = _h, V = _v;
-        float* dhb = Ptr(_pDh) + (nint)thread * BlockRows * H;
+        float* dhb = Ptr(_pDh) + (nint)thread * RowBlockPipeline.BlockRows * H;
         Gemm.Run(new Gemm.Args(rows, H, V, _x.Dlogits + (nint)r0 * V, V, 1, null, 0, 0, dhb, H, null, false, packed: Ptr(_packW2t)), null);
         float* x = _x.Hprebn + (nint)r0 * H, hh = _x.H + (nint)r0 * H, dp = _x.Dhprebn + (nint)r0 * H;
         float* mean = Ptr(_mean), vi = Ptr(_varInv);

@@ -121,7 +121,7 @@ public sealed unsafe class Network : INetwork
     {
         var l = Stack.Layers;
         int n = BatchSize;
-        if (!RowBlockPipeline<TanhAct, BatchNorm.Bessel>.Applies(n) || Options.Loss != LossKind.CrossEntropy || l.Count != 6 || _ops.Length != 4) return null;
+        if (!RowBlockPipeline.Applies(n) || Options.Loss != LossKind.CrossEntropy || l.Count != 6 || _ops.Length != 4) return null;
         if (l[0].Kind != LayerKind.Embedding || l[1].Kind != LayerKind.Flatten || l[2].Kind != LayerKind.Linear || l[3].Kind != LayerKind.BatchNorm
             || !l[4].IsActivation || l[5].Kind != LayerKind.Linear) return null;
         var ps = Parameters;
@@ -278,7 +278,7 @@ public sealed unsafe class Network : INetwork
 
     /// <summary>The compiled plan: one line per fused op, naming its layers and its pattern.</summary>
     public IReadOnlyList<string> Plan => _pipeline != null && PipelineEnabled
-        ? [$"layers 0..{Stack.Layers.Count - 1} (training, n ≥ {RowBlockPipeline<TanhAct, BatchNorm.Bessel>.MinRows}): {_pipeline.Pattern}", .. _ops.Select(o => $"layers {o.Layer}..{o.Layer + o.Layers - 1} (inference): {o.Pattern}")]
+        ? [$"layers 0..{Stack.Layers.Count - 1} (training, n ≥ {RowBlockPipeline.MinRows}): {_pipeline.Pattern}", .. _ops.Select(o => $"layers {o.Layer}..{o.Layer + o.Layers - 1} (inference): {o.Pattern}")]
         : _ops.Select(o => $"layers {o.Layer}..{o.Layer + o.Layers - 1}: {o.Pattern}").ToArray();
 
     /// <summary>The output of op <paramref name="k"/> (see <see cref="Plan"/>) in the last training step, for tests.</summary>
