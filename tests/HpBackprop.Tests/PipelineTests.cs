@@ -31,13 +31,15 @@ public sealed class PipelineTests
     /// <summary>
     /// Shapes and variants: a last block of 40 rows with H = 200 (a masked column tail), V = 100 (the scalar
     /// cross-entropy rows) with an exact number of blocks, the benchmark's L widths, and the other activations,
-    /// the biased batch-norm mode and linears without bias; plain SGD (updated inside the pipeline) and momentum/AdamW
+    /// the biased batch-norm mode and linears without bias, dW1 summed as its transpose (K = 48 and K = 36, whose last 16-column
+    /// tile is part-empty, with H a multiple of 32); plain SGD (updated inside the pipeline) and momentum/AdamW
     /// (updated by the optimiser's pass).
     /// </summary>
     public static IEnumerable<object[]> Cases() =>
     [
         ["embedding:27x10,flatten,linear:30x200,batchnorm:200,tanh,linear:200x27", 1000, "sgd:lr=0.1,momentum=0,weight_decay=0"],
         ["embedding:100x16,flatten,linear:48x64,batchnorm:64,tanh,linear:64x100", 256, "sgd:lr=0.1,momentum=0,weight_decay=0"],
+        ["embedding:27x12,flatten,linear:36x64,batchnorm:64,tanh,linear:64x27", 300, "sgd:lr=0.1,momentum=0,weight_decay=0"],
         ["embedding:27x32,flatten,linear:96x1024,batchnorm:1024,tanh,linear:1024x27", 320, "sgd:lr=0.1,momentum=0,weight_decay=0"],
         ["embedding:27x10,flatten,linear:30x200:nobias,batchnorm:200:biased,relu,linear:200x27", 300, "sgd:lr=0.1,momentum=0.9,weight_decay=0.01"],
         ["embedding:30x8,flatten,linear:40x50:nobias,batchnorm:50,sigmoid,linear:50x30:nobias", 700, "adamw:lr=0.01"], // no bias before batch norm: AdamW turns its pure-rounding gradient into ±lr steps,

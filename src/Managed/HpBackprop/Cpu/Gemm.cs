@@ -362,7 +362,7 @@ public static unsafe class Gemm
     /// (unpack 32-bit, unpack 64-bit, then two 128-bit lane shuffles).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Transpose16(float* src, nint stride, int valid, Vector512<float> mp, int pl, float* dst)
+    internal static void Transpose16(float* src, nint stride, int valid, Vector512<float> mp, int pl, float* dst)
     {
         if (valid <= 0)
         {

@@ -65,11 +65,12 @@ internal static class RowBlockPipeline
 /// <item>normalise + activation into <c>h</c>, <c>logits = h·W2ᵀ + b2</c>, cross-entropy forward and backward;</item>
 /// <item><c>dh = dlogits·W2</c> into a per-thread block buffer (never stored whole), <c>dhpreact = act′·dh</c>,
 /// the block's sums of <c>dhpreact</c> and <c>bnraw·dhpreact</c>, and its share of <c>dW2 = dlogitsᵀ·h</c>;</item>
-/// <item><c>dhprebn</c> from the combined sums, its block sum (for <c>db1</c>), and <c>dembcat = dhprebn·W1</c>.</item>
+/// <item><c>dhprebn</c> from the combined sums, its block sum (for <c>db1</c>), <c>dembcat = dhprebn·W1</c>, and its share of
+/// <c>dW1 = dhprebnᵀ·embcat</c>.</item>
 /// </list>
-/// <c>bnraw</c> is recomputed from <c>hprebn</c> where it is needed. <c>dW2</c> (PyTorch's <c>[V,H]</c> layout) is summed
-/// per chunk of consecutive blocks while each block of <c>h</c> is in cache, then over chunks; <c>dW1</c> is one product
-/// over all rows. Blocks and chunks are fixed by the batch size, partial sums are combined in block (chunk) order and
+/// <c>bnraw</c> is recomputed from <c>hprebn</c> where it is needed. <c>dW2</c> and <c>dW1</c> (PyTorch's
+/// <c>[out,in]</c> layout) are summed per chunk of consecutive blocks while each block is in cache, then over chunks (<c>dW1</c>
+/// as its transpose when <c>K</c> leaves GEMM panels part-empty and <c>H</c> does not). Blocks and chunks are fixed by the batch size, partial sums are combined in block (chunk) order and
 /// threads take whole chunks, so the result is bitwise the same on any number of threads. The weights the blocks'
 /// products read are packed once per step. The batch-norm mode is <typeparamref name="TB"/> (variance over n−1 or n)
 /// and the activation <typeparamref name="TA"/>; a linear without bias simply has none.
@@ -82,7 +83,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
     private readonly int _n, _b, _e, _h, _v, _k, _blocks, _chunks;
     private readonly float _eps, _momentum;
     private readonly WorkerPool? _pool;
-    private readonly float[] _mean, _var, _varInv, _pW2, _pA, _pB, _pC, _pDh, _packW1, _packW2, _packW2t, _packW1t, _coefA, _coefE, _coefS;
+    private readonly float[] _mean, _var, _varInv, _pW2, _pW1, _pA, _pB, _pC, _pDh, _packW1, _packW2, _packW2t, _packW1t, _coefA, _coefE, _coefS;
     private readonly double[] _pLoss;
     private readonly float[]? _dW1t;
     private readonly Work _work;
@@ -98,6 +99,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
         int H = hidden, V = vocab, K = _k;
         _mean = Buf(H); _var = Buf(H); _varInv = Buf(H);
         _pW2 = Buf((long)_chunks * V * H);
+        _pW1 = Buf((long)_chunks * K * H);
         _pA = Buf((long)_blocks * H); _pB = Buf((long)_blocks * H); _pC = Buf((long)_blocks * H);
         _pLoss = new double[_blocks];
         _pDh = Buf((long)threads * RowBlockPipeline.BlockRows * H);
@@ -139,7 +141,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
                         case Stage.Forward1: owner.BlockForward1(b); break;
                         case Stage.Forward2: owner.BlockForward2(b); break;
                         case Stage.Backward1: owner.BlockBackward1(b, thread, ch, b == b0); break;
-                        default: owner.BlockBackward2(b); break;
+                        default: owner.BlockBackward2(b, ch, b == b0); break;
                     }
                 }
             }
@@ -192,27 +194,33 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
         if (w.DB1 != null) SumBlocks(Ptr(_pC), w.DB1);
         if (_dW1t is null)
         {
-            Gemm.Run(new Gemm.Args(H, K, n, _x.Dhprebn, 1, H, _x.Embcat, K, 1, w.DW1, K, null, false, update ? w.W1 : null, update ? sgd!.Lr : 0f), _pool);
+            SumChunks(Ptr(_pW1), w.DW1, H * K);
+            if (update) OptimizerKernels.Sgd(w.W1, w.DW1, null, (long)H * K, sgd!.Lr, 0, 0);
         }
         else
         {
-            // K is not a multiple of the GEMM's panel width: dW1ᵀ [K,H] = embcatᵀ·dhprebn wastes no lanes; transposed into place
+            // the chunks' dW1ᵀ [K,H] partials summed, then transposed into place
             float* t = Ptr(_dW1t);
-            Gemm.Run(new Gemm.Args(K, H, n, _x.Embcat, 1, K, _x.Dhprebn, H, 1, t, H, null, false), _pool);
-            // in tiles of 16 rows of dW1 (they stay in L1 while K columns are written), with the SGD step on the way (p = g·(−lr) + p)
-            float lr = update ? -sgd!.Lr : 0f;
+            SumChunks(Ptr(_pW1), t, K * H);
+            // in 16×16 tiles transposed in registers, with the SGD step on the way (p = g·(−lr) + p)
+            var nlr = Vector512.Create(update ? -sgd!.Lr : 0f);
+            float* tile = stackalloc float[16 * Gemm.NR];
             for (int j0 = 0; j0 < H; j0 += 16)
             {
-                int j1 = Math.Min(H, j0 + 16);
-                for (int kk = 0; kk < K; kk++)
+                int cols = Math.Min(16, H - j0);
+                var mj = Mask(cols);
+                for (int k0 = 0; k0 < K; k0 += 16)
                 {
-                    float* src = t + (nint)kk * H;
-                    for (int j = j0; j < j1; j++)
+                    // tile[e·32 + r] = dW1ᵀ[k0 + r, j0 + e] = dW1[j0 + e, k0 + r]
+                    int valid = Math.Min(16, K - k0);
+                    Gemm.Transpose16(t + (nint)k0 * H + j0, H, valid, mj, cols, tile);
+                    bool full = valid == 16; var mk = Mask(valid);
+                    for (int e = 0; e < cols; e++)
                     {
-                        nint o = (nint)j * K + kk;
-                        float g = src[j];
-                        w.DW1[o] = g;
-                        if (update) w.W1[o] = MathF.FusedMultiplyAdd(g, lr, w.W1[o]);
+                        nint o = (nint)(j0 + e) * K + k0;
+                        var g = Vector512.Load(tile + e * Gemm.NR);
+                        St(w.DW1 + o, g, mk, full);
+                        if (update) St(w.W1 + o, Vector512.FusedMultiplyAdd(g, nlr, Ld(w.W1 + o, mk, full)), mk, full);
                     }
                 }
             }
@@ -387,7 +395,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
 
     /// <summary>Block <paramref name="b"/>: <c>dhprebn = gain·var_inv·(dhpreact − dbias/n − bnraw·dgain/(n−1))</c> in place, its column sum, and dembcat.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void BlockBackward2(int b)
+    private void BlockBackward2(int b, int chunk, bool firstInChunk)
     {
         var (r0, rows) = RowsOf(b);
         int H = _h, K = _k;
@@ -408,5 +416,9 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
             }
         }
         Gemm.Run(new Gemm.Args(rows, K, H, d, H, 1, null, 0, 0, _x.Dembcat + (nint)r0 * K, K, null, false, packed: Ptr(_packW1t)), null);
+        // this chunk's share of dW1 [H,K] = dhprebnᵀ·embcat (or of its transpose), while the block of dhprebn is in cache
+        float* e = _x.Embcat + (nint)r0 * K, pw = Ptr(_pW1) + (nint)chunk * K * H;
+        if (_dW1t is null) Gemm.Run(new Gemm.Args(H, K, rows, d, 1, H, e, K, 1, pw, K, null, !firstInChunk), null);
+        else Gemm.Run(new Gemm.Args(K, H, rows, e, 1, K, d, H, 1, pw, H, null, !firstInChunk), null);
     }
 }
