@@ -267,4 +267,53 @@ public sealed class CpuKernelTests
             CollectionAssert.AreEqual(plain.Net.Parameters.Grad, fused.Net.Parameters.Grad, $"gradients, n = {cfg.BatchSize}");
         }
     }
+
+    /// <summary>
+    /// Softmax cross-entropy rows of every width class (narrower than one vector, exactly one, the 16..64 register path of
+    /// AVX-512, wider rows at the machine's vector width, with and without a partial last vector) against the double
+    /// formula, logits spread over ±8 around an offset of 40 (so the max must be subtracted). The allowance is measured:
+    /// the same formula in float with <c>MathF.Exp</c>, summed in order, sets the error a float32 kernel makes on the row;
+    /// the kernel may make 4× that plus 2 units in the last place of the element.
+    /// </summary>
+    [TestMethod]
+    [DataRow(1)] [DataRow(3)] [DataRow(4)] [DataRow(7)] [DataRow(8)] [DataRow(9)] [DataRow(15)] [DataRow(16)] [DataRow(17)]
+    [DataRow(27)] [DataRow(33)] [DataRow(64)] [DataRow(65)] [DataRow(100)] [DataRow(257)] [DataRow(2148)]
+    public void CrossEntropyRowsMatchTheDoubleFormulaAtEveryWidth(int V)
+    {
+        const int n = 24;
+        var r = new Random(V);
+        var logits = new float[n * V];
+        for (int i = 0; i < logits.Length; i++) logits[i] = 40f + (float)(r.NextDouble() * 16 - 8);
+        var y = new int[n];
+        for (int i = 0; i < n; i++) y[i] = r.Next(V);
+        var d = new float[n * V];
+        float loss = CrossEntropy.ForwardBackward(logits, y, d, n, V);
+        double refLoss = 0, floatErrD = 0, floatErrL = 0, errD = 0;
+        for (int i = 0; i < n; i++)
+        {
+            var row = logits.AsSpan(i * V, V);
+            double m = double.NegativeInfinity;
+            foreach (float v in row) m = Math.Max(m, v);
+            double sum = 0;
+            foreach (float v in row) sum += Math.Exp(v - m);
+            refLoss += Math.Log(sum) + m - row[y[i]];
+            // the naive float32 row
+            float mf = float.NegativeInfinity, sf = 0;
+            foreach (float v in row) mf = MathF.Max(mf, v);
+            foreach (float v in row) sf += MathF.Exp(v - mf);
+            floatErrL = Math.Max(floatErrL, Math.Abs(MathF.Log(sf) + mf - row[y[i]] - (Math.Log(sum) + m - row[y[i]])));
+            for (int j = 0; j < V; j++)
+            {
+                double e = (Math.Exp(row[j] - m) / sum - (j == y[i] ? 1 : 0)) / n;
+                float ef = (MathF.Exp(row[j] - mf) / sf - (j == y[i] ? 1f : 0f)) / n;
+                floatErrD = Math.Max(floatErrD, Math.Abs(ef - e));
+                errD = Math.Max(errD, Math.Abs(d[i * V + j] - e));
+            }
+        }
+        refLoss /= n;
+        Assert.IsTrue(errD <= 4 * floatErrD + 2 * (MathF.BitIncrement(1f / n) - 1f / n),
+            $"V = {V}: dlogits off the double formula by {errD:E2}, the float32 formula by {floatErrD:E2}");
+        Assert.IsTrue(Math.Abs(loss - refLoss) <= 4 * floatErrL + 2 * (MathF.BitIncrement((float)refLoss) - (float)refLoss),
+            $"V = {V}: loss {loss} against {refLoss} (the float32 formula is off by {floatErrL:E2})");
+    }
 }

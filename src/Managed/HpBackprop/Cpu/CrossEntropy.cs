@@ -6,8 +6,9 @@ namespace HpBackprop.Cpu;
 /// <summary>
 /// Softmax cross-entropy straight from logits (exercise 2): one pass per row computes the
 /// row's loss and <c>dlogits = (softmax(logits) − onehot(Yb))/n</c>. With AVX-512 a row of
-/// V ≥ 16 logits is covered by 16-wide vectors, the last one overlapping the one before
-/// (so no row needs a scalar tail); the overlap is masked out of the sum.
+/// 16 ≤ V ≤ 64 logits is held in up to four 16-wide vectors, the last one overlapping the one before
+/// (so no row needs a scalar tail); the overlap is masked out of the sum. Other rows of V ≥ W take the same
+/// scheme at the machine's vector width W; only rows narrower than one vector are scalar.
 /// </summary>
 public static unsafe class CrossEntropy
 {
@@ -40,6 +41,10 @@ public static unsafe class CrossEntropy
         {
             for (int i = 0; i < rows; i++) total += Row512(logits + (nint)i * V, d == null ? null : d + (nint)i * V, y[i], V, invN);
         }
+        else if (System.Numerics.Vector.IsHardwareAccelerated && V >= System.Numerics.Vector<float>.Count)
+        {
+            for (int i = 0; i < rows; i++) total += RowVector(logits + (nint)i * V, d == null ? null : d + (nint)i * V, y[i], V, invN);
+        }
         else
         {
             for (int i = 0; i < rows; i++) total += RowScalar(logits + (nint)i * V, d == null ? null : d + (nint)i * V, y[i], V, invN);
@@ -66,6 +71,48 @@ public static unsafe class CrossEntropy
         }
         return MathF.Log(sum) + m - target;
     }
+
+    /// <summary>
+    /// One row of V ≥ W logits at the machine's vector width W (any V: 256-bit with AVX2 or for V &gt; 64 with AVX-512, 128-bit
+    /// with SSE or NEON): a max pass, an exp pass that stores <c>exp(x − max)</c> and sums it, and a scaling pass; the last
+    /// vector starts at V − W and its lanes already covered are masked out of the sum.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static float RowVector(float* row, float* d, int y, int V, float invN)
+    {
+        int w = System.Numerics.Vector<float>.Count, last = V - w;
+        var vmax = Load(row + last);
+        for (int j = 0; j < last; j += w) vmax = System.Numerics.Vector.Max(vmax, Load(row + j));
+        float m = float.NegativeInfinity;
+        for (int l = 0; l < w; l++) m = MathF.Max(m, vmax[l]);
+        float target = row[y];
+        var vm = new System.Numerics.Vector<float>(m);
+        var tot = System.Numerics.Vector<float>.Zero;
+        int j0 = 0;
+        for (; j0 < last; j0 += w)
+        {
+            var e = FastMath.Exp(Load(row + j0) - vm);
+            if (d != null) Store(d + j0, e);
+            tot += e;
+        }
+        // the last vector: lanes below j0 − last were summed already
+        var el = FastMath.Exp(Load(row + last) - vm);
+        var fresh = System.Numerics.Vector.GreaterThanOrEqual(System.Numerics.Vector<int>.Indices, new System.Numerics.Vector<int>(j0 - last));
+        tot += System.Numerics.Vector.ConditionalSelect(fresh, el, System.Numerics.Vector<float>.Zero);
+        float sum = System.Numerics.Vector.Sum(tot);
+        if (d != null)
+        {
+            var s = new System.Numerics.Vector<float>(invN / sum);
+            for (int j = 0; j < j0; j += w) Store(d + j, Load(d + j) * s);
+            Store(d + last, el * s);
+            d[y] -= invN;
+        }
+        return MathF.Log(sum) + m - target;
+    }
+
+    private static System.Numerics.Vector<float> Load(float* p) => System.Runtime.CompilerServices.Unsafe.ReadUnaligned<System.Numerics.Vector<float>>(p);
+
+    private static void Store(float* p, System.Numerics.Vector<float> v) => System.Runtime.CompilerServices.Unsafe.WriteUnaligned(p, v);
 
     /// <summary>One row, 16 ≤ V ≤ 64: up to four vectors, the last at V−16.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
