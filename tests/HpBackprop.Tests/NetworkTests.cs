@@ -17,7 +17,7 @@ public sealed class NetworkTests
     /// <summary>
     /// The makemore stack compiled from a <see cref="ParameterSet"/> (<see cref="HpBackprop.IO.StackCheckpoint.FromParameterSet(ParameterSet, NetworkOptions)"/>)
     /// against the double reference chain with makemore's parameters, every checked tensor by makemore name (the rows of the
-    /// former comparison with the dedicated backend, and n = 300, which takes the row-block pipeline on AVX-512), with the
+    /// former comparison with the dedicated backend, and n = 300, which takes the row-block pipeline), with the
     /// tolerance and scales of <see cref="PropertyTests"/>.
     /// </summary>
     [TestMethod]
@@ -32,7 +32,7 @@ public sealed class NetworkTests
         var (x, y) = TestModels.RandomBatch(new NormalRng(9), n, 3, vocab);
         var chain = new HpBackprop.Reference.ReferenceChain<double>(cfg, TestModels.ParametersAs<double>(p), x, y);
         using var net = new MakemoreNet(p);
-        Assert.AreEqual(n >= 256 && System.Runtime.Intrinsics.X86.Avx512F.IsSupported, net.Net.Pipelined, string.Join("\n", net.Net.Plan));
+        Assert.AreEqual(n >= 256 && System.Numerics.Vector.IsHardwareAccelerated, net.Net.Pipelined, string.Join("\n", net.Net.Plan));
         float loss = net.ForwardBackward(x, y);
         Assert.AreEqual(chain.Loss, loss, 1e-5 * Math.Max(1, Math.Abs(chain.Loss)), "loss");
         var errors = PropertyTests.CompareFused(net, g => chain[g], x);

@@ -60,7 +60,7 @@ public sealed class ParityTests
         Assert.AreEqual(0, failures.Count, $"{name}: " + string.Join("; ", failures));
     }
 
-    /// <summary>The values of the network's checked tensors on a bundle (the "large" one, n = 1000, takes the row-block pipeline on AVX-512).</summary>
+    /// <summary>The values of the network's checked tensors on a bundle (the "large" one, n = 1000, takes the row-block pipeline).</summary>
     internal static Dictionary<string, double[]> FusedNetwork(IO.BatchBundle bundle, out float loss)
     {
         var p = new ParameterSet(bundle.Config);

@@ -12,11 +12,6 @@ namespace HpBackprop.Tests;
 [TestClass]
 public sealed class PipelineTests
 {
-    private static void NeedsAvx512()
-    {
-        if (!Avx512F.IsSupported || Cpu.Gemm.ForceVector256) Assert.Inconclusive("not run: the row-block pipeline needs AVX-512");
-    }
-
     private static (Network Net, int[] X, int[] Y) Problem(string layers, int n, int seed, string opt = "sgd:lr=0.1,momentum=0,weight_decay=0", int threads = 1, bool pipeline = true, float bnMomentum = 0.001f)
     {
         var stack = Sequential.Parse(layers);
@@ -64,7 +59,6 @@ public sealed class PipelineTests
     [DynamicData(nameof(Cases))]
     public void PipelinedStepMatchesTheOpByOpStep(string layers, int n, string opt)
     {
-        NeedsAvx512();
         var (piped, x, y) = Problem(layers, n, 21, opt);
         var (ops, _, _) = Problem(layers, n, 21, opt, pipeline: false);
         using var _1 = piped;
@@ -111,7 +105,6 @@ public sealed class PipelineTests
     [DataRow("embedding:27x10,flatten,linear:30x200,batchnorm:200:biased,tanh,linear:200x27")]
     public void BlockStatisticsAgreeWithDoublePrecisionTwoPass(string layers)
     {
-        NeedsAvx512();
         // with momentum 1 the running statistics are the batch's (the variance unbiased in both modes):
         // the blocks' sums and squared deviations combined (Chan's formula) against a two-pass in double
         var (net, x, y) = Problem(layers, 1000, 5, bnMomentum: 1f);
@@ -139,7 +132,6 @@ public sealed class PipelineTests
     [DataRow("adamw:lr=0.01")]
     public void PipelinedStepIsBitwiseTheSameOnOneAndTwoThreads(string opt)
     {
-        NeedsAvx512();
         // 1000 rows: 16 blocks, the last one short, shared 8/8 on two threads
         const string layers = "embedding:27x10,flatten,linear:30x200,batchnorm:200,tanh,linear:200x27";
         var (one, x, y) = Problem(layers, 1000, 8, opt, threads: 1);
@@ -156,7 +148,6 @@ public sealed class PipelineTests
     [TestMethod]
     public void ThePlanNamesThePipelineOnlyWhereItApplies()
     {
-        NeedsAvx512();
         const string layers = "embedding:27x10,flatten,linear:30x200,batchnorm:200,tanh,linear:200x27";
         using var large = Problem(layers, 256, 1).Net;
         using var small = Problem(layers, 255, 1).Net;

@@ -27,6 +27,9 @@ internal interface IActivation
 
     /// <summary><c>dx = f′(x)·dy</c> from <c>y = f(x)</c> at the machine's vector width (the portable path; the same arithmetic as the scalar one).</summary>
     static abstract System.Numerics.Vector<float> Backward(System.Numerics.Vector<float> y, System.Numerics.Vector<float> dy);
+
+    /// <summary><c>y = f(x)</c> at the machine's vector width (the row-block pipeline without AVX-512).</summary>
+    static abstract System.Numerics.Vector<float> Forward(System.Numerics.Vector<float> x);
 }
 
 /// <summary><c>tanh</c>: <c>dx = (1 − y²)·dy</c>.</summary>
@@ -36,6 +39,8 @@ internal struct TanhAct : IActivation
     public static System.Numerics.Vector<float> Backward(System.Numerics.Vector<float> y, System.Numerics.Vector<float> dy) => (System.Numerics.Vector<float>.One - y * y) * dy;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Forward(Vector512<float> x) => FastMath.Tanh(x);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static System.Numerics.Vector<float> Forward(System.Numerics.Vector<float> x) => FastMath.Tanh(x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Backward(Vector512<float> y, Vector512<float> dy) => (Vector512<float>.One - y * y) * dy;
     public static void Forward(ReadOnlySpan<float> x, Span<float> y) => TensorPrimitives.Tanh(x, y);
@@ -51,6 +56,8 @@ internal struct ReluAct : IActivation
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Forward(Vector512<float> x) => Vector512.Max(x, Vector512<float>.Zero);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static System.Numerics.Vector<float> Forward(System.Numerics.Vector<float> x) => System.Numerics.Vector.Max(x, System.Numerics.Vector<float>.Zero);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Backward(Vector512<float> y, Vector512<float> dy) => Vector512.GreaterThan(y, Vector512<float>.Zero) & dy;
     public static void Forward(ReadOnlySpan<float> x, Span<float> y) => TensorPrimitives.Max(x, 0f, y);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -65,6 +72,8 @@ internal struct SigmoidAct : IActivation
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Forward(Vector512<float> x) => Vector512<float>.One / (Vector512<float>.One + FastMath.Exp(-x));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static System.Numerics.Vector<float> Forward(System.Numerics.Vector<float> x) => System.Numerics.Vector<float>.One / (System.Numerics.Vector<float>.One + FastMath.Exp(-x));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Backward(Vector512<float> y, Vector512<float> dy) => y * (Vector512<float>.One - y) * dy;
     public static void Forward(ReadOnlySpan<float> x, Span<float> y) => TensorPrimitives.Sigmoid(x, y);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -78,6 +87,8 @@ internal struct IdentityAct : IActivation
     public static System.Numerics.Vector<float> Backward(System.Numerics.Vector<float> y, System.Numerics.Vector<float> dy) => dy;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Forward(Vector512<float> x) => x;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static System.Numerics.Vector<float> Forward(System.Numerics.Vector<float> x) => x;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Backward(Vector512<float> y, Vector512<float> dy) => dy;
     public static void Forward(ReadOnlySpan<float> x, Span<float> y) => x.CopyTo(y);

@@ -139,7 +139,8 @@ public static unsafe class Gemm
         // pack B when it is not row-contiguous, or when it is reused by many row slivers
         // (also when B's rows are 2 KB+ apart and a long k is reused by several slivers: strided rows thrash L1 sets and the TLB)
         bool pre = g.Packed != null;
-        bool packAll = !pre && (g.Bcs != 1 || (i1 - i0) >= 4 * MC || (g.Brs >= 512 && g.K >= 256 && i1 - i0 > MR));
+        bool wide = Avx512F.IsSupported && !ForceVector256;
+        bool packAll = !pre && (g.Bcs != 1 || (i1 - i0) >= 4 * MC || (g.Brs >= 512 && (g.K >= 256 || !wide) && i1 - i0 > MR));
         bool hasTail = !pre && (j1 - j0) % NR != 0;
         int panelsAll = (g.N + NR - 1) / NR;
         int kcMax = Math.Min(KC, g.K);
@@ -147,7 +148,7 @@ public static unsafe class Gemm
         float* biasTile = stackalloc float[NR];
         // A with strided rows (Aᵀ of a row-major matrix) and a long k: pack each MC×kc block as
         // slivers [p][8] so the kernel's broadcasts walk one dense stream instead of 4 KB strides
-        bool packA = g.Acs != 1 && g.K >= 128 && (i1 - i0) >= 2 * MR;
+        bool packA = g.Acs != 1 && (g.K >= 128 || !wide) && (i1 - i0) >= 2 * MR;
         float* apack = packA ? ScratchA(MC * kcMax) : null;
         for (int kb = 0; kb < g.K; kb += KC)
         {

@@ -48,13 +48,18 @@ internal static class RowBlockPipeline
     /// <summary>At most this many chunks of consecutive blocks: the unit threads share, each with its own dW2 partial.</summary>
     internal const int MaxChunks = 8;
 
-    /// <summary>Whether the pipeline can run here: AVX-512 without the 256-bit override, and a batch of at least <see cref="MinRows"/> rows.</summary>
-    internal static bool Applies(int n) => n >= MinRows && Avx512F.IsSupported && !Gemm.ForceVector256;
+    /// <summary>
+    /// Whether the pipeline can run here: a batch of at least <see cref="MinRows"/> rows on a CPU with vector instructions
+    /// (512-bit sweeps with AVX-512, the machine's <see cref="System.Numerics.Vector{T}"/> width W otherwise, which needs
+    /// a hidden width <paramref name="hidden"/> ≥ W).
+    /// </summary>
+    internal static bool Applies(int n, int hidden) => n >= MinRows && System.Numerics.Vector.IsHardwareAccelerated
+        && ((Avx512F.IsSupported && !Gemm.ForceVector256) || hidden >= System.Numerics.Vector<float>.Count);
 }
 
 /// <summary>
 /// The row-block pipeline: the training step of <c>embedding:VxE, flatten, linear:KxH, batchnorm:H, ACT,
-/// linear:HxV</c> with cross-entropy, for large batches on AVX-512 (a named fusion pattern the network compiler
+/// linear:HxV</c> with cross-entropy, for large batches (a named fusion pattern the network compiler
 /// chooses for n ≥ <see cref="RowBlockPipeline.MinRows"/>). A large step is bound by memory traffic over the <c>[n,H]</c> matrices,
 /// not by arithmetic, so the batch is cut into blocks of <see cref="RowBlockPipeline.BlockRows"/> rows and each block is carried
 /// through several layers while it is in the core's L2 cache:
@@ -75,7 +80,7 @@ internal static class RowBlockPipeline
 /// products read are packed once per step. The batch-norm mode is <typeparamref name="TB"/> (variance over n−1 or n)
 /// and the activation <typeparamref name="TA"/>; a linear without bias simply has none.
 /// </summary>
-internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
+internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipeline
     where TA : struct, IActivation where TB : struct, BatchNorm.IBnMode
 {
     private readonly PipelineWeights _w;
@@ -87,11 +92,13 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
     private readonly double[] _pLoss;
     private readonly float[]? _dW1t;
     private readonly Work _work;
+    private readonly bool _wide;
     private int* _ids, _classes;
 
     public RowBlockPipeline(PipelineWeights weights, PipelineBuffers buffers, int n, int block, int embedding, int hidden, int vocab, float eps, float momentum, int threads, WorkerPool? pool)
     {
         _w = weights; _x = buffers;
+        _wide = Avx512F.IsSupported && !Gemm.ForceVector256;
         _n = n; _b = block; _e = embedding; _h = hidden; _v = vocab; _k = block * embedding;
         _eps = eps; _momentum = momentum; _pool = pool;
         _blocks = (n + RowBlockPipeline.BlockRows - 1) / RowBlockPipeline.BlockRows;
@@ -189,7 +196,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
         if (update) OptimizerKernels.Sgd(w.W2, w.DW2, null, (long)V * H, sgd!.Lr, 0, 0);
         if (w.DB2 != null) Linear.ColumnSum(_x.Dlogits, w.DB2, n, V);
 
-        // dhprebn and dembcat per block; db1 from the block sums; dW1 = dhprebnᵀ·embcat (and W1 updated in its epilogue)
+        // dhprebn, dembcat and the chunks' dW1 partials per block; db1 from the block sums; dW1 from the partials, and the SGD step on W1
         RunStage(Stage.Backward2);
         if (w.DB1 != null) SumBlocks(Ptr(_pC), w.DB1);
         if (_dW1t is null)
@@ -202,31 +209,53 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
             // the chunks' dW1ᵀ [K,H] partials summed, then transposed into place
             float* t = Ptr(_dW1t);
             SumChunks(Ptr(_pW1), t, K * H);
-            // in 16×16 tiles transposed in registers, with the SGD step on the way (p = g·(−lr) + p)
-            var nlr = Vector512.Create(update ? -sgd!.Lr : 0f);
-            float* tile = stackalloc float[16 * Gemm.NR];
-            for (int j0 = 0; j0 < H; j0 += 16)
+            if (!_wide)
             {
-                int cols = Math.Min(16, H - j0);
-                var mj = Mask(cols);
-                for (int k0 = 0; k0 < K; k0 += 16)
-                {
-                    // tile[e·32 + r] = dW1ᵀ[k0 + r, j0 + e] = dW1[j0 + e, k0 + r]
-                    int valid = Math.Min(16, K - k0);
-                    Gemm.Transpose16(t + (nint)k0 * H + j0, H, valid, mj, cols, tile);
-                    bool full = valid == 16; var mk = Mask(valid);
-                    for (int e = 0; e < cols; e++)
+                // in tiles of 16 rows of dW1 (they stay in L1 while K columns are written), then the SGD pass
+                for (int j0 = 0; j0 < H; j0 += 16)
+                    for (int kk = 0; kk < K; kk++)
                     {
-                        nint o = (nint)(j0 + e) * K + k0;
-                        var g = Vector512.Load(tile + e * Gemm.NR);
-                        St(w.DW1 + o, g, mk, full);
-                        if (update) St(w.W1 + o, Vector512.FusedMultiplyAdd(g, nlr, Ld(w.W1 + o, mk, full)), mk, full);
+                        float* src = t + (nint)kk * H;
+                        for (int j = j0; j < Math.Min(H, j0 + 16); j++) w.DW1[(nint)j * K + kk] = src[j];
                     }
-                }
+                if (update) OptimizerKernels.Sgd(w.W1, w.DW1, null, (long)H * K, sgd!.Lr, 0, 0);
             }
+            else TransposeWithSgd512(t, update ? -sgd!.Lr : 0f, update);
         }
         Embedding.Backward(_x.Dembcat, ids, w.DC, _v * _e, n * _b, _e);
         return loss;
+    }
+
+    /// <summary>
+    /// dW1 [H,K] from its transpose <paramref name="t"/> [K,H] in 16×16 tiles transposed in registers, with the SGD step on
+    /// the way (<c>p = g·nlr + p</c>) when <paramref name="update"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void TransposeWithSgd512(float* t, float negLr, bool update)
+    {
+        int H = _h, K = _k;
+        float* dw = _w.DW1, wt = _w.W1;
+        var nlr = Vector512.Create(negLr);
+        float* tile = stackalloc float[16 * Gemm.NR];
+        for (int j0 = 0; j0 < H; j0 += 16)
+        {
+            int cols = Math.Min(16, H - j0);
+            var mj = Mask(cols);
+            for (int k0 = 0; k0 < K; k0 += 16)
+            {
+                // tile[e·32 + r] = dW1ᵀ[k0 + r, j0 + e] = dW1[j0 + e, k0 + r]
+                int valid = Math.Min(16, K - k0);
+                Gemm.Transpose16(t + (nint)k0 * H + j0, H, valid, mj, cols, tile);
+                bool full = valid == 16; var mk = Mask(valid);
+                for (int e = 0; e < cols; e++)
+                {
+                    nint o = (nint)(j0 + e) * K + k0;
+                    var g = Vector512.Load(tile + e * Gemm.NR);
+                    St(dw + o, g, mk, full);
+                    if (update) St(wt + o, Vector512.FusedMultiplyAdd(g, nlr, Ld(wt + o, mk, full)), mk, full);
+                }
+            }
+        }
     }
 
     /// <summary><c>running = (1 − momentum)·running + momentum·batch</c>, with the unbiased variance in both modes.</summary>
@@ -254,6 +283,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
         Embedding.Forward(_w.C, _ids + (nint)r0 * _b, e, rows * _b, _e);
         Gemm.Run(new Gemm.Args(rows, H, K, e, K, 1, null, 0, 0, x, H, _w.B1, false, packed: Ptr(_packW1)), null);
         float* s = Ptr(_pA) + (nint)b * H, q = Ptr(_pB) + (nint)b * H;
+        if (!_wide) { StatisticsV(x, rows, s, q); return; }
         new Span<float>(s, H).Clear();
         new Span<float>(q, H).Clear();
         for (int i = 0; i < rows; i++)
@@ -290,7 +320,7 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
         int lastRows = n - (blocks - 1) * RowBlockPipeline.BlockRows;
         double invN = 1.0 / n, invD = 1.0 / (TB.OverN ? n : n - 1);
         int j = 0;
-        for (; j + 8 <= H; j += 8)
+        for (; Avx512F.IsSupported && j + 8 <= H; j += 8)
         {
             var sum = Vector512<double>.Zero;
             for (int b = 0; b < blocks; b++) sum += Avx512F.ConvertToVector512Double(Vector256.Load(s + (nint)b * H + j));
@@ -348,7 +378,8 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
         int H = _h, V = _v;
         float* x = _x.Hprebn + (nint)r0 * H, hh = _x.H + (nint)r0 * H;
         float* mean = Ptr(_mean), vi = Ptr(_varInv), g = _w.Gain, bias = _w.Bias;
-        for (int i = 0; i < rows; i++)
+        if (!_wide) NormalizeV(x, hh, rows);
+        else for (int i = 0; i < rows; i++)
         {
             nint o = (nint)i * H;
             for (int c = 0; c < H; c += 16)
@@ -376,7 +407,8 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
         float* sb = Ptr(_pA) + (nint)b * H, sg = Ptr(_pB) + (nint)b * H;
         new Span<float>(sb, H).Clear();
         new Span<float>(sg, H).Clear();
-        for (int i = 0; i < rows; i++)
+        if (!_wide) DhpreactV(hh, dhb, x, dp, rows, sb, sg);
+        else for (int i = 0; i < rows; i++)
         {
             nint o = (nint)i * H;
             for (int c = 0; c < H; c += 16)
@@ -403,7 +435,8 @@ internal sealed unsafe class RowBlockPipeline<TA, TB> : IRowBlockPipeline
         float* mean = Ptr(_mean), vi = Ptr(_varInv), ca = Ptr(_coefA), ce = Ptr(_coefE), cs = Ptr(_coefS);
         float* ds = Ptr(_pC) + (nint)b * H;
         new Span<float>(ds, H).Clear();
-        for (int i = 0; i < rows; i++)
+        if (!_wide) DhprebnV(x, d, rows, ds);
+        else for (int i = 0; i < rows; i++)
         {
             nint o = (nint)i * H;
             for (int c = 0; c < H; c += 16)

@@ -114,16 +114,16 @@ public sealed unsafe class Network : INetwork
 
     /// <summary>
     /// The row-block pipeline for <c>embedding, flatten, linear, batchnorm, ACT, linear</c> with cross-entropy at
-    /// n ≥ 256 on AVX-512 (any activation, either batch-norm mode, with or without biases); null otherwise.
+    /// n ≥ 256 on a CPU with vector instructions (any activation, either batch-norm mode, with or without biases); null otherwise.
     /// It writes the same buffers as the ops (embcat, hprebn, h, logits and their gradients).
     /// </summary>
     private IRowBlockPipeline? MakePipeline()
     {
         var l = Stack.Layers;
         int n = BatchSize;
-        if (!RowBlockPipeline.Applies(n) || Options.Loss != LossKind.CrossEntropy || l.Count != 6 || _ops.Length != 4) return null;
+        if (Options.Loss != LossKind.CrossEntropy || l.Count != 6 || _ops.Length != 4) return null;
         if (l[0].Kind != LayerKind.Embedding || l[1].Kind != LayerKind.Flatten || l[2].Kind != LayerKind.Linear || l[3].Kind != LayerKind.BatchNorm
-            || !l[4].IsActivation || l[5].Kind != LayerKind.Linear) return null;
+            || !l[4].IsActivation || l[5].Kind != LayerKind.Linear || !RowBlockPipeline.Applies(n, l[2].Out)) return null;
         var ps = Parameters;
         float* P = Ptr(ps.Data), G = Ptr(ps.Grad), Bf = Ptr(ps.Buffers);
         float* Pv(string name) => ps.Contains(name) ? P + ps.Slot(name).Offset : null;
