@@ -6,7 +6,8 @@ namespace HpBackprop.Bench;
 
 /// <summary>
 /// <c>stages --shape S</c>: µs of the makemore network's step, and of each whole-matrix kernel of the step in the makemore layout
-/// (W1 [K,H], W2 [H,V]) on the step's own buffers, to see where the time goes (<c>stack-stages</c> times the network's ops).
+/// (W1 [K,H], W2 [H,V]) on the step's own buffers, to see where the time goes (<c>stack-stages</c> times the network's ops);
+/// where the batch takes the row-block pipeline, also the pipelined step split part by part.
 /// </summary>
 public static unsafe class Stages
 {
@@ -46,10 +47,54 @@ public static unsafe class Stages
         T("sgd", 0, () => Sgd.Update(p.Data, p.Grad, 0f));
         if (net.Pipelined)
             Console.WriteLine($"(n = {n} takes the row-block pipeline: 'step' and 'forward+backward' time it; the pieces below are the\n" +
-                              " whole-matrix functions the pipeline replaces, timed alone, so they do not add up to the step.)\n");
+                              " whole-matrix functions the pipeline replaces, timed alone, so they do not add up to the step; the\n" +
+                              " second table splits the pipelined step itself.)\n");
         Console.WriteLine("| piece | µs | GFLOP/s |\n|---|---|---|");
         foreach (var (name, us, gf) in rows) Console.WriteLine($"| {name} | {us:F2} | {(gf > 0 ? gf.ToString("F1") : "")} |");
+        if (net.Pipelined) PipelineParts(net, x, y, sec, n, K, H, V);
         return 0;
+    }
+
+    /// <summary>The pipelined step split into its stages, each block stage into its products and its elementwise sweeps.</summary>
+    private static void PipelineParts(HpBackprop.Networks.Network net, int[] x, int[] y, double sec, int n, int K, int H, int V)
+    {
+        var p = new long[(int)RowBlockPipeline.Part.Steps + 1];
+        RowBlockPipeline.Profile = p;
+        try
+        {
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            while (sw.Elapsed.TotalSeconds < Math.Max(sec, 0.3)) net.Step(x, y);
+        }
+        finally { RowBlockPipeline.Profile = null; }
+        double steps = p[(int)RowBlockPipeline.Part.Steps];
+        double Us(RowBlockPipeline.Part part) => p[(int)part] * 1e6 / System.Diagnostics.Stopwatch.Frequency / steps;
+        double total = 0;
+        for (int i = 0; i < (int)RowBlockPipeline.Part.GemmHprebn; i++) total += Us((RowBlockPipeline.Part)i);
+        double kh = 2.0 * n * K * H, hv = 2.0 * n * H * V;
+        var rows = new List<(string, double, double)>
+        {
+            ("pack the weights", Us(RowBlockPipeline.Part.Pack), 0),
+            ("forward 1: hprebn = embcat·W1ᵀ + b1 (product)", Us(RowBlockPipeline.Part.GemmHprebn), kh),
+            ("forward 1: gather embcat, block statistics (sweeps)", Us(RowBlockPipeline.Part.Forward1) - Us(RowBlockPipeline.Part.GemmHprebn), 0),
+            ("combine the statistics", Us(RowBlockPipeline.Part.Combine), 0),
+            ("forward 2: logits = h·W2ᵀ + b2 (product)", Us(RowBlockPipeline.Part.GemmLogits), hv),
+            ("forward 2: cross-entropy", Us(RowBlockPipeline.Part.CrossEntropy), 0),
+            ("forward 2: normalise + activation (sweep), running statistics", Us(RowBlockPipeline.Part.Forward2) - Us(RowBlockPipeline.Part.GemmLogits) - Us(RowBlockPipeline.Part.CrossEntropy), 0),
+            ("backward 1: dh = dlogits·W2 (product)", Us(RowBlockPipeline.Part.GemmDh), hv),
+            ("backward 1: dW2 partials = dlogitsᵀ·h (product)", Us(RowBlockPipeline.Part.GemmDW2), hv),
+            ("backward 1: dhpreact and its sums (sweep)", Us(RowBlockPipeline.Part.Backward1) - Us(RowBlockPipeline.Part.GemmDh) - Us(RowBlockPipeline.Part.GemmDW2), 0),
+            ("block sums, coefficients", Us(RowBlockPipeline.Part.Sums), 0),
+            ("dW2 from the partials, SGD on W2, db2", Us(RowBlockPipeline.Part.FinishW2), 0),
+            ("backward 2: dembcat = dhprebn·W1 (product)", Us(RowBlockPipeline.Part.GemmDembcat), kh),
+            ("backward 2: dW1 partials (product)", Us(RowBlockPipeline.Part.GemmDW1), kh),
+            ("backward 2: dhprebn and its sum (sweep)", Us(RowBlockPipeline.Part.Backward2) - Us(RowBlockPipeline.Part.GemmDembcat) - Us(RowBlockPipeline.Part.GemmDW1), 0),
+            ("dW1 from the partials, SGD on W1, db1", Us(RowBlockPipeline.Part.FinishW1), 0),
+            ("embedding backward", Us(RowBlockPipeline.Part.EmbeddingBackward), 0),
+        };
+        Console.WriteLine($"\nThe pipelined step, {steps:F0} steps timed part by part ({total:F1} µs per step with the timers on):\n");
+        Console.WriteLine("| part | µs | share | GFLOP/s |\n|---|---|---|---|");
+        foreach (var (name, us, flops) in rows)
+            Console.WriteLine($"| {name} | {us:F1} | {100 * us / total:F0}% | {(flops > 0 ? (flops / us / 1e3).ToString("F1") : "")} |");
     }
 
     private static float[] Pinned(int n) => GC.AllocateArray<float>(n, pinned: true);

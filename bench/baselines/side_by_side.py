@@ -2,7 +2,13 @@
 """Runs the PyTorch side (torch_steps.py) and our side (`dotnet run -c Release --project
 bench/HpBackprop.Bench -- steps`) in one go, shape by shape, and prints a Markdown ratio table.
 
-usage: bench/baselines/side_by_side.py [--shapes S,M,L,deep,mlp] [--threads 1,2] [--seconds 1] [--rounds 3] [--openblas-core SkylakeX|auto]
+usage: bench/baselines/side_by_side.py [--shapes S,M,L,deep,mlp] [--threads 1,2] [--seconds 1] [--rounds 3]
+                                       [--tier avx512|avx2|128] [--openblas-core SkylakeX|Haswell|Nehalem|auto]
+
+--tier runs both sides at one instruction-set tier (S, M, L only): ours with DOTNET_EnableAVX512=0 (avx2) or
+DOTNET_EnableAVX2=0 (128: SSE, the stand-in for ARM64 NEON); PyTorch with ATEN_CPU_CAPABILITY=avx512/avx2/default and
+OpenBLAS's SkylakeX/Haswell/Nehalem kernels (unless --openblas-core names another), so each side uses the same vector
+width a machine of that tier would give it.
 
 OpenBLAS 0.3.21 (Debian's libopenblas0-openmp) does not know newer Intel models (family 6 model
 207 here) and falls back to its generic "Prescott" SSE kernels, 4-5x slower than its AVX-512 ones.
@@ -24,6 +30,8 @@ import argparse, datetime, json, os, platform, statistics, subprocess, sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 SHAPES = {"S": (32, 10, 200), "M": (256, 24, 512), "L": (4096, 32, 1024)}
+# tier: (our environment variable, PyTorch's ATEN_CPU_CAPABILITY, OpenBLAS core)
+TIERS = {"avx512": (None, "avx512", "SkylakeX"), "avx2": ("DOTNET_EnableAVX512", "avx2", "Haswell"), "128": ("DOTNET_EnableAVX2", "default", "Nehalem")}
 
 
 def flops(s):
@@ -32,7 +40,7 @@ def flops(s):
 
 
 def json_lines(cmd, env=None):
-    shown = ("OPENBLAS_CORETYPE=" + env["OPENBLAS_CORETYPE"] + " ") if env and "OPENBLAS_CORETYPE" in env else ""
+    shown = "".join(f"{k}={env[k]} " for k in ("OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY", "DOTNET_EnableAVX512", "DOTNET_EnableAVX2") if env and k in env)
     print("$ " + shown + " ".join(cmd), file=sys.stderr, flush=True)
     out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, env=env).stdout
     rows = []
@@ -62,10 +70,15 @@ def main():
     ap.add_argument("--seconds", default="1", help="seconds per side, shape and round")
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternate the two sides this many times per shape; each side reports the median of its rounds' medians")
-    ap.add_argument("--openblas-core", default=os.environ.get("OPENBLAS_CORETYPE", "SkylakeX"))
+    ap.add_argument("--tier", choices=list(TIERS), default="avx512")
+    ap.add_argument("--openblas-core", default=os.environ.get("OPENBLAS_CORETYPE"))
     a = ap.parse_args()
+    our_env_var, aten, default_core = TIERS[a.tier]
+    a.openblas_core = a.openblas_core or default_core
     stacks = [s for s in a.shapes.split(",") if s in ("deep", "mlp")]
     a.shapes = ",".join(s for s in a.shapes.split(",") if s not in ("deep", "mlp"))
+    if stacks and a.tier != "avx512":
+        sys.exit("--tier applies to the shapes S, M and L only")
     if stacks:
         subprocess.run(["/usr/bin/python3", os.path.join(HERE, "stack_side_by_side.py"), "--shapes", ",".join(stacks), "--threads", a.threads,
                         "--seconds", a.seconds, "--rounds", str(a.rounds), "--openblas-core", a.openblas_core], check=True)
@@ -76,6 +89,10 @@ def main():
         torch_env.pop("OPENBLAS_CORETYPE", None)
     else:
         torch_env["OPENBLAS_CORETYPE"] = a.openblas_core
+    torch_env["ATEN_CPU_CAPABILITY"] = aten
+    our_env = dict(os.environ)
+    if our_env_var:
+        our_env[our_env_var] = "0"
     subprocess.run(["dotnet", "build", "-c", "Release", "bench/HpBackprop.Bench", "-v", "q", "-nologo"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
     ours_cmd = ["dotnet", "run", "-c", "Release", "--no-build", "--project", "bench/HpBackprop.Bench", "--", "steps"]
@@ -92,14 +109,15 @@ def main():
             tr = json_lines(torch_cmd + ["--shapes", s, "--threads", a.threads, "--seconds", a.seconds], torch_env)
             core = next((r["blas_core"] for r in tr if "blas_core" in r), core)
             torch_rows += [r for r in tr if "shape" in r]
-            our_rows += json_lines(ours_cmd + ["--shapes", s, "--threads", a.threads, "--seconds", a.seconds])
+            our_rows += json_lines(ours_cmd + ["--shapes", s, "--threads", a.threads, "--seconds", a.seconds], our_env)
         for t in [int(x) for x in a.threads.split(",")]:
             ours = combine([r for r in our_rows if r["threads"] == t])
             tm = {m: combine([r for r in torch_rows if r["threads"] == t and r["mode"] == m]) for m in ("manual", "autograd")}
             rows.append((s, t, ours, tm["manual"], tm["autograd"]))
     print(f"Side by side, {datetime.date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores "
           f"(shared machine: one run, the two sides alternated {a.rounds} times per shape, {a.seconds} s each); "
-          f"PyTorch on OpenBLAS with its {core} kernels\n")
+          f"PyTorch on OpenBLAS with its {core} kernels; tier {a.tier} (ours: {our_env_var + '=0' if our_env_var else 'AVX-512'}, "
+          f"PyTorch: ATEN_CPU_CAPABILITY={aten})\n")
     print("| shape (n, E, H) | threads | HpBackprop µs/step (best) | GFLOP/s | PyTorch manual µs (best) | PyTorch autograd µs (best) | × vs manual | × vs autograd |")
     print("|---|---|---|---|---|---|---|---|")
     for s, t, o, m, g in rows:

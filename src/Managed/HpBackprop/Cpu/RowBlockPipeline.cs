@@ -48,6 +48,26 @@ internal static class RowBlockPipeline
     /// <summary>At most this many chunks of consecutive blocks: the unit threads share, each with its own dW2 partial.</summary>
     internal const int MaxChunks = 8;
 
+    /// <summary>The parts of a pipelined step <see cref="Profile"/> times (the stages, and the products inside the block stages).</summary>
+    internal enum Part { Pack, Forward1, Combine, Forward2, Backward1, Sums, FinishW2, Backward2, FinishW1, EmbeddingBackward, GemmHprebn, GemmLogits, CrossEntropy, GemmDh, GemmDW2, GemmDembcat, GemmDW1, Steps }
+
+    /// <summary>Stopwatch ticks per <see cref="Part"/> summed over steps (the last slot counts the steps), for <c>bench -- stages</c>; null: not timed.</summary>
+    internal static long[]? Profile;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static long Stamp() => Profile is null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp();
+
+    /// <summary>Adds the time since <paramref name="t"/> to <paramref name="part"/> and restarts <paramref name="t"/> (nothing when not timing).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Mark(ref long t, Part part)
+    {
+        var p = Profile;
+        if (p is null) return;
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        Interlocked.Add(ref p[(int)part], now - t);
+        t = now;
+    }
+
     /// <summary>
     /// Whether the pipeline can run here: a batch of at least <see cref="MinRows"/> rows on a CPU with vector instructions
     /// (512-bit sweeps with AVX-512, the machine's <see cref="System.Numerics.Vector{T}"/> width W otherwise, which needs
@@ -167,29 +187,36 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
         var w = _w;
         int n = _n, H = _h, V = _v, K = _k;
         _ids = ids; _classes = classes;
+        long t = RowBlockPipeline.Stamp();
         // the B operands of the per-block products, packed once: W1ᵀ [K,H], W2ᵀ [H,V], W2 [V,H], W1 [H,K] (weights are [out,in])
         Gemm.PackB(new Gemm.Args(0, H, K, null, 0, 0, w.W1, 1, K, null, 0, null, false), Ptr(_packW1));
         Gemm.PackB(new Gemm.Args(0, V, H, null, 0, 0, w.W2, 1, H, null, 0, null, false), Ptr(_packW2));
         Gemm.PackB(new Gemm.Args(0, H, V, null, 0, 0, w.W2, H, 1, null, 0, null, false), Ptr(_packW2t));
         Gemm.PackB(new Gemm.Args(0, K, H, null, 0, 0, w.W1, K, 1, null, 0, null, false), Ptr(_packW1t));
 
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.Pack);
         // forward: hprebn and block statistics; combine; normalise, activate, logits, cross-entropy
         RunStage(Stage.Forward1);
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.Forward1);
         CombineStatistics();
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.Combine);
         RunStage(Stage.Forward2);
         double total = 0;
         for (int b = 0; b < _blocks; b++) total += _pLoss[b];
         float loss = (float)(total / n);
         UpdateRunningStatistics();
 
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.Forward2);
         // backward: dhpreact and its column sums per block
         RunStage(Stage.Backward1);
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.Backward1);
         SumBlocks(Ptr(_pA), w.DBias);
         SumBlocks(Ptr(_pB), w.DGain);
         float invN = 1f / n, invNm1 = 1f / (TB.OverN ? n : n - 1);
         float* ca = Ptr(_coefA), ce = Ptr(_coefE), cs = Ptr(_coefS), vi = Ptr(_varInv);
         for (int j = 0; j < H; j++) { ca[j] = w.DBias[j] * invN; ce[j] = w.DGain[j] * invNm1; cs[j] = w.Gain[j] * vi[j]; }
 
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.Sums);
         // dW2 = the chunks' dlogitsᵀ·h partials summed in chunk order; W2 was last read when packed
         SumChunks(Ptr(_pW2), w.DW2, V * H);
         bool update = sgd is { Update: true };
@@ -197,7 +224,9 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
         if (w.DB2 != null) Linear.ColumnSum(_x.Dlogits, w.DB2, n, V);
 
         // dhprebn, dembcat and the chunks' dW1 partials per block; db1 from the block sums; dW1 from the partials, and the SGD step on W1
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.FinishW2);
         RunStage(Stage.Backward2);
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.Backward2);
         if (w.DB1 != null) SumBlocks(Ptr(_pC), w.DB1);
         if (_dW1t is null)
         {
@@ -207,22 +236,25 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
         else
         {
             // the chunks' dW1ᵀ [K,H] partials summed, then transposed into place
-            float* t = Ptr(_dW1t);
-            SumChunks(Ptr(_pW1), t, K * H);
+            float* tr = Ptr(_dW1t);
+            SumChunks(Ptr(_pW1), tr, K * H);
             if (!_wide)
             {
                 // in tiles of 16 rows of dW1 (they stay in L1 while K columns are written), then the SGD pass
                 for (int j0 = 0; j0 < H; j0 += 16)
                     for (int kk = 0; kk < K; kk++)
                     {
-                        float* src = t + (nint)kk * H;
+                        float* src = tr + (nint)kk * H;
                         for (int j = j0; j < Math.Min(H, j0 + 16); j++) w.DW1[(nint)j * K + kk] = src[j];
                     }
                 if (update) OptimizerKernels.Sgd(w.W1, w.DW1, null, (long)H * K, sgd!.Lr, 0, 0);
             }
-            else TransposeWithSgd512(t, update ? -sgd!.Lr : 0f, update);
+            else TransposeWithSgd512(tr, update ? -sgd!.Lr : 0f, update);
         }
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.FinishW1);
         Embedding.Backward(_x.Dembcat, ids, w.DC, _v * _e, n * _b, _e);
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.EmbeddingBackward);
+        if (RowBlockPipeline.Profile is { } prof) prof[(int)RowBlockPipeline.Part.Steps]++;
         return loss;
     }
 
@@ -281,7 +313,9 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
         int H = _h, K = _k;
         float* e = _x.Embcat + (nint)r0 * K, x = _x.Hprebn + (nint)r0 * H;
         Embedding.Forward(_w.C, _ids + (nint)r0 * _b, e, rows * _b, _e);
+        long t = RowBlockPipeline.Stamp();
         Gemm.Run(new Gemm.Args(rows, H, K, e, K, 1, null, 0, 0, x, H, _w.B1, false, packed: Ptr(_packW1)), null);
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.GemmHprebn);
         float* s = Ptr(_pA) + (nint)b * H, q = Ptr(_pB) + (nint)b * H;
         if (!_wide) { StatisticsV(x, rows, s, q); return; }
         new Span<float>(s, H).Clear();
@@ -390,8 +424,11 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
             }
         }
         float* lg = _x.Logits + (nint)r0 * V;
+        long t = RowBlockPipeline.Stamp();
         Gemm.Run(new Gemm.Args(rows, V, H, hh, H, 1, null, 0, 0, lg, V, _w.B2, false, packed: Ptr(_packW2)), null);
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.GemmLogits);
         _pLoss[b] = CrossEntropy.Rows(lg, _classes + r0, _x.Dlogits + (nint)r0 * V, rows, V, 1f / _n);
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.CrossEntropy);
     }
 
     /// <summary>Block <paramref name="b"/>: dh into this thread's block buffer, <c>dhpreact = act′·dh</c> (stored in dhprebn), and its column sums.</summary>
@@ -401,7 +438,9 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
         var (r0, rows) = RowsOf(b);
         int H = _h, V = _v;
         float* dhb = Ptr(_pDh) + (nint)thread * RowBlockPipeline.BlockRows * H;
+        long t = RowBlockPipeline.Stamp();
         Gemm.Run(new Gemm.Args(rows, H, V, _x.Dlogits + (nint)r0 * V, V, 1, null, 0, 0, dhb, H, null, false, packed: Ptr(_packW2t)), null);
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.GemmDh);
         float* x = _x.Hprebn + (nint)r0 * H, hh = _x.H + (nint)r0 * H, dp = _x.Dhprebn + (nint)r0 * H;
         float* mean = Ptr(_mean), vi = Ptr(_varInv);
         float* sb = Ptr(_pA) + (nint)b * H, sg = Ptr(_pB) + (nint)b * H;
@@ -422,7 +461,9 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
             }
         }
         // this chunk's share of dW2 = dlogitsᵀ·h, while the block of h is in cache
+        t = RowBlockPipeline.Stamp();
         Gemm.Run(new Gemm.Args(V, H, rows, _x.Dlogits + (nint)r0 * V, 1, V, hh, H, 1, Ptr(_pW2) + (nint)chunk * V * H, H, null, !firstInChunk), null);
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.GemmDW2);
     }
 
     /// <summary>Block <paramref name="b"/>: <c>dhprebn = gain·var_inv·(dhpreact − dbias/n − bnraw·dgain/(n−1))</c> in place, its column sum, and dembcat.</summary>
@@ -448,10 +489,13 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
                 St(ds + c, Ld(ds + c, m, full) + r, m, full);
             }
         }
+        long t = RowBlockPipeline.Stamp();
         Gemm.Run(new Gemm.Args(rows, K, H, d, H, 1, null, 0, 0, _x.Dembcat + (nint)r0 * K, K, null, false, packed: Ptr(_packW1t)), null);
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.GemmDembcat);
         // this chunk's share of dW1 [H,K] = dhprebnᵀ·embcat (or of its transpose), while the block of dhprebn is in cache
         float* e = _x.Embcat + (nint)r0 * K, pw = Ptr(_pW1) + (nint)chunk * K * H;
         if (_dW1t is null) Gemm.Run(new Gemm.Args(H, K, rows, d, 1, H, e, K, 1, pw, K, null, !firstInChunk), null);
         else Gemm.Run(new Gemm.Args(K, H, rows, e, 1, K, d, H, 1, pw, H, null, !firstInChunk), null);
+        RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.GemmDW1);
     }
 }
