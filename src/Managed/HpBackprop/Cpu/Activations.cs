@@ -108,6 +108,9 @@ internal static unsafe class Activation
         {
             for (; i + 16 <= count; i += 16) TA.Forward(Vector512.Load(x + i)).Store(y + i);
         }
+        int w = System.Numerics.Vector<float>.Count;
+        for (; i + w <= count; i += w)
+            Unsafe.WriteUnaligned(y + i, TA.Forward(Unsafe.ReadUnaligned<System.Numerics.Vector<float>>(x + i)));
         if (i < count) TA.Forward(new ReadOnlySpan<float>(x + i, (int)(count - i)), new Span<float>(y + i, (int)(count - i)));
     }
 

@@ -40,12 +40,32 @@ public static partial class BatchNorm
         // bnvar_inv = 1/sqrt(bnvar + eps)
         TensorPrimitives.Add(bnvar[..H], eps, bnvar_inv[..H]);
         TensorPrimitives.ReciprocalSqrt(bnvar_inv[..H], bnvar_inv[..H]);
+        int W = Vector<float>.Count;
+        if (H < W)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                Span<float> raw = bnraw.Slice(i * H, H), hi = h.Slice(i * H, H);
+                TensorPrimitives.Multiply(raw, bnvar_inv[..H], raw);               // bnraw
+                TensorPrimitives.FusedMultiplyAdd(raw, bngain[..H], bnbias[..H], hi); // hpreact
+                TA.Forward(hi, hi);                                                 // h
+            }
+            return;
+        }
+        // bnraw = (hprebn − mean)·var_inv (the same subtraction as bndiff's) and h in one sweep per row, whole vectors;
+        // when W does not divide H, one more vector at H − W recomputes the same values for the lanes it overlaps
         for (int i = 0; i < n; i++)
         {
             Span<float> raw = bnraw.Slice(i * H, H), hi = h.Slice(i * H, H);
-            TensorPrimitives.Multiply(raw, bnvar_inv[..H], raw);               // bnraw
-            TensorPrimitives.FusedMultiplyAdd(raw, bngain[..H], bnbias[..H], hi); // hpreact
-            TA.Forward(hi, hi);                                                 // h
+            ReadOnlySpan<float> xi = hprebn.Slice(i * H, H);
+            for (int c = 0; ; c += W)
+            {
+                if (c > H - W) c = H - W;
+                var r = (new Vector<float>(xi[c..]) - new Vector<float>(bnmeani[c..])) * new Vector<float>(bnvar_inv[c..]);
+                r.CopyTo(raw[c..]);
+                TA.Forward(Vector.MultiplyAddEstimate(r, new Vector<float>(bngain[c..]), new Vector<float>(bnbias[c..]))).CopyTo(hi[c..]);
+                if (c == H - W) break;
+            }
         }
     }
 
@@ -66,12 +86,26 @@ public static partial class BatchNorm
         TensorPrimitives.Add(variance[..H], eps, scale);
         TensorPrimitives.ReciprocalSqrt(scale, scale);
         TensorPrimitives.Multiply(scale, bngain[..H], scale);
+        int W = Vector<float>.Count;
         for (int i = 0; i < n; i++)
         {
             Span<float> hi = h.Slice(i * H, H);
-            TensorPrimitives.Subtract(hprebn.Slice(i * H, H), mean[..H], hi);
-            TensorPrimitives.FusedMultiplyAdd(hi, scale, bnbias[..H], hi);
-            TA.Forward(hi, hi);
+            ReadOnlySpan<float> xi = hprebn.Slice(i * H, H);
+            if (H < W)
+            {
+                TensorPrimitives.Subtract(xi, mean[..H], hi);
+                TensorPrimitives.FusedMultiplyAdd(hi, scale, bnbias[..H], hi);
+                TA.Forward(hi, hi);
+                continue;
+            }
+            // whole vectors, the last at H − W (it reads the input row, not hi, so overlapping lanes come out the same)
+            for (int c = 0; ; c += W)
+            {
+                if (c > H - W) c = H - W;
+                var r = new Vector<float>(xi[c..]) - new Vector<float>(mean[c..]);
+                TA.Forward(Vector.MultiplyAddEstimate(r, new Vector<float>(scale[c..]), new Vector<float>(bnbias[c..]))).CopyTo(hi[c..]);
+                if (c == H - W) break;
+            }
         }
     }
 
