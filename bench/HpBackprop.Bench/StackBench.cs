@@ -7,7 +7,9 @@ namespace HpBackprop.Bench;
 /// <summary>
 /// <c>stack [--shapes S,M,L,deep,mlp] [--threads 1,2] [--seconds 2] [--rounds 3]</c>: µs per training step of
 /// compiled stacks (Networks.Network), the median and best over the rounds. S, M, L are the makemore shapes,
-/// <c>deep</c> the lecture's deeper batch-norm network at n = 32, <c>mlp</c> a float-feature ReLU MLP at n = 256.
+/// <c>deep</c> the lecture's deeper batch-norm network at n = 32, <c>mlp</c> a float-feature ReLU MLP at n = 256 with
+/// cross-entropy, <c>mlp-mse</c> and <c>mlp-bce</c> the same MLP with 10 float targets per row and the mse or
+/// bce_with_logits loss.
 /// One JSON line per row for bench/baselines/side_by_side.py.
 /// </summary>
 public static class StackBench
@@ -23,9 +25,12 @@ public static class StackBench
     public static (string Layers, int N) Get(string shape) => shape switch
     {
         "deep" => (Deep, 32),
-        "mlp" => (Mlp, 256),
+        "mlp" or "mlp-mse" or "mlp-bce" => (Mlp, 256),
         _ => (Sequential.Makemore(27, 3, Shapes.Get(shape).EmbeddingSize, Shapes.Get(shape).HiddenSize).ToString(), Shapes.Get(shape).BatchSize),
     };
+
+    /// <summary>The loss a shape trains with.</summary>
+    public static LossKind LossOf(string shape) => shape switch { "mlp-mse" => LossKind.Mse, "mlp-bce" => LossKind.BceWithLogits, _ => LossKind.CrossEntropy };
 
     public static int Run(string[] args)
     {
@@ -41,7 +46,7 @@ public static class StackBench
             var (layers, n) = Get(s);
             foreach (int t in threads)
             {
-                using var net = Make(layers, n, t, out var stepNet);
+                using var net = Make(layers, n, t, out var stepNet, loss: LossOf(s));
                 var a = new List<double>();
                 double aMin = double.MaxValue;
                 double secs = n >= 4096 ? seconds * 3 : seconds;
@@ -67,7 +72,7 @@ public static class StackBench
         foreach (var s in Program.Opt(args, "--shapes", "deep").Split(','))
         {
             var (layers, n) = Get(s);
-            using var net = Make(layers, n, threads, out var step);
+            using var net = Make(layers, n, threads, out var step, loss: LossOf(s));
             var (whole, best) = Program.Time(step, 2);
             var r = new Random(1);
             var ids = new int[n * net.InputWidth];
@@ -97,15 +102,26 @@ public static class StackBench
     private static double Median(List<double> v) { var s = v.OrderBy(x => x).ToArray(); return s[s.Length / 2]; }
 
     /// <summary>A compiled stack with one fixed random minibatch, and the action that runs one step on it.</summary>
-    public static Network Make(string layers, int n, int threads, out Action step, int seed = 42)
+    public static Network Make(string layers, int n, int threads, out Action step, int seed = 42, LossKind loss = LossKind.CrossEntropy)
     {
         var stack = Sequential.Parse(layers);
-        var net = Network.Create(stack, new NetworkOptions { BatchSize = n, Threads = threads, Optimizer = new Sgd { LearningRate = 0.01f } });
+        var net = Network.Create(stack, new NetworkOptions { BatchSize = n, Threads = threads, Loss = loss, Optimizer = new Sgd { LearningRate = 0.01f } });
         net.Initialize(seed);
         var r = new Random(seed);
         int w = net.InputWidth, k = net.OutputWidth;
         var y = new int[n];
         for (int i = 0; i < n; i++) y[i] = r.Next(k);
+        if (loss != LossKind.CrossEntropy)
+        {
+            // float features and n·k float targets (0 or 1 for bce_with_logits)
+            var xf = new float[n * w];
+            var t = new float[n * k];
+            var g = new NormalRng(seed);
+            for (int i = 0; i < xf.Length; i++) xf[i] = (float)g.Next();
+            for (int i = 0; i < t.Length; i++) t[i] = loss == LossKind.Mse ? (float)g.Next() : r.Next(2);
+            step = () => net.Step(xf, t);
+            return net;
+        }
         if (stack.TakesIds)
         {
             var x = new int[n * w];
