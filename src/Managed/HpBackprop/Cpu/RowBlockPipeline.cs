@@ -113,6 +113,8 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
     private readonly float[]? _dW1t;
     private readonly Work _work;
     private readonly bool _wide;
+    private bool _update;
+    private float _lr;
     private int* _ids, _classes;
 
     public RowBlockPipeline(PipelineWeights weights, PipelineBuffers buffers, int n, int block, int embedding, int hidden, int vocab, float eps, float momentum, int threads, WorkerPool? pool)
@@ -148,7 +150,8 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float* Ptr(float[] a) => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
 
-    private enum Stage { Forward1, Forward2, Backward1, Backward2 }
+    /// <summary>The block stages, then the whole-matrix ones threads share by ranges (packing, summing the chunks' weight-gradient partials with the SGD step, dW1's transposition).</summary>
+    private enum Stage { Forward1, Forward2, Backward1, Backward2, Pack, FinishW2, FinishW1, TransposeW1 }
 
     /// <summary>One stage over this thread's share of the chunks (threads take whole chunks, so each chunk's partials are summed in one order).</summary>
     private sealed class Work(RowBlockPipeline<TA, TB> owner) : ParallelWork
@@ -157,6 +160,7 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
 
         public override void Run(int thread, int threads)
         {
+            if (Stage >= Stage.Pack) { owner.Finish(Stage, thread, threads); return; }
             var (c0, c1) = Share(owner._chunks, thread, threads);
             for (int ch = c0; ch < c1; ch++)
             {
@@ -188,11 +192,10 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
         int n = _n, H = _h, V = _v, K = _k;
         _ids = ids; _classes = classes;
         long t = RowBlockPipeline.Stamp();
+        _update = sgd is { Update: true };
+        _lr = _update ? sgd!.Lr : 0f;
         // the B operands of the per-block products, packed once: W1ᵀ [K,H], W2ᵀ [H,V], W2 [V,H], W1 [H,K] (weights are [out,in])
-        Gemm.PackB(new Gemm.Args(0, H, K, null, 0, 0, w.W1, 1, K, null, 0, null, false), Ptr(_packW1));
-        Gemm.PackB(new Gemm.Args(0, V, H, null, 0, 0, w.W2, 1, H, null, 0, null, false), Ptr(_packW2));
-        Gemm.PackB(new Gemm.Args(0, H, V, null, 0, 0, w.W2, H, 1, null, 0, null, false), Ptr(_packW2t));
-        Gemm.PackB(new Gemm.Args(0, K, H, null, 0, 0, w.W1, K, 1, null, 0, null, false), Ptr(_packW1t));
+        RunStage(Stage.Pack);
 
         RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.Pack);
         // forward: hprebn and block statistics; combine; normalise, activate, logits, cross-entropy
@@ -217,10 +220,8 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
         for (int j = 0; j < H; j++) { ca[j] = w.DBias[j] * invN; ce[j] = w.DGain[j] * invNm1; cs[j] = w.Gain[j] * vi[j]; }
 
         RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.Sums);
-        // dW2 = the chunks' dlogitsᵀ·h partials summed in chunk order; W2 was last read when packed
-        SumChunks(Ptr(_pW2), w.DW2, V * H);
-        bool update = sgd is { Update: true };
-        if (update) OptimizerKernels.Sgd(w.W2, w.DW2, null, (long)V * H, sgd!.Lr, 0, 0);
+        // dW2 = the chunks' dlogitsᵀ·h partials summed in chunk order, and the SGD step on W2 (last read when packed)
+        RunStage(Stage.FinishW2);
         if (w.DB2 != null) Linear.ColumnSum(_x.Dlogits, w.DB2, n, V);
 
         // dhprebn, dembcat and the chunks' dW1 partials per block; db1 from the block sums; dW1 from the partials, and the SGD step on W1
@@ -228,29 +229,9 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
         RunStage(Stage.Backward2);
         RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.Backward2);
         if (w.DB1 != null) SumBlocks(Ptr(_pC), w.DB1);
-        if (_dW1t is null)
-        {
-            SumChunks(Ptr(_pW1), w.DW1, H * K);
-            if (update) OptimizerKernels.Sgd(w.W1, w.DW1, null, (long)H * K, sgd!.Lr, 0, 0);
-        }
-        else
-        {
-            // the chunks' dW1ᵀ [K,H] partials summed, then transposed into place
-            float* tr = Ptr(_dW1t);
-            SumChunks(Ptr(_pW1), tr, K * H);
-            if (!_wide)
-            {
-                // in tiles of 16 rows of dW1 (they stay in L1 while K columns are written), then the SGD pass
-                for (int j0 = 0; j0 < H; j0 += 16)
-                    for (int kk = 0; kk < K; kk++)
-                    {
-                        float* src = tr + (nint)kk * H;
-                        for (int j = j0; j < Math.Min(H, j0 + 16); j++) w.DW1[(nint)j * K + kk] = src[j];
-                    }
-                if (update) OptimizerKernels.Sgd(w.W1, w.DW1, null, (long)H * K, sgd!.Lr, 0, 0);
-            }
-            else TransposeWithSgd512(tr, update ? -sgd!.Lr : 0f, update);
-        }
+        // dW1 from the chunks' partials with the SGD step on W1 (or dW1ᵀ from them, then transposed into place with the step)
+        RunStage(Stage.FinishW1);
+        if (_dW1t != null) RunStage(Stage.TransposeW1);
         RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.FinishW1);
         Embedding.Backward(_x.Dembcat, ids, w.DC, _v * _e, n * _b, _e);
         RowBlockPipeline.Mark(ref t, RowBlockPipeline.Part.EmbeddingBackward);
@@ -259,19 +240,82 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
     }
 
     /// <summary>
-    /// dW1 [H,K] from its transpose <paramref name="t"/> [K,H] in 16×16 tiles transposed in registers, with the SGD step on
-    /// the way (<c>p = g·nlr + p</c>) when <paramref name="update"/>.
+    /// This thread's share of a whole-matrix stage. Ranges are cut at multiples of 64 floats (whole vectors at every
+    /// width) and each element is summed over the chunks in chunk order, so the result is the same on any thread count.
+    /// </summary>
+    private void Finish(Stage stage, int thread, int threads)
+    {
+        var w = _w;
+        int H = _h, V = _v, K = _k;
+        switch (stage)
+        {
+            case Stage.Pack:
+                if (0 % threads == thread) Gemm.PackB(new Gemm.Args(0, H, K, null, 0, 0, w.W1, 1, K, null, 0, null, false), Ptr(_packW1));
+                if (1 % threads == thread) Gemm.PackB(new Gemm.Args(0, K, H, null, 0, 0, w.W1, K, 1, null, 0, null, false), Ptr(_packW1t));
+                if (2 % threads == thread) Gemm.PackB(new Gemm.Args(0, V, H, null, 0, 0, w.W2, 1, H, null, 0, null, false), Ptr(_packW2));
+                if (3 % threads == thread) Gemm.PackB(new Gemm.Args(0, H, V, null, 0, 0, w.W2, H, 1, null, 0, null, false), Ptr(_packW2t));
+                break;
+            case Stage.FinishW2:
+            {
+                var (s, e) = Range(V * H, thread, threads);
+                SumChunks(Ptr(_pW2), w.DW2, V * H, s, e);
+                if (_update) OptimizerKernels.Sgd(w.W2 + s, w.DW2 + s, null, e - s, _lr, 0, 0);
+                break;
+            }
+            case Stage.FinishW1:
+            {
+                var (s, e) = Range(H * K, thread, threads);
+                if (_dW1t is null)
+                {
+                    SumChunks(Ptr(_pW1), w.DW1, H * K, s, e);
+                    if (_update) OptimizerKernels.Sgd(w.W1 + s, w.DW1 + s, null, e - s, _lr, 0, 0);
+                }
+                else SumChunks(Ptr(_pW1), Ptr(_dW1t), K * H, s, e);
+                break;
+            }
+            default:
+            {
+                // rows [j0, j1) of dW1, in tiles of 16
+                var (p0, p1) = ParallelWork.Share((H + 15) / 16, thread, threads);
+                int j0 = p0 * 16, j1 = Math.Min(H, p1 * 16);
+                if (j1 <= j0) break;
+                float* tr = Ptr(_dW1t!);
+                if (_wide) { TransposeWithSgd512(tr, j0, j1); break; }
+                // tiles of 16 rows of dW1 (they stay in L1 while K columns are written), then the SGD pass over those rows
+                for (int a = j0; a < j1; a += 16)
+                    for (int kk = 0; kk < K; kk++)
+                    {
+                        float* src = tr + (nint)kk * H;
+                        for (int j = a; j < Math.Min(j1, a + 16); j++) w.DW1[(nint)j * K + kk] = src[j];
+                    }
+                if (_update) OptimizerKernels.Sgd(w.W1 + (nint)j0 * K, w.DW1 + (nint)j0 * K, null, (long)(j1 - j0) * K, _lr, 0, 0);
+                break;
+            }
+        }
+    }
+
+    /// <summary>This thread's share of <paramref name="length"/> floats, cut at multiples of 64.</summary>
+    private static (int Begin, int End) Range(int length, int thread, int threads)
+    {
+        var (a, b) = ParallelWork.Share((length + 63) / 64, thread, threads);
+        return (Math.Min(length, a * 64), Math.Min(length, b * 64));
+    }
+
+    /// <summary>
+    /// Rows [<paramref name="j0Begin"/>, <paramref name="j1End"/>) of dW1 [H,K] from its transpose <paramref name="t"/> [K,H] in 16×16
+    /// tiles transposed in registers, with the SGD step on the way (<c>p = g·(−lr) + p</c>) when the step updates.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void TransposeWithSgd512(float* t, float negLr, bool update)
+    private void TransposeWithSgd512(float* t, int j0Begin, int j1End)
     {
         int H = _h, K = _k;
+        bool update = _update;
         float* dw = _w.DW1, wt = _w.W1;
-        var nlr = Vector512.Create(negLr);
+        var nlr = Vector512.Create(-_lr);
         float* tile = stackalloc float[16 * Gemm.NR];
-        for (int j0 = 0; j0 < H; j0 += 16)
+        for (int j0 = j0Begin; j0 < j1End; j0 += 16)
         {
-            int cols = Math.Min(16, H - j0);
+            int cols = Math.Min(16, j1End - j0);
             var mj = Mask(cols);
             for (int k0 = 0; k0 < K; k0 += 16)
             {
@@ -397,11 +441,13 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
         for (int b = 1; b < _blocks; b++) Gemm.Axpy(1f, new ReadOnlySpan<float>(part + (nint)b * H, H), new Span<float>(dst, H));
     }
 
-    /// <summary><c>dst = Σ_c part[c]</c> over the chunks' partials of <paramref name="length"/> floats, in chunk order.</summary>
-    private void SumChunks(float* part, float* dst, int length)
+    /// <summary><c>dst[i] = Σ_c part[c, i]</c> for <c>i</c> in [<paramref name="begin"/>, <paramref name="end"/>) of the chunks' partials of <paramref name="length"/> floats, in chunk order.</summary>
+    private void SumChunks(float* part, float* dst, int length, int begin, int end)
     {
-        new ReadOnlySpan<float>(part, length).CopyTo(new Span<float>(dst, length));
-        for (int c = 1; c < _chunks; c++) Gemm.Axpy(1f, new ReadOnlySpan<float>(part + (nint)c * length, length), new Span<float>(dst, length));
+        int count = end - begin;
+        if (count <= 0) return;
+        new ReadOnlySpan<float>(part + begin, count).CopyTo(new Span<float>(dst + begin, count));
+        for (int c = 1; c < _chunks; c++) Gemm.Axpy(1f, new ReadOnlySpan<float>(part + (nint)c * length + begin, count), new Span<float>(dst + begin, count));
     }
 
     /// <summary>Block <paramref name="b"/>: <c>h = act(gain·bnraw + bias)</c>, logits, and cross-entropy forward + backward.</summary>
