@@ -142,7 +142,7 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB> : IRowBlockPipelin
 
     public (float[] Mean, float[] Variance, float[] VarInv) Statistics => (_mean, _var, _varInv);
 
-    public string Pattern => $"row-block pipeline ({RowBlockPipeline.BlockRows}-row blocks, {_chunks} chunks): embedding+flatten, linear, " +
+    public string Pattern => $"row-block pipeline ({RowBlockPipeline.BlockRows}-row blocks, {_chunks} chunks, {(_wide ? 512 : System.Numerics.Vector<float>.Count * 32)}-bit sweeps): embedding+flatten, linear, " +
         $"{(TB.OverN ? "batchnorm:biased" : "batchnorm")}+{typeof(TA).Name.Replace("Act", "", StringComparison.Ordinal).ToLowerInvariant()}, linear, cross-entropy, in cache";
 
     private static float[] Buf(long length) => GC.AllocateArray<float>(checked((int)Math.Max(length, 1)), pinned: true);
