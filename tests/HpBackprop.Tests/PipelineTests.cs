@@ -157,4 +157,20 @@ public sealed class PipelineTests
         Assert.IsFalse(small.Pipelined || mse.Pipelined);
         Assert.IsFalse(small.Plan.Any(p => p.Contains("pipeline", StringComparison.Ordinal)));
     }
+
+    [TestMethod]
+    public void ThePipelinedNetworkHoldsNoBnrawBufferUntilItTrainsOpByOp()
+    {
+        const string layers = "embedding:27x10,flatten,linear:30x200,batchnorm:200,tanh,linear:200x27";
+        var (large, x, y) = Problem(layers, 256, 1);
+        using var small = Problem(layers, 255, 1).Net;
+        using var _ = large;
+        Assert.IsFalse(large.BatchNormHoldsBnraw(2), "the pipeline recomputes bnraw; the [n,F] buffer is freed");
+        Assert.IsTrue(small.BatchNormHoldsBnraw(2));
+        large.Step(x, y);
+        Assert.IsFalse(large.BatchNormHoldsBnraw(2));
+        large.PipelineEnabled = false;
+        large.Step(x, y);
+        Assert.IsTrue(large.BatchNormHoldsBnraw(2), "an op-by-op training step allocates it again");
+    }
 }

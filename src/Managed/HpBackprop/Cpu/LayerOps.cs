@@ -110,6 +110,15 @@ internal unsafe interface IBatchNormOp
 
     /// <summary>The batch statistics of the last training forward: mean, variance (over n−1, or n in the biased mode) and 1/√(var + eps).</summary>
     (float[] Mean, float[] Variance, float[] VarInv) Statistics { get; }
+
+    /// <summary>
+    /// Frees the <c>[n,F]</c> bnraw buffer the training forward keeps for the backward (the network's row-block pipeline
+    /// trains without it); a later op-by-op training step allocates it again.
+    /// </summary>
+    void ReleaseTrainingBuffer();
+
+    /// <summary>Whether the bnraw buffer is allocated (for tests).</summary>
+    bool HoldsTrainingBuffer { get; }
 }
 
 /// <summary>
@@ -123,8 +132,9 @@ internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp, IBatchNormOp where T
 {
     private readonly float* _gain, _bias, _dgain, _dbias, _runMean, _runVar;
     private readonly long* _tracked;
-    private readonly float[] _mean, _var, _varInv, _raw, _scratch;
-    private readonly int _f;
+    private readonly float[] _mean, _var, _varInv, _scratch;
+    private float[]? _raw;
+    private readonly int _f, _rows;
     private readonly float _eps, _momentum;
     private readonly string _name;
     private readonly WorkerPool? _pool;
@@ -139,10 +149,17 @@ internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp, IBatchNormOp where T
         int features, int rows, float eps, float momentum, string name, WorkerPool? pool)
     {
         _gain = gain; _bias = bias; _dgain = dgain; _dbias = dbias; _runMean = runMean; _runVar = runVar; _tracked = tracked;
-        _f = features; _eps = eps; _momentum = momentum; _name = name; _pool = pool;
+        _f = features; _rows = rows; _eps = eps; _momentum = momentum; _name = name; _pool = pool;
         _mean = Pinned(features); _var = Pinned(features); _varInv = Pinned(features); _scratch = Pinned(features);
         _raw = Pinned((long)rows * features);
     }
+
+    /// <summary>bnraw <c>[n,F]</c>, kept by the training forward for the backward (allocated again after <see cref="ReleaseTrainingBuffer"/>).</summary>
+    private float[] Raw => _raw ??= Pinned((long)_rows * _f);
+
+    public void ReleaseTrainingBuffer() => _raw = null;
+
+    public bool HoldsTrainingBuffer => _raw != null;
 
     private static float[] Pinned(long n) => GC.AllocateArray<float>(checked((int)n), pinned: true);
 
@@ -161,6 +178,7 @@ internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp, IBatchNormOp where T
                 new ReadOnlySpan<float>(_gain, F), new ReadOnlySpan<float>(_bias, F), new Span<float>(y, rows * F), _scratch, rows, F, _eps);
             return;
         }
+        _ = Raw; // allocated here, on the calling thread, if it was released (the workers read _raw)
         if (Avx512F.IsSupported && !Gemm.ForceVector256)
         {
             var w = _fw;
@@ -170,7 +188,7 @@ internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp, IBatchNormOp where T
         else
         {
             BatchNorm.ForwardPortable<TA, TB>(new ReadOnlySpan<float>(x, rows * F), new ReadOnlySpan<float>(_gain, F), new ReadOnlySpan<float>(_bias, F),
-                _mean, _var, _varInv, _raw, new Span<float>(y, rows * F), rows, F, _eps);
+                _mean, _var, _varInv, Raw, new Span<float>(y, rows * F), rows, F, _eps);
         }
         // running statistics, with the unbiased variance
         float m = _momentum, keep = 1 - m, unbias = TB.OverN ? (float)rows / (rows - 1) : 1f;
@@ -186,6 +204,7 @@ internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp, IBatchNormOp where T
     {
         int F = _f;
         if (dx == null) dx = dy; // the input gradient is not wanted, but the sweep writes one: let it overwrite dy
+        _ = Raw;
         if (Avx512F.IsSupported && !Gemm.ForceVector256)
         {
             var w = _bw;
@@ -194,7 +213,7 @@ internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp, IBatchNormOp where T
         }
         else
         {
-            BatchNorm.BackwardPortable<TA, TB>(new ReadOnlySpan<float>(dy, rows * F), new ReadOnlySpan<float>(y, rows * F), _raw,
+            BatchNorm.BackwardPortable<TA, TB>(new ReadOnlySpan<float>(dy, rows * F), new ReadOnlySpan<float>(y, rows * F), Raw,
                 new ReadOnlySpan<float>(_gain, F), _varInv, new Span<float>(dx, rows * F), new Span<float>(_dgain, F), new Span<float>(_dbias, F), _scratch, rows, F);
             if (InputBiasGradient != null) Linear.ColumnSum(dx, InputBiasGradient, rows, F);
         }
@@ -215,9 +234,9 @@ internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp, IBatchNormOp where T
             if (b1 <= b0) return;
             int c0 = b0 * 16, c1 = Math.Min(F, b1 * 16);
             if (forward)
-                BatchNorm.Forward512<TA, TB>(X, o._gain, o._bias, P(o._mean), P(o._var), P(o._varInv), P(o._raw), Y, Rows, F, o._eps, c0, c1);
+                BatchNorm.Forward512<TA, TB>(X, o._gain, o._bias, P(o._mean), P(o._var), P(o._varInv), P(o._raw!), Y, Rows, F, o._eps, c0, c1);
             else
-                BatchNorm.Backward512<TA, TB>(Dy, Y, P(o._raw), o._gain, P(o._varInv), X, o._dgain, o._dbias, Rows, F, c0, c1, o.InputBiasGradient);
+                BatchNorm.Backward512<TA, TB>(Dy, Y, P(o._raw!), o._gain, P(o._varInv), X, o._dgain, o._dbias, Rows, F, c0, c1, o.InputBiasGradient);
         }
     }
 }

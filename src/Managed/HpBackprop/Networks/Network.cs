@@ -110,6 +110,8 @@ public sealed unsafe class Network : INetwork
         _dIn = options.InputGradients && !stack.TakesIds ? Buf((long)n * inputWidth) : [];
         _dTarget = options.InputGradients && options.Loss.Targets() == TargetKind.Floats ? Buf((long)n * _k) : [];
         _pipeline = MakePipeline();
+        // the pipeline trains without the batch norm's [n,F] bnraw buffer (it recomputes bnraw from hprebn where it needs it)
+        if (_pipeline != null) foreach (var op in _ops) (op as IBatchNormOp)?.ReleaseTrainingBuffer();
     }
 
     /// <summary>
@@ -290,6 +292,9 @@ public sealed unsafe class Network : INetwork
     /// <summary>The batch statistics (mean, variance, 1/√(var + eps)) of the batch norm in op <paramref name="k"/> in the last training step, for tests.</summary>
     internal (float[] Mean, float[] Variance, float[] VarInv) BatchStatistics(int k) =>
         Pipelined ? _pipeline!.Statistics : ((IBatchNormOp)_ops[k]).Statistics;
+
+    /// <summary>Whether the batch norm in op <paramref name="k"/> holds its <c>[n,F]</c> bnraw buffer (the pipeline trains without it), for tests.</summary>
+    internal bool BatchNormHoldsBnraw(int k) => ((IBatchNormOp)_ops[k]).HoldsTrainingBuffer;
 
     /// <summary>Off: a batch the row-block pipeline would take runs op by op instead (for tests and benchmarks that compare the two).</summary>
     internal bool PipelineEnabled { get; set; } = true;
