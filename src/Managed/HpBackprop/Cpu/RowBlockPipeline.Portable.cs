@@ -58,7 +58,7 @@ internal sealed unsafe partial class RowBlockPipeline<TA, TB>
             nint o = (nint)i * H;
             for (int c = 0; ; c += w)
             {
-                if (c > H - w) { if (c == H) break; c = H - w; }
+                if (c > H - w) c = H - w;
                 var r = (LdV(x + o + c) - LdV(mean + c)) * LdV(vi + c);
                 StV(hh + o + c, TA.Forward(Vector.MultiplyAddEstimate(r, LdV(g + c), LdV(bias + c))));
                 if (c == H - w) break;
