@@ -70,7 +70,7 @@ public unsafe class GpuBenchmarks
     internal bool OnEmulator { get; set; }
 
     private IDeviceRuntime _rt = null!;
-    private CudaBackend _step = null!, _atomicStep = null!;
+    private HpBackprop.Networks.Network _step = null!, _atomicStep = null!;
     private readonly List<DeviceMemory> _mem = [];
     private int _n, _h, _v, _e, _b;
     private ulong logits, yb, xb, dlogits, losses, loss, hprebn, gain, bias, bnmeani, bnvar, bnvar_inv, bnraw, h, dh, dhprebn, dbngain, dbnbias, dembcat, dC;
@@ -105,11 +105,12 @@ public unsafe class GpuBenchmarks
         for (int i = 0; i < _yb.Length; i++) _yb[i] = rng.NextInt(_v);
         fixed (int* p = _xb) _rt.CopyToDevice(xb, p, _xb.Length * 4L);
         fixed (int* p = _yb) _rt.CopyToDevice(yb, p, _yb.Length * 4L);
-        var cfg = new ModelConfig(_v, _b, _e, _h, _n);
-        var p1 = new ParameterSet(cfg); p1.Initialize(1);
-        var p2 = new ParameterSet(cfg); p2.Initialize(1);
-        _step = new CudaBackend(p1, _rt);
-        _atomicStep = new CudaBackend(p2, _rt, ScatterMode.Atomic);
+        var stack = HpBackprop.Networks.Sequential.Makemore(_v, _b, _e, _h);
+        var options = new HpBackprop.Networks.NetworkOptions { BatchSize = _n, Optimizer = new HpBackprop.Networks.Sgd { LearningRate = 0.01f } };
+        _step = CudaNetwork.On(_rt, stack, options);
+        _atomicStep = CudaNetwork.On(_rt, stack, options, ScatterMode.Atomic);
+        _step.Initialize(1);
+        _atomicStep.Initialize(1);
     }
 
     private void Upload(ulong dst, long count, Func<float> next)
@@ -238,8 +239,8 @@ public unsafe class GpuBenchmarks
     }
 
     [Benchmark]
-    public void TrainingStep() => _step.StepWithoutLoss(_xb, _yb, 0.01f);
+    public void TrainingStep() => _step.Step(_xb, _yb);
 
     [Benchmark]
-    public void TrainingStepAtomicScatter() => _atomicStep.StepWithoutLoss(_xb, _yb, 0.01f);
+    public void TrainingStepAtomicScatter() => _atomicStep.Step(_xb, _yb);
 }

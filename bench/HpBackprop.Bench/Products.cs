@@ -7,7 +7,7 @@ namespace HpBackprop.Bench;
 /// The six matrix products of a training step at one shape, with operands in pinned buffers,
 /// runnable through our <see cref="Gemm"/> or OpenBLAS's cblas_sgemm (row-major, same shapes and transposes).
 /// </summary>
-public sealed unsafe class Products : IDisposable
+internal sealed unsafe class Products : IDisposable
 {
     public sealed record Product(string Name, int M, int N, int K, bool TransA, bool TransB, float[] A, float[] B, float[] C)
     {

@@ -3,7 +3,7 @@ using BenchmarkDotNet.Running;
 
 namespace HpBackprop.Bench;
 
-public static class Program
+internal static class Program
 {
     /// <summary>
     /// <c>steps [--threads 1,2] [--shapes S,M,L] [--seconds 2]</c>: µs per training step, median of 5 timed

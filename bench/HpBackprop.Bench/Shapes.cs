@@ -5,7 +5,7 @@ using HpBackprop.Networks;
 namespace HpBackprop.Bench;
 
 /// <summary>The three step shapes of the issue (B = 3, V = 27).</summary>
-public static class Shapes
+internal static class Shapes
 {
     public static readonly (string Name, ModelConfig Config)[] All =
     [

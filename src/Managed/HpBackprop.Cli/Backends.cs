@@ -1,7 +1,5 @@
 using HpBackprop.Cuda;
-using HpBackprop.Model;
 using HpBackprop.Networks;
-using HpBackprop.Training;
 
 namespace HpBackprop.Cli;
 
@@ -11,104 +9,68 @@ internal static class Backends
     public static readonly string[] Devices = ["cpu", "cuda", "auto", "emulator"];
 
     /// <summary>
-    /// Compiles <paramref name="stack"/> for <paramref name="device"/>: "cpu" the compiled CPU network (every stack),
-    /// "cuda"/"emulator" a <see cref="CudaNetwork"/> (a stack or recipe the GPU does not run is a user error naming the
-    /// first layer or setting), "auto" the GPU when there is one and it runs the stack, otherwise the CPU;
-    /// <paramref name="say"/> receives the one-line notice of an automatic choice. The stack and options have passed
-    /// <see cref="Network.Check"/>.
+    /// Compiles <paramref name="stack"/> for <paramref name="device"/>: "cpu" the CPU network, "cuda" the first GPU, "emulator" the
+    /// CUDA kernels on the host (slow, for testing), "auto" the GPU when one is usable, otherwise the CPU; every device runs every
+    /// stack. <paramref name="say"/> receives the one-line notice of an automatic choice. A stack or option that does not fit is
+    /// a user error naming it (the CLI's option names).
     /// </summary>
-    public static INetwork Create(string device, Sequential stack, NetworkOptions options, Action<string> say, ScatterMode scatter = ScatterMode.Deterministic)
+    public static Network Create(string device, Sequential stack, NetworkOptions options, Action<string> say, ScatterMode scatter = ScatterMode.Deterministic)
     {
-        switch (device)
+        try
         {
-            case "cpu":
-                return Network.Create(stack, options);
-            case "cuda":
-            case "emulator":
-                try
-                {
-                    return device == "cuda" ? CudaNetwork.OnDevice(stack, options, scatter) : CudaNetwork.OnEmulator(stack, options, scatter);
-                }
-                catch (StackException e)
-                {
-                    throw new UserErrorException($"--device {device}: {TrainCommand.OptionNames(e.Message)} Use --device cpu, which runs every stack.");
-                }
-                catch (CudaUnavailableException e)
-                {
-                    throw new UserErrorException($"--device {device}: " + e.Message);
-                }
-            case "auto":
-                {
-                    if (CudaNetwork.FirstUnsupported(stack, options) is string unsupported)
+            switch (device)
+            {
+                case "cpu":
+                    return Network.Create(stack, options);
+                case "cuda":
+                case "emulator":
+                    try
                     {
-                        say($"device auto: using the CPU ({TrainCommand.OptionNames(unsupported.Split(": ")[0])}).");
+                        return device == "cuda" ? CudaNetwork.OnDevice(stack, options, scatter) : CudaNetwork.OnEmulator(stack, options, scatter);
+                    }
+                    catch (CudaUnavailableException e)
+                    {
+                        throw new UserErrorException($"--device {device}: " + e.Message);
+                    }
+                case "auto":
+                    {
+                        string? why = CudaProbe.WhyUnavailable();
+                        if (why == null)
+                        {
+                            try
+                            {
+                                var gpu = CudaNetwork.OnDevice(stack, options, scatter);
+                                say($"device auto: using {gpu.Device}.");
+                                return gpu;
+                            }
+                            catch (CudaUnavailableException e)
+                            {
+                                why = e.Message;
+                            }
+                        }
+                        say("device auto: using the CPU; " + why.Split(". ")[0] + ".");
                         return Network.Create(stack, options);
                     }
-                    string? why = CudaProbe.WhyUnavailable();
-                    if (why == null)
-                    {
-                        try
-                        {
-                            var gpu = CudaNetwork.OnDevice(stack, options, scatter);
-                            say($"device auto: using {gpu.Device}.");
-                            return gpu;
-                        }
-                        catch (CudaUnavailableException e)
-                        {
-                            why = e.Message;
-                        }
-                    }
-                    say("device auto: using the CPU; " + why.Split(". ")[0] + ".");
-                    return Network.Create(stack, options);
-                }
-            default:
-                throw new UserErrorException($"--device '{device}' is not one of {string.Join(", ", Devices)}.");
+                default:
+                    throw new UserErrorException($"--device '{device}' is not one of {string.Join(", ", Devices)}.");
+            }
+        }
+        catch (StackException e)
+        {
+            throw new UserErrorException(TrainCommand.OptionNames(e.Message));
         }
     }
 
-    /// <summary>
-    /// The CUDA backend over a <see cref="ParameterSet"/> for <c>grads</c> on the makemore bundle format (which also writes the
-    /// intermediates dlogits and dhprebn), or null for the CPU, where the makemore stack runs as a compiled network;
-    /// <paramref name="say"/> receives the one-line notice of an automatic choice.
-    /// </summary>
-    public static ITrainingBackend? CreateMakemore(string device, ParameterSet parameters, Action<string> say)
+    /// <summary>A network for <paramref name="device"/> holding the parameters, running statistics and counters of <paramref name="loaded"/> (a CPU network read from a file); <paramref name="loaded"/> itself when the device is the CPU.</summary>
+    public static Network Move(Network loaded, string device, Action<string> say)
     {
-        switch (device)
-        {
-            case "cpu":
-                return null;
-            case "cuda":
-                try
-                {
-                    return CudaBackend.OnDevice(parameters);
-                }
-                catch (CudaUnavailableException e)
-                {
-                    throw new UserErrorException("--device cuda: " + e.Message);
-                }
-            case "emulator":
-                return CudaBackend.OnEmulator(parameters);
-            case "auto":
-                {
-                    string? why = CudaProbe.WhyUnavailable();
-                    if (why == null)
-                    {
-                        try
-                        {
-                            var gpu = CudaBackend.OnDevice(parameters);
-                            say($"device auto: using {gpu.Name}.");
-                            return gpu;
-                        }
-                        catch (CudaUnavailableException e)
-                        {
-                            why = e.Message;
-                        }
-                    }
-                    say("device auto: using the CPU; " + why.Split(". ")[0] + ".");
-                    return null;
-                }
-            default:
-                throw new UserErrorException($"--device '{device}' is not one of {string.Join(", ", Devices)}.");
-        }
+        if (device == "cpu") return loaded;
+        var net = Create(device, loaded.Stack, loaded.Options, say);
+        if (net.Device == "cpu" && device == "auto") { net.Dispose(); return loaded; }
+        net.Parameters.CopyFrom(loaded.Parameters);
+        net.StepCount = loaded.StepCount;
+        net.PushParameters();
+        loaded.Dispose();
+        return net;
     }
 }

@@ -57,37 +57,20 @@ internal static class GradsCommand
             }
             else
             {
+                // the makemore bundle runs through the one network path on every device, read back under the makemore names
                 var p = new ParameterSet(c);
                 bundle.CopyTo(p);
-                using var backend = Backends.CreateMakemore(pr.GetValue(device)!, p, m => stderr.WriteLine(m));
-                float loss;
-                float[] dlogits = [], dhprebn = [];
-                if (backend == null)
-                {
-                    // the CPU: the makemore stack as a compiled network, read back under the makemore names
-                    using var cpu = StackCheckpoint.FromParameterSet(p, c.BatchSize);
-                    loss = cpu.ForwardBackward(bundle.Xb, bundle.Yb);
-                    StackCheckpoint.ToParameterSet(cpu, p);
-                    dlogits = MakemoreView.Intermediate(cpu, "dlogits");
-                    dhprebn = MakemoreView.Intermediate(cpu, "dhprebn");
-                }
-                else
-                {
-                    loss = backend.ForwardBackward(bundle.Xb, bundle.Yb);
-                    backend.PullParameters();
-                }
+                using var net = Backends.Create(pr.GetValue(device)!, Sequential.Makemore(c.VocabSize, c.BlockSize, c.EmbeddingSize, c.HiddenSize),
+                    new NetworkOptions { BatchSize = c.BatchSize, Eps = (float)c.Eps }, m => stderr.WriteLine(m));
+                MakemoreLayout.ToStore(p, net.Parameters, gradients: false);
+                net.PushParameters();
+                float loss = net.ForwardBackward(bundle.Xb, bundle.Yb);
+                net.PullParameters();
+                MakemoreLayout.FromStore(net.Parameters, p, gradients: true);
                 result.Add("loss", new[] { loss });
                 foreach (string g in FusedGradients) result.Add(g, (ReadOnlySpan<float>)p.Gradient(g[1..]), p.Info(g[1..]).Shape);
-                if (backend == null)
-                {
-                    result.Add("dlogits", dlogits, c.BatchSize, c.VocabSize);
-                    result.Add("dhprebn", dhprebn, c.BatchSize, c.HiddenSize);
-                }
-                else if (backend is HpBackprop.Cuda.CudaBackend gpu)
-                {
-                    result.Add("dlogits", gpu.Download("dlogits"), c.BatchSize, c.VocabSize);
-                    result.Add("dhprebn", gpu.Download("dhprebn"), c.BatchSize, c.HiddenSize);
-                }
+                result.Add("dlogits", MakemoreView.Intermediate(net, "dlogits"), c.BatchSize, c.VocabSize);
+                result.Add("dhprebn", MakemoreView.Intermediate(net, "dhprebn"), c.BatchSize, c.HiddenSize);
             }
             result.Metadata["mode"] = pr.GetValue(mode)!;
             result.Metadata["producer"] = "hpbackprop grads";
@@ -102,15 +85,6 @@ internal static class GradsCommand
     private static int Stack(SafeTensorsFile file, string inPath, string outPath, string mode, string device, TextWriter stdout, TextWriter stderr)
     {
         var bundle = StackBundle.From(file, Path.GetFileName(inPath));
-        if (device is "cuda" or "emulator")
-        {
-            var stack = bundle.Stack;
-            string? why = HpBackprop.Cuda.CudaNetwork.FirstUnsupported(stack, new NetworkOptions { L2 = (float)bundle.L2, Loss = bundle.Loss });
-            throw new UserErrorException($"--device {device}: the GPU backend runs only the makemore MLP, from the makemore bundle format (Xb, Yb, C, W1, ...); "
-                + (why is null ? $"{bundle.Source} is a stack bundle, which runs on the CPU." : $"in {bundle.Source}, {why.Replace("NetworkOptions.L2", "metadata l2", StringComparison.Ordinal)}")
-                + " Use --device cpu.");
-        }
-        if (device == "auto") stderr.WriteLine("device auto: using the CPU (a stack bundle runs on the CPU only).");
         StackGrads.CheckRows(bundle);
         SafeTensorsFile result;
         string path;
@@ -121,7 +95,7 @@ internal static class GradsCommand
         }
         else
         {
-            result = StackGrads.Output(bundle, StackGrads.RunFast(bundle));
+            result = StackGrads.Output(bundle, StackGrads.RunFast(bundle, (stack, options) => Backends.Create(device, stack, options, m => stderr.WriteLine(m))));
             path = "fast path (float)";
         }
         result.Metadata["producer"] = "hpbackprop grads";

@@ -41,17 +41,18 @@ internal static class StackGrads
     /// The fast path on a bundle: a <see cref="Network"/> with the bundle's stack, loss, l2, bn_momentum and eps
     /// (in float), the bundle's parameters and running buffers copied in by state-dict name, one ForwardBackward.
     /// </summary>
-    public static FastResult RunFast(StackBundle b)
+    public static FastResult RunFast(StackBundle b, Func<Sequential, NetworkOptions, Network>? create = null)
     {
         CheckRows(b);
         Network net;
         try
         {
-            net = Network.Create(b.Stack, new NetworkOptions
+            var options = new NetworkOptions
             {
                 BatchSize = b.N, Loss = b.Loss, L2 = (float)b.L2, BatchNormMomentum = (float)b.BatchNormMomentum, Eps = (float)b.Eps,
-                InputWidth = b.InputWidth, InputGradients = true,
-            });
+                InputWidth = b.InputWidth, InputGradients = true, Seed = b.Seed,
+            };
+            net = create != null ? create(b.Stack, options) : Network.Create(b.Stack, options);
         }
         catch (ArgumentException e)
         {
@@ -65,6 +66,8 @@ internal static class StackGrads
             var bns = b.Stack.BatchNormLayers();
             for (int j = 0; j < bns.Count; j++)
                 if (b.BatchesTracked.TryGetValue(BatchNormBuffers<double>.TrackedName(bns[j]), out long t)) ps.BatchesTracked[j] = t;
+            net.StepCount = b.Step;
+            net.PushParameters();
             return ForwardBackward(net, b.Ids, ToSingle(b.Features), b.Classes, ToSingle(b.Targets));
         }
     }
@@ -85,6 +88,7 @@ internal static class StackGrads
             (null, { } c) => net.ForwardBackward(features!, c),
             _ => net.ForwardBackward(features!, (ReadOnlySpan<float>)(targets ?? [])),
         };
+        net.PullParameters();
         var grads = net.Parameters.Parameters.ToDictionary(s => s.Name, s => net.Parameters.Gradient(s.Name).ToArray(), StringComparer.Ordinal);
         float[]? dx = features is null ? null : net.InputGradient.ToArray();
         float[]? dy = targets is null ? null : net.TargetGradient.ToArray();

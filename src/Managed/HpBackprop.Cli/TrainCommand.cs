@@ -179,7 +179,7 @@ internal static class TrainCommand
                 var options = new NetworkOptions
                 {
                     BatchSize = batchSize, Optimizer = opt, Schedule = sched, L2 = l2Value, BatchNormMomentum = bnMomentum,
-                    Threads = nThreads, InputWidth = blockSize,
+                    Threads = nThreads, InputWidth = blockSize, Seed = seedValue,
                 };
                 try { Network.Check(stack, options); }
                 catch (ArgumentException e) { throw new UserErrorException((layersText != null ? "--layers: " : "") + OptionNames(e.Message)); }
@@ -193,7 +193,7 @@ internal static class TrainCommand
                     ["corpus"] = corpus.Source,
                     ["corpus_sha256"] = CorpusHash(corpus),
                 };
-                // one training path on every device: the compiled CPU network runs every stack, the GPU the makemore stack with plain SGD
+                // one training path on every device
                 string dev = pr.GetValue(device)!;
                 var scatterMode = pr.GetValue(scatter) == "atomic" ? HpBackprop.Cuda.ScatterMode.Atomic : HpBackprop.Cuda.ScatterMode.Deterministic;
                 var network = Backends.Create(dev, stack, options, m => say.WriteLine(m), scatterMode);
@@ -255,21 +255,13 @@ internal static class TrainCommand
                     sw.Restart();
                     if (!pr.GetValue(calibrate)) network.Calibrate(trainSet);
                     network.PullParameters();
-                    if (network is Network cpu) net = cpu;
-                    else
-                    {
-                        // evaluation, samples, the checkpoint and the plot run on the CPU from the trained values
-                        net = Network.Create(stack, options);
-                        net.Parameters.CopyFrom(network.Parameters);
-                        net.StepCount = network.StepCount;
-                    }
+                    net = network; // evaluation, samples and the checkpoint on the same device, through the same network
                 }
                 catch
                 {
                     network.Dispose();
                     throw;
                 }
-                if (!ReferenceEquals(net, network)) network.Dispose();
                 using (net)
                 {
                     if (!pr.GetValue(calibrate)) say.WriteLine($"calibrated batch norm over {split.Train.Count:N0} training examples ({sw.Elapsed.TotalSeconds:F2} s)");
@@ -325,15 +317,10 @@ internal static class TrainCommand
     }
 
     /// <summary>Saves the network mid-run with the run's state (a checkpoint to resume), through the CPU for a GPU network.</summary>
-    private static void SaveState(INetwork network, Sequential stack, NetworkOptions options, Vocabulary vocab, Dictionary<string, string> meta, TrainingRun run, string path)
+    private static void SaveState(Network network, Sequential stack, NetworkOptions options, Vocabulary vocab, Dictionary<string, string> meta, TrainingRun run, string path)
     {
-        if (network is Network cpu) { StackCheckpoint.Save(path, cpu, vocab, meta, run); return; }
         network.PullParameters();
-        using var host = Network.Create(stack, options);
-        host.Parameters.CopyFrom(network.Parameters);
-        network.Parameters.OptimizerState.CopyTo(host.Parameters.OptimizerState, 0);
-        host.StepCount = network.StepCount;
-        StackCheckpoint.Save(path, host, vocab, meta, run);
+        StackCheckpoint.Save(path, network, vocab, meta, run);
     }
 
     /// <summary>SHA-256 of the corpus's words, one per line: a resumed run checks it trains on the same words.</summary>

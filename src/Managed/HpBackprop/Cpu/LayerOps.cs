@@ -50,6 +50,9 @@ internal sealed class StepState
 {
     public bool Update;
     public float Lr;
+
+    /// <summary>The optimiser steps taken before this one: the step the dropout masks are drawn for.</summary>
+    public long Step;
 }
 
 /// <summary>

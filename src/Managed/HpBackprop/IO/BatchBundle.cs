@@ -9,7 +9,7 @@ namespace HpBackprop.IO;
 /// (I32 or I64) and <c>C, W1, b1, W2, b2, bngain, bnbias</c> (F32 or F64, docs/makemore.md §2 shapes);
 /// other tensors are ignored. The dimensions are read off the shapes and checked against each other.
 /// </summary>
-public sealed class BatchBundle
+internal sealed class BatchBundle
 {
     private BatchBundle(ModelConfig config, int[] xb, int[] yb, Dictionary<string, double[]> parameters, DType floatType, SafeTensorsFile file)
     {

@@ -10,7 +10,7 @@ namespace HpBackprop.IO;
 /// header's metadata the configuration and the vocabulary. PyTorch (or the <c>safetensors</c>
 /// package) reads it directly. Saving goes through a temporary file and a rename.
 /// </summary>
-public static class Checkpoint
+internal static class Checkpoint
 {
     /// <summary>The value of the <c>format</c> metadata key.</summary>
     public const string Format = "hpbackprop-mlp/1";

@@ -24,7 +24,7 @@ public sealed class StackBundle
         int[]? ids, double[]? features, int[]? classes, double[]? targets, Dictionary<string, double[]> parameters,
         Dictionary<string, double[]> running, Dictionary<string, long> tracked)
     {
-        Source = source; File = file; Stack = h.Stack; Loss = h.Loss; L2 = h.L2; BatchNormMomentum = h.Momentum; Eps = h.Eps;
+        Source = source; File = file; Stack = h.Stack; Loss = h.Loss; L2 = h.L2; BatchNormMomentum = h.Momentum; Eps = h.Eps; Seed = h.Seed; Step = h.Step;
         Precision = h.Precision; N = n; InputWidth = inputWidth; Ids = ids; Features = features; Classes = classes; Targets = targets;
         Parameters = parameters; RunningStatistics = running; BatchesTracked = tracked;
     }
@@ -49,6 +49,12 @@ public sealed class StackBundle
 
     /// <summary>The batch-norm epsilon (metadata <c>eps</c>, 1e-5 when absent).</summary>
     public double Eps { get; }
+
+    /// <summary>Metadata <c>seed</c>: the seed of the dropout masks (<see cref="NetworkOptions.Seed"/>; default 42).</summary>
+    public int Seed { get; }
+
+    /// <summary>Metadata <c>step</c>: the optimiser step the dropout masks are drawn for (<see cref="Network.StepCount"/>; default 0).</summary>
+    public long Step { get; }
 
     /// <summary>The precision of every float tensor: <see cref="DType.F32"/> or <see cref="DType.F64"/>.</summary>
     public DType Precision { get; }
@@ -120,6 +126,8 @@ public sealed class StackBundle
         L2 = T.CreateChecked(L2),
         BatchNormMomentum = T.CreateChecked(BatchNormMomentum),
         Eps = T.CreateChecked(Eps),
+        Seed = unchecked((uint)Seed),
+        Step = Step,
     };
 
     /// <summary>
@@ -213,7 +221,7 @@ public sealed record StackExpected(double Loss, double[] Out, IReadOnlyDictionar
     double[]? TargetGradient, IReadOnlyDictionary<string, double[]> After, IReadOnlyList<string> NearZero);
 
 /// <summary>The metadata shared by stack bundles (layers, loss, l2, bn_momentum, eps) and the helpers that check tensors against the stack.</summary>
-internal sealed record StackFileHeader(Sequential Stack, LossKind Loss, double L2, double Momentum, double Eps, DType Precision)
+internal sealed record StackFileHeader(Sequential Stack, LossKind Loss, double L2, double Momentum, double Eps, DType Precision, int Seed = 42, long Step = 0)
 {
     public static StackFileHeader Read(SafeTensorsFile f, string source)
     {
@@ -233,6 +241,12 @@ internal sealed record StackFileHeader(Sequential Stack, LossKind Loss, double L
             return v;
         }
         double l2 = Num("l2", 0, false), momentum = Num("bn_momentum", 0.001, false), eps = Num("eps", 1e-5, true);
+        int seed = 42;
+        if (f.Metadata.TryGetValue("seed", out var seedText) && !int.TryParse(seedText, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out seed))
+            throw new SafeTensorsFormatException(source, $"metadata 'seed' = '{Layer.Clip(seedText)}' is not a whole number (the dropout masks' seed).");
+        long step = 0;
+        if (f.Metadata.TryGetValue("step", out var stepText) && !(long.TryParse(stepText, NumberStyles.None, CultureInfo.InvariantCulture, out step)))
+            throw new SafeTensorsFormatException(source, $"metadata 'step' = '{Layer.Clip(stepText)}' is not a whole number ≥ 0 (the dropout masks' step).");
         if (momentum > 1) throw new SafeTensorsFormatException(source, $"metadata 'bn_momentum' = {momentum} is not in [0, 1].");
         // one precision for the inputs and parameters (running buffers, which checkpoints (docs/stacks.md) keep in
         // F32, and any other tensor are widened whatever their precision)
@@ -246,7 +260,7 @@ internal sealed record StackFileHeader(Sequential Stack, LossKind Loss, double L
             else if (t.DType != precision)
                 throw new SafeTensorsFormatException(source, $"tensor '{name}' is {t.DType} but '{first}' is {precision}: the inputs and parameters of a bundle have one precision.");
         }
-        return new StackFileHeader(stack, loss, l2, momentum, eps, precision ?? DType.F32);
+        return new StackFileHeader(stack, loss, l2, momentum, eps, precision ?? DType.F32, seed, step);
     }
 
     public static SafeTensor Need(SafeTensorsFile f, string source, string name) =>

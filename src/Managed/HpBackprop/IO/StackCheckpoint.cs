@@ -19,8 +19,8 @@ public sealed record LoadedModel(Network Network, Vocabulary? Vocabulary, IReadO
 /// What a checkpoint saved in the middle of a run holds besides the parameters: the run (steps done, the minibatch
 /// generator's state, the losses so far), the network's step count (the schedule's position) and the optimiser's state.
 /// </summary>
-/// <param name="Run">The run, to continue with <see cref="NetworkTraining.Fit(INetwork, ExampleSet, TrainingRun, Action{Training.TrainingProgress}?, int, CancellationToken, int?)"/>.</param>
-/// <param name="StepCount">The network's <see cref="INetwork.StepCount"/> when it was saved.</param>
+/// <param name="Run">The run, to continue with <see cref="Network.Fit(ExampleSet, TrainingRun, Action{Training.TrainingProgress}?, int, CancellationToken, int?)"/>.</param>
+/// <param name="StepCount">The network's <see cref="Network.StepCount"/> when it was saved.</param>
 /// <param name="OptimizerState">The network's <see cref="ParameterStore.OptimizerState"/> when it was saved.</param>
 public sealed record SavedTraining(TrainingRun Run, long StepCount, float[] OptimizerState)
 {
@@ -29,7 +29,7 @@ public sealed record SavedTraining(TrainingRun Run, long StepCount, float[] Opti
     /// for the same stack with the same optimiser), sends them to its device, and returns the run to continue.
     /// </summary>
     /// <exception cref="ArgumentException">The network's stack or optimiser state does not match the checkpoint's.</exception>
-    public TrainingRun RestoreInto(INetwork network, LoadedModel model)
+    public TrainingRun RestoreInto(Network network, LoadedModel model)
     {
         ArgumentNullException.ThrowIfNull(network);
         ArgumentNullException.ThrowIfNull(model);
@@ -66,6 +66,7 @@ public static class StackCheckpoint
     public static void Save(string path, Network network, Vocabulary? vocabulary, IReadOnlyDictionary<string, string>? extra = null, TrainingRun? run = null)
     {
         ArgumentNullException.ThrowIfNull(network);
+        network.PullParameters(); // on a GPU, the device's values
         var f = new SafeTensorsFile();
         var ps = network.Parameters;
         foreach (var s in ps.Parameters) f.Add(s.Name, (ReadOnlySpan<float>)ps.Data.AsSpan(s.Offset, s.Length), s.Shape);
@@ -95,6 +96,7 @@ public static class StackCheckpoint
         f.Metadata["batch_size"] = I(network.BatchSize);
         f.Metadata["eps"] = network.Options.Eps.ToString("R", CultureInfo.InvariantCulture);
         f.Metadata["bn_momentum"] = network.Options.BatchNormMomentum.ToString("R", CultureInfo.InvariantCulture);
+        f.Metadata.TryAdd("seed", network.Options.Seed.ToString(CultureInfo.InvariantCulture)); // the dropout masks' seed (a caller's "seed" is the same or means more)
         if (vocabulary != null)
         {
             f.Metadata["vocab"] = vocabulary.Characters;
@@ -123,8 +125,9 @@ public static class StackCheckpoint
             int n = batchSize ?? Int("batch_size");
             float eps = float.Parse(Meta("eps"), NumberStyles.Float, CultureInfo.InvariantCulture);
             float m = f.Metadata.TryGetValue("bn_momentum", out var mm) ? float.Parse(mm, NumberStyles.Float, CultureInfo.InvariantCulture) : 0.001f;
+            int seed = f.Metadata.TryGetValue("seed", out var sd) ? int.Parse(sd, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture) : 42;
             if (f.Metadata.TryGetValue("vocab", out var chars)) vocab = Vocabulary.FromCharacters(chars);
-            net = Network.Create(stack, new NetworkOptions { BatchSize = n, Loss = loss, InputWidth = width, Eps = eps, BatchNormMomentum = m });
+            net = Network.Create(stack, new NetworkOptions { BatchSize = n, Loss = loss, InputWidth = width, Eps = eps, BatchNormMomentum = m, Seed = seed });
         }
         catch (Exception e) when (e is ArgumentException or FormatException or CorpusException)
         {
@@ -207,13 +210,13 @@ public static class StackCheckpoint
     /// The makemore stack holding the values of a <see cref="ParameterSet"/> (C, W1, b1, bngain, bnbias, W2, b2 and the
     /// inference statistics), with the linear weights transposed to PyTorch's <c>[OUT,IN]</c>.
     /// </summary>
-    public static Network FromParameterSet(ParameterSet p, int batchSize) => FromParameterSet(p, new NetworkOptions { BatchSize = batchSize });
+    internal static Network FromParameterSet(ParameterSet p, int batchSize) => FromParameterSet(p, new NetworkOptions { BatchSize = batchSize });
 
     /// <summary>
     /// The makemore stack holding the values of a <see cref="ParameterSet"/>, compiled with <paramref name="options"/>
     /// (threads, optimiser, schedule, batch-norm momentum; the batch-norm epsilon is the parameter set's).
     /// </summary>
-    public static Network FromParameterSet(ParameterSet p, NetworkOptions options)
+    internal static Network FromParameterSet(ParameterSet p, NetworkOptions options)
     {
         ArgumentNullException.ThrowIfNull(p);
         ArgumentNullException.ThrowIfNull(options);
@@ -229,7 +232,7 @@ public static class StackCheckpoint
     /// (the linear weights transposed back to <c>W1 [B·E,H]</c> and <c>W2 [H,V]</c>).
     /// </summary>
     /// <exception cref="ArgumentException">The network's stack is not <see cref="Sequential.Makemore"/> of <paramref name="p"/>'s configuration.</exception>
-    public static void ToParameterSet(Network network, ParameterSet p)
+    internal static void ToParameterSet(Network network, ParameterSet p)
     {
         ArgumentNullException.ThrowIfNull(network);
         ArgumentNullException.ThrowIfNull(p);

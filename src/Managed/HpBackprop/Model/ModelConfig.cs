@@ -11,7 +11,7 @@ namespace HpBackprop.Model;
 /// <param name="HiddenSize">H (n_hidden), the width of the hidden layer.</param>
 /// <param name="BatchSize">n, the rows of a training minibatch (at least 2: batch norm needs a variance).</param>
 /// <param name="Eps">The batch-norm epsilon added to the variance.</param>
-public sealed record ModelConfig(int VocabSize, int BlockSize = 3, int EmbeddingSize = 10, int HiddenSize = 200, int BatchSize = 32, double Eps = 1e-5)
+internal sealed record ModelConfig(int VocabSize, int BlockSize = 3, int EmbeddingSize = 10, int HiddenSize = 200, int BatchSize = 32, double Eps = 1e-5)
 {
     /// <summary>B·E, the width of <c>embcat</c> and the rows of <c>W1</c>.</summary>
     public int ContextWidth => BlockSize * EmbeddingSize;

@@ -4,7 +4,7 @@ namespace HpBackprop.Model;
 /// <param name="Name">The makemore name (C, W1, b1, W2, b2, bngain, bnbias).</param>
 /// <param name="Offset">First element in <see cref="ParameterSet.Data"/> and <see cref="ParameterSet.Grad"/>.</param>
 /// <param name="Shape">The makemore shape.</param>
-public sealed record ParameterInfo(string Name, int Offset, int[] Shape)
+internal sealed record ParameterInfo(string Name, int Offset, int[] Shape)
 {
     /// <summary>Number of elements.</summary>
     public int Length => Shape.Aggregate(1, (a, b) => a * b);
@@ -16,7 +16,7 @@ public sealed record ParameterInfo(string Name, int Offset, int[] Shape)
 /// Each tensor starts on a 64-byte boundary of the buffer so vector loads line up.
 /// Also holds the batch-norm statistics used at inference (not trained by SGD).
 /// </summary>
-public sealed class ParameterSet
+internal sealed class ParameterSet
 {
     /// <summary>The parameter names in buffer order.</summary>
     public static readonly IReadOnlyList<string> Names = ["C", "W1", "b1", "W2", "b2", "bngain", "bnbias"];

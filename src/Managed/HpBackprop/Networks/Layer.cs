@@ -19,6 +19,10 @@ public enum LayerKind
     Relu,
     /// <summary><c>sigmoid</c>: <c>1/(1+exp(−x))</c>, elementwise.</summary>
     Sigmoid,
+    /// <summary><c>layernorm:F</c>: each row of <c>[n,F]</c> normalised over its F features, with a per-feature gain and bias (torch.nn.LayerNorm(F)).</summary>
+    LayerNorm,
+    /// <summary><c>dropout:P</c>: in training each element is zeroed with probability P and the rest scaled by <c>1/(1−P)</c>; the identity in inference (torch.nn.Dropout(P)).</summary>
+    Dropout,
 }
 
 /// <summary>How a batch-norm layer normalises in training mode.</summary>
@@ -33,14 +37,17 @@ public enum BatchNormMode
 /// <summary>
 /// One layer of a <see cref="Sequential"/> stack: what it is and its widths. Create layers with the
 /// static factories (<see cref="Linear"/>, <see cref="BatchNorm1d"/>, …) or parse the text form with
-/// <see cref="Parse"/>; <see cref="ToString"/> prints the text form.
+/// <see cref="Parse"/>; <see cref="ToString"/> prints the text form. A layer built with the constructor is
+/// checked when a network is compiled (<see cref="Network.Check"/>): widths of at least 1, a defined
+/// <see cref="LayerKind"/>, batch norm and layer norm with <c>In == Out</c>, a dropout rate in [0, 1).
 /// </summary>
 /// <param name="Kind">The kind of layer.</param>
-/// <param name="In">Embedding: the number of ids V; linear: IN; batch norm: F; otherwise 0.</param>
-/// <param name="Out">Embedding: the width E; linear: OUT; batch norm: F; otherwise 0.</param>
+/// <param name="In">Embedding: the number of ids V; linear: IN; batch norm and layer norm: F; otherwise 0.</param>
+/// <param name="Out">Embedding: the width E; linear: OUT; batch norm and layer norm: F; otherwise 0.</param>
 /// <param name="HasBias">Linear only: whether the layer has a bias.</param>
 /// <param name="Mode">Batch norm only: how it normalises.</param>
-public sealed record Layer(LayerKind Kind, int In = 0, int Out = 0, bool HasBias = false, BatchNormMode Mode = BatchNormMode.Bessel)
+/// <param name="Rate">Dropout only: the probability P that an element is zeroed, in [0, 1).</param>
+public sealed record Layer(LayerKind Kind, int In = 0, int Out = 0, bool HasBias = false, BatchNormMode Mode = BatchNormMode.Bessel, float Rate = 0f)
 {
     /// <summary>An embedding table of <paramref name="count"/> rows of width <paramref name="width"/> (<c>embedding:VxE</c>).</summary>
     public static Layer Embedding(int count, int width) => new(LayerKind.Embedding, count, width);
@@ -54,6 +61,12 @@ public sealed record Layer(LayerKind Kind, int In = 0, int Out = 0, bool HasBias
     /// <summary>Batch norm over <paramref name="features"/> columns (<c>batchnorm:F</c>, or <c>:biased</c>).</summary>
     public static Layer BatchNorm1d(int features, BatchNormMode mode = BatchNormMode.Bessel) => new(LayerKind.BatchNorm, features, features, false, mode);
 
+    /// <summary>Layer norm over the <paramref name="features"/> of each row (<c>layernorm:F</c>; eps from <see cref="NetworkOptions.Eps"/>).</summary>
+    public static Layer LayerNorm(int features) => new(LayerKind.LayerNorm, features, features);
+
+    /// <summary>Inverted dropout with drop probability <paramref name="p"/> in [0, 1) (<c>dropout:P</c>).</summary>
+    public static Layer Dropout(float p) => new(LayerKind.Dropout, Rate: p);
+
     /// <summary>Elementwise tanh.</summary>
     public static Layer Tanh() => new(LayerKind.Tanh);
 
@@ -66,18 +79,8 @@ public sealed record Layer(LayerKind Kind, int In = 0, int Out = 0, bool HasBias
     /// <summary>Whether the layer is elementwise (tanh, relu, sigmoid).</summary>
     public bool IsActivation => Kind is LayerKind.Tanh or LayerKind.Relu or LayerKind.Sigmoid;
 
-    /// <summary>The layer in the text form, e.g. <c>linear:30x200</c>, <c>batchnorm:200:biased</c>.</summary>
-    public override string ToString() => Kind switch
-    {
-        LayerKind.Embedding => $"embedding:{I(In)}x{I(Out)}",
-        LayerKind.Flatten => "flatten",
-        LayerKind.Linear => $"linear:{I(In)}x{I(Out)}" + (HasBias ? "" : ":nobias"),
-        LayerKind.BatchNorm => $"batchnorm:{I(In)}" + (Mode == BatchNormMode.Biased ? ":biased" : ""),
-        LayerKind.Tanh => "tanh",
-        LayerKind.Relu => "relu",
-        LayerKind.Sigmoid => "sigmoid",
-        _ => Kind.ToString(),
-    };
+    /// <summary>The layer in the text form, e.g. <c>linear:30x200</c>, <c>batchnorm:200:biased</c>, <c>dropout:0.1</c>.</summary>
+    public override string ToString() => LayerType.Find(Kind) is { } t ? t.Format(this) : $"{Kind}";
 
     /// <summary>Parses one layer of the text form.</summary>
     /// <exception cref="FormatException">The text is not a layer; the message says what was expected.</exception>
@@ -86,55 +89,10 @@ public sealed record Layer(LayerKind Kind, int In = 0, int Out = 0, bool HasBias
         ArgumentNullException.ThrowIfNull(text);
         string t = text.Trim();
         string[] parts = t.Split(':');
-        string head = parts[0].ToLowerInvariant();
-        switch (head)
-        {
-            case "flatten": NoArgs(); return Flatten();
-            case "tanh": NoArgs(); return Tanh();
-            case "relu": NoArgs(); return Relu();
-            case "sigmoid": NoArgs(); return Sigmoid();
-            case "embedding":
-                {
-                    if (parts.Length != 2) throw Bad("embedding:VxE (e.g. embedding:27x10)");
-                    var (v, e) = Pair(parts[1], "embedding:VxE (e.g. embedding:27x10)");
-                    return Embedding(v, e);
-                }
-            case "linear":
-                {
-                    const string form = "linear:INxOUT or linear:INxOUT:nobias (e.g. linear:30x200)";
-                    if (parts.Length is < 2 or > 3) throw Bad(form);
-                    var (i, o) = Pair(parts[1], form);
-                    if (parts.Length == 3 && !parts[2].Equals("nobias", StringComparison.OrdinalIgnoreCase)) throw Bad(form);
-                    return Linear(i, o, parts.Length == 2);
-                }
-            case "batchnorm":
-                {
-                    const string form = "batchnorm:F or batchnorm:F:biased (e.g. batchnorm:200)";
-                    if (parts.Length is < 2 or > 3) throw Bad(form);
-                    int f = Positive(parts[1], form);
-                    if (parts.Length == 3 && !parts[2].Equals("biased", StringComparison.OrdinalIgnoreCase)) throw Bad(form);
-                    return BatchNorm1d(f, parts.Length == 3 ? BatchNormMode.Biased : BatchNormMode.Bessel);
-                }
-            default:
-                throw new FormatException($"'{Clip(t)}' is not a layer: the layers are embedding:VxE, flatten, linear:INxOUT[:nobias], batchnorm:F[:biased], tanh, relu, sigmoid.");
-        }
-
-        void NoArgs() { if (parts.Length != 1) throw Bad(head); }
-        FormatException Bad(string form) => new($"'{Clip(t)}' is not a valid layer: expected {form}.");
-        (int, int) Pair(string s, string form)
-        {
-            string[] xy = s.Split('x', 'X');
-            if (xy.Length != 2) throw Bad(form);
-            return (Positive(xy[0], form), Positive(xy[1], form));
-        }
-        int Positive(string s, string form)
-        {
-            if (!int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out int v) || v < 1) throw Bad(form + "; sizes are whole numbers ≥ 1");
-            return v;
-        }
+        var type = LayerType.ByHead(parts[0].ToLowerInvariant())
+            ?? throw new FormatException($"'{Clip(t)}' is not a layer: the layers are {string.Join(", ", LayerType.All.Select(l => l.Form))}.");
+        return type.Parse(parts, t);
     }
 
     internal static string Clip(string s) => s.Length <= 60 ? s : s[..57] + "...";
-
-    private static string I(int v) => v.ToString(CultureInfo.InvariantCulture);
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using HpBackprop.Cpu;
@@ -39,14 +38,24 @@ public sealed record NetworkOptions
 
     /// <summary>Also compute the gradients of float inputs and float targets (<see cref="Network.InputGradient"/>, <see cref="Network.TargetGradient"/>).</summary>
     public bool InputGradients { get; init; }
+
+    /// <summary>
+    /// The seed of the dropout masks (default 42): the mask of a <c>dropout:P</c> layer at a step is a function of this seed,
+    /// the optimiser step, the layer and the element, the same on every device.
+    /// </summary>
+    public int Seed { get; init; } = 42;
 }
 
 /// <summary>
-/// A <see cref="Sequential"/> stack and its loss compiled for one batch size on the CPU: every buffer is
-/// sized once, adjacent layers are fused by a small set of named patterns (see <see cref="Plan"/>), and a
-/// training step — forward, loss straight from the output, backward, optimiser over the flat buffers —
-/// allocates nothing. Parameters, gradients and optimiser state live in <see cref="Parameters"/> under the
-/// state-dict names of the equivalent <c>torch.nn.Sequential</c>.
+/// A <see cref="Sequential"/> stack and its loss compiled for one batch size on one device: the CPU
+/// (<see cref="Create(Sequential, NetworkOptions)"/>), or a CUDA GPU or its kernel emulator (<c>HpBackprop.Cuda.CudaNetwork</c>).
+/// The stack is compiled once into a plan of steps over named buffers (<see cref="Plan"/> lists them with the fusions
+/// the device runs); every buffer is sized once and a training step — forward, the loss straight from the output,
+/// backward, the optimiser over the flat buffers — allocates nothing. Validation, training, evaluation, prediction,
+/// calibration and checkpoints are the same code on every device. Parameters, gradients and optimiser state are under
+/// the state-dict names of the equivalent <c>torch.nn.Sequential</c> in <see cref="Parameters"/>, in PyTorch's layout on
+/// every device: on the CPU they are the buffers the steps use; on a GPU, the host copy that <see cref="PullParameters"/>
+/// refreshes and <see cref="PushParameters"/> sends back. A network is used by one thread at a time.
 /// </summary>
 /// <example>
 /// <code>
@@ -56,103 +65,23 @@ public sealed record NetworkOptions
 /// float loss = net.Step(features, targets);   // features [64,2], targets [64,1]
 /// </code>
 /// </example>
-public sealed unsafe class Network : INetwork
+public sealed unsafe class Network : IDisposable
 {
     /// <summary>Rows per chunk when evaluating, predicting or calibrating.</summary>
-    public const int EvalChunk = 1024;
+    public const int EvalChunk = Backend.EvalChunk;
 
-    private readonly LayerOp[] _ops;
-    private readonly float[][] _out, _dout, _evOut;
-    private readonly float[] _dIn, _dTarget;
-    private readonly WorkerPool? _pool;
-    private readonly int[] _linearWeights; // parameter indices of linear weights (for L2)
+    private readonly Plan _plan;
+    private readonly Backend _backend;
     private readonly int _k;
-    // plain SGD without L2: linear weights are updated in their gradient product's epilogue, the rest in one pass over these ranges
-    private readonly StepState? _fusedSgd;
-    private readonly (int Offset, int Length)[] _restRanges = [];
-    // the row-block pipeline: the whole training step of a makemore-shaped stack at large n (null when it does not apply)
-    private readonly IRowBlockPipeline? _pipeline;
+    private float[]? _outMirror, _dInMirror, _dTargetMirror;
+    private bool _disposed;
 
-    private Network(Sequential stack, NetworkOptions options, TensorShape[] shapes, int inputWidth)
+    private Network(Plan plan, ParameterStore store, Backend backend)
     {
-        Stack = stack;
-        Options = options;
-        InputWidth = inputWidth;
-        Shapes = shapes;
-        _k = shapes[^1].Width;
-        Parameters = new ParameterStore(stack, options.Optimizer.StateSlots);
-        if (options.Threads > 1) _pool = new WorkerPool(options.Threads);
-        if (options.Optimizer is Sgd { Momentum: 0, WeightDecay: 0 } && options.L2 == 0) _fusedSgd = new StepState();
-        _ops = Compile(out _linearWeights);
-        if (_fusedSgd != null)
-        {
-            var ranges = new List<(int, int)>();
-            int start = 0;
-            foreach (int p in _linearWeights)
-            {
-                var slot = Parameters.Parameters[p];
-                if (slot.Offset > start) ranges.Add((start, slot.Offset - start));
-                start = slot.Offset + slot.Length;
-            }
-            if (Parameters.Data.Length > start) ranges.Add((start, Parameters.Data.Length - start));
-            _restRanges = ranges.ToArray();
-        }
-        int n = options.BatchSize;
-        _out = new float[_ops.Length][];
-        _dout = new float[_ops.Length][];
-        _evOut = new float[_ops.Length][];
-        for (int k = 0; k < _ops.Length; k++)
-        {
-            _out[k] = Buf((long)n * _ops[k].OutWidth);
-            _dout[k] = Buf((long)n * _ops[k].OutWidth);
-            _evOut[k] = Buf((long)EvalChunk * _ops[k].OutWidth);
-        }
-        _dIn = options.InputGradients && !stack.TakesIds ? Buf((long)n * inputWidth) : [];
-        _dTarget = options.InputGradients && options.Loss.Targets() == TargetKind.Floats ? Buf((long)n * _k) : [];
-        _pipeline = MakePipeline();
-        // the pipeline trains without the batch norm's [n,F] bnraw buffer (it recomputes bnraw from hprebn where it needs it)
-        if (_pipeline != null) foreach (var op in _ops) (op as IBatchNormOp)?.ReleaseTrainingBuffer();
-    }
-
-    /// <summary>
-    /// The row-block pipeline for <c>embedding, flatten, linear, batchnorm, ACT, linear</c> with cross-entropy at
-    /// n ≥ 256 on a CPU with vector instructions (any activation, either batch-norm mode, with or without biases); null otherwise.
-    /// It writes the same buffers as the ops (embcat, hprebn, h, logits and their gradients).
-    /// </summary>
-    private IRowBlockPipeline? MakePipeline()
-    {
-        var l = Stack.Layers;
-        int n = BatchSize;
-        if (Options.Loss != LossKind.CrossEntropy || l.Count != 6 || _ops.Length != 4) return null;
-        if (l[0].Kind != LayerKind.Embedding || l[1].Kind != LayerKind.Flatten || l[2].Kind != LayerKind.Linear || l[3].Kind != LayerKind.BatchNorm
-            || !l[4].IsActivation || l[5].Kind != LayerKind.Linear || !RowBlockPipeline.Applies(n, l[2].Out)) return null;
-        var ps = Parameters;
-        float* P = Ptr(ps.Data), G = Ptr(ps.Grad), Bf = Ptr(ps.Buffers);
-        float* Pv(string name) => ps.Contains(name) ? P + ps.Slot(name).Offset : null;
-        float* Gv(string name) => ps.Contains(name) ? G + ps.Slot(name).Offset : null;
-        var w = new PipelineWeights
-        {
-            C = Pv("0.weight"), DC = Gv("0.weight"), W1 = Pv("2.weight"), DW1 = Gv("2.weight"), B1 = Pv("2.bias"), DB1 = Gv("2.bias"),
-            Gain = Pv("3.weight"), Bias = Pv("3.bias"), DGain = Gv("3.weight"), DBias = Gv("3.bias"),
-            RunMean = Bf + ps.Slot("3.running_mean").Offset, RunVar = Bf + ps.Slot("3.running_var").Offset,
-            Tracked = (long*)Unsafe.AsPointer(ref ps.BatchesTracked[0]), W2 = Pv("5.weight"), DW2 = Gv("5.weight"), B2 = Pv("5.bias"), DB2 = Gv("5.bias"),
-        };
-        var x = new PipelineBuffers
-        {
-            Embcat = Ptr(_out[0]), Hprebn = Ptr(_out[1]), H = Ptr(_out[2]), Logits = Ptr(_out[3]), Dlogits = Ptr(_dout[3]), Dhprebn = Ptr(_dout[1]), Dembcat = Ptr(_dout[0]),
-        };
-        int B = InputWidth, E = l[0].Out, H = l[2].Out, V = l[5].Out, t = Options.Threads;
-        float eps = Options.Eps, m = Options.BatchNormMomentum;
-        bool biased = l[3].Mode == BatchNormMode.Biased;
-        return (l[4].Kind, biased) switch
-        {
-            (LayerKind.Tanh, false) => new RowBlockPipeline<TanhAct, BatchNorm.Bessel>(w, x, n, B, E, H, V, eps, m, t, _pool),
-            (LayerKind.Tanh, true) => new RowBlockPipeline<TanhAct, BatchNorm.Biased>(w, x, n, B, E, H, V, eps, m, t, _pool),
-            (LayerKind.Relu, false) => new RowBlockPipeline<ReluAct, BatchNorm.Bessel>(w, x, n, B, E, H, V, eps, m, t, _pool),
-            (LayerKind.Relu, true) => new RowBlockPipeline<ReluAct, BatchNorm.Biased>(w, x, n, B, E, H, V, eps, m, t, _pool),
-            (LayerKind.Sigmoid, false) => new RowBlockPipeline<SigmoidAct, BatchNorm.Bessel>(w, x, n, B, E, H, V, eps, m, t, _pool),
-            _ => new RowBlockPipeline<SigmoidAct, BatchNorm.Biased>(w, x, n, B, E, H, V, eps, m, t, _pool),
-        };
+        _plan = plan;
+        Parameters = store;
+        _backend = backend;
+        _k = plan.OutputWidth;
     }
 
     /// <summary>
@@ -162,16 +91,24 @@ public sealed unsafe class Network : INetwork
     /// </summary>
     /// <exception cref="StackException">The stack, the loss or the batch size do not fit; the message names the layer.</exception>
     /// <exception cref="ArgumentException">An option is out of range; the message names it.</exception>
-    public static Network Create(Sequential stack, NetworkOptions options)
+    public static Network Create(Sequential stack, NetworkOptions options) => Create(stack, options, CpuDevice.Instance);
+
+    /// <summary>Compiles <paramref name="stack"/> for <paramref name="device"/> (the CUDA package's factories call this).</summary>
+    internal static Network Create(Sequential stack, NetworkOptions options, DeviceKind device)
     {
         var shapes = Check(stack, options);
-        return new Network(stack, options, shapes, options.InputWidth ?? stack.ImpliedInputWidth()!.Value);
+        ArgumentNullException.ThrowIfNull(device);
+        int width = options.InputWidth ?? stack.ImpliedInputWidth()!.Value;
+        var plan = Networks.Plan.Compile(stack, options, shapes, width, device.Fusions);
+        var store = new ParameterStore(stack, options.Optimizer.StateSlots);
+        var backend = device.Create(plan, store);
+        return new Network(plan, store, backend);
     }
 
     /// <summary>
-    /// Every check <see cref="Create"/> makes, without allocating anything: the layers fit together, the loss fits the
-    /// output, batch norm has at least 2 rows, every buffer fits .NET's array limit and all of them fit in memory.
-    /// Returns each layer's output shape.
+    /// Every check <see cref="Create(Sequential, NetworkOptions)"/> makes, without allocating anything: the layers fit
+    /// together, the loss fits the output, batch norm has at least 2 rows, every buffer fits .NET's array limit and all of
+    /// them fit in memory. Returns each layer's output shape.
     /// </summary>
     /// <exception cref="StackException">The stack, the loss or the batch size do not fit; the message names the layer, or the bytes needed.</exception>
     /// <exception cref="ArgumentException">An option is out of range; the message names it.</exception>
@@ -194,7 +131,7 @@ public sealed unsafe class Network : INetwork
         return shapes;
     }
 
-    /// <summary>The bytes of every buffer a network of this stack and batch size allocates (computed in 64 bits).</summary>
+    /// <summary>The bytes of every buffer a network of this stack and batch size allocates on the host (computed in 64 bits).</summary>
     public static long RequiredBytes(Sequential stack, NetworkOptions options, TensorShape[] shapes, int inputWidth)
     {
         ArgumentNullException.ThrowIfNull(stack);
@@ -210,7 +147,8 @@ public sealed unsafe class Network : INetwork
             if (rows * w > Array.MaxLength)
                 throw new StackException($"layer {i} ({stack.Layers[i]}) would need {rows * w * 4:N0} bytes in one buffer ({rows:N0} rows of {w:N0}), more than .NET's array limit of {Array.MaxLength:N0} elements.");
             floats += (2 * n + EvalChunk) * w;
-            if (stack.Layers[i].Kind == LayerKind.BatchNorm) floats += n * w;
+            if (stack.Layers[i].Kind is LayerKind.BatchNorm or LayerKind.LayerNorm) floats += n * w;
+            if (stack.Layers[i].Kind == LayerKind.Dropout) floats += (n * w + 3) / 4;
         }
         floats += n * inputWidth;
         return floats * sizeof(float);
@@ -230,17 +168,20 @@ public sealed unsafe class Network : INetwork
         o.Schedule.Validate();
     }
 
+    /// <summary>Where it runs: <c>cpu</c>, <c>cuda (device name, …)</c> or <c>cuda-emulator</c>.</summary>
+    public string Device => _backend.Device;
+
     /// <summary>The stack.</summary>
-    public Sequential Stack { get; }
+    public Sequential Stack => _plan.Stack;
 
     /// <summary>The options it was compiled with.</summary>
-    public NetworkOptions Options { get; }
+    public NetworkOptions Options => _plan.Options;
 
     /// <summary>The output shape of every layer.</summary>
-    public IReadOnlyList<TensorShape> Shapes { get; }
+    public IReadOnlyList<TensorShape> Shapes => _plan.Shapes;
 
     /// <summary>The input width: B ids or D features per row.</summary>
-    public int InputWidth { get; }
+    public int InputWidth => _plan.InputWidth;
 
     /// <summary>The output width k of the last layer.</summary>
     public int OutputWidth => _k;
@@ -248,182 +189,51 @@ public sealed unsafe class Network : INetwork
     /// <summary>Rows of every training minibatch.</summary>
     public int BatchSize => Options.BatchSize;
 
-    /// <summary>Parameters, gradients, optimiser state and running statistics.</summary>
+    /// <summary>Parameters, gradients, optimiser state and running statistics (on a GPU, the host copy: see <see cref="PullParameters"/>).</summary>
     public ParameterStore Parameters { get; }
 
-    /// <summary>Optimiser steps taken so far (the schedule's position; AdamW's t is this + 1 at the next step).</summary>
+    /// <summary>Optimiser steps taken so far (the schedule's position; AdamW's t is this + 1 at the next step; the step the dropout masks are drawn for).</summary>
     public long StepCount { get; set; }
 
-    /// <summary>
-    /// Times each op's forward and backward over the buffers of the last training step (for the benchmarks'
-    /// <c>stack-stages</c> mode): returns one (pattern, forward µs, backward µs) per op. Call after a step.
-    /// </summary>
-    internal (string Pattern, double ForwardUs, double BackwardUs)[] ProfileOps(int* ids, float* features, int reps)
+    /// <summary>The learning rate the next <c>Step</c> will use.</summary>
+    public float LearningRate => Options.Schedule.At(StepCount, Options.Optimizer.LearningRate);
+
+    /// <summary>The compiled plan: one line per step, naming its layers, what it runs and the fusions of the device that rewrote it.</summary>
+    public IReadOnlyList<string> Plan
     {
-        var res = new (string, double, double)[_ops.Length];
-        int n = BatchSize;
-        var sw = new Stopwatch();
-        for (int k = 0; k < _ops.Length; k++)
+        get
         {
-            float* x = k == 0 ? features : Ptr(_out[k - 1]);
-            float* dx = k > 0 ? Ptr(_dout[k - 1]) : null;
-            sw.Restart();
-            for (int r = 0; r < reps; r++) _ops[k].Forward(x, ids, Ptr(_out[k]), n, true);
-            double f = sw.Elapsed.TotalMicroseconds / reps;
-            sw.Restart();
-            for (int r = 0; r < reps; r++) _ops[k].Backward(x, ids, Ptr(_out[k]), Ptr(_dout[k]), dx, n);
-            double b = sw.Elapsed.TotalMicroseconds / reps;
-            res[k] = ($"layers {_ops[k].Layer}..{_ops[k].Layer + _ops[k].Layers - 1}: {_ops[k].Pattern}", f, b);
+            var lines = _plan.Steps.Select(s => s.ToString()).ToList();
+            if (Cpu is { Pipelined: true } cpu)
+                lines.Insert(0, $"layers 0..{Stack.Layers.Count - 1} (training, n ≥ {RowBlockPipeline.MinRows}): {cpu.PipelinePattern} [{Networks.Plan.RowBlockPipeline}]; the steps below run inference");
+            return lines;
         }
-        return res;
-    }
-
-    /// <summary>The compiled plan: one line per fused op, naming its layers and its pattern.</summary>
-    public IReadOnlyList<string> Plan => _pipeline != null && PipelineEnabled
-        ? [$"layers 0..{Stack.Layers.Count - 1} (training, n ≥ {RowBlockPipeline.MinRows}): {_pipeline.Pattern}", .. _ops.Select(o => $"layers {o.Layer}..{o.Layer + o.Layers - 1} (inference): {o.Pattern}")]
-        : _ops.Select(o => $"layers {o.Layer}..{o.Layer + o.Layers - 1}: {o.Pattern}").ToArray();
-
-    /// <summary>The output of op <paramref name="k"/> (see <see cref="Plan"/>) in the last training step, for tests.</summary>
-    internal ReadOnlySpan<float> OpOutput(int k) => _out[k];
-
-    /// <summary>The gradient of op <paramref name="k"/>'s output in the last training step, for tests.</summary>
-    internal ReadOnlySpan<float> OpOutputGradient(int k) => _dout[k];
-
-    /// <summary>The batch statistics (mean, variance, 1/√(var + eps)) of the batch norm in op <paramref name="k"/> in the last training step, for tests.</summary>
-    internal (float[] Mean, float[] Variance, float[] VarInv) BatchStatistics(int k) =>
-        Pipelined ? _pipeline!.Statistics : ((IBatchNormOp)_ops[k]).Statistics;
-
-    /// <summary>Whether the batch norm in op <paramref name="k"/> holds its <c>[n,F]</c> bnraw buffer (the pipeline trains without it), for tests.</summary>
-    internal bool BatchNormHoldsBnraw(int k) => ((IBatchNormOp)_ops[k]).HoldsTrainingBuffer;
-
-    /// <summary>Off: a batch the row-block pipeline would take runs op by op instead (for tests and benchmarks that compare the two).</summary>
-    internal bool PipelineEnabled { get; set; } = true;
-
-    /// <summary>Whether training steps take the row-block pipeline.</summary>
-    internal bool Pipelined => _pipeline != null && PipelineEnabled;
-
-    /// <summary>The output <c>z [n,k]</c> of the last training forward.</summary>
-    public ReadOnlySpan<float> Output => _out[^1];
-
-    /// <summary>The gradient of the float inputs of the last <c>ForwardBackward</c>, when <see cref="NetworkOptions.InputGradients"/> is set.</summary>
-    public ReadOnlySpan<float> InputGradient => _dIn;
-
-    /// <summary>The gradient of the float targets of the last <c>ForwardBackward</c>, when <see cref="NetworkOptions.InputGradients"/> is set.</summary>
-    public ReadOnlySpan<float> TargetGradient => _dTarget;
-
-    private static float[] Buf(long length) => length == 0 ? [] : GC.AllocateArray<float>(checked((int)length), pinned: true);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float* Ptr(float[] a) => a.Length == 0 ? null : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
-
-    private LayerOp[] Compile(out int[] linearWeights)
-    {
-        var ops = new List<LayerOp>();
-        var lw = new List<int>();
-        var layers = Stack.Layers;
-        var ps = Parameters;
-        float* P = Ptr(ps.Data), G = Ptr(ps.Grad), Bf = Ptr(ps.Buffers);
-        int n = BatchSize, width = InputWidth, bnIndex = 0;
-        int pi = 0; // next parameter index
-        for (int i = 0; i < layers.Count;)
-        {
-            var l = layers[i];
-            LayerOp op;
-            int covered = 1, inW = Shapes_(i - 1, width);
-            switch (l.Kind)
-            {
-                case LayerKind.Embedding:
-                    {
-                        var w = ps.Parameters[pi++];
-                        op = new EmbeddingOp(P + w.Offset, G + w.Offset, l.In, l.Out, width);
-                        if (i + 1 < layers.Count && layers[i + 1].Kind == LayerKind.Flatten) covered = 2;
-                        break;
-                    }
-                case LayerKind.Flatten:
-                    i++; // a view: nothing to run
-                    continue;
-                case LayerKind.Linear:
-                    {
-                        var w = ps.Parameters[pi++];
-                        lw.Add(pi - 1);
-                        float* b = null, db = null;
-                        if (l.HasBias) { var bs = ps.Parameters[pi++]; b = P + bs.Offset; db = G + bs.Offset; }
-                        op = new LinearOp(P + w.Offset, b, G + w.Offset, db, l.In, l.Out, _pool, _fusedSgd);
-                        break;
-                    }
-                case LayerKind.BatchNorm:
-                    {
-                        var g = ps.Parameters[pi++]; var b = ps.Parameters[pi++];
-                        var rm = ps.RunningStatistics[2 * bnIndex]; var rv = ps.RunningStatistics[2 * bnIndex + 1];
-                        LayerKind? act = i + 1 < layers.Count && layers[i + 1].IsActivation ? layers[i + 1].Kind : null;
-                        if (act != null) covered = 2;
-                        long* tracked = (long*)Unsafe.AsPointer(ref ps.BatchesTracked[bnIndex]); // pinned
-                        op = MakeBatchNorm(act, l.Mode, P + g.Offset, P + b.Offset, G + g.Offset, G + b.Offset, Bf + rm.Offset, Bf + rv.Offset,
-                            tracked, l.In, n);
-                        // the sweep sums its dx anyway: that is the bias gradient of a linear right before it
-                        if (ops.Count > 0 && ops[^1] is LinearOp { BiasGradient: not null } before && before.Layer == i - 1)
-                        {
-                            before.BiasGradientByNext = true;
-                            ((IBatchNormOp)op).SetInputBiasGradient(before.BiasGradient);
-                        }
-                        bnIndex++;
-                        break;
-                    }
-                default:
-                    op = l.Kind switch
-                    {
-                        LayerKind.Tanh => new ActivationOp<TanhAct>("tanh"),
-                        LayerKind.Relu => new ActivationOp<ReluAct>("relu"),
-                        _ => new ActivationOp<SigmoidAct>("sigmoid"),
-                    };
-                    break;
-            }
-            op.Layer = i; op.Layers = covered; op.InWidth = inW; op.OutWidth = Shapes_(i + covered - 1, width);
-            ops.Add(op);
-            i += covered;
-        }
-        linearWeights = lw.ToArray();
-        return ops.ToArray();
-
-        int Shapes_(int layer, int w0) => layer < 0 ? w0 : ((TensorShape[])Shapes)[layer].PerRow;
-    }
-
-    private LayerOp MakeBatchNorm(LayerKind? act, BatchNormMode mode, float* gain, float* bias, float* dgain, float* dbias, float* rm, float* rv, long* tracked, int f, int n)
-    {
-        float eps = Options.Eps, m = Options.BatchNormMomentum;
-        string name = (mode == BatchNormMode.Biased ? "batchnorm:biased" : "batchnorm") + (act is null ? "" : "+" + act.Value.ToString().ToLowerInvariant()) + " (one sweep)";
-        bool biased = mode == BatchNormMode.Biased;
-        return (act, biased) switch
-        {
-            (LayerKind.Tanh, false) => new BatchNormOp<TanhAct, BatchNorm.Bessel>(gain, bias, dgain, dbias, rm, rv, tracked, f, n, eps, m, name, _pool),
-            (LayerKind.Tanh, true) => new BatchNormOp<TanhAct, BatchNorm.Biased>(gain, bias, dgain, dbias, rm, rv, tracked, f, n, eps, m, name, _pool),
-            (LayerKind.Relu, false) => new BatchNormOp<ReluAct, BatchNorm.Bessel>(gain, bias, dgain, dbias, rm, rv, tracked, f, n, eps, m, name, _pool),
-            (LayerKind.Relu, true) => new BatchNormOp<ReluAct, BatchNorm.Biased>(gain, bias, dgain, dbias, rm, rv, tracked, f, n, eps, m, name, _pool),
-            (LayerKind.Sigmoid, false) => new BatchNormOp<SigmoidAct, BatchNorm.Bessel>(gain, bias, dgain, dbias, rm, rv, tracked, f, n, eps, m, name, _pool),
-            (LayerKind.Sigmoid, true) => new BatchNormOp<SigmoidAct, BatchNorm.Biased>(gain, bias, dgain, dbias, rm, rv, tracked, f, n, eps, m, name, _pool),
-            (_, false) => new BatchNormOp<IdentityAct, BatchNorm.Bessel>(gain, bias, dgain, dbias, rm, rv, tracked, f, n, eps, m, name, _pool),
-            (_, true) => new BatchNormOp<IdentityAct, BatchNorm.Biased>(gain, bias, dgain, dbias, rm, rv, tracked, f, n, eps, m, name, _pool),
-        };
     }
 
     /// <summary>
     /// Fills the parameters from a generator seeded with <paramref name="seed"/> (standard normals, drawn for
     /// embeddings, then linear layers, then batch norms, each in layer order; a linear weight is drawn as its
     /// transpose <c>[IN,OUT]</c>, row by row): embedding ~ N(0,1); a linear weight ~ N(0,1)·gain/√IN, where gain
-    /// is 5/3 when a tanh follows (after an optional batch norm), √2 for ReLU, 1 otherwise, and the last linear
-    /// layer's weight ~ N(0,1)·0.1 instead; biases ~ N(0,1)·0.1; batch-norm weight ~ 1 + N(0,1)·0.1, bias ~ N(0,1)·0.1.
-    /// Small non-zero values everywhere, so a wrong backward cannot hide behind zeros. Clears gradients,
-    /// optimiser state, running statistics and <see cref="StepCount"/>.
+    /// is 5/3 when a tanh follows (after an optional batch norm, layer norm or dropout), √2 for ReLU, 1 otherwise, and the
+    /// last linear layer's weight ~ N(0,1)·0.1 instead; biases ~ N(0,1)·0.1; batch-norm weight ~ 1 + N(0,1)·0.1, bias ~
+    /// N(0,1)·0.1; layer-norm weight 1 and bias 0. Small non-zero values everywhere, so a wrong backward cannot hide behind
+    /// zeros. The same values on every device. Clears gradients, optimiser state, running statistics and <see cref="StepCount"/>.
     /// </summary>
     public void Initialize(int seed)
     {
-        Parameters.Initialize(seed);
-        StepCount = 0;
+        Enter();
+        try
+        {
+            Parameters.Initialize(seed);
+            _backend.Push();
+            StepCount = 0;
+        }
+        finally { Leave(); }
     }
 
     // ---- training -------------------------------------------------------------------------------------------
 
-    /// <summary>Forward and backward on a minibatch of ids <c>[n,B]</c> and class ids <c>[n]</c>: fills the gradients, returns the loss. Does not update.</summary>
+    /// <summary>Forward and backward on a minibatch of ids <c>[n,B]</c> and class ids <c>[n]</c>: fills the gradients, returns the loss. Does not update (the running statistics take the batch, as in any training forward).</summary>
     public float ForwardBackward(ReadOnlySpan<int> ids, ReadOnlySpan<int> classes) { fixed (int* pi = ids, pc = classes) return Run(null, pi, ids.Length, pc, classes.Length, null, 0, false); }
 
     /// <summary>Forward and backward on ids <c>[n,B]</c> and float targets <c>[n,k]</c> (empty for the <c>mean</c> loss).</summary>
@@ -447,96 +257,24 @@ public sealed unsafe class Network : INetwork
     /// <summary>One training step on features and float targets (empty for the <c>mean</c> loss).</summary>
     public float Step(ReadOnlySpan<float> features, ReadOnlySpan<float> targets) { fixed (float* pf = features, pt = targets) return Run(pf, null, features.Length, null, 0, pt, targets.Length, true); }
 
-    /// <summary>The learning rate the next <c>Step</c> will use.</summary>
-    public float LearningRate => Options.Schedule.At(StepCount, Options.Optimizer.LearningRate);
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private float Run(float* features, int* ids, int inputLength, int* classes, int classCount, float* targets, int targetLength, bool step)
     {
-        int n = BatchSize;
-        CheckBatch(features, ids, inputLength, classes, classCount, targets, targetLength, n);
-        if (_fusedSgd != null) { _fusedSgd.Update = step; _fusedSgd.Lr = LearningRate; }
-        if (_pipeline != null && PipelineEnabled)
+        Enter();
+        try
         {
-            float l = _pipeline.ForwardBackward(ids, classes, _fusedSgd);
-            if (Options.L2 != 0) { l += L2Penalty(); L2Gradient(); }
-            if (step) ApplyOptimizer();
-            return l;
+            CheckBatch(features, ids, inputLength, classes, classCount, targets, targetLength, BatchSize);
+            return StepChecked(new Batch(BatchSize, ids, features, classes, targets), step);
         }
-        // forward
-        for (int k = 0; k < _ops.Length; k++)
-            _ops[k].Forward(k == 0 ? features : Ptr(_out[k - 1]), ids, Ptr(_out[k]), n, true);
-        // the loss, straight from the output
-        float* z = Ptr(_out[^1]), dz = Ptr(_dout[^1]);
-        float loss = LossForward(z, classes, targets, dz, Ptr(_dTarget), n);
-        if (Options.L2 != 0) loss += L2Penalty();
-        // backward
-        for (int k = _ops.Length - 1; k >= 0; k--)
-        {
-            float* dx = k > 0 ? Ptr(_dout[k - 1]) : Ptr(_dIn);
-            _ops[k].Backward(k == 0 ? features : Ptr(_out[k - 1]), ids, Ptr(_out[k]), Ptr(_dout[k]), dx, n);
-        }
-        if (Options.L2 != 0) L2Gradient();
-        if (step) ApplyOptimizer();
+        finally { Leave(); }
+    }
+
+    /// <summary>One step on a checked batch.</summary>
+    private float StepChecked(in Batch batch, bool update)
+    {
+        var args = new StepArgs(update, LearningRate, StepCount + 1, StepCount);
+        float loss = _backend.Step(batch, args);
+        if (update) StepCount++;
         return loss;
-    }
-
-    private float LossForward(float* z, int* classes, float* targets, float* dz, float* dt, int rows)
-    {
-        long count = (long)rows * _k;
-        return Options.Loss switch
-        {
-            LossKind.CrossEntropy => (float)(CrossEntropy.Rows(z, classes, dz, rows, _k, 1f / rows) / rows),
-            LossKind.Mse => RegressionLosses.Mse(z, targets, dz, dt, count),
-            LossKind.BceWithLogits => RegressionLosses.BceWithLogits(z, targets, dz, dt, count),
-            _ => RegressionLosses.Mean(z, dz, count),
-        };
-    }
-
-    private float L2Penalty()
-    {
-        double s = 0;
-        foreach (int p in _linearWeights)
-        {
-            var slot = Parameters.Parameters[p];
-            var w = new ReadOnlySpan<float>(Parameters.Data, slot.Offset, slot.Length);
-            for (int i = 0; i < w.Length; i++) s += (double)w[i] * w[i];
-        }
-        return (float)(Options.L2 * s);
-    }
-
-    private void L2Gradient()
-    {
-        float two = 2 * Options.L2;
-        foreach (int p in _linearWeights)
-        {
-            var slot = Parameters.Parameters[p];
-            var w = new ReadOnlySpan<float>(Parameters.Data, slot.Offset, slot.Length);
-            var g = new Span<float>(Parameters.Grad, slot.Offset, slot.Length);
-            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(w, two, g, g);
-        }
-    }
-
-    private void ApplyOptimizer()
-    {
-        var ps = Parameters;
-        float lr = LearningRate;
-        float* p = Ptr(ps.Data), g = Ptr(ps.Grad), s = Ptr(ps.OptimizerState);
-        long len = ps.Data.Length;
-        switch (Options.Optimizer)
-        {
-            case Sgd when _fusedSgd != null:
-                // the linear weights were updated in their gradient products' epilogues
-                foreach (var (offset, length) in _restRanges) OptimizerKernels.Sgd(p + offset, g + offset, null, length, lr, 0, 0);
-                break;
-            case Sgd sgd:
-                OptimizerKernels.Sgd(p, g, sgd.Momentum != 0 ? s : null, len, lr, sgd.Momentum, sgd.WeightDecay);
-                break;
-            case AdamW a:
-                OptimizerKernels.AdamW(p, g, s, s + len, len, lr, a.Beta1, a.Beta2, a.Eps, a.WeightDecay, StepCount + 1);
-                break;
-        }
-        StepCount++;
     }
 
     private void CheckBatch(float* features, int* ids, int inputLength, int* classes, int classCount, float* targets, int targetLength, int n)
@@ -572,19 +310,28 @@ public sealed unsafe class Network : INetwork
         }
     }
 
-    // ---- inference ------------------------------------------------------------------------------------------
+    /// <summary>The output <c>z [n,k]</c> of the last training forward.</summary>
+    public ReadOnlySpan<float> Output => Read(TrainingBuffer.Output, ref _outMirror, (long)BatchSize * _k);
 
-    /// <summary>The output of <paramref name="rows"/> ≤ <see cref="EvalChunk"/> rows in inference mode (batch norm with running statistics).</summary>
-    private float* Infer(float* features, int* ids, int rows, int upTo)
+    /// <summary>The gradient of the float inputs of the last <c>ForwardBackward</c>, when <see cref="NetworkOptions.InputGradients"/> is set.</summary>
+    public ReadOnlySpan<float> InputGradient => Options.InputGradients && !Stack.TakesIds ? Read(TrainingBuffer.InputGradient, ref _dInMirror, (long)BatchSize * InputWidth) : [];
+
+    /// <summary>The gradient of the float targets of the last <c>ForwardBackward</c>, when <see cref="NetworkOptions.InputGradients"/> is set.</summary>
+    public ReadOnlySpan<float> TargetGradient => Options.InputGradients && Options.Loss.Targets() == TargetKind.Floats ? Read(TrainingBuffer.TargetGradient, ref _dTargetMirror, (long)BatchSize * _k) : [];
+
+    private float[] Read(TrainingBuffer which, ref float[]? mirror, long length)
     {
-        for (int k = 0; k < upTo; k++)
-            _ops[k].Forward(k == 0 ? features : Ptr(_evOut[k - 1]), ids, Ptr(_evOut[k]), rows, false);
-        return upTo == 0 ? features : Ptr(_evOut[upTo - 1]);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        mirror ??= new float[length];
+        _backend.ReadTraining(which, _plan.Steps.Length - 1, mirror);
+        return mirror;
     }
 
+    // ---- inference ------------------------------------------------------------------------------------------
+
     /// <summary>
-    /// Predictions for <paramref name="rows"/> rows of ids or features in inference mode, written to
-    /// <paramref name="output"/> <c>[rows,k]</c>: class probabilities (softmax) for cross-entropy, sigmoid
+    /// Predictions for <paramref name="rows"/> rows of ids in inference mode (batch norm with running statistics, dropout
+    /// off), written to <paramref name="output"/> <c>[rows,k]</c>: class probabilities (softmax) for cross-entropy, sigmoid
     /// probabilities for BCE, the raw outputs otherwise; with <paramref name="raw"/> set, always the raw outputs (logits).
     /// </summary>
     public void Predict(ReadOnlySpan<int> ids, int rows, Span<float> output, bool raw = false)
@@ -613,87 +360,140 @@ public sealed unsafe class Network : INetwork
 
     private void PredictRows(float* features, int* ids, int rows, float* output, bool raw)
     {
-        for (int r0 = 0; r0 < rows; r0 += EvalChunk)
+        Enter();
+        try
         {
-            int r = Math.Min(EvalChunk, rows - r0);
-            float* z = Infer(features == null ? null : features + (long)r0 * InputWidth, ids == null ? null : ids + (long)r0 * InputWidth, r, _ops.Length);
-            float* o = output + (long)r0 * _k;
-            Buffer.MemoryCopy(z, o, (long)r * _k * 4, (long)r * _k * 4);
-            if (raw) continue;
-            if (Options.Loss == LossKind.CrossEntropy)
-                for (int i = 0; i < r; i++) System.Numerics.Tensors.TensorPrimitives.SoftMax(new ReadOnlySpan<float>(o + (long)i * _k, _k), new Span<float>(o + (long)i * _k, _k));
-            else if (Options.Loss == LossKind.BceWithLogits)
-                System.Numerics.Tensors.TensorPrimitives.Sigmoid(new ReadOnlySpan<float>(o, r * _k), new Span<float>(o, r * _k));
+            for (int r0 = 0; r0 < rows; r0 += EvalChunk)
+            {
+                int r = Math.Min(EvalChunk, rows - r0);
+                var b = new Batch(r, ids == null ? null : ids + (long)r0 * InputWidth, features == null ? null : features + (long)r0 * InputWidth, null, null);
+                _backend.Infer(b, 0, _plan.Steps.Length);
+                var o = new Span<float>(output + (long)r0 * _k, r * _k);
+                _backend.ReadInferred(o);
+                if (raw) continue;
+                if (Options.Loss == LossKind.CrossEntropy)
+                    for (int i = 0; i < r; i++) System.Numerics.Tensors.TensorPrimitives.SoftMax(o.Slice(i * _k, _k), o.Slice(i * _k, _k));
+                else if (Options.Loss == LossKind.BceWithLogits)
+                    System.Numerics.Tensors.TensorPrimitives.Sigmoid(o, o);
+            }
         }
+        finally { Leave(); }
     }
 
-    /// <summary>The mean loss over every example of <paramref name="data"/> in inference mode (batch norm with running statistics; no L2 term).</summary>
-    /// <exception cref="ArgumentException">The examples do not fit the network (input kind or width, targets).</exception>
+    /// <summary>The mean loss over every example of <paramref name="data"/> in inference mode (batch norm with running statistics, dropout off; no L2 term).</summary>
+    /// <exception cref="ArgumentException">The examples do not fit the network (input kind or width, targets, an id or class out of range).</exception>
     public float Evaluate(ExampleSet data)
     {
         CheckData(data);
-        double total = 0;
-        for (int r0 = 0; r0 < data.Count; r0 += EvalChunk)
+        Enter();
+        try
         {
-            int r = Math.Min(EvalChunk, data.Count - r0);
+            double total = 0;
             fixed (int* ids = data.Ids, cls = data.Classes)
             fixed (float* f = data.Features, t = data.Targets)
-            {
-                float* z = Infer(f == null ? null : f + (long)r0 * InputWidth, ids == null ? null : ids + (long)r0 * InputWidth, r, _ops.Length);
-                if (cls != null)
-                    for (int i = 0; i < r; i++)
-                        if ((uint)cls[r0 + i] >= (uint)_k) throw new ArgumentException($"class id {cls[r0 + i]} of example {r0 + i} is outside [0, {_k}).", nameof(data));
-                total += (double)LossForward(z, cls == null ? null : cls + r0, t == null ? null : t + (long)r0 * _k, null, null, r) * r;
-            }
+                for (int r0 = 0; r0 < data.Count; r0 += EvalChunk)
+                {
+                    int r = Math.Min(EvalChunk, data.Count - r0);
+                    var b = new Batch(r, ids == null ? null : ids + (long)r0 * InputWidth, f == null ? null : f + (long)r0 * InputWidth,
+                        cls == null ? null : cls + r0, t == null ? null : t + (long)r0 * _k);
+                    _backend.Infer(b, 0, _plan.Steps.Length);
+                    total += _backend.InferLoss(b);
+                }
+            return (float)(total / data.Count);
         }
-        return (float)(total / data.Count);
+        finally { Leave(); }
     }
 
     /// <summary>
-    /// Replaces every batch norm's running statistics with the mean and Bessel-corrected variance of its input
-    /// over all of <paramref name="train"/> (in layer order, each computed with the ones before it calibrated),
-    /// two passes in double precision.
+    /// Replaces every batch norm's running statistics with the mean and Bessel-corrected variance of its input over all of
+    /// <paramref name="train"/>, in layer order (each computed with the ones before it calibrated), in double precision
+    /// (two passes: the mean, then the centred squares). The input of each batch norm is computed once per example: it is
+    /// kept on the host for the next batch norm when it fits in memory, so the cost grows with the number of layers, not its square.
     /// </summary>
     public void Calibrate(ExampleSet train)
     {
         CheckData(train);
         if (train.Count < 2) throw new ArgumentException("calibration needs at least 2 examples.", nameof(train));
-        for (int k = 0; k < _ops.Length; k++)
+        Enter();
+        try
         {
-            var layer = Stack.Layers[_ops[k].Layer];
-            if (layer.Kind != LayerKind.BatchNorm) continue;
-            int F = layer.In;
+            fixed (int* ids = train.Ids)
+            fixed (float* feats = train.Features)
+                CalibrateAll(ids, feats, train.Count);
+        }
+        finally { Leave(); }
+    }
+
+    private void CalibrateAll(int* ids, float* feats, int N)
+    {
+        float[]? frontier = null; // the input of step `at` for every example, when it fits in memory
+        int at = 0;
+        var chunk = new float[(long)EvalChunk * _plan.Steps.Max(s => s.InWidth)];
+        foreach (int k in _plan.BatchNormSteps)
+        {
+            int F = _plan.Steps[k].InWidth;
+            bool keep = (long)N * F <= Array.MaxLength && (long)N * F * sizeof(float) <= GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4;
+            float[]? next = keep ? new float[(long)N * F] : null;
             var sum = new double[F];
             var sq = new double[F];
-            for (int pass = 0; pass < 2; pass++)
+            // pass 1: the mean (and the input kept for pass 2 and the next batch norm)
+            for (int r0 = 0; r0 < N; r0 += EvalChunk)
             {
-                for (int r0 = 0; r0 < train.Count; r0 += EvalChunk)
-                {
-                    int r = Math.Min(EvalChunk, train.Count - r0);
-                    fixed (int* ids = train.Ids)
-                    fixed (float* f = train.Features)
-                    {
-                        float* x = Infer(f == null ? null : f + (long)r0 * InputWidth, ids == null ? null : ids + (long)r0 * InputWidth, r, k);
-                        for (int i = 0; i < r; i++)
-                            for (int c = 0; c < F; c++)
-                            {
-                                double v = x[(long)i * F + c];
-                                if (pass == 0) sum[c] += v; else { double d = v - sum[c]; sq[c] += d * d; }
-                            }
-                    }
-                }
-                if (pass == 0) for (int c = 0; c < F; c++) sum[c] /= train.Count;
+                int r = Math.Min(EvalChunk, N - r0);
+                var x = Input(r0, r, k);
+                Accumulate(x, r, F, sum, sq, 0);
+                if (next != null) x.CopyTo(next.AsSpan(r0 * F));
             }
-            string i0 = _ops[k].Layer.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            for (int c = 0; c < F; c++) sum[c] /= N;
+            // pass 2: the centred squares
+            if (next != null) Accumulate(next, N, F, sum, sq, 1);
+            else
+                for (int r0 = 0; r0 < N; r0 += EvalChunk)
+                {
+                    int r = Math.Min(EvalChunk, N - r0);
+                    Accumulate(Input(r0, r, k), r, F, sum, sq, 1);
+                }
+            string i0 = _plan.Steps[k].Layer.ToString(System.Globalization.CultureInfo.InvariantCulture);
             var mean = Parameters.Value(i0 + ".running_mean");
             var variance = Parameters.Value(i0 + ".running_var");
-            for (int c = 0; c < F; c++) { mean[c] = (float)sum[c]; variance[c] = (float)(sq[c] / (train.Count - 1)); }
+            for (int c = 0; c < F; c++) { mean[c] = (float)sum[c]; variance[c] = (float)(sq[c] / (N - 1)); }
+            _backend.PushBuffers();
+            if (next != null) { frontier = next; at = k; }
+        }
+
+        // the input of step k for rows [r0, r0 + r): from the kept input of an earlier step, or from the examples
+        Span<float> Input(int r0, int r, int k)
+        {
+            fixed (float* fr = frontier)
+            {
+                var b = fr != null ? new Batch(r, null, fr + (long)r0 * _plan.Steps[at].InWidth, null, null)
+                    : new Batch(r, ids == null ? null : ids + (long)r0 * InputWidth, feats == null ? null : feats + (long)r0 * InputWidth, null, null);
+                _backend.Infer(b, fr != null ? at : 0, k);
+                CalibrationForwards += k - (fr != null ? at : 0);
+            }
+            var dst = chunk.AsSpan(0, r * _plan.Steps[k].InWidth);
+            _backend.ReadInferred(dst);
+            return dst;
+        }
+
+        static void Accumulate(ReadOnlySpan<float> x, int rows, int f, double[] sum, double[] sq, int pass)
+        {
+            for (int i = 0; i < rows; i++)
+                for (int c = 0; c < f; c++)
+                {
+                    double v = x[i * f + c];
+                    if (pass == 0) sum[c] += v; else { double d = v - sum[c]; sq[c] += d * d; }
+                }
         }
     }
+
+    /// <summary>Step forwards (one step over one chunk) run by <see cref="Calibrate"/> so far: its cost grows linearly with the number of batch norms.</summary>
+    internal long CalibrationForwards { get; private set; }
 
     private void CheckData(ExampleSet data)
     {
         ArgumentNullException.ThrowIfNull(data);
+        ObjectDisposedException.ThrowIf(_disposed, this);
         if (data.Count == 0) throw new ArgumentException("the example set is empty.", nameof(data));
         if (Stack.TakesIds != (data.Ids != null))
             throw new ArgumentException($"the stack takes {(Stack.TakesIds ? "ids" : "float features")} but the examples have {(data.Ids != null ? "ids" : "float features")}.", nameof(data));
@@ -704,36 +504,164 @@ public sealed unsafe class Network : INetwork
             throw new ArgumentException($"the loss {Options.Loss.ToText()} takes {(want == TargetKind.Classes ? "class ids" : "float targets")} but the examples have {(data.TargetKind == TargetKind.Classes ? "class ids" : data.TargetKind == TargetKind.Floats ? "float targets" : "none")}.", nameof(data));
         if (want == TargetKind.Floats && data.TargetWidth != _k)
             throw new ArgumentException($"the examples have {data.TargetWidth} targets per row but the network's output has {_k}.", nameof(data));
+        if (data.Ids != null)
+        {
+            int V = Stack.Layers[0].In;
+            var span = data.Ids.AsSpan(0, data.Count * InputWidth);
+            for (int i = 0; i < span.Length; i++)
+                if ((uint)span[i] >= (uint)V) throw new ArgumentException($"id {span[i]} of example {i / InputWidth} is outside [0, {V}) (layer 0, {Stack.Layers[0]}).", nameof(data));
+        }
+        if (want == TargetKind.Classes && data.Classes != null)
+            for (int i = 0; i < data.Count; i++)
+                if ((uint)data.Classes[i] >= (uint)_k) throw new ArgumentException($"class id {data.Classes[i]} of example {i} is outside [0, {_k}).", nameof(data));
     }
 
     // ---- a training loop ------------------------------------------------------------------------------------
 
     /// <summary>
     /// Trains for <paramref name="steps"/> steps on minibatches drawn uniformly with replacement from
-    /// <paramref name="train"/> (seeded by <paramref name="seed"/>), reporting progress every
-    /// <paramref name="reportEvery"/> steps (see <see cref="NetworkTraining.Fit(INetwork, ExampleSet, int, int, Action{TrainingProgress}?, int, CancellationToken)"/>). Returns the loss of every step.
+    /// <paramref name="train"/> (seeded by <paramref name="seed"/>; the same draws on every device), reporting progress
+    /// every <paramref name="reportEvery"/> steps. Returns the loss of every step. The loop allocates nothing per step; a
+    /// cancellation stops it at the end of a step (the losses so far are in the returned array, the rest are NaN).
     /// </summary>
     /// <exception cref="TrainingDivergedException">A loss was NaN or infinite; the message names the step and the rate.</exception>
-    public float[] Fit(ExampleSet train, int steps, int seed = 42, Action<TrainingProgress>? progress = null, int reportEvery = 1000, CancellationToken cancellationToken = default) =>
-        NetworkTraining.Fit(this, train, steps, seed, progress, reportEvery, cancellationToken);
+    public float[] Fit(ExampleSet train, int steps, int seed = 42, Action<TrainingProgress>? progress = null, int reportEvery = 1000, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(steps);
+        var run = new TrainingRun(seed, steps);
+        Fit(train, run, progress, reportEvery, cancellationToken);
+        return run.Losses;
+    }
 
-    internal void CheckExamples(ExampleSet data) => CheckData(data);
+    /// <summary>
+    /// Continues <paramref name="run"/>: trains from step <see cref="TrainingRun.Completed"/> up to <paramref name="untilStep"/>
+    /// (default: <see cref="TrainingRun.TotalSteps"/>) on minibatches drawn by the run's generator, recording each loss in
+    /// <see cref="TrainingRun.Losses"/>. A run saved with <see cref="IO.StackCheckpoint"/> and continued here gives bitwise
+    /// the parameters of the same run never stopped. The loop allocates nothing per step; a cancellation stops it at the
+    /// end of a step. Returns the number of steps taken by this call.
+    /// </summary>
+    /// <exception cref="TrainingDivergedException">A loss was NaN or infinite; the message names the 1-based step and the rate.</exception>
+    public int Fit(ExampleSet train, TrainingRun run, Action<TrainingProgress>? progress = null, int reportEvery = 1000,
+        CancellationToken cancellationToken = default, int? untilStep = null)
+    {
+        ArgumentNullException.ThrowIfNull(train);
+        ArgumentNullException.ThrowIfNull(run);
+        int until = untilStep ?? run.TotalSteps;
+        if (until < run.Completed || until > run.TotalSteps)
+            throw new ArgumentOutOfRangeException(nameof(untilStep), until, $"untilStep must be in [{run.Completed}, {run.TotalSteps}].");
+        CheckData(train);
+        int n = BatchSize, w = InputWidth;
+        var ids = train.Ids != null ? new int[n * w] : [];
+        var feats = train.Features != null ? new float[n * w] : [];
+        var cls = train.Classes != null ? new int[n] : [];
+        var tg = train.Targets != null ? new float[n * train.TargetWidth] : [];
+        var losses = run.Losses;
+        var rng = run.Rng;
+        int steps = run.TotalSteps, first = run.Completed;
+        bool classes = Options.Loss.Targets() == TargetKind.Classes, floats = Options.Loss.Targets() == TargetKind.Floats;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        Enter();
+        try
+        {
+            fixed (int* pi = ids, pc = cls)
+            fixed (float* pf = feats, pt = tg)
+                for (int s = first; s < until; s++)
+                {
+                    if (cancellationToken.IsCancellationRequested) break;
+                    train.DrawBatch(rng, n, ids, feats, cls, tg);
+                    float lr = LearningRate;
+                    // the examples were checked once (CheckData): ids and classes are in range
+                    float loss = StepChecked(new Batch(n, train.Ids != null ? pi : null, train.Features != null ? pf : null, classes ? pc : null, floats ? pt : null), true);
+                    if (!float.IsFinite(loss)) throw new TrainingDivergedException(s + 1, lr, loss);
+                    losses[s] = loss;
+                    run.Completed = s + 1;
+                    if (progress != null && reportEvery > 0 && ((s + 1) % reportEvery == 0 || s + 1 == steps))
+                        progress(new TrainingProgress(s + 1, steps, loss, (s + 1 - first) / Math.Max(sw.Elapsed.TotalSeconds, 1e-9)));
+                }
+        }
+        finally { Leave(); }
+        return run.Completed - first;
+    }
+
+    // ---- device copies --------------------------------------------------------------------------------------
+
+    /// <summary>Copies the device's parameters, gradients, optimiser state and running statistics into <see cref="Parameters"/> (nothing to do on the CPU, where they are the same buffers).</summary>
+    public void PullParameters()
+    {
+        Enter();
+        try { _backend.Pull(); }
+        finally { Leave(); }
+    }
+
+    /// <summary>Copies <see cref="Parameters"/> (values, gradients, optimiser state, running statistics) to the device (nothing to do on the CPU).</summary>
+    public void PushParameters()
+    {
+        Enter();
+        try { _backend.Push(); }
+        finally { Leave(); }
+    }
+
+    private void Enter() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    private static void Leave() { }
+
+    /// <summary>Frees the buffers (on a GPU, the device memory, and the runtime when the network owns it) and the worker threads.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _backend.Dispose();
+    }
+
+    // ---- for the backends, the tests and the benchmarks -------------------------------------------------------
+
+    /// <summary>The compiled plan.</summary>
+    internal Plan CompiledPlan => _plan;
+
+    /// <summary>The backend.</summary>
+    internal Backend Backend => _backend;
+
+    /// <summary>The CPU backend, or null on another device.</summary>
+    internal CpuBackend? Cpu => _backend as CpuBackend;
+
+    private CpuBackend CpuOnly => Cpu ?? throw new InvalidOperationException($"this reads the CPU backend's buffers; the network runs on {Device}.");
+
+    /// <summary>The output of step <paramref name="k"/> (see <see cref="Plan"/>) in the last training step.</summary>
+    internal ReadOnlySpan<float> OpOutput(int k)
+    {
+        if (Cpu is { } c) return c.OpOutput(k);
+        var a = new float[(long)BatchSize * _plan.Steps[k].OutWidth];
+        _backend.ReadTraining(TrainingBuffer.Output, k, a);
+        return a;
+    }
+
+    /// <summary>The gradient of step <paramref name="k"/>'s output in the last training step.</summary>
+    internal ReadOnlySpan<float> OpOutputGradient(int k)
+    {
+        if (Cpu is { } c) return c.OpOutputGradient(k);
+        var a = new float[(long)BatchSize * _plan.Steps[k].OutWidth];
+        _backend.ReadTraining(TrainingBuffer.OutputGradient, k, a);
+        return a;
+    }
+
+    /// <summary>The batch statistics (mean, variance, 1/√(var + eps)) of the batch norm in step <paramref name="k"/> in the last training step (CPU).</summary>
+    internal (float[] Mean, float[] Variance, float[] VarInv) BatchStatistics(int k) => CpuOnly.BatchStatistics(k);
+
+    /// <summary>Whether the batch norm in step <paramref name="k"/> holds its <c>[n,F]</c> bnraw buffer (CPU).</summary>
+    internal bool BatchNormHoldsBnraw(int k) => CpuOnly.BatchNormHoldsBnraw(k);
+
+    /// <summary>Off: a batch the row-block pipeline would take runs op by op instead (CPU; for tests and benchmarks).</summary>
+    internal bool PipelineEnabled { get => CpuOnly.PipelineEnabled; set => CpuOnly.PipelineEnabled = value; }
+
+    /// <summary>Whether training steps take the row-block pipeline.</summary>
+    internal bool Pipelined => Cpu?.Pipelined == true;
+
+    /// <summary>Times each op (CPU; the benchmarks' <c>stack-stages</c>).</summary>
+    internal (string Pattern, double ForwardUs, double BackwardUs)[] ProfileOps(int* ids, float* features, int reps) => CpuOnly.ProfileOps(ids, features, reps);
 
     /// <summary>One step on a drawn minibatch of whichever inputs and targets the stack takes.</summary>
     internal float StepOn(int[] ids, float[] features, int[] classes, float[] targets) =>
         Options.Loss.Targets() == TargetKind.Classes
             ? (Stack.TakesIds ? Step(ids, classes) : Step(features, classes))
             : (Stack.TakesIds ? Step(ids, (ReadOnlySpan<float>)targets) : Step(features, (ReadOnlySpan<float>)targets));
-
-    /// <inheritdoc />
-    public string Device => "cpu";
-
-    /// <inheritdoc />
-    public void PullParameters() { }
-
-    /// <inheritdoc />
-    public void PushParameters() { }
-
-    /// <inheritdoc />
-    public void Dispose() => _pool?.Dispose();
 }

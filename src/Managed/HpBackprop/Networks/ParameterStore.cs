@@ -148,47 +148,16 @@ public sealed class ParameterStore
     /// </summary>
     public void Initialize(int seed)
     {
-        var rng = new NormalRng(seed);
+        var c = new InitContext(this, new NormalRng(seed));
         var layers = Stack.Layers;
-        int lastLinear = -1;
-        for (int i = 0; i < layers.Count; i++) if (layers[i].Kind == LayerKind.Linear) lastLinear = i;
-        foreach (var kind in new[] { LayerKind.Embedding, LayerKind.Linear, LayerKind.BatchNorm })
-        {
-            foreach (var slot in _params)
+        foreach (int phase in layers.Select(l => LayerType.Of(l.Kind).InitPhase).Where(p => p != int.MaxValue).Distinct().Order())
+            for (int i = 0; i < layers.Count; i++)
             {
-                var l = layers[slot.Layer];
-                if (l.Kind != kind) continue;
-                var t = Data.AsSpan(slot.Offset, slot.Length);
-                bool isWeight = slot.Name.EndsWith(".weight", StringComparison.Ordinal);
-                switch (kind)
-                {
-                    case LayerKind.Embedding: Fill(t, rng, 1f, 0f); break;
-                    case LayerKind.Linear when isWeight:
-                        {
-                            float scale = slot.Layer == lastLinear ? 0.1f : (float)(Gain(slot.Layer) / Math.Sqrt(l.In));
-                            for (int r = 0; r < l.In; r++)
-                                for (int c = 0; c < l.Out; c++) t[c * l.In + r] = (float)rng.Next() * scale;
-                            break;
-                        }
-                    case LayerKind.Linear: Fill(t, rng, 0.1f, 0f); break;
-                    default: Fill(t, rng, 0.1f, isWeight ? 1f : 0f); break;
-                }
+                var type = LayerType.Of(layers[i].Kind);
+                if (type.InitPhase == phase) type.Initialize(layers[i], i, c);
             }
-        }
         Array.Clear(Grad);
         Array.Clear(OptimizerState);
         ResetBuffers();
-
-        double Gain(int i)
-        {
-            int j = i + 1;
-            if (j < layers.Count && layers[j].Kind == LayerKind.BatchNorm) j++;
-            return j < layers.Count ? layers[j].Kind switch { LayerKind.Tanh => 5.0 / 3.0, LayerKind.Relu => Math.Sqrt(2), _ => 1.0 } : 1.0;
-        }
-
-        static void Fill(Span<float> t, NormalRng rng, float scale, float shift)
-        {
-            for (int i = 0; i < t.Length; i++) t[i] = (float)rng.Next() * scale + shift;
-        }
     }
 }

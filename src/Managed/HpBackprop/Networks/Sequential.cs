@@ -83,22 +83,19 @@ public sealed class Sequential
     public bool TakesIds => _layers[0].Kind == LayerKind.Embedding;
 
     /// <summary>
-    /// The input width the stack implies: D for a first linear or batch norm, or B for an embedding
-    /// whose flattened output feeds a linear or batch norm (<c>IN / E</c>); null when nothing fixes it.
+    /// The input width the stack implies: D for the first linear, batch norm or layer norm (after elementwise layers
+    /// only), or B for an embedding whose flattened output feeds one (<c>IN / E</c>); null when nothing fixes it.
     /// </summary>
     public int? ImpliedInputWidth()
     {
         var first = _layers[0];
-        if (first.Kind is LayerKind.Linear or LayerKind.BatchNorm) return first.In;
-        if (first.Kind == LayerKind.Embedding)
+        bool ids = first.Kind == LayerKind.Embedding;
+        for (int i = ids ? 1 : 0; i < _layers.Length; i++)
         {
-            for (int i = 1; i < _layers.Length; i++)
-            {
-                var l = _layers[i];
-                if (l.Kind is LayerKind.Linear or LayerKind.BatchNorm)
-                    return l.In % first.Out == 0 ? l.In / first.Out : null;
-                if (l.Kind != LayerKind.Flatten && !l.IsActivation) return null;
-            }
+            var l = _layers[i];
+            if (l.Kind is LayerKind.Linear or LayerKind.BatchNorm or LayerKind.LayerNorm)
+                return !ids ? l.In : first.Out > 0 && l.In % first.Out == 0 ? l.In / first.Out : null;
+            if (l.Kind != LayerKind.Flatten && l.Kind != LayerKind.Dropout && !l.IsActivation) return null;
         }
         return null;
     }
@@ -106,10 +103,20 @@ public sealed class Sequential
     /// <summary>
     /// Checks that the layers fit together for an input of <paramref name="inputWidth"/> (B ids or D
     /// features; null to take <see cref="ImpliedInputWidth"/>) and returns each layer's output shape.
+    /// Every layer is checked first (a defined kind, widths ≥ 1, batch norm and layer norm as wide in as out, a
+    /// dropout rate in [0, 1)), whichever way it was built; a stack must compute something (not only flatten).
     /// </summary>
     /// <exception cref="StackException">The layers do not fit; the message names the layer(s) and the widths.</exception>
     public TensorShape[] Resolve(int? inputWidth = null)
     {
+        for (int i = 0; i < _layers.Length; i++)
+        {
+            var type = LayerType.Find(_layers[i].Kind)
+                ?? throw new StackException($"layer {i}: ({nameof(LayerKind)}){(int)_layers[i].Kind} is not a layer kind; the kinds are {string.Join(", ", Enum.GetNames<LayerKind>())}.");
+            if (type.Invalid(_layers[i]) is string why) throw new StackException($"layer {i} ({_layers[i]}) is invalid: {why}.");
+        }
+        if (_layers.All(l => l.Kind == LayerKind.Flatten))
+            throw new StackException($"the stack '{Layer.Clip(ToString())}' computes nothing: add a layer with parameters or an activation (flatten only reshapes).");
         int? w = inputWidth ?? ImpliedInputWidth();
         if (w is null)
             throw new StackException($"the input width of '{Layer.Clip(ToString())}' cannot be inferred from its layers: give it (the block size B of the ids, or D features).");
@@ -121,26 +128,10 @@ public sealed class Sequential
             var l = _layers[i];
             string at = $"layer {i} ({l})";
             if (shape.IsIds && l.Kind != LayerKind.Embedding) throw new StackException($"{at} cannot take ids: the first layer of a stack on ids must be an embedding.");
-            switch (l.Kind)
-            {
-                case LayerKind.Embedding:
-                    if (i != 0) throw new StackException($"{at}: an embedding takes ids, so it must be the first layer.");
-                    shape = new TensorShape(false, shape.Width, l.Out);
-                    break;
-                case LayerKind.Flatten:
-                    shape = new TensorShape(false, 0, shape.PerRow);
-                    break;
-                case LayerKind.Linear:
-                case LayerKind.BatchNorm:
-                    if (shape.Rows != 0)
-                        throw new StackException($"{at} takes [n,{l.In}] but {Prev(i)} gives {shape}: add 'flatten' after the embedding.");
-                    if (shape.Width != l.In)
-                        throw new StackException($"{at} takes {l.In} features but {Prev(i)} gives {shape.Width}.");
-                    shape = new TensorShape(false, 0, l.Out);
-                    break;
-                default: // activations keep the shape
-                    break;
-            }
+            int j = i;
+            shape = LayerType.Of(l.Kind).Output(l, shape, i, at, () => Prev(j));
+            if ((long)shape.Rows * shape.Width > int.MaxValue)
+                throw new StackException($"{at} gives {shape}: {(long)shape.Rows * shape.Width:N0} values per row, more than 2,147,483,647.");
             outs[i] = shape;
         }
         if (outs[^1].Rows != 0) throw new StackException($"the stack ends with {outs[^1]}: add 'flatten' so its output is [n,k].");
@@ -154,25 +145,11 @@ public sealed class Sequential
     {
         var list = new List<ParameterSpec>();
         for (int i = 0; i < _layers.Length; i++)
-        {
-            var l = _layers[i];
-            string p = i.ToString(CultureInfo.InvariantCulture);
-            switch (l.Kind)
-            {
-                case LayerKind.Embedding: list.Add(new($"{p}.weight", i, [l.In, l.Out])); break;
-                case LayerKind.Linear:
-                    list.Add(new($"{p}.weight", i, [l.Out, l.In]));
-                    if (l.HasBias) list.Add(new($"{p}.bias", i, [l.Out]));
-                    break;
-                case LayerKind.BatchNorm:
-                    list.Add(new($"{p}.weight", i, [l.In]));
-                    list.Add(new($"{p}.bias", i, [l.In]));
-                    break;
-            }
-        }
+            foreach (var (suffix, shape) in LayerType.Of(_layers[i].Kind).Parameters(_layers[i]))
+                list.Add(new(LayerType.Name(i, suffix), i, shape));
         return list;
     }
 
-    /// <summary>The indices of the batch-norm layers, in order.</summary>
-    public IReadOnlyList<int> BatchNormLayers() => Enumerable.Range(0, _layers.Length).Where(i => _layers[i].Kind == LayerKind.BatchNorm).ToArray();
+    /// <summary>The indices of the layers with running statistics (the batch-norm layers), in order.</summary>
+    public IReadOnlyList<int> BatchNormLayers() => Enumerable.Range(0, _layers.Length).Where(i => LayerType.Find(_layers[i].Kind)?.RunningFeatures(_layers[i]) > 0).ToArray();
 }

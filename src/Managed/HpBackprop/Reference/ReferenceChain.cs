@@ -11,7 +11,7 @@ namespace HpBackprop.Reference;
 /// docs/makemore.md §3; <see cref="Tensors"/> exposes every intermediate and gradient by makemore name.
 /// </summary>
 /// <typeparam name="T"><see cref="float"/> or <see cref="double"/>.</typeparam>
-public sealed class ReferenceChain<T> where T : IFloatingPointIeee754<T>
+internal sealed class ReferenceChain<T> where T : IFloatingPointIeee754<T>
 {
     /// <summary>The forward intermediates in docs/makemore.md §2 order.</summary>
     public static readonly IReadOnlyList<string> ForwardNames =

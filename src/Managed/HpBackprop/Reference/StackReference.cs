@@ -7,8 +7,8 @@ namespace HpBackprop.Reference;
 /// The plain-loop reference for a <see cref="Sequential"/> stack and its loss (docs/stacks.md): one
 /// training-mode forward and backward (<see cref="Run"/>), the inference forward
 /// (<see cref="Forward"/>), and a training step with a <see cref="ReferenceOptimizer{T}"/>
-/// (<see cref="TrainStep"/>). Every layer goes through its <see cref="ReferenceLayers{T}"/> forward and
-/// backward; nothing is fused. Generic over the element type: in <see cref="double"/> it is the oracle
+/// (<see cref="TrainStep"/>). Every layer goes through its type's plain-loop forward and backward (most of them in
+/// <see cref="ReferenceLayers{T}"/>); nothing is fused. Generic over the element type: in <see cref="double"/> it is the oracle
 /// the fast path is tested against; in <see cref="float"/> it shows what plain single-precision loops give.
 /// </summary>
 /// <example>
@@ -62,8 +62,14 @@ public sealed class StackReference<T> where T : IFloatingPointIeee754<T>
     /// <summary>The batch-norm momentum: <c>running = (1 − m)·running + m·batch_stat</c> (default 0.001).</summary>
     public T BatchNormMomentum { get; init; } = T.CreateChecked(0.001);
 
-    /// <summary>The batch-norm epsilon (1e-5).</summary>
+    /// <summary>The batch-norm and layer-norm epsilon (1e-5).</summary>
     public T Eps { get; init; } = T.CreateChecked(1e-5);
+
+    /// <summary>The seed of the dropout masks (<see cref="NetworkOptions.Seed"/>; default 42).</summary>
+    public uint Seed { get; init; } = 42;
+
+    /// <summary>The optimiser step the dropout masks of <see cref="Run"/> are drawn for (<see cref="Network.StepCount"/>; default 0); <see cref="TrainStep"/> advances it by one.</summary>
+    public long Step { get; set; }
 
     /// <summary>
     /// One training-mode forward and backward: batch norm normalises with the batch statistics and
@@ -81,31 +87,14 @@ public sealed class StackReference<T> where T : IFloatingPointIeee754<T>
             throw new StackException($"the running statistics are for batch-norm layers {string.Join(",", buffers.Layers)}, the stack has {string.Join(",", Stack.BatchNormLayers())}.");
         int count = Stack.Layers.Count;
         var ys = new T[count][];
-        var bn = new (T[] Raw, T[] Mean, T[] VarInv, T[] VarUnbiased)[count];
+        var contexts = new RefContext<T>[count];
 
         // ---- forward
         for (int i = 0; i < count; i++)
         {
-            var l = Stack.Layers[i];
-            ReadOnlySpan<T> x = i == 0 ? input.Features : ys[i - 1];
-            var y = ys[i] = new T[n * _shapes[i].PerRow];
-            switch (l.Kind)
-            {
-                case LayerKind.Embedding: ReferenceLayers<T>.EmbeddingForward(input.Ids, parameters[W(i)], y, l.Out); break;
-                case LayerKind.Flatten: ReferenceLayers<T>.FlattenForward(x, y); break;
-                case LayerKind.Linear: ReferenceLayers<T>.LinearForward(x, parameters[W(i)], l.HasBias ? parameters[Bias(i)] : default, y, n, l.In, l.Out); break;
-                case LayerKind.BatchNorm:
-                    {
-                        var c = bn[i] = (new T[n * l.In], new T[l.In], new T[l.In], new T[l.In]);
-                        ReferenceLayers<T>.BatchNormForward(x, parameters[W(i)], parameters[Bias(i)], y, c.Raw, c.Mean, c.VarInv, c.VarUnbiased, n, l.In, l.Mode, Eps);
-                        ReferenceLayers<T>.BatchNormRunningUpdate(c.Mean, c.VarUnbiased, after.RunningMean(i), after.RunningVar(i), BatchNormMomentum);
-                        after.Track(i);
-                        break;
-                    }
-                case LayerKind.Tanh: ReferenceLayers<T>.TanhForward(x, y); break;
-                case LayerKind.Relu: ReferenceLayers<T>.ReluForward(x, y); break;
-                case LayerKind.Sigmoid: ReferenceLayers<T>.SigmoidForward(x, y); break;
-            }
+            var c = contexts[i] = Context(i, n, input, i == 0 ? input.Features ?? [] : ys[i - 1], parameters, after, training: true);
+            ys[i] = c.Y;
+            LayerType.Of(c.Layer.Kind).Forward(c);
         }
 
         // ---- loss
@@ -127,26 +116,12 @@ public sealed class StackReference<T> where T : IFloatingPointIeee754<T>
         T[]? dInput = input.Features is null ? null : new T[input.Features.Length];
         for (int i = count - 1; i >= 0; i--)
         {
-            var l = Stack.Layers[i];
-            ReadOnlySpan<T> x = i == 0 ? input.Features : ys[i - 1];
-            T[] dy = dys[i];
+            var c = contexts[i];
+            c.Dy = dys[i];
             // dx of layer i is dy of layer i-1; of the input only when it is float
-            T[]? dxArr = i > 0 ? dys[i - 1] = new T[ys[i - 1].Length] : dInput;
-            Span<T> dx = dxArr;
-            switch (l.Kind)
-            {
-                case LayerKind.Embedding: ReferenceLayers<T>.EmbeddingBackward(input.Ids, dy, grads[W(i)], l.Out); break;
-                case LayerKind.Flatten: ReferenceLayers<T>.FlattenBackward(dy, dx); break;
-                case LayerKind.Linear:
-                    ReferenceLayers<T>.LinearBackward(x, parameters[W(i)], dy, dx, grads[W(i)], l.HasBias ? grads[Bias(i)] : default, n, l.In, l.Out);
-                    break;
-                case LayerKind.BatchNorm:
-                    ReferenceLayers<T>.BatchNormBackward(dy, bn[i].Raw, bn[i].VarInv, parameters[W(i)], dx, grads[W(i)], grads[Bias(i)], n, l.In, l.Mode);
-                    break;
-                case LayerKind.Tanh: ReferenceLayers<T>.TanhBackward(ys[i], dy, dx); break;
-                case LayerKind.Relu: ReferenceLayers<T>.ReluBackward(x, dy, dx); break;
-                case LayerKind.Sigmoid: ReferenceLayers<T>.SigmoidBackward(ys[i], dy, dx); break;
-            }
+            c.Dx = (i > 0 ? dys[i - 1] = new T[ys[i - 1].Length] : dInput) ?? [];
+            c.Gradients = grads;
+            LayerType.Of(c.Layer.Kind).Backward(c);
         }
 
         // ---- L2 penalty on every linear weight (after the backward: dW += 2·l2·W)
@@ -171,7 +146,7 @@ public sealed class StackReference<T> where T : IFloatingPointIeee754<T>
         if (training)
         {
             // the training forward is Run's; the mean objective needs no targets
-            var probe = new StackReference<T>(Stack, LossKind.Mean, InputWidth) { L2 = L2, BatchNormMomentum = BatchNormMomentum, Eps = Eps };
+            var probe = new StackReference<T>(Stack, LossKind.Mean, InputWidth) { L2 = L2, BatchNormMomentum = BatchNormMomentum, Eps = Eps, Seed = Seed, Step = Step };
             return probe.Run(input with { Classes = null, Targets = null }, parameters, buffers).Output;
         }
         int n = Check(input, parameters, training: false, withTargets: false);
@@ -179,24 +154,18 @@ public sealed class StackReference<T> where T : IFloatingPointIeee754<T>
         T[] x = input.Features ?? [];
         for (int i = 0; i < Stack.Layers.Count; i++)
         {
-            var l = Stack.Layers[i];
-            var y = new T[n * _shapes[i].PerRow];
-            switch (l.Kind)
-            {
-                case LayerKind.Embedding: ReferenceLayers<T>.EmbeddingForward(input.Ids, parameters[W(i)], y, l.Out); break;
-                case LayerKind.Flatten: ReferenceLayers<T>.FlattenForward(x, y); break;
-                case LayerKind.Linear: ReferenceLayers<T>.LinearForward(x, parameters[W(i)], l.HasBias ? parameters[Bias(i)] : default, y, n, l.In, l.Out); break;
-                case LayerKind.BatchNorm:
-                    ReferenceLayers<T>.BatchNormInference(x, parameters[W(i)], parameters[Bias(i)], stats.RunningMean(i), stats.RunningVar(i), y, n, l.In, Eps);
-                    break;
-                case LayerKind.Tanh: ReferenceLayers<T>.TanhForward(x, y); break;
-                case LayerKind.Relu: ReferenceLayers<T>.ReluForward(x, y); break;
-                case LayerKind.Sigmoid: ReferenceLayers<T>.SigmoidForward(x, y); break;
-            }
-            x = y;
+            var c = Context(i, n, input, x, parameters, stats, training: false);
+            LayerType.Of(c.Layer.Kind).Forward(c);
+            x = c.Y;
         }
         return x;
     }
+
+    private RefContext<T> Context(int i, int n, StackInput<T> input, T[] x, IReadOnlyDictionary<string, T[]> parameters, BatchNormBuffers<T> running, bool training) => new()
+    {
+        Layer = Stack.Layers[i], Index = i, N = n, Ids = i == 0 ? input.Ids : null, X = x, Y = new T[n * _shapes[i].PerRow],
+        Parameters = parameters, Training = training, Running = running, Eps = Eps, Momentum = BatchNormMomentum, Seed = Seed, Step = Step,
+    };
 
     /// <summary>
     /// One training step: <see cref="Run"/>, then <paramref name="optimizer"/> updates
@@ -211,6 +180,7 @@ public sealed class StackReference<T> where T : IFloatingPointIeee754<T>
         var view = parameters as IReadOnlyDictionary<string, T[]> ?? parameters.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
         var r = Run(input, view, buffers);
         optimizer.Step(parameters, r.Gradients);
+        Step++;
         foreach (int i in buffers.Layers)
         {
             r.Buffers.RunningMean(i).CopyTo(buffers.RunningMean(i), 0);

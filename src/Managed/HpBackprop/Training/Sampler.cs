@@ -20,7 +20,7 @@ public sealed class Sampler
     private readonly double[] _p;
 
     /// <summary>Creates a sampler over a network on ids whose output is one logit per character (a stack trained on words), on any device.</summary>
-    public Sampler(Networks.INetwork network, Vocabulary vocab)
+    public Sampler(Networks.Network network, Vocabulary vocab)
         : this(vocab, (network ?? throw new ArgumentNullException(nameof(network))).InputWidth, network.OutputWidth, (c, l) => network.Predict(c, 1, l, raw: true))
     {
         if (!network.Stack.TakesIds) throw new ArgumentException("the network takes float features, not character ids: it cannot sample words.", nameof(network));

@@ -1,0 +1,331 @@
+using HpBackprop.Cuda.Runtime;
+using HpBackprop.Networks;
+
+namespace HpBackprop.Cuda.Gpu;
+
+/// <summary>A CUDA device (or the kernel emulator): the fusions its ops run, and the backend it makes for a plan.</summary>
+internal sealed class CudaDevice(Func<IDeviceRuntime> open, bool ownsRuntime, ScatterMode scatter, int rowsPerChunk) : DeviceKind
+{
+    /// <summary>The default rows of one reduction chunk.</summary>
+    public const int DefaultRowsPerChunk = 256;
+
+    private static readonly HashSet<string> Runs = [Plan.FlattenView, Plan.BatchNormActivation, Plan.BiasGradientFromBatchNorm];
+
+    /// <inheritdoc />
+    public override IReadOnlySet<string> Fusions => Runs;
+
+    /// <inheritdoc />
+    public override Backend Create(Plan plan, ParameterStore store)
+    {
+        var rt = open();
+        try
+        {
+            return new GpuBackend(plan, store, new Gpu(rt, ownsRuntime, rowsPerChunk), scatter);
+        }
+        catch
+        {
+            if (ownsRuntime) rt.Dispose();
+            throw;
+        }
+    }
+}
+
+/// <summary>
+/// The GPU backend: one <see cref="GpuOp"/> per plan step over device buffers sized once, the losses and the optimisers as
+/// kernels over device copies of the store's flat buffers (the same layout, so pulling and pushing are plain copies).
+/// A training step uploads the minibatch, launches its kernels and cuBLAS products, and reads the 4-byte loss back; it
+/// allocates nothing. Every reduction runs in an order fixed by the shape, so two runs give the same bits.
+/// </summary>
+internal sealed unsafe class GpuBackend : Backend
+{
+    private readonly Plan _plan;
+    private readonly ParameterStore _ps;
+    private readonly Gpu _g;
+    private readonly DeviceStore _dev;
+    private readonly GpuOp[] _ops;
+    private readonly ulong[] _out, _dout, _ev;
+    private readonly ulong _ids, _features, _classes, _targets, _dIn, _dTarget;
+    private readonly ulong _evIds, _evIn, _evClasses, _evTargets;
+    private readonly ulong _losses, _sumPartial, _lossOut, _l2Out;
+    private readonly (ulong W, ulong G, int Count, int PartialOffset)[] _l2;
+    private readonly int _n, _k;
+    private ulong _inferred;
+    private int _inferredRows, _inferredWidth;
+    private bool _disposed;
+
+    public GpuBackend(Plan plan, ParameterStore store, Gpu gpu, ScatterMode scatter)
+    {
+        _plan = plan;
+        _ps = store;
+        _g = gpu;
+        try
+        {
+            var o = plan.Options;
+            _n = o.BatchSize;
+            _k = plan.OutputWidth;
+            int len = store.Data.Length;
+            _dev = new DeviceStore(store, gpu.Alloc(len), gpu.Alloc(len), gpu.Alloc(store.OptimizerState.Length), gpu.Alloc(store.Buffers.Length));
+            int steps = plan.Steps.Length, rows = Math.Max(_n, EvalChunk);
+            _out = new ulong[steps]; _dout = new ulong[steps]; _ev = new ulong[steps];
+            for (int k = 0; k < steps; k++)
+            {
+                long w = plan.Steps[k].OutWidth;
+                _out[k] = gpu.Alloc(_n * w); _dout[k] = gpu.Alloc(_n * w); _ev[k] = gpu.Alloc(EvalChunk * w);
+            }
+            bool ids = plan.Stack.TakesIds;
+            int B = plan.InputWidth;
+            _ids = ids ? gpu.Alloc((long)_n * B) : 0;
+            _features = ids ? 0 : gpu.Alloc((long)_n * B);
+            _evIds = ids ? gpu.Alloc((long)EvalChunk * B) : 0;
+            _evIn = gpu.Alloc((long)EvalChunk * Math.Max(B, plan.Steps.Max(s => s.InWidth)));
+            var targets = o.Loss.Targets();
+            _classes = targets == TargetKind.Classes ? gpu.Alloc(_n) : 0;
+            _targets = targets == TargetKind.Floats ? gpu.Alloc((long)_n * _k) : 0;
+            _evClasses = targets == TargetKind.Classes ? gpu.Alloc(EvalChunk) : 0;
+            _evTargets = targets == TargetKind.Floats ? gpu.Alloc((long)EvalChunk * _k) : 0;
+            _dIn = o.InputGradients && !ids ? gpu.Alloc((long)_n * B) : 0;
+            _dTarget = o.InputGradients && targets == TargetKind.Floats ? gpu.Alloc((long)_n * _k) : 0;
+            _losses = gpu.Alloc(rows);
+            // the per-block partial sums of the losses and of the L2 penalty
+            var weights = plan.LinearWeights.Select(store.Slot).ToArray();
+            _l2 = new (ulong, ulong, int, int)[o.L2 != 0 ? weights.Length : 0];
+            int partials = Gpu.SumBlocks((long)rows * _k);
+            for (int j = 0; j < _l2.Length; j++)
+            {
+                var s = weights[j];
+                _l2[j] = (_dev.P(s.Name), _dev.G(s.Name), s.Length, partials);
+                partials += Gpu.SumBlocks(s.Length);
+            }
+            _sumPartial = gpu.AllocDoubles(partials);
+            _lossOut = gpu.Alloc(1); _l2Out = gpu.Alloc(1);
+            var bnLayers = plan.Stack.BatchNormLayers().ToList();
+            _ops = new GpuOp[steps];
+            for (int k = 0; k < steps; k++)
+            {
+                var s = plan.Steps[k];
+                _ops[k] = s.Kind switch
+                {
+                    StepKind.Gather => new GatherOp(gpu, _dev, s, B, rows, scatter),
+                    StepKind.Linear => new LinearOp(gpu, _dev, s, _n),
+                    StepKind.BatchNorm => new BatchNormOp(gpu, _dev, s, s.WritesPreviousBiasGradient ? _dev.G(LayerType.Name(plan.Steps[k - 1].Layer, "bias")) : 0,
+                        _n, o.Eps, o.BatchNormMomentum, bnLayers.IndexOf(s.Layer)),
+                    StepKind.LayerNorm => new GpuLayerNormOp(gpu, _dev, s, rows, o.Eps),
+                    StepKind.Dropout => new GpuDropoutOp(gpu, s, (uint)o.Seed),
+                    _ => new ActivationOp(gpu, s),
+                };
+            }
+            Push();
+        }
+        catch
+        {
+            gpu.Dispose();
+            throw;
+        }
+    }
+
+    public override string Device => _g.Rt.Name;
+
+    /// <summary>Launches (kernels and cuBLAS calls) of the last training step.</summary>
+    internal int LaunchesPerStep { get; private set; }
+
+    /// <summary>Host-device copies of the last training step (the uploads and the loss read).</summary>
+    internal int CopiesPerStep { get; private set; }
+
+    /// <summary>Bytes copied between host and device by the last training step.</summary>
+    internal long BytesPerStep { get; private set; }
+
+    /// <summary>The runtime (tests).</summary>
+    internal IDeviceRuntime Runtime => _g.Rt;
+
+    // ---- training
+
+    public override float Step(in Batch batch, in StepArgs args)
+    {
+        _g.Launches = 0; _g.Copies = 0; _g.CopiedBytes = 0;
+        int n = _n, B = _plan.InputWidth;
+        var o = _plan.Options;
+        if (_ids != 0) _g.ToDevice(_ids, batch.Ids, (long)n * B * 4);
+        else _g.ToDevice(_features, batch.Features, (long)n * B * 4);
+        if (_classes != 0) _g.ToDevice(_classes, batch.Classes, n * 4L);
+        if (_targets != 0) _g.ToDevice(_targets, batch.Targets, (long)n * _k * 4);
+        ulong input = _ids != 0 ? 0 : _features;
+        for (int k = 0; k < _ops.Length; k++) _ops[k].Forward(k == 0 ? input : _out[k - 1], _ids, _out[k], n, true, args.Step);
+        Loss(_out[^1], _classes, _targets, _dout[^1], _dTarget, n);
+        if (_l2.Length > 0) L2Penalty();
+        for (int k = _ops.Length - 1; k >= 0; k--)
+            _ops[k].Backward(k == 0 ? input : _out[k - 1], _ids, _out[k], _dout[k], k > 0 ? _dout[k - 1] : _dIn, n, args.Step);
+        if (_l2.Length > 0) foreach (var (w, g, count, _) in _l2) _g.Axpy(g, w, 2 * o.L2, count);
+        if (args.Update) Optimize(args);
+        float loss, l2 = 0;
+        _g.ToHost(&loss, _lossOut, 4);
+        if (_l2.Length > 0) _g.ToHost(&l2, _l2Out, 4);
+        LaunchesPerStep = _g.Launches; CopiesPerStep = _g.Copies; BytesPerStep = _g.CopiedBytes;
+        return loss + l2;
+    }
+
+    /// <summary>The loss of <paramref name="rows"/> rows of <paramref name="z"/> into <c>_lossOut</c> (the mean), with dz and dt unless they are 0.</summary>
+    private void Loss(ulong z, ulong classes, ulong targets, ulong dz, ulong dt, int rows)
+    {
+        var loss = _plan.Options.Loss;
+        if (loss == LossKind.CrossEntropy)
+        {
+            int V = _k;
+            ulong a0 = z, a1 = classes, a2 = dz, a3 = _losses; int a4 = rows, a5 = V;
+            void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5 };
+            if (V <= WarpCrossEntropyMaxV) _g.Launch(_g.K("cross_entropy_warp"), new(Gpu.Blocks(rows, 8)), new(256), 0, args);
+            else _g.Launch(_g.K("cross_entropy_block"), new((uint)Math.Min(rows, 65535)), new(V >= 16384 ? 1024u : 256u), 0, args);
+            _g.SumPartials(_losses, rows, 0, _sumPartial);
+            _g.SumFinish(_sumPartial, Gpu.SumBlocks(rows), 1.0 / rows, _lossOut);
+            return;
+        }
+        int count = checked(rows * _k);
+        int kind = loss switch { LossKind.Mse => 1, LossKind.BceWithLogits => 2, _ => 3 };
+        float scale = loss == LossKind.Mse ? 2f / count : 1f / count;
+        {
+            ulong a0 = z, a1 = targets, a2 = dz, a3 = dt; int a4 = count, a5 = kind; float a6 = scale; int a7 = Gpu.SumChunk; ulong a8 = _sumPartial;
+            void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &a8 };
+            _g.Launch(_g.K("regression_loss"), new((uint)Gpu.SumBlocks(count)), new(256), 0, args);
+        }
+        _g.SumFinish(_sumPartial, Gpu.SumBlocks(count), 1.0 / count, _lossOut);
+    }
+
+    /// <summary>Largest V for the one-warp-per-row cross-entropy kernel; larger V uses a block per row.</summary>
+    public const int WarpCrossEntropyMaxV = 2048;
+
+    private void L2Penalty()
+    {
+        foreach (var (w, _, count, offset) in _l2) _g.SumPartials(w, count, 1, _sumPartial + (ulong)(offset * 8L));
+        int first = _l2[0].PartialOffset, total = 0;
+        foreach (var (_, _, count, _) in _l2) total += Gpu.SumBlocks(count);
+        _g.SumFinish(_sumPartial + (ulong)(first * 8L), total, _plan.Options.L2, _l2Out);
+    }
+
+    private void Optimize(in StepArgs args)
+    {
+        ulong p = _dev.Data, g = _dev.Grad, s = _dev.State;
+        int count = _ps.Data.Length;
+        float lr = args.LearningRate;
+        switch (_plan.Options.Optimizer)
+        {
+            case Sgd { Momentum: 0, WeightDecay: 0 }:
+                {
+                    ulong a0 = p, a1 = g; float a2 = lr; int a3 = count;
+                    void** a = stackalloc void*[] { &a0, &a1, &a2, &a3 };
+                    _g.Launch(_g.K("sgd_update"), new(Gpu.Blocks(count, 256)), new(256), 0, a);
+                    break;
+                }
+            case Sgd sgd:
+                {
+                    ulong a0 = p, a1 = g, a2 = sgd.Momentum != 0 ? s : 0; int a3 = count; float a4 = lr, a5 = sgd.Momentum, a6 = sgd.WeightDecay;
+                    void** a = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6 };
+                    _g.Launch(_g.K("sgd_momentum_update"), new(Gpu.Blocks(count, 256)), new(256), 0, a);
+                    break;
+                }
+            case AdamW w:
+                {
+                    // the CPU's constants (OptimizerKernels.AdamW), computed the same way on the host
+                    long t = args.AdamStep;
+                    double bc1 = 1 - Math.Pow(w.Beta1, t), bc2 = 1 - Math.Pow(w.Beta2, t);
+                    float stepSize = (float)(lr / bc1), bc2Sqrt = (float)Math.Sqrt(bc2);
+                    float decay = 1 - lr * w.WeightDecay, a1 = 1 - w.Beta1, a2 = 1 - w.Beta2;
+                    ulong q0 = p, q1 = g, q2 = s, q3 = s + (ulong)(count * 4L); int q4 = count; float q5 = decay, q6 = w.Beta1, q7 = w.Beta2, q8 = a1, q9 = a2, q10 = stepSize, q11 = bc2Sqrt, q12 = w.Eps;
+                    void** a = stackalloc void*[] { &q0, &q1, &q2, &q3, &q4, &q5, &q6, &q7, &q8, &q9, &q10, &q11, &q12 };
+                    _g.Launch(_g.K("adamw_update"), new(Gpu.Blocks(count, 256)), new(256), 0, a);
+                    break;
+                }
+        }
+    }
+
+    // ---- inference
+
+    public override void Infer(in Batch batch, int from, int to)
+    {
+        int rows = batch.Rows;
+        ulong x;
+        if (from == 0 && _evIds != 0)
+        {
+            _g.ToDevice(_evIds, batch.Ids, (long)rows * _plan.InputWidth * 4);
+            x = 0;
+        }
+        else
+        {
+            int w = from == 0 ? _plan.InputWidth : _plan.Steps[from].InWidth;
+            _g.ToDevice(_evIn, batch.Features, (long)rows * w * 4);
+            x = _evIn;
+        }
+        for (int k = from; k < to; k++)
+        {
+            _ops[k].Forward(x, _evIds, _ev[k], rows, false, 0);
+            x = _ev[k];
+        }
+        _inferred = x;
+        _inferredRows = rows;
+        _inferredWidth = to > 0 ? _plan.Steps[to - 1].OutWidth : _plan.InputWidth;
+    }
+
+    public override double InferLoss(in Batch batch)
+    {
+        int rows = batch.Rows;
+        if (_evClasses != 0) _g.ToDevice(_evClasses, batch.Classes, rows * 4L);
+        if (_evTargets != 0) _g.ToDevice(_evTargets, batch.Targets, (long)rows * _k * 4);
+        Loss(_inferred, _evClasses, _evTargets, 0, 0, rows);
+        float mean;
+        _g.ToHost(&mean, _lossOut, 4);
+        return (double)mean * rows;
+    }
+
+    public override void ReadInferred(Span<float> destination)
+    {
+        long count = (long)_inferredRows * _inferredWidth;
+        fixed (float* d = destination) _g.ToHost(d, _inferred, Math.Min(count, destination.Length) * 4);
+    }
+
+    public override void ReadTraining(TrainingBuffer which, int step, Span<float> destination)
+    {
+        ulong src = which switch
+        {
+            TrainingBuffer.Output => _out[step],
+            TrainingBuffer.OutputGradient => _dout[step],
+            TrainingBuffer.InputGradient => _dIn,
+            _ => _dTarget,
+        };
+        if (src == 0) return;
+        fixed (float* d = destination) _g.ToHost(d, src, destination.Length * 4L);
+    }
+
+    // ---- the flat buffers
+
+    public override void Pull()
+    {
+        fixed (float* d = _ps.Data, g = _ps.Grad, s = _ps.OptimizerState, b = _ps.Buffers)
+        {
+            _g.ToHost(d, _dev.Data, _ps.Data.Length * 4L);
+            _g.ToHost(g, _dev.Grad, _ps.Grad.Length * 4L);
+            _g.ToHost(s, _dev.State, _ps.OptimizerState.Length * 4L);
+            _g.ToHost(b, _dev.Buffers, _ps.Buffers.Length * 4L);
+        }
+    }
+
+    public override void Push()
+    {
+        fixed (float* d = _ps.Data, g = _ps.Grad, s = _ps.OptimizerState)
+        {
+            _g.ToDevice(_dev.Data, d, _ps.Data.Length * 4L);
+            _g.ToDevice(_dev.Grad, g, _ps.Grad.Length * 4L);
+            _g.ToDevice(_dev.State, s, _ps.OptimizerState.Length * 4L);
+        }
+        PushBuffers();
+    }
+
+    public override void PushBuffers()
+    {
+        fixed (float* b = _ps.Buffers) _g.ToDevice(_dev.Buffers, b, _ps.Buffers.Length * 4L);
+    }
+
+    public override void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _g.Dispose();
+    }
+}

@@ -1,0 +1,224 @@
+using System.Globalization;
+
+namespace HpBackprop.Networks;
+
+/// <summary>What a step of a compiled <see cref="Plan"/> computes; every backend supplies one op per kind.</summary>
+internal enum StepKind
+{
+    /// <summary><c>embedding</c>: gather rows of the table by id (flatten after it is a view of the same memory).</summary>
+    Gather,
+    /// <summary><c>linear</c>: <c>y = x·Wᵀ + b</c>.</summary>
+    Linear,
+    /// <summary><c>batchnorm</c>, with the activation after it when that fusion runs.</summary>
+    BatchNorm,
+    /// <summary><c>layernorm</c>.</summary>
+    LayerNorm,
+    /// <summary>A standalone <c>tanh</c>, <c>relu</c> or <c>sigmoid</c>.</summary>
+    Activation,
+    /// <summary><c>dropout</c>.</summary>
+    Dropout,
+}
+
+/// <summary>
+/// One step of a compiled <see cref="Plan"/>: a layer, and the layers fused into it. It reads the buffer slot of the step
+/// before it (the network's input for the first) and writes its own slot, named after the last layer it covers; a
+/// training step also keeps the gradient of its slot. Flatten layers never make a step: they are views.
+/// </summary>
+internal sealed class PlanStep
+{
+    /// <summary>The op kind.</summary>
+    public required StepKind Kind { get; init; }
+
+    /// <summary>The index of the step's own layer.</summary>
+    public required int Layer { get; init; }
+
+    /// <summary>The step's own layer.</summary>
+    public required Layer Def { get; init; }
+
+    /// <summary>The layers this step covers (its own, then the fused ones and views after it).</summary>
+    public int Layers { get; set; } = 1;
+
+    /// <summary>The index of the last layer covered: the step's slot holds that layer's output.</summary>
+    public int Last => Layer + Layers - 1;
+
+    /// <summary>The name of the step's output slot, <c>out.{last layer}</c>.</summary>
+    public string Slot => string.Create(CultureInfo.InvariantCulture, $"out.{Last}");
+
+    /// <summary>Floats per row of the input and the output.</summary>
+    public int InWidth { get; set; }
+
+    /// <summary>Floats per row of the output.</summary>
+    public int OutWidth { get; set; }
+
+    /// <summary>Batch norm: the activation fused after it (Tanh, Relu, Sigmoid), or null for none.</summary>
+    public LayerKind? Activation { get; set; }
+
+    /// <summary>Linear with bias: its bias gradient is written by the step after it (a batch norm, which sums its input gradient anyway).</summary>
+    public bool BiasGradientFromNext { get; set; }
+
+    /// <summary>Batch norm: also writes the bias gradient of the linear step before it, <c>sum0(dx)</c>.</summary>
+    public bool WritesPreviousBiasGradient { get; set; }
+
+    /// <summary>Linear: plain SGD is applied to its weight in the weight-gradient product's epilogue.</summary>
+    public bool SgdInEpilogue { get; set; }
+
+    /// <summary>The fusions of <see cref="Plan.Fusions"/> that rewrote this step.</summary>
+    public List<string> Fused { get; } = [];
+
+    /// <summary>The step as one line of <see cref="Network.Plan"/>.</summary>
+    public override string ToString()
+    {
+        string what = Kind switch
+        {
+            StepKind.Gather => "embedding (gather)",
+            StepKind.Linear => Def.HasBias ? "linear (bias in the product)" : "linear",
+            StepKind.BatchNorm => (Def.Mode == BatchNormMode.Biased ? "batchnorm:biased" : "batchnorm") + (Activation is { } a ? "+" + a.ToString().ToLowerInvariant() : ""),
+            StepKind.LayerNorm => "layernorm",
+            StepKind.Activation => Def.ToString(),
+            _ => Def.ToString(),
+        };
+        return string.Create(CultureInfo.InvariantCulture, $"layers {Layer}..{Last}: {what}") + (Fused.Count > 0 ? $" [{string.Join("; ", Fused)}]" : "");
+    }
+}
+
+/// <summary>
+/// A stack and its options compiled once, independent of the device: a list of <see cref="PlanStep"/>s over named buffer
+/// slots, rewritten by the rows of one fusion table (<see cref="Fusions"/>) that the backend says it runs. Validation,
+/// training, evaluation, calibration and checkpoints are written once above it (<see cref="Network"/>); each backend
+/// supplies one op per <see cref="StepKind"/>.
+/// </summary>
+internal sealed class Plan
+{
+    /// <summary>Flatten is a view: it joins the step before it (the gather of an embedding), or the input. Every backend runs it.</summary>
+    public const string FlattenView = "flatten as a view";
+
+    /// <summary>Batch norm and the activation after it run as one step (one sweep over the columns).</summary>
+    public const string BatchNormActivation = "batchnorm+activation";
+
+    /// <summary>The bias gradient of a linear right before a batch norm is written by the batch norm's backward, which sums its input gradient anyway.</summary>
+    public const string BiasGradientFromBatchNorm = "linear bias gradient from the batch norm";
+
+    /// <summary>Plain SGD (no momentum, weight decay or L2) on a linear weight in the epilogue of its gradient's product.</summary>
+    public const string SgdInEpilogue = "SGD in the weight-gradient epilogue";
+
+    /// <summary>
+    /// The whole training step of <c>embedding, flatten, linear, batchnorm(+act), linear</c> with cross-entropy as row
+    /// blocks carried through every layer while they are in cache (the CPU's, at large n).
+    /// </summary>
+    public const string RowBlockPipeline = "row-block pipeline";
+
+    /// <summary>The fusion table: each row rewrites adjacent steps when the backend runs it, in this order.</summary>
+    public static IReadOnlyList<(string Name, string Does)> Fusions { get; } =
+    [
+        (FlattenView, "flatten joins the step before it: the gather of an embedding writes the flattened rows"),
+        (BatchNormActivation, "a batch norm and the tanh, relu or sigmoid after it in one step"),
+        (BiasGradientFromBatchNorm, "the batch norm's backward writes sum0(dx) as the bias gradient of the linear before it"),
+        (SgdInEpilogue, "plain SGD updates each linear weight in its gradient product's epilogue"),
+        (RowBlockPipeline, "embedding, flatten, linear, batchnorm(+act), linear with cross-entropy as one pass of row blocks"),
+    ];
+
+    private Plan(Sequential stack, NetworkOptions options, TensorShape[] shapes, int inputWidth, PlanStep[] steps, bool pipeline)
+    {
+        Stack = stack; Options = options; Shapes = shapes; InputWidth = inputWidth; Steps = steps; WholeStepPipeline = pipeline;
+    }
+
+    /// <summary>The stack.</summary>
+    public Sequential Stack { get; }
+
+    /// <summary>The options.</summary>
+    public NetworkOptions Options { get; }
+
+    /// <summary>Every layer's output shape.</summary>
+    public TensorShape[] Shapes { get; }
+
+    /// <summary>B ids or D features per row.</summary>
+    public int InputWidth { get; }
+
+    /// <summary>k, the width of the output.</summary>
+    public int OutputWidth => Shapes[^1].Width;
+
+    /// <summary>The steps in order.</summary>
+    public PlanStep[] Steps { get; }
+
+    /// <summary>Whether the stack matches the <see cref="RowBlockPipeline"/> pattern and the backend runs it (the backend may still decline for a batch size or a CPU).</summary>
+    public bool WholeStepPipeline { get; }
+
+    /// <summary>
+    /// Compiles a checked stack (<see cref="Network.Check"/>) for a backend that runs <paramref name="fusions"/>
+    /// (<see cref="FlattenView"/> is always applied).
+    /// </summary>
+    public static Plan Compile(Sequential stack, NetworkOptions options, TensorShape[] shapes, int inputWidth, IReadOnlySet<string> fusions)
+    {
+        var layers = stack.Layers;
+        var steps = new List<PlanStep>();
+        int leadingViews = 0;
+        for (int i = 0; i < layers.Count; i++)
+        {
+            var l = layers[i];
+            int inWidth = i == 0 ? inputWidth : shapes[i - 1].PerRow;
+            if (l.Kind == LayerKind.Flatten)
+            {
+                // the view row: flatten joins the step before it (or the input)
+                if (steps.Count == 0) leadingViews++;
+                else { steps[^1].Layers++; steps[^1].OutWidth = shapes[i].PerRow; if (steps[^1].Kind == StepKind.Gather) Note(steps[^1], FlattenView); }
+                continue;
+            }
+            var kind = l.Kind switch
+            {
+                LayerKind.Embedding => StepKind.Gather,
+                LayerKind.Linear => StepKind.Linear,
+                LayerKind.BatchNorm => StepKind.BatchNorm,
+                LayerKind.LayerNorm => StepKind.LayerNorm,
+                LayerKind.Dropout => StepKind.Dropout,
+                _ => StepKind.Activation,
+            };
+            steps.Add(new PlanStep { Kind = kind, Layer = i, Def = l, InWidth = inWidth, OutWidth = shapes[i].PerRow });
+        }
+        _ = leadingViews;
+
+        if (fusions.Contains(BatchNormActivation))
+            for (int k = steps.Count - 2; k >= 0; k--)
+                if (steps[k].Kind == StepKind.BatchNorm && steps[k].Layers == 1 && steps[k + 1].Kind == StepKind.Activation && steps[k + 1].Layer == steps[k].Last + 1)
+                {
+                    steps[k].Activation = steps[k + 1].Def.Kind;
+                    steps[k].Layers += steps[k + 1].Layers;
+                    steps[k].OutWidth = steps[k + 1].OutWidth;
+                    Note(steps[k], BatchNormActivation);
+                    steps.RemoveAt(k + 1);
+                }
+
+        if (fusions.Contains(BiasGradientFromBatchNorm))
+            for (int k = 0; k + 1 < steps.Count; k++)
+                if (steps[k] is { Kind: StepKind.Linear, Def.HasBias: true, Layers: 1 } && steps[k + 1].Kind == StepKind.BatchNorm)
+                {
+                    steps[k].BiasGradientFromNext = true;
+                    steps[k + 1].WritesPreviousBiasGradient = true;
+                    Note(steps[k], BiasGradientFromBatchNorm);
+                    Note(steps[k + 1], BiasGradientFromBatchNorm);
+                }
+
+        if (fusions.Contains(SgdInEpilogue) && options.Optimizer is Sgd { Momentum: 0, WeightDecay: 0 } && options.L2 == 0)
+            foreach (var s in steps.Where(s => s.Kind == StepKind.Linear))
+            {
+                s.SgdInEpilogue = true;
+                Note(s, SgdInEpilogue);
+            }
+
+        bool pipeline = fusions.Contains(RowBlockPipeline) && options.Loss == LossKind.CrossEntropy && layers.Count == 6 && steps.Count == 4
+            && steps[0] is { Kind: StepKind.Gather, Layers: 2 } && steps[1].Kind == StepKind.Linear
+            && steps[2] is { Kind: StepKind.BatchNorm, Activation: not null } && steps[3].Kind == StepKind.Linear;
+
+        return new Plan(stack, options, shapes, inputWidth, steps.ToArray(), pipeline);
+
+        static void Note(PlanStep s, string fusion) { if (!s.Fused.Contains(fusion)) s.Fused.Add(fusion); }
+    }
+
+    /// <summary>The linear layers' weight names (the L2 penalty's tensors).</summary>
+    public IEnumerable<string> LinearWeights => Steps.Where(s => s.Kind == StepKind.Linear).Select(s => LayerType.Name(s.Layer, "weight"));
+
+    /// <summary>The batch-norm steps in layer order (calibration).</summary>
+    public IEnumerable<int> BatchNormSteps => Enumerable.Range(0, Steps.Length).Where(k => Steps[k].Kind == StepKind.BatchNorm);
+
+    /// <summary>The output width of step <paramref name="k"/>'s input: the network's input width for the first step.</summary>
+    public int WidthBefore(int k) => k == 0 ? InputWidth * (Stack.TakesIds ? 1 : 1) : Steps[k - 1].OutWidth;
+}
