@@ -20,13 +20,14 @@ public sealed class NetworkParityTests
     /// <summary>A network holding a bundle's parameters and running statistics.</summary>
     private static Network NetworkOf(Sequential stack, LossKind loss, double l2, double momentum, double eps, int n, int width,
         IReadOnlyDictionary<string, double[]> parameters, IReadOnlyDictionary<string, double[]> running, IReadOnlyDictionary<string, long> tracked,
-        Optimizer? optimizer = null, Schedule? schedule = null)
+        Optimizer? optimizer = null, Schedule? schedule = null, int seed = 42, long step = 0)
     {
         var net = Network.Create(stack, new NetworkOptions
         {
             BatchSize = n, Loss = loss, L2 = (float)l2, BatchNormMomentum = (float)momentum, Eps = (float)eps, InputWidth = width, InputGradients = true,
-            Optimizer = optimizer ?? new Sgd(), Schedule = schedule ?? Schedule.Constant,
+            Optimizer = optimizer ?? new Sgd(), Schedule = schedule ?? Schedule.Constant, Seed = seed,
         });
+        net.StepCount = step;
         foreach (var (name, v) in parameters) Copy(v, net.Parameters.Value(name));
         foreach (var (name, v) in running) Copy(v, net.Parameters.Value(name));
         var bns = stack.BatchNormLayers();
@@ -61,7 +62,8 @@ public sealed class NetworkParityTests
         var e32 = b32.ReadExpected();
         var e64 = b64.ReadExpected();
         var r64 = b64.ReferenceAs<double>().Run(b64.InputAs<double>(), b64.ParametersAs<double>(), b64.BuffersAs<double>());
-        using var net = NetworkOf(b32.Stack, b32.Loss, b32.L2, b32.BatchNormMomentum, b32.Eps, b32.N, b32.InputWidth, b32.Parameters, b32.RunningStatistics, b32.BatchesTracked);
+        using var net = NetworkOf(b32.Stack, b32.Loss, b32.L2, b32.BatchNormMomentum, b32.Eps, b32.N, b32.InputWidth, b32.Parameters, b32.RunningStatistics, b32.BatchesTracked,
+            seed: b32.Seed, step: b32.Step);
         float loss = Step(net, b32.InputAs<float>(), update: false);
         var nearZero = StackOracle.NearZero(b64.Stack).ToHashSet();
         var rows = new List<(string Name, double[] Truth, double[] Torch32, double[] Ours, double Scale)>
@@ -104,7 +106,7 @@ public sealed class NetworkParityTests
         var b32 = StackTrajectoryBundle.Load(StackOracle.PathOf(name, "f32"));
         var b64 = StackTrajectoryBundle.Load(StackOracle.PathOf(name, "f64"));
         using var net = NetworkOf(b32.Stack, b32.Loss, b32.L2, b32.BatchNormMomentum, b32.Eps, b32.N, b32.InputWidth, b32.Parameters, b32.RunningStatistics,
-            b32.BatchesTracked, b32.Optimizer, b32.Schedule);
+            b32.BatchesTracked, b32.Optimizer, b32.Schedule, b32.Seed, b32.Step);
         var losses = new double[b32.Steps];
         for (int s = 0; s < b32.Steps; s++)
         {

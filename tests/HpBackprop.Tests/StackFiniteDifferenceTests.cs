@@ -6,7 +6,8 @@ namespace HpBackprop.Tests;
 /// <summary>
 /// Every gradient of <see cref="StackReference{T}"/> (double) against central finite differences of its
 /// own loss, on small random stacks that together cover every layer (embedding with repeated ids,
-/// flatten, linear with and without bias, batch norm in both modes, tanh, relu, sigmoid), every loss,
+/// flatten, linear with and without bias, batch norm in both modes, layer norm, dropout (its mask fixed: the same
+/// step), tanh, relu, sigmoid), every loss,
 /// the L2 penalty and n = 2. Independent of PyTorch and of the formulas of docs/makemore.md.
 /// </summary>
 [TestClass]
@@ -22,6 +23,9 @@ public sealed class StackFiniteDifferenceTests
         ["linear:3x4,batchnorm:4,tanh,linear:4x2", "mse", 2, 3, "0", 106],
         ["embedding:5x2,flatten,batchnorm:6:biased,relu,linear:6x3", "cross_entropy", 4, 3, "0.01", 107],
         ["linear:5x3,relu,batchnorm:3,linear:3x2", "bce_with_logits", 7, 5, "0", 108],
+        ["linear:4x6,layernorm:6,tanh,linear:6x3", "mse", 5, 4, "0", 109],
+        ["embedding:6x3,flatten,dropout:0.25,linear:6x5,layernorm:5,sigmoid,dropout:0.5,linear:5x4", "cross_entropy", 6, 2, "0", 110],
+        ["layernorm:5,sigmoid", "mean", 4, 5, "0", 111],
     ];
 
     /// <summary>

@@ -24,7 +24,11 @@ public sealed class StackPropertyTests
     /// data multiplied by <c>1 ± u</c>, random signs, two draws, max |change| / scale) and allows
     /// <c>err ≤ 4·L·max(S, u)</c>: the worst-case growth L, a factor 4 for intermediates (perturbed too, not
     /// only inputs) and for S being a sample, and u as a floor (a tensor insensitive to its inputs still
-    /// rounds). A near-zero bias gradient takes its weight gradient's S (see the f32 parity test).
+    /// rounds). A near-zero bias gradient takes its weight gradient's S (see the f32 parity test). Each batch norm or
+    /// layer norm doubles the bound: its backward subtracts the mean of its gradient (and of the gradient times the
+    /// normalised input) from every element, a cancellation of terms computed inside the layer, whose rounding a
+    /// perturbation of the inputs does not reach (measured: a layer norm over 4 features feeding a batch norm over
+    /// 19 rows needs 1.45 times the single-layer bound).
     /// </summary>
     [TestMethod]
     [DynamicData(nameof(Seeds))]
@@ -68,13 +72,14 @@ public sealed class StackPropertyTests
                 sens[name] = Math.Max(sens[name], Oracle.MaxAbsDiff(values, tensors.First(t => t.Name == name).Values) / scale[name]);
         }
         int longest = new[] { n, r64.OutputWidth, width }.Concat(stack.Layers.Select(l => Math.Max(l.In, l.Out))).Max();
+        double norms = Math.Pow(2, stack.Layers.Count(l => l.Kind is LayerKind.BatchNorm or LayerKind.LayerNorm));
         var failures = new List<string>();
         double worst = 0;
         foreach (var (name, values) in tensors)
         {
             double s = sens[name];
             if (nearZero.Contains(name)) s = Math.Max(s, sens[name.Replace(".bias", ".weight", StringComparison.Ordinal)]);
-            double tol = 4 * longest * Math.Max(s, U);
+            double tol = 4 * longest * norms * Math.Max(s, U);
             double err = Oracle.MaxAbsDiff(floats[name], values) / scale[name];
             worst = Math.Max(worst, err / tol);
             if (!(err <= tol)) failures.Add($"{name}: float vs double {err:E2} > {tol:E2} (sensitivity {s:E2}, L = {longest})");

@@ -10,7 +10,7 @@ internal static class StackTestData
     /// <summary>
     /// Parameters in the spirit of docs/makemore.md §2's initialisation (small non-zero values everywhere: zeros hide
     /// wrong backward passes): embedding N(0,1); linear weight N(0,1)/√IN, bias 0.1·N(0,1); batch-norm
-    /// gain 1 + 0.1·N(0,1), bias 0.1·N(0,1).
+    /// and layer-norm gain 1 + 0.1·N(0,1), bias 0.1·N(0,1).
     /// </summary>
     public static Dictionary<string, double[]> Parameters(Sequential stack, Random rng)
     {
@@ -25,7 +25,7 @@ internal static class StackTestData
                 {
                     (LayerKind.Embedding, _) => Normal(rng),
                     (LayerKind.Linear, true) => Normal(rng) / Math.Sqrt(l.In),
-                    (LayerKind.BatchNorm, true) => 1 + 0.1 * Normal(rng),
+                    (LayerKind.BatchNorm or LayerKind.LayerNorm, true) => 1 + 0.1 * Normal(rng),
                     _ => 0.1 * Normal(rng),
                 };
             p[s.Name] = a;
@@ -62,8 +62,8 @@ internal static class StackTestData
 
     /// <summary>
     /// A random valid stack: an embedding + flatten or float features, then 1–4 random layers (linear
-    /// with or without bias, batch norm in either mode, tanh, relu, sigmoid), then a linear to k outputs
-    /// (k ≥ 2 for cross-entropy), closed by a random loss.
+    /// with or without bias, batch norm in either mode, layer norm, tanh, relu, sigmoid, dropout with a rate
+    /// of 0.1–0.5), then a linear to k outputs (k ≥ 2 for cross-entropy), closed by a random loss.
     /// </summary>
     public static (Sequential Stack, LossKind Loss, int InputWidth) RandomStack(Random rng)
     {
@@ -81,7 +81,7 @@ internal static class StackTestData
         int count = rng.Next(1, 5);
         for (int j = 0; j < count; j++)
         {
-            switch (rng.Next(6))
+            switch (rng.Next(8))
             {
                 case 0: case 1: { int o = rng.Next(1, 13); layers.Add(Layer.Linear(width, o, rng.Next(4) != 0)); width = o; break; }
                 case 2:
@@ -93,7 +93,13 @@ internal static class StackTestData
                     break;
                 case 3: layers.Add(Layer.Tanh()); break;
                 case 4: layers.Add(Layer.Relu()); break;
-                default: layers.Add(Layer.Sigmoid()); break;
+                case 5: layers.Add(Layer.Sigmoid()); break;
+                case 6:
+                    // a nonlinearity after the layer norm too (the same reason as for batch norm)
+                    layers.Add(Layer.LayerNorm(width));
+                    layers.Add(rng.Next(3) switch { 0 => Layer.Tanh(), 1 => Layer.Relu(), _ => Layer.Sigmoid() });
+                    break;
+                default: layers.Add(Layer.Dropout(rng.Next(1, 6) / 10f)); break;
             }
         }
         var loss = (LossKind)rng.Next(4);

@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st  # noqa: E402
-from stacks_lib import (DEFAULT_BN_MOMENTUM, EPS, build_sequential,  # noqa: E402
+from stacks_lib import (DEFAULT_BN_MOMENTUM, EPS, MaskDropout, build_sequential,  # noqa: E402
                         l2_penalty, loss_value, parse_stack)
 
 F32, F64 = torch.float32, torch.float64
@@ -111,6 +111,19 @@ CASES = [
     dict(case="repeated_ids", layers="embedding:5x4,flatten,linear:12x6,tanh,linear:6x5",
          loss="cross_entropy", n=40, B=3, x_ids=3, seed=2021,
          description="ids only in {0,1,2} of V=5: scatter-add into embedding rows; rows 3,4 get zero grad"),
+    dict(case="layernorm", layers="linear:6x12,layernorm:12,tanh,linear:12x3", loss="mse", n=10, D=6, seed=2022,
+         description="torch.nn.LayerNorm(12) between a linear and a tanh, mse (grad.x, grad.y)"),
+    dict(case="layernorm_ids", layers="embedding:27x8,flatten,linear:24x32,layernorm:32,relu,linear:32x27",
+         loss="cross_entropy", n=16, B=3, seed=2023,
+         description="makemore-like MLP with layer norm instead of batch norm, relu, cross-entropy"),
+    dict(case="layernorm_mean", layers="layernorm:9,sigmoid", loss="mean", n=7, D=9, seed=2024,
+         description="bare layer norm + sigmoid with 'mean' (grad.x through the row statistics)"),
+    dict(case="dropout", layers="linear:6x16,relu,dropout:0.25,linear:16x3", loss="mse", n=12, D=6, seed=2025,
+         dropout_seed=7, step=3,
+         description="inverted dropout p=0.25 after a relu, mse; the mask from Philox4x32-10 (seed 7, step 3) as mask.2"),
+    dict(case="dropout_bn", layers="embedding:27x8,flatten,dropout:0.1,linear:24x32,batchnorm:32,tanh,dropout:0.5,linear:32x27",
+         loss="cross_entropy", n=16, B=3, seed=2026, dropout_seed=11, step=123456789012,
+         description="dropout on the flattened embedding and after batch norm + tanh, a step beyond 2^32"),
 ]
 
 # Optimiser trajectories (STEPS steps, one fixed minibatch per step).
@@ -131,6 +144,10 @@ OPT_CASES = [
          loss="bce_with_logits", n=16, D=6, seed=3004,
          optimizer="adamw:lr=0.01,beta1=0.9,beta2=0.999,eps=1e-08,weight_decay=0.01", schedule="constant",
          description="biased batch-norm MLP with bce_with_logits, AdamW, constant lr"),
+    dict(case="ln_dropout_adamw", layers="linear:5x16,layernorm:16,tanh,dropout:0.2,linear:16x3", loss="mse", n=16, D=5,
+         seed=3005, dropout_seed=5,
+         optimizer="adamw:lr=0.01,beta1=0.9,beta2=0.999,eps=1e-08,weight_decay=0.01", schedule="cosine:warmup=5,total=20,min_lr=0",
+         description="layer norm and dropout (a new mask each step) with mse, AdamW, cosine schedule"),
 ]
 
 
@@ -140,7 +157,7 @@ def out_width(specs):
     for s in reversed(specs):
         if s["kind"] == "linear":
             return s["OUT"]
-        if s["kind"] == "batchnorm":
+        if s["kind"] in ("batchnorm", "layernorm"):
             return s["F"]
     raise ValueError("no layer fixes the output width")
 
@@ -169,7 +186,7 @@ def draw_xy(cfg, specs, g, lead=()):
 
 def init_model(cfg, specs, g):
     """float32 Sequential with every parameter and running buffer drawn from g."""
-    model = build_sequential(specs, float(cfg.get("bn_momentum", DEFAULT_BN_MOMENTUM)))
+    model = build_sequential(specs, float(cfg.get("bn_momentum", DEFAULT_BN_MOMENTUM)), mask_dropout=True)
     model = model.to(F32)
     w_scale = cfg.get("w_scale", {})
     with torch.no_grad():
@@ -177,7 +194,7 @@ def init_model(cfg, specs, g):
             if s["kind"] == "embedding":
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=F32))
             elif s["kind"] == "linear":
-                nxt = next((t["kind"] for t in specs[i + 1:] if t["kind"] != "batchnorm"), None)
+                nxt = next((t["kind"] for t in specs[i + 1:] if t["kind"] not in ("batchnorm", "layernorm", "dropout")), None)
                 gain = (5 / 3 if nxt == "tanh" else 1.0) * w_scale.get(i, 1.0)
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g, dtype=F32)
                                * (gain / math.sqrt(s["IN"])))
@@ -191,6 +208,10 @@ def init_model(cfg, specs, g):
                 m.running_mean.copy_(0.1 * torch.randn(Fw, generator=g, dtype=F32))
                 m.running_var.copy_(1 + 0.1 * torch.randn(Fw, generator=g, dtype=F32).abs())
                 m.num_batches_tracked.fill_(0)
+            elif s["kind"] == "layernorm":
+                Fw = s["F"]
+                m.weight.copy_(1 + 0.1 * torch.randn(Fw, generator=g, dtype=F32))
+                m.bias.copy_(0.1 * torch.randn(Fw, generator=g, dtype=F32))
     for v in model.state_dict().values():
         assert v.dtype in (F32, torch.int64)
     return model
@@ -208,10 +229,18 @@ def near_zero(specs):
 
 # ---------------------------------------------------------------- one step
 
+def set_dropout(model, cfg, step):
+    """The dropout masks' key: the case's dropout_seed (default 42) and the optimiser step."""
+    for m in model:
+        if isinstance(m, MaskDropout):
+            m.seed, m.step = cfg.get("dropout_seed", 42), step
+
+
 def run_case(cfg, specs, model32, x, y, dtype):
     """One training-mode forward + backward in dtype. Returns (model, acts, loss)."""
     model = copy.deepcopy(model32).to(dtype)
     model.train()
+    set_dropout(model, cfg, cfg.get("step", 0))
     if x.is_floating_point():
         x = x.detach().to(dtype).clone().requires_grad_(True)
     if y is not None and y.is_floating_point():
@@ -301,6 +330,21 @@ def spec_check(cfg, specs, model, before, acts, x, y, loss):
                     mod.running_mean)
                 rel(f"after.{i}.running_var", (1 - mom) * before[f"{i}.running_var"] + mom * uvar,
                     mod.running_var)
+            elif k == "layernorm":
+                mu = xin.mean(1, keepdim=True)
+                var = ((xin - mu) ** 2).mean(1, keepdim=True)
+                r = (var + EPS) ** -0.5
+                xhat = (xin - mu) * r
+                w = mod.weight.detach()
+                rel(f"{i}.forward", w * xhat + mod.bias.detach(), yout)
+                rel(f"grad.{i}.weight", (dy * xhat).sum(0), mod.weight.grad)
+                rel(f"grad.{i}.bias", dy.sum(0), mod.bias.grad)
+                gx = dy * w
+                dx = r * (gx - gx.mean(1, keepdim=True) - xhat * (gx * xhat).mean(1, keepdim=True))
+            elif k == "dropout":
+                mk = torch.from_numpy(mod.last_mask.astype("float64")).to(dy.dtype)
+                rel(f"{i}.forward", xin * mk / (1 - s["p"]), yout)
+                dx = dy * mk / (1 - s["p"])
             elif k == "tanh":
                 dx = (1 - yout ** 2) * dy
             elif k == "sigmoid":
@@ -336,6 +380,8 @@ def to_bundle(cfg, specs, model, before, acts, x, y, loss, dtype):
         if hasattr(m, "running_mean"):
             tensors[f"after.{i}.running_mean"] = m.running_mean.detach().clone()
             tensors[f"after.{i}.running_var"] = m.running_var.detach().clone()
+        if isinstance(m, MaskDropout):
+            tensors[f"mask.{i}"] = torch.from_numpy(m.last_mask.copy())
     for k, v in tensors.items():
         if v.is_floating_point():
             assert v.dtype == dtype, (k, v.dtype)
@@ -359,6 +405,7 @@ def common_meta(cfg, dtype):
         "n": str(cfg["n"]),
         "seed": str(cfg["seed"]),
         "dtype": {F32: "float32", F64: "float64"}[dtype],
+        **({"dropout_seed": str(cfg["dropout_seed"]), "step": str(cfg.get("step", 0))} if "dropout_seed" in cfg else {}),
         "torch_version": torch.__version__,
     }
 
@@ -415,6 +462,7 @@ def run_optim(cfg, specs, model32, X, Y, dtype):
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=False)
+        set_dropout(model, cfg, t)
         x = X[t].to(dtype) if X.is_floating_point() else X[t]
         y = None if Y is None else (Y[t].to(dtype) if Y.is_floating_point() else Y[t])
         loss = loss_value(model(x), y, cfg["loss"])

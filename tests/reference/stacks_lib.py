@@ -60,6 +60,18 @@ def parse_layer(text):
         return dict(kind=kind, F=Fw, biased=len(parts) == 3, text=text)
     if kind in ("tanh", "relu", "sigmoid") and len(parts) == 1:
         return dict(kind=kind, text=text)
+    if kind == "layernorm" and len(parts) == 2:
+        return dict(kind=kind, F=_int(parts[1], "width", text), text=text)
+    if kind == "dropout" and len(parts) == 2:
+        try:
+            p = float(parts[1])
+        except ValueError:
+            raise StackError(f"layer '{text}': rate '{parts[1]}' is not a number") from None
+        if not 0 <= p < 1:
+            raise StackError(f"layer '{text}': rate {p} is not in [0, 1)")
+        # the library keeps the rate as a float32: its mask threshold and scale come from that value
+        import numpy as np
+        return dict(kind=kind, p=float(np.float32(p)), text=text)
     raise StackError(f"unknown layer '{text}'")
 
 
@@ -96,7 +108,7 @@ def parse_stack(text):
                     raise StackError(f"{where} expects width {s['IN']}, not a multiple of "
                                      f"the embedding width {E}{after}")
             shape = ("flat", s["OUT"], None)
-        elif k == "batchnorm":
+        elif k in ("batchnorm", "layernorm"):
             if shape is not None and shape[1] is not None and shape[1] != s["F"]:
                 raise StackError(f"{where} expects width {s['F']} but gets {shape[1]}{after}")
             if shape is not None and shape[1] is None and s["F"] % shape[2] != 0:
@@ -148,7 +160,65 @@ class BesselBatchNorm(torch.nn.Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, bessel"
 
 
-def build_sequential(specs, bn_momentum=DEFAULT_BN_MOMENTUM):
+class MaskDropout(torch.nn.Module):
+    """torch.nn.Dropout(p) with the library's mask: y = x * mask / (1 - p) in training,
+    the identity in eval. The mask is philox_mask(x.numel(), p, seed, layer, step) with
+    `seed` and `step` set by the caller, so PyTorch and the library drop the same
+    elements; the last mask is kept in `last_mask` (uint8, x's shape)."""
+
+    def __init__(self, p, layer):
+        super().__init__()
+        self.p, self.layer = p, layer
+        self.seed, self.step = 42, 0
+        self.last_mask = None
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        import numpy as np
+        m = philox_mask(x.numel(), self.p, self.seed, self.layer, self.step).reshape(tuple(x.shape))
+        self.last_mask = m
+        return x * torch.from_numpy(m.astype(np.float64)).to(x.dtype) * (1.0 / (1.0 - self.p))
+
+
+# Philox4x32-10 (Salmon et al., SC'11), vectorised with numpy: the dropout masks of
+# docs/stacks.md. Element i of dropout layer `layer` at optimiser step `step` is kept
+# when word i % 4 of philox(counter=(i//4, 0, step_lo, step_hi), key=(seed, layer)) is
+# at least round(p * 2^32) (clamped to 2^32 - 1).
+_M0, _M1, _W0, _W1 = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85
+_U32 = 0xFFFFFFFF
+
+
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Vectorised over numpy uint64 arrays holding 32-bit values; returns 4 arrays."""
+    import numpy as np
+    c = [np.asarray(v, dtype=np.uint64) & _U32 for v in (c0, c1, c2, c3)]
+    k0, k1 = int(k0) & _U32, int(k1) & _U32
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + _W0) & _U32, (k1 + _W1) & _U32
+        p0 = c[0] * np.uint64(_M0)
+        p1 = c[2] * np.uint64(_M1)
+        hi0, lo0 = p0 >> np.uint64(32), p0 & np.uint64(_U32)
+        hi1, lo1 = p1 >> np.uint64(32), p1 & np.uint64(_U32)
+        c = [hi1 ^ c[1] ^ np.uint64(k0), lo1, hi0 ^ c[3] ^ np.uint64(k1), lo0]
+    return c
+
+
+def philox_mask(count, p, seed, layer, step):
+    """uint8 keep-mask (1 kept) of `count` elements (docs/stacks.md)."""
+    import numpy as np
+    groups = (count + 3) // 4
+    g = np.arange(groups, dtype=np.uint64)
+    words = philox4x32_10(g, np.zeros_like(g), np.full_like(g, step & _U32), np.full_like(g, step >> 32), seed, layer)
+    flat = np.stack(words, axis=1).reshape(-1)[:count]
+    threshold = min(_U32, int(round(p * 4294967296.0)))
+    return (flat >= np.uint64(threshold)).astype(np.uint8)
+
+
+def build_sequential(specs, bn_momentum=DEFAULT_BN_MOMENTUM, mask_dropout=False):
+    """The Sequential of a stack; dropout layers are torch.nn.Dropout, or MaskDropout
+    (masks set from outside) with mask_dropout."""
     mods = []
     for s in specs:
         k = s["kind"]
@@ -163,6 +233,10 @@ def build_sequential(specs, bn_momentum=DEFAULT_BN_MOMENTUM):
                 mods.append(torch.nn.BatchNorm1d(s["F"], eps=EPS, momentum=bn_momentum))
             else:
                 mods.append(BesselBatchNorm(s["F"], eps=EPS, momentum=bn_momentum))
+        elif k == "layernorm":
+            mods.append(torch.nn.LayerNorm(s["F"], eps=EPS))
+        elif k == "dropout":
+            mods.append(MaskDropout(s["p"], len(mods)) if mask_dropout else torch.nn.Dropout(s["p"]))
         else:
             mods.append({"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU,
                          "sigmoid": torch.nn.Sigmoid}[k]())

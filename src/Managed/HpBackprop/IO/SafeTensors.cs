@@ -16,6 +16,8 @@ public enum DType
     I32,
     /// <summary>64-bit signed integer.</summary>
     I64,
+    /// <summary>8-bit unsigned integer (the dropout masks <c>mask.{i}</c> of the stack bundles).</summary>
+    U8,
 }
 
 /// <summary>The file is not a valid safetensors file; the message says where and why.</summary>
@@ -48,7 +50,7 @@ public sealed class SafeTensor
     /// <summary>Number of elements.</summary>
     public int Length => Shape.Aggregate(1, (a, b) => checked(a * b));
 
-    /// <summary>The values as doubles (exact for F32, F64, I32; I64 beyond 2^53 rounds).</summary>
+    /// <summary>The values as doubles (exact for F32, F64, I32, U8; I64 beyond 2^53 rounds).</summary>
     public double[] ToDouble()
     {
         var o = new double[Length];
@@ -58,6 +60,7 @@ public sealed class SafeTensor
             case DType.F32: { var s = MemoryMarshal.Cast<byte, float>(Data); for (int i = 0; i < o.Length; i++) o[i] = s[i]; break; }
             case DType.I32: { var s = MemoryMarshal.Cast<byte, int>(Data); for (int i = 0; i < o.Length; i++) o[i] = s[i]; break; }
             case DType.I64: { var s = MemoryMarshal.Cast<byte, long>(Data); for (int i = 0; i < o.Length; i++) o[i] = s[i]; break; }
+            case DType.U8: for (int i = 0; i < o.Length; i++) o[i] = Data[i]; break;
         }
         return o;
     }
@@ -146,7 +149,7 @@ public sealed class SafeTensorsFile
     }
 
     /// <summary>Size in bytes of one element.</summary>
-    public static int Size(DType t) => t switch { DType.F32 or DType.I32 => 4, _ => 8 };
+    public static int Size(DType t) => t switch { DType.F32 or DType.I32 => 4, DType.U8 => 1, _ => 8 };
 
     /// <summary>Reads a file.</summary>
     /// <exception cref="FileNotFoundException">The file does not exist or is a directory.</exception>
@@ -235,8 +238,8 @@ public sealed class SafeTensorsFile
             string dt = v.GetProperty("dtype").GetString() ?? "";
             DType dtype = dt switch
             {
-                "F32" => DType.F32, "F64" => DType.F64, "I32" => DType.I32, "I64" => DType.I64,
-                _ => throw new SafeTensorsFormatException(source, $"tensor '{prop.Name}' has dtype '{dt}'; supported: F32, F64, I32, I64."),
+                "F32" => DType.F32, "F64" => DType.F64, "I32" => DType.I32, "I64" => DType.I64, "U8" => DType.U8,
+                _ => throw new SafeTensorsFormatException(source, $"tensor '{prop.Name}' has dtype '{dt}'; supported: F32, F64, I32, I64, U8."),
             };
             int[] shape = v.GetProperty("shape").EnumerateArray().Select(e => e.GetInt32()).ToArray();
             if (shape.Any(d => d < 0)) throw new SafeTensorsFormatException(source, $"tensor '{prop.Name}' has a negative dimension.");

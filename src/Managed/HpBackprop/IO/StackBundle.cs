@@ -50,7 +50,7 @@ public sealed class StackBundle
     /// <summary>The batch-norm epsilon (metadata <c>eps</c>, 1e-5 when absent).</summary>
     public double Eps { get; }
 
-    /// <summary>Metadata <c>seed</c>: the seed of the dropout masks (<see cref="NetworkOptions.Seed"/>; default 42).</summary>
+    /// <summary>Metadata <c>dropout_seed</c>: the seed of the dropout masks (<see cref="NetworkOptions.Seed"/>; default 42).</summary>
     public int Seed { get; }
 
     /// <summary>Metadata <c>step</c>: the optimiser step the dropout masks are drawn for (<see cref="Network.StepCount"/>; default 0).</summary>
@@ -242,8 +242,8 @@ internal sealed record StackFileHeader(Sequential Stack, LossKind Loss, double L
         }
         double l2 = Num("l2", 0, false), momentum = Num("bn_momentum", 0.001, false), eps = Num("eps", 1e-5, true);
         int seed = 42;
-        if (f.Metadata.TryGetValue("seed", out var seedText) && !int.TryParse(seedText, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out seed))
-            throw new SafeTensorsFormatException(source, $"metadata 'seed' = '{Layer.Clip(seedText)}' is not a whole number (the dropout masks' seed).");
+        if (f.Metadata.TryGetValue("dropout_seed", out var seedText) && !int.TryParse(seedText, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out seed))
+            throw new SafeTensorsFormatException(source, $"metadata 'dropout_seed' = '{Layer.Clip(seedText)}' is not a whole number (the dropout masks' seed).");
         long step = 0;
         if (f.Metadata.TryGetValue("step", out var stepText) && !(long.TryParse(stepText, NumberStyles.None, CultureInfo.InvariantCulture, out step)))
             throw new SafeTensorsFormatException(source, $"metadata 'step' = '{Layer.Clip(stepText)}' is not a whole number ≥ 0 (the dropout masks' step).");

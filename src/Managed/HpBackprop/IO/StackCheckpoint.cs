@@ -96,7 +96,7 @@ public static class StackCheckpoint
         f.Metadata["batch_size"] = I(network.BatchSize);
         f.Metadata["eps"] = network.Options.Eps.ToString("R", CultureInfo.InvariantCulture);
         f.Metadata["bn_momentum"] = network.Options.BatchNormMomentum.ToString("R", CultureInfo.InvariantCulture);
-        f.Metadata.TryAdd("seed", network.Options.Seed.ToString(CultureInfo.InvariantCulture)); // the dropout masks' seed (a caller's "seed" is the same or means more)
+        f.Metadata["dropout_seed"] = network.Options.Seed.ToString(CultureInfo.InvariantCulture);
         if (vocabulary != null)
         {
             f.Metadata["vocab"] = vocabulary.Characters;
@@ -125,7 +125,7 @@ public static class StackCheckpoint
             int n = batchSize ?? Int("batch_size");
             float eps = float.Parse(Meta("eps"), NumberStyles.Float, CultureInfo.InvariantCulture);
             float m = f.Metadata.TryGetValue("bn_momentum", out var mm) ? float.Parse(mm, NumberStyles.Float, CultureInfo.InvariantCulture) : 0.001f;
-            int seed = f.Metadata.TryGetValue("seed", out var sd) ? int.Parse(sd, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture) : 42;
+            int seed = f.Metadata.TryGetValue("dropout_seed", out var sd) ? int.Parse(sd, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture) : 42;
             if (f.Metadata.TryGetValue("vocab", out var chars)) vocab = Vocabulary.FromCharacters(chars);
             net = Network.Create(stack, new NetworkOptions { BatchSize = n, Loss = loss, InputWidth = width, Eps = eps, BatchNormMomentum = m, Seed = seed });
         }

@@ -45,6 +45,12 @@ public sealed class StackTrajectoryBundle
     /// <summary>The batch-norm momentum.</summary>
     public double BatchNormMomentum => _h.Momentum;
 
+    /// <summary>Metadata <c>dropout_seed</c>: the seed of the dropout masks (default 42).</summary>
+    public int Seed => _h.Seed;
+
+    /// <summary>Metadata <c>step</c>: the optimiser step of the first step's dropout masks (default 0).</summary>
+    public long Step => _h.Step;
+
     /// <summary>The batch-norm epsilon.</summary>
     public double Eps => _h.Eps;
 
@@ -136,6 +142,8 @@ public sealed class StackTrajectoryBundle
         L2 = T.CreateChecked(L2),
         BatchNormMomentum = T.CreateChecked(BatchNormMomentum),
         Eps = T.CreateChecked(Eps),
+        Seed = unchecked((uint)_h.Seed),
+        Step = _h.Step,
     };
 
     /// <summary>The expected loss of each step (before its update).</summary>

@@ -432,7 +432,8 @@ public sealed unsafe class Network : IDisposable
         foreach (int k in _plan.BatchNormSteps)
         {
             int F = _plan.Steps[k].InWidth;
-            bool keep = (long)N * F <= Array.MaxLength && (long)N * F * sizeof(float) <= GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4;
+            long limit = CalibrationMemoryLimit >= 0 ? CalibrationMemoryLimit : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4;
+            bool keep = (long)N * F <= Array.MaxLength && (long)N * F * sizeof(float) <= limit;
             float[]? next = keep ? new float[(long)N * F] : null;
             var sum = new double[F];
             var sq = new double[F];
@@ -486,6 +487,9 @@ public sealed unsafe class Network : IDisposable
                 }
         }
     }
+
+    /// <summary>The bytes <see cref="Calibrate"/> may keep for a batch norm's input over the whole set (−1: a quarter of the memory the process may use); beyond it the input is recomputed from the examples.</summary>
+    internal long CalibrationMemoryLimit { get; set; } = -1;
 
     /// <summary>Step forwards (one step over one chunk) run by <see cref="Calibrate"/> so far: its cost grows linearly with the number of batch norms.</summary>
     internal long CalibrationForwards { get; private set; }
