@@ -44,35 +44,18 @@ var options = new NetworkOptions
     Schedule = new StepSchedule(AtStep: steps / 2, Factor: 0.1f),   // lr 0.1, then 0.01
 };
 var train = ExampleSet.FromWords(split.Train);
-if (device != "cpu")
-{
-    // the GPU backend: the same network, trained one minibatch at a time
-    using CudaNetwork gpu = device == "cuda" ? CudaNetwork.OnDevice(stack, options) : CudaNetwork.OnEmulator(stack, options);
-    gpu.Initialize(seed: 2147483647);
-    var draw = new Random(1);
-    var ids = new int[options.BatchSize * blockSize];
-    var classes = new int[options.BatchSize];
-    for (int step = 0; step < steps; step++)
-    {
-        for (int b = 0; b < options.BatchSize; b++)
-        {
-            int row = draw.Next(train.Count);
-            Array.Copy(train.Ids!, row * blockSize, ids, b * blockSize, blockSize);
-            classes[b] = train.Classes![row];
-        }
-        gpu.Step(ids, classes);
-    }
-    gpu.Calibrate(train);
-    Console.WriteLine($"trained {steps} steps on {gpu.Device}: dev loss {gpu.Evaluate(ExampleSet.FromWords(split.Dev)):F4}");
-    Console.WriteLine("samples: " + string.Join(" ", new Sampler(gpu, split.Vocabulary).Sample(count: 10, seed: 1)));
-    return;
-}
 
-using var net = Network.Create(stack, options);
+// the same network on every device: the CPU, an NVIDIA GPU, or the GPU's kernels emulated on the CPU
+using Network net = device switch
+{
+    "cuda" => CudaNetwork.OnDevice(stack, options),
+    "emulator" => CudaNetwork.OnEmulator(stack, options),
+    _ => Network.Create(stack, options),
+};
 net.Initialize(seed: 2147483647);
 float[] losses = net.Fit(train, steps);
 net.Calibrate(train);                                       // batch-norm statistics over the whole training split
-Console.WriteLine($"trained {steps} steps: train loss {net.Evaluate(train):F4}, dev loss {net.Evaluate(ExampleSet.FromWords(split.Dev)):F4}");
+Console.WriteLine($"trained {steps} steps on {net.Device}: train loss {net.Evaluate(train):F4}, dev loss {net.Evaluate(ExampleSet.FromWords(split.Dev)):F4}");
 
 string file = Path.Combine(Path.GetTempPath(), "makemore-example.safetensors");
 StackCheckpoint.Save(file, net, split.Vocabulary);          // loads into torch.nn.Sequential as it is
