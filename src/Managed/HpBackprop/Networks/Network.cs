@@ -47,6 +47,9 @@ public sealed record NetworkOptions
 /// training step — forward, loss straight from the output, backward, optimiser over the flat buffers —
 /// allocates nothing. Parameters, gradients and optimiser state live in <see cref="Parameters"/> under the
 /// state-dict names of the equivalent <c>torch.nn.Sequential</c>.
+/// A network is used by one thread at a time: a call on a second thread while one runs (Step, ForwardBackward, Evaluate,
+/// Predict, Calibrate, Initialize) throws <see cref="InvalidOperationException"/> naming the network, and any call after
+/// <see cref="Dispose"/> throws <see cref="ObjectDisposedException"/> naming it.
 /// </summary>
 /// <example>
 /// <code>
@@ -72,9 +75,12 @@ public sealed unsafe class Network : INetwork
     private readonly (int Offset, int Length)[] _restRanges = [];
     // the row-block pipeline: the whole training step of a makemore-shaped stack at large n (null when it does not apply)
     private readonly IRowBlockPipeline? _pipeline;
+    // one thread at a time, nothing after Dispose (issue #20)
+    private readonly SingleUse _use;
 
     private Network(Sequential stack, NetworkOptions options, TensorShape[] shapes, int inputWidth)
     {
+        _use = new SingleUse(() => SingleUse.NameOf(stack, options.BatchSize));
         Stack = stack;
         Options = options;
         InputWidth = inputWidth;
@@ -179,8 +185,10 @@ public sealed unsafe class Network : INetwork
     {
         ArgumentNullException.ThrowIfNull(stack);
         ArgumentNullException.ThrowIfNull(options);
+        StackChecks.Layers(stack.Layers);
         Validate(options);
         var shapes = stack.Resolve(options.InputWidth);
+        StackChecks.ProducesOutput(stack);
         int inputWidth = options.InputWidth ?? stack.ImpliedInputWidth()!.Value;
         int n = options.BatchSize;
         foreach (int i in stack.BatchNormLayers())
@@ -188,7 +196,7 @@ public sealed unsafe class Network : INetwork
         if (options.Loss == LossKind.CrossEntropy && shapes[^1].Width < 2)
             throw new StackException($"cross_entropy needs at least 2 classes, but the last layer ({stack.Layers[^1]}) gives {shapes[^1].Width} output.");
         long bytes = RequiredBytes(stack, options, shapes, inputWidth);
-        long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        long available = MemoryBudget.Available;
         if (bytes > available)
             throw new StackException($"the network '{Layer.Clip(stack.ToString())}' with batch size {n} needs {bytes:N0} bytes of buffers; this process can use {available:N0}.");
         return shapes;
@@ -213,6 +221,7 @@ public sealed unsafe class Network : INetwork
             if (stack.Layers[i].Kind == LayerKind.BatchNorm) floats += n * w;
         }
         floats += n * inputWidth;
+        if (options.InputGradients) floats += n * inputWidth + n * shapes[^1].Width; // the input and target gradients
         return floats * sizeof(float);
     }
 
@@ -220,6 +229,7 @@ public sealed unsafe class Network : INetwork
     {
         if (o.BatchSize < 1) throw new ArgumentException($"NetworkOptions.BatchSize = {o.BatchSize} is invalid: it must be at least 1.", nameof(o));
         if (o.Threads < 1) throw new ArgumentException($"NetworkOptions.Threads = {o.Threads} is invalid: it must be at least 1.", nameof(o));
+        StackChecks.Options(o);
         if (!(float.IsFinite(o.L2) && o.L2 >= 0)) throw new ArgumentException($"NetworkOptions.L2 = {o.L2} is invalid: it must be a finite number ≥ 0.", nameof(o));
         if (!(float.IsFinite(o.BatchNormMomentum) && o.BatchNormMomentum >= 0 && o.BatchNormMomentum <= 1))
             throw new ArgumentException($"NetworkOptions.BatchNormMomentum = {o.BatchNormMomentum} is invalid: it must be in [0, 1].", nameof(o));
@@ -252,7 +262,8 @@ public sealed unsafe class Network : INetwork
     public ParameterStore Parameters { get; }
 
     /// <summary>Optimiser steps taken so far (the schedule's position; AdamW's t is this + 1 at the next step).</summary>
-    public long StepCount { get; set; }
+    /// <exception cref="ArgumentOutOfRangeException">Set to a negative value.</exception>
+    public long StepCount { get; set { ArgumentOutOfRangeException.ThrowIfNegative(value, nameof(StepCount)); field = value; } }
 
     /// <summary>
     /// Times each op's forward and backward over the buffers of the last training step (for the benchmarks'
@@ -417,6 +428,7 @@ public sealed unsafe class Network : INetwork
     /// </summary>
     public void Initialize(int seed)
     {
+        using var use = _use.Enter();
         Parameters.Initialize(seed);
         StepCount = 0;
     }
@@ -453,6 +465,7 @@ public sealed unsafe class Network : INetwork
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private float Run(float* features, int* ids, int inputLength, int* classes, int classCount, float* targets, int targetLength, bool step)
     {
+        using var use = _use.Enter();
         int n = BatchSize;
         CheckBatch(features, ids, inputLength, classes, classCount, targets, targetLength, n);
         if (_fusedSgd != null) { _fusedSgd.Update = step; _fusedSgd.Lr = LearningRate; }
@@ -548,12 +561,8 @@ public sealed unsafe class Network : INetwork
             throw new ArgumentException($"the stack '{Layer.Clip(Stack.ToString())}' takes float features, not ids.");
         if ((long)inputLength != (long)n * InputWidth)
             throw new ShapeException(takesIds ? "ids" : "features", [n, InputWidth], [inputLength / Math.Max(1, InputWidth), InputWidth]);
-        if (takesIds)
-        {
-            int V = Stack.Layers[0].In;
-            for (int i = 0; i < inputLength; i++)
-                if ((uint)ids[i] >= (uint)V) throw new ShapeException("ids", $"id {ids[i]} at row {i / InputWidth} is outside [0, {V}) (layer 0, {Stack.Layers[0]}).");
-        }
+        if (takesIds) InputChecks.Ids(ids, inputLength, InputWidth, Stack);
+        else InputChecks.Finite(features, inputLength, InputWidth, "features");
         switch (Options.Loss.Targets())
         {
             case TargetKind.Classes:
@@ -565,6 +574,7 @@ public sealed unsafe class Network : INetwork
             case TargetKind.Floats:
                 if (targets == null && classes != null) throw new ArgumentException($"the loss {Options.Loss.ToText()} takes float targets [n,{_k}]; class ids were given.");
                 if ((long)targetLength != (long)n * _k) throw new ShapeException("targets", [n, _k], [targetLength / Math.Max(1, _k), _k]);
+                InputChecks.Targets(targets, targetLength, _k, Options.Loss);
                 break;
             default:
                 if (classCount != 0 || targetLength != 0) throw new ArgumentException("the loss mean takes no targets: pass an empty span.");
@@ -591,9 +601,12 @@ public sealed unsafe class Network : INetwork
     {
         if (!Stack.TakesIds) throw new ArgumentException("this stack takes float features, not ids.", nameof(ids));
         CheckRows(ids.Length, rows, output.Length);
-        int V = Stack.Layers[0].In;
-        foreach (int id in ids) if ((uint)id >= (uint)V) throw new ArgumentOutOfRangeException(nameof(ids), id, $"id is outside [0, {V}).");
-        fixed (int* pi = ids) fixed (float* po = output) PredictRows(null, pi, rows, po, raw);
+        using var use = _use.Enter();
+        fixed (int* pi = ids) fixed (float* po = output)
+        {
+            InputChecks.Ids(pi, ids.Length, InputWidth, Stack);
+            PredictRows(null, pi, rows, po, raw);
+        }
     }
 
     /// <summary>Predictions for <paramref name="rows"/> rows of float features (see the ids overload).</summary>
@@ -601,7 +614,12 @@ public sealed unsafe class Network : INetwork
     {
         if (Stack.TakesIds) throw new ArgumentException("this stack takes ids, not float features.", nameof(features));
         CheckRows(features.Length, rows, output.Length);
-        fixed (float* pf = features) fixed (float* po = output) PredictRows(pf, null, rows, po, raw);
+        using var use = _use.Enter();
+        fixed (float* pf = features) fixed (float* po = output)
+        {
+            InputChecks.Finite(pf, features.Length, InputWidth, "features");
+            PredictRows(pf, null, rows, po, raw);
+        }
     }
 
     private void CheckRows(int inputLength, int rows, int outputLength)
@@ -631,6 +649,7 @@ public sealed unsafe class Network : INetwork
     /// <exception cref="ArgumentException">The examples do not fit the network (input kind or width, targets).</exception>
     public float Evaluate(ExampleSet data)
     {
+        using var use = _use.Enter();
         CheckData(data);
         double total = 0;
         for (int r0 = 0; r0 < data.Count; r0 += EvalChunk)
@@ -656,6 +675,7 @@ public sealed unsafe class Network : INetwork
     /// </summary>
     public void Calibrate(ExampleSet train)
     {
+        using var use = _use.Enter();
         CheckData(train);
         if (train.Count < 2) throw new ArgumentException("calibration needs at least 2 examples.", nameof(train));
         for (int k = 0; k < _ops.Length; k++)
@@ -704,6 +724,7 @@ public sealed unsafe class Network : INetwork
             throw new ArgumentException($"the loss {Options.Loss.ToText()} takes {(want == TargetKind.Classes ? "class ids" : "float targets")} but the examples have {(data.TargetKind == TargetKind.Classes ? "class ids" : data.TargetKind == TargetKind.Floats ? "float targets" : "none")}.", nameof(data));
         if (want == TargetKind.Floats && data.TargetWidth != _k)
             throw new ArgumentException($"the examples have {data.TargetWidth} targets per row but the network's output has {_k}.", nameof(data));
+        InputChecks.Contents(data, Stack, Options.Loss, _k);
     }
 
     // ---- a training loop ------------------------------------------------------------------------------------
@@ -735,5 +756,11 @@ public sealed unsafe class Network : INetwork
     public void PushParameters() { }
 
     /// <inheritdoc />
-    public void Dispose() => _pool?.Dispose();
+    public void Dispose()
+    {
+        if (_use.Dispose()) _pool?.Dispose();
+    }
+
+    /// <summary>The one-thread-at-a-time guard, for tests.</summary>
+    internal SingleUse Use => _use;
 }

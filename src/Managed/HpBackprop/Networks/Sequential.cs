@@ -43,13 +43,14 @@ public sealed class Sequential
     private readonly Layer[] _layers;
 
     /// <summary>Creates a stack of <paramref name="layers"/>.</summary>
-    /// <exception cref="StackException">The stack is empty.</exception>
+    /// <exception cref="StackException">The stack is empty, or a layer breaks the invariants of its kind (an undefined kind or mode, a width below 1, a batch norm whose In and Out differ); the message names the layer.</exception>
     public Sequential(params Layer[] layers)
     {
         ArgumentNullException.ThrowIfNull(layers);
         if (layers.Length == 0) throw new StackException("a stack needs at least one layer.");
-        foreach (var l in layers) ArgumentNullException.ThrowIfNull(l, nameof(layers));
-        _layers = (Layer[])layers.Clone();
+        _layers = (Layer[])layers.Clone();   // checked after the copy, so the caller's array cannot change under the checks
+        foreach (var l in _layers) ArgumentNullException.ThrowIfNull(l, nameof(layers));
+        StackChecks.Layers(_layers);
     }
 
     /// <summary>The makemore MLP of the lecture: <c>embedding:VxE,flatten,linear:(B·E)xH,batchnorm:H,tanh,linear:HxV</c>.</summary>
@@ -125,6 +126,7 @@ public sealed class Sequential
             {
                 case LayerKind.Embedding:
                     if (i != 0) throw new StackException($"{at}: an embedding takes ids, so it must be the first layer.");
+                    if ((long)shape.Width * l.Out > Array.MaxLength) throw new StackException($"{at} gives {shape.Width:N0} × {l.Out:N0} values per row, more than .NET's array limit of {Array.MaxLength:N0}.");
                     shape = new TensorShape(false, shape.Width, l.Out);
                     break;
                 case LayerKind.Flatten:
