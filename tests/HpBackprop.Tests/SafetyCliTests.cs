@@ -278,4 +278,26 @@ public sealed class SafetyCliTests
         foreach (var e in expected) StringAssert.Contains(stderr, e);
         AssertNoLibraryNames(stderr);
     }
+
+    [TestMethod]
+    [DataRow(new[] { "check", "--block", "100000" }, "bytes")]
+    [DataRow(new[] { "train", "--block", "100000", "--steps", "5", "--samples", "0" }, "bytes")]
+    [DataRow(new[] { "check", "--layers", "linear:100000000x1", "--batch", "2", "--loss", "mse" }, "bytes")]
+    [DataRow(new[] { "train", "--block", "2147483647", "--steps", "5", "--samples", "0" }, "--block 2147483647")]
+    [DataRow(new[] { "train", "--data", "/dev/zero", "--steps", "5", "--samples", "0" }, "longer than 1,048,576 bytes")]
+    [DataRow(new[] { "train", "--samples", "2000000000", "--steps", "5" }, "--samples 2000000000")]
+    public void SizesThatCannotFitAreRefusedWithTheBytesBeforeAnyAllocation(string[] args, string expected)
+    {
+        // they used to grow until the kernel killed the process (check --block 100000: 23.9 GB), or to sample for ever;
+        // a budget of 4 GiB for this flow makes the refusal the same on any machine (the checks compare with what the process can use)
+        if (args.Contains("/dev/zero") && !File.Exists("/dev/zero")) Assert.Inconclusive("no /dev/zero here");
+        using var budget = HpBackprop.Networks.MemoryBudget.Limit(4L << 30);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var (code, stdout, stderr) = Run(args);
+        Assert.AreEqual(2, code, stdout + stderr);
+        StringAssert.Contains(stderr, expected);
+        Assert.IsFalse(stdout.Contains("step "), "no training: " + stdout);
+        Assert.IsTrue(GC.GetAllocatedBytesForCurrentThread() - before < (256L << 20), $"refused before allocating: {GC.GetAllocatedBytesForCurrentThread() - before:N0} bytes");
+        AssertNoLibraryNames(stderr);
+    }
 }
