@@ -43,6 +43,9 @@ internal static class EvalCommand
                     .Replace("tensor 'classes'", "tensor 'y'").Replace("tensor 'targets'", "tensor 'y'").Replace("the targets must", "the targets must")
                     .Replace("the examples have", "the file has"));
             }
+            if (!float.IsFinite(loss))
+                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                    $"the loss over the {examples.Count} examples is {loss}: the inputs are finite, but the model's outputs overflow float on them (inputs or weights too large); nothing to report."));
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"loss {loss:R} over {examples.Count} examples"));
             return Program.Ok;
         });
