@@ -300,4 +300,31 @@ public sealed class SafetyCliTests
         Assert.IsTrue(GC.GetAllocatedBytesForCurrentThread() - before < (256L << 20), $"refused before allocating: {GC.GetAllocatedBytesForCurrentThread() - before:N0} bytes");
         AssertNoLibraryNames(stderr);
     }
+
+    [TestMethod]
+    public void ARealSigtermAfterTrainingStillLeavesTheSavedModel()
+    {
+        // the process as a user runs it: after training, signals used to return to their default action and the samples came
+        // before the save, so a SIGTERM then ended the process and lost the model with no message
+        if (!OperatingSystem.IsLinux()) Assert.Inconclusive("sends SIGTERM with kill(1)");
+        using var dir = new TempDir();
+        var (data, _) = Corpus(dir);
+        string model = dir.File("m.safetensors");
+        string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet";
+        var psi = new ProcessStartInfo(dotnet) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { typeof(Program).Assembly.Location, "train", "--data", data, "--steps", "300", "--hidden", "8", "--samples", "10000", "--out", model })
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        string? line;
+        while ((line = p.StandardOutput.ReadLine()) != null && !line.StartsWith("train loss", StringComparison.Ordinal)) { }
+        Assert.IsNotNull(line, "the run printed its losses: " + stderr.Result);
+        RunTool("kill", "-TERM", p.Id.ToString(CultureInfo.InvariantCulture));   // fails only when the run has already ended
+        string rest = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        // stopped after the save (143), or the signal came after the end (0): either way the model is there and loads
+        Assert.IsTrue(p.ExitCode is 143 or 0, $"exit {p.ExitCode}: {rest}{stderr.Result}");
+        Assert.IsTrue(File.Exists(model), $"the model was lost (exit {p.ExitCode}): {rest}{stderr.Result}");
+        using var loaded = StackCheckpoint.Load(model).Network;
+    }
 }

@@ -369,7 +369,11 @@ internal static class TrainCommand
                             if (stop.Token.IsCancellationRequested) break;
                         }
                         say.WriteLine();
-                        if (stop.Token.IsCancellationRequested) return stop.ExitCode;
+                        if (stop.Token.IsCancellationRequested)
+                        {
+                            stderr.WriteLine($"stopped while sampling{(outPath != null ? $": the model is saved to {outPath}" : "")}.");
+                            return stop.ExitCode;
+                        }
                     }
                     if (asJson)
                     {
