@@ -66,7 +66,7 @@ public sealed class CliTests
     [DataRow(new[] { "train", "--data", "/no/such/file.txt" }, "/no/such/file.txt")]
     [DataRow(new[] { "sample" }, "--model")]
     [DataRow(new[] { "sample", "--model", "/no/such/model.safetensors" }, "/no/such/model.safetensors")]
-    [DataRow(new[] { "grads", "--in", "/no/such.safetensors", "--out", "/tmp/x" }, "/no/such.safetensors")]
+    [DataRow(new[] { "grads", "--in", "/no/such.safetensors", "--out", "/tmp/hpb-grads-out-never-written.safetensors" }, "/no/such.safetensors")]
     [DataRow(new[] { "frobnicate" }, "frobnicate")]
     public void BadArgumentsExitWithTwoAndSayWhy(string[] args, string mention)
     {

@@ -164,4 +164,84 @@ public sealed class FuzzTests
         }
         Assert.IsTrue(ok > 100 && refused > 100, $"loaded {ok}, refused {refused}");
     }
+
+    /// <summary>A valid examples file: ids <c>x [20,3]</c> and class ids <c>y [20]</c> (I64), or features <c>x [20,3]</c> and BCE targets <c>y [20,2]</c> (F32).</summary>
+    private static byte[] ValidExamples(bool ids)
+    {
+        var r = new Random(Seed);
+        var f = new SafeTensorsFile();
+        if (ids)
+        {
+            f.Add("x", Enumerable.Range(0, 60).Select(_ => (long)r.Next(5)).ToArray().AsSpan(), 20, 3);
+            f.Add("y", Enumerable.Range(0, 20).Select(_ => (long)r.Next(5)).ToArray().AsSpan(), 20);
+        }
+        else
+        {
+            f.Add("x", Enumerable.Range(0, 60).Select(_ => r.NextSingle() * 2 - 1).ToArray().AsSpan(), 20, 3);
+            f.Add("y", Enumerable.Range(0, 40).Select(_ => r.NextSingle()).ToArray().AsSpan(), 20, 2);
+        }
+        return f.ToBytes();
+    }
+
+    private static byte[] FlipData(byte[] valid, Random r)
+    {
+        var b = (byte[])valid.Clone();
+        int start = 8 + (int)BinaryPrimitives.ReadUInt64LittleEndian(b);
+        for (int k = r.Next(1, 5); k > 0; k--) b[start + r.Next(b.Length - start)] ^= (byte)(1 << r.Next(8));
+        return b;
+    }
+
+    [TestMethod]
+    public void TwoThousandMutatedExampleFilesEndInAFormatErrorARefusalOrAFiniteLoss()
+    {
+        // the examples 'eval --data FILE.safetensors' reads: a flipped byte in x used to become an id outside the embedding table
+        // (a read of arbitrary memory, or an access violation), or a NaN feature or a target outside [0, 1] (a NaN or negative loss)
+        using var dir = new TempDir();
+        string wordModel = Path.Combine(dir.Path, "words.safetensors"), bceModel = Path.Combine(dir.Path, "bce.safetensors");
+        using (var w = Network.Create(Sequential.Parse("embedding:5x3,flatten,linear:9x4,batchnorm:4,tanh,linear:4x5"), new NetworkOptions { BatchSize = 4 }))
+        {
+            w.Initialize(1);
+            StackCheckpoint.Save(wordModel, w, Vocabulary.FromCharacters(".abcd"));
+        }
+        using (var b = Network.Create(Sequential.Parse("linear:3x4,relu,linear:4x2"), new NetworkOptions { BatchSize = 4, Loss = LossKind.BceWithLogits }))
+        {
+            b.Initialize(1);
+            StackCheckpoint.Save(bceModel, b, null);
+        }
+        using var words = StackCheckpoint.Load(wordModel).Network;
+        using var bce = StackCheckpoint.Load(bceModel).Network;
+        byte[][] valid = [ValidExamples(true), ValidExamples(false)];
+        var r = new Random(Seed);
+        int badFile = 0, refused = 0, evaluated = 0, cli = 0;
+        string path = Path.Combine(dir.Path, "case.safetensors");
+        for (int i = 0; i < 2000; i++)
+        {
+            bool ids = i % 2 == 0;
+            // half the cases the general mutations, half flips in the data section (ids, features, targets), past the header
+            byte[] bytes = r.Next(2) == 0 ? Mutate(valid[ids ? 0 : 1], r) : FlipData(valid[ids ? 0 : 1], r);
+            var net = ids ? words : bce;
+            try
+            {
+                var set = ExampleFile.Read(SafeTensorsFile.Parse(bytes, "case"), "case");
+                float loss = net.Evaluate(set);
+                // finite inputs may still overflow float in the outputs (a flipped exponent bit gives 1e38): then, and only then, a non-finite loss
+                bool huge = set.Features != null && set.Features.Any(v => Math.Abs(v) > 1e18f);
+                Assert.IsTrue(float.IsFinite(loss) && loss >= 0 || huge, $"seed {Seed}, case {i}: the loss is {loss}");
+                evaluated++;
+            }
+            catch (SafeTensorsFormatException) { badFile++; }
+            catch (ArgumentException) { refused++; }
+            catch (Exception e) when (e is not AssertFailedException) { Assert.Fail($"seed {Seed}, case {i}: threw {e.GetType().Name}: {e.Message}"); }
+            if (i % 40 != 0) continue;
+            // every 40th case through the command too: exit 0 with a loss, 2 naming the file, or 1 for outputs that overflow float
+            File.WriteAllBytes(path, bytes);
+            var (code, stdout, stderr) = CliRunner.Run("eval", "--model", ids ? wordModel : bceModel, "--data", path);
+            Assert.IsTrue(code == 0 && stdout.StartsWith("loss ", StringComparison.Ordinal) || code == 2 && stderr.Contains(path, StringComparison.Ordinal)
+                || code == 1 && stderr.Contains("overflow", StringComparison.Ordinal),
+                $"seed {Seed}, case {i}: eval exited {code}: {stdout}{stderr}");
+            cli++;
+        }
+        Console.WriteLine($"seed {Seed}: 2000 example files, {badFile} not valid safetensors, {refused} refused by the network, {evaluated} evaluated, {cli} through the command");
+        Assert.IsTrue(badFile > 200 && refused > 100 && evaluated > 100, $"{badFile} bad files, {refused} refused, {evaluated} evaluated");
+    }
 }

@@ -37,6 +37,14 @@ internal static class CheckCommand
         var cmd = new Command("check", "Print the gradient table (name | exact | approx | maxdiff): the makemore MLP, a --layers stack, or against a --bundle.") { data, batch, hidden, embd, block, seed, bundle, layers, loss, l2 };
         cmd.SetAction(pr =>
         {
+            // options that conflict: an error naming both, never one ignored in silence
+            Inputs.Exclusive(pr, bundle, "a bundle carries its own stack, batch, parameters and inputs; give one of them.", layers, data, batch, hidden, embd, block, seed, loss, l2);
+            Inputs.Exclusive(pr, layers, "the stack gives its own widths; drop the option.", hidden, embd);
+            if (!Inputs.Given(pr, layers) && !Inputs.Given(pr, bundle))
+                foreach (var o in new Option[] { loss, l2 })
+                    if (Inputs.Given(pr, o)) throw new UserErrorException($"{o.Name} needs --layers: the makemore check has its own loss (cross_entropy) and no penalty.");
+            foreach (var o in new[] { batch, hidden, embd, block })
+                if (pr.GetValue(o) < 1) throw new UserErrorException($"{o.Name} {pr.GetValue(o)}: must be at least 1.");
             string? b = pr.GetValue(bundle);
             if (b != null)
             {
@@ -46,9 +54,27 @@ internal static class CheckCommand
             }
             if (pr.GetValue(layers) is { } text)
                 return StackAgainstReference(text, pr.GetValue(loss)!, pr.GetValue(l2), pr.GetValue(batch), pr.GetValue(seed), pr.GetValue(data), pr.GetValue(block), stdout);
+            int nb = pr.GetValue(batch), B = pr.GetValue(block), E = pr.GetValue(embd), H = pr.GetValue(hidden);
+            if (nb < 2) throw new UserErrorException($"--batch {nb}: the makemore network's batch norm needs at least 2 rows: a batch of 1 has no variance.");
+            if ((long)B * E > int.MaxValue) throw new UserErrorException($"--block {B} and --embd {E}: the first linear layer takes B·E = {(long)B * E:N0} inputs, more than {int.MaxValue:N0}.");
             var corpus = Program.LoadCorpus(pr.GetValue(data));
-            var split = DataSplit.Create(corpus, pr.GetValue(block), pr.GetValue(seed));
-            var config = new ModelConfig(split.Vocabulary.Size, pr.GetValue(block), pr.GetValue(embd), pr.GetValue(hidden), pr.GetValue(batch)).Validate();
+            int V = Vocabulary.FromCorpus(corpus).Size;
+            // everything the check allocates, counted before any of it is: the examples, the network, the parameter sets and the double chain
+            long examples = Dataset.CountExamples(corpus.Words);
+            if (examples * B > Array.MaxLength)
+                throw new UserErrorException($"--block {B}: the {examples:N0} examples of {Inputs.Clip(corpus.Source)} need {examples * B:N0} context ids, more than .NET's array limit of {Array.MaxLength:N0}.");
+            var stack = Sequential.Makemore(V, B, E, H);
+            var options = new NetworkOptions { BatchSize = nb };
+            TensorShape[] shapes;
+            try { shapes = Network.Check(stack, options); }
+            catch (ArgumentException e) { throw new UserErrorException(TrainCommand.OptionNames(e.Message)); }
+            long P = stack.Parameters().Sum(p => p.Length), K = (long)B * E;
+            long chain = 8 * (2 * P + 4 * nb * K + 16L * nb * H + 14L * nb * V);
+            Inputs.Budget("this check", "Lower --block, --embd, --hidden or --batch.",
+                ("the examples of --block " + B, Dataset.Bytes(examples, B)), ("the network", Network.RequiredBytes(stack, options, shapes, B)),
+                ("the parameters in float and double", 16 * P), ("the double reference chain and its finite differences", 2 * chain));
+            var split = DataSplit.Create(corpus, B, pr.GetValue(seed));
+            var config = new ModelConfig(V, B, E, H, nb).Validate();
             return AgainstChain(config, split.Train, pr.GetValue(seed), stdout);
         });
         return cmd;
@@ -163,6 +189,14 @@ internal static class CheckCommand
         catch (StackException e) { throw new UserErrorException("--layers: " + e.Message); }
         catch (ArgumentException e) { throw new UserErrorException(e.Message.Replace("NetworkOptions.BatchSize", "--batch").Replace("NetworkOptions.L2", "--l2").Replace(" (Parameter 'o')", "")); }
         int k = shapes[^1].Width;
+        {
+            // everything the check allocates, counted before any of it is: the network, the inputs and the copies of the
+            // parameters, inputs and activations that the float and double references and the table make (about 64 bytes
+            // per parameter, 64 per input and 40 per activation, counted from the code)
+            long P = stack.Parameters().Sum(p => p.Length), X = stack.TakesIds ? 0 : (long)n * width, A = shapes.Sum(s => (long)n * s.PerRow);
+            Inputs.Budget("this check", "Lower the widths of --layers or --batch.",
+                ("the network", Network.RequiredBytes(stack, options, shapes, width)), ("the float and double references and their copies", 64 * P + 64 * X + 40 * A));
+        }
 
         // one minibatch: ids (and next characters) from a corpus for a stack on ids, random features otherwise; targets as the loss takes them
         var rng = new NormalRng(seed + 1);

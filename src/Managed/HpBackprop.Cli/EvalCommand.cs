@@ -33,7 +33,19 @@ internal static class EvalCommand
                 var corpus = Program.LoadCorpus(path);
                 examples = ExampleSet.FromWords(Dataset.Build(corpus, loaded.Vocabulary, net.InputWidth));
             }
-            float loss = net.Evaluate(examples);
+            float loss;
+            try { loss = net.Evaluate(examples); }
+            catch (ArgumentException e) when (path != null && path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+            {
+                // the library names the example set's arrays; the file names them x and y
+                throw new UserErrorException($"--data {Inputs.Clip(path)}: " + e.Message.StripParameterName()
+                    .Replace("tensor 'ids'", "tensor 'x'").Replace("tensor 'features'", "tensor 'x'").Replace("the features must", "the inputs must")
+                    .Replace("tensor 'classes'", "tensor 'y'").Replace("tensor 'targets'", "tensor 'y'").Replace("the targets must", "the targets must")
+                    .Replace("the examples have", "the file has"));
+            }
+            if (!float.IsFinite(loss))
+                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                    $"the loss over the {examples.Count} examples is {loss}: the inputs are finite, but the model's outputs overflow float on them (inputs or weights too large); nothing to report."));
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"loss {loss:R} over {examples.Count} examples"));
             return Program.Ok;
         });

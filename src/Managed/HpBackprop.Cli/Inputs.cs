@@ -81,6 +81,8 @@ internal static class Inputs
         try { full = Path.GetFullPath(path); }
         catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException) { throw new UserErrorException($"{option} {Clip(path)}: not a usable path ({e.Message})."); }
         if (Directory.Exists(full)) throw new UserErrorException($"{option} {Clip(path)}: is a directory; give a file name to write.");
+        if (IO.FileIdentity.SpecialKind(full) is { } kind)
+            throw new UserErrorException($"{option} {Clip(path)}: is {kind}, not a regular file; an output is written to a temporary file and renamed over the path, which would replace it. Give a regular file.");
         string dir = Path.GetDirectoryName(full) ?? throw new UserErrorException($"{option} {Clip(path)}: names no file.");
         for (string? d = dir; d != null; d = Path.GetDirectoryName(d))
         {
@@ -113,19 +115,13 @@ internal static class Inputs
             }
     }
 
-    private static bool SameFile(string a, string b)
-    {
-        try { return string.Equals(Resolve(a), Resolve(b), OperatingSystem.IsWindows() || OperatingSystem.IsMacOS() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal); }
-        catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException) { return false; }
-    }
-
-    private static string Resolve(string p)
-    {
-        string full = Path.GetFullPath(p);
-        var info = new FileInfo(full);
-        var target = info.Exists ? info.ResolveLinkTarget(returnFinalTarget: true) : null;
-        return target?.FullName ?? full;
-    }
+    /// <summary>
+    /// Whether two paths name the same file: the same device and inode after every link is resolved (a symbolic link, a
+    /// linked directory, a hard link, <c>..</c>), or, for paths that do not exist yet, the same fully resolved path.
+    /// </summary>
+    private static bool SameFile(string a, string b) =>
+        IO.FileIdentity.Same(a, b)
+        || (!OperatingSystem.IsLinux() && string.Equals(IO.FileIdentity.Resolve(a), IO.FileIdentity.Resolve(b), StringComparison.OrdinalIgnoreCase));
 
     /// <summary>Fails when <paramref name="path"/> names a directory (reported as such, not as a missing file).</summary>
     public static void CheckInputFile(string option, string? path)
@@ -133,6 +129,27 @@ internal static class Inputs
         if (path == null) return;
         if (path.Length == 0) throw new UserErrorException($"{option}: the path is empty; give a file to read.");
         if (Directory.Exists(path)) throw new UserErrorException($"{option} {Clip(path)}: is a directory; give a file.");
+    }
+
+    /// <summary>
+    /// Refuses, before any of it is allocated, work whose parts (each named, in bytes counted in 64 bits) need more memory
+    /// than this process can use; the message gives every part and the total.
+    /// </summary>
+    public static void Budget(string what, string remedy, params (string Part, long Bytes)[] parts)
+    {
+        long total = 0;
+        foreach (var p in parts) total += p.Bytes;
+        long available = Networks.MemoryBudget.Available;
+        if (total > available)
+            throw new UserErrorException($"{what} needs {total:N0} bytes ({string.Join("; ", parts.Select(p => $"{p.Part}: {p.Bytes:N0}"))}); this process can use {available:N0}. {remedy}");
+    }
+
+    /// <summary>Fails when <paramref name="a"/> is given (not its default) together with any of <paramref name="others"/>, naming both.</summary>
+    public static void Exclusive(ParseResult pr, Option a, string why, params Option[] others)
+    {
+        if (!Given(pr, a)) return;
+        foreach (var o in others)
+            if (Given(pr, o)) throw new UserErrorException($"{o.Name} and {a.Name} cannot be given together: {why}");
     }
 
     /// <summary>Whether the option was given on the command line (not its default).</summary>

@@ -7,6 +7,9 @@ namespace HpBackprop.Cli;
 /// <summary><c>hpbackprop sample</c>: words from a saved model.</summary>
 internal static class SampleCommand
 {
+    /// <summary>The longest word --max-length allows.</summary>
+    public const int MaxLength = 1_000_000;
+
     public static Command Create(TextWriter stdout)
     {
         var model = new Option<string>("--model") { Description = "A model saved by 'train --out'", Required = true };
@@ -22,7 +25,7 @@ internal static class SampleCommand
             int max = pr.GetValue(maxLength);
             if (n < 0) throw new UserErrorException("-n must not be negative.");
             if (!(t > 0) || !double.IsFinite(t)) throw new UserErrorException($"--temperature {t}: must be a positive number.");
-            if (max < 1) throw new UserErrorException("--max-length must be at least 1.");
+            if (max < 1 || max > MaxLength) throw new UserErrorException($"--max-length {max}: must be between 1 and {MaxLength:N0} (a word is built in memory before it is printed).");
             Inputs.CheckInputFile("--model", pr.GetValue(model));
             var loaded = StackCheckpoint.Load(pr.GetValue(model)!);
             using var net = loaded.Network;

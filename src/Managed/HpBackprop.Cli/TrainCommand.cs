@@ -15,6 +15,12 @@ internal static class TrainCommand
     /// <summary>The longest run --steps allows (its loss curve is kept in memory, 4 bytes a step).</summary>
     public const int MaxSteps = 100_000_000;
 
+    /// <summary>The most words --samples prints (on one line, streamed as they are drawn; <c>hpbackprop sample -n</c> streams any number, one per line).</summary>
+    public const int MaxSamples = 10_000;
+
+    /// <summary>The divergence check runs at least this often (in steps), besides the end of the run and every checkpoint.</summary>
+    private const int DivergenceCheckEvery = 1000;
+
     public static Command Create(TextWriter stdout, TextWriter stderr, StopRequest stop)
     {
         var data = new Option<string?>("--data") { Description = "Corpus file, one word per line (default: the built-in first-name corpus)" };
@@ -65,9 +71,31 @@ internal static class TrainCommand
         {
             bool asJson = pr.GetValue(json);
             TextWriter say = asJson ? stderr : stdout;
-            if (pr.GetValue(samples) < 0) throw new UserErrorException("--samples must not be negative.");
+            int nSamples = pr.GetValue(samples);
+            if (nSamples < 0 || nSamples > MaxSamples)
+                throw new UserErrorException($"--samples {nSamples}: must be between 0 and {MaxSamples:N0} (they are printed on one line; 'hpbackprop sample -n' streams any number, one per line).");
             int nThreads = pr.GetValue(threads);
             if (nThreads < 1 || nThreads > Environment.ProcessorCount * 4) throw new UserErrorException($"--threads {nThreads}: must be between 1 and {Environment.ProcessorCount * 4}.");
+            // options that conflict: each is an error naming both, never one of them ignored in silence
+            if (Inputs.Given(pr, layers))
+                foreach (var o in new Option[] { block, embd, hidden })
+                    if (Inputs.Given(pr, o)) throw new UserErrorException($"{o.Name} and --layers cannot be given together: the stack gives every width (the block size is the first linear's input over the embedding's width); drop {o.Name}.");
+            string scheduleName = pr.GetValue(schedule)!, optimizerName = pr.GetValue(optimizer)!;
+            if (scheduleName != "cosine")
+                foreach (var o in new Option[] { warmup, minLr })
+                    if (Inputs.Given(pr, o)) throw new UserErrorException($"{o.Name} and --schedule {scheduleName} cannot be given together: {o.Name} belongs to the cosine schedule; give --schedule cosine or drop {o.Name}.");
+            if (scheduleName != "step" && Inputs.Given(pr, decay))
+                throw new UserErrorException($"--lr-decay-step and --schedule {scheduleName} cannot be given together: the decay step belongs to the step schedule; give --schedule step or drop --lr-decay-step.");
+            if (optimizerName == "adamw" && Inputs.Given(pr, sgdMomentum))
+                throw new UserErrorException("--momentum and --optimizer adamw cannot be given together: --momentum is SGD's; AdamW's moments are --beta1 and --beta2.");
+            if (optimizerName == "sgd")
+                foreach (var o in new Option[] { beta1, beta2, adamEps })
+                    if (Inputs.Given(pr, o)) throw new UserErrorException($"{o.Name} and --optimizer sgd cannot be given together: {o.Name} is AdamW's; give --optimizer adamw or drop {o.Name}.");
+            if (pr.GetValue(device) == "cpu" && Inputs.Given(pr, scatter))
+                throw new UserErrorException("--scatter and --device cpu cannot be given together: --scatter chooses how the GPU sums the embedding gradient; the CPU's is always deterministic.");
+            if (!Inputs.Given(pr, layers) && pr.GetValue(resume) == null)
+                foreach (var (o, what) in new[] { (embd, "the embedding width"), (hidden, "the hidden width"), (block, "the context length") })
+                    if (pr.GetValue(o) < 1) throw new UserErrorException($"{o.Name} {pr.GetValue(o)}: {what} must be at least 1.");
             int every = pr.GetValue(checkpointEvery);
             if (every < 0) throw new UserErrorException($"--checkpoint-every {every}: must not be negative (0: no periodic checkpoints).");
             string? outPath = pr.GetValue(outFile), plotPath = pr.GetValue(plot), dataPath = pr.GetValue(data), resumePath = pr.GetValue(resume);
@@ -112,9 +140,17 @@ internal static class TrainCommand
                 int nSteps = meta != null ? resumed!.Training!.Run.TotalSteps : pr.GetValue(steps);
                 if (nSteps < 1 || nSteps > MaxSteps) throw new UserErrorException($"--steps {nSteps}: must be between 1 and {MaxSteps:N0}.");
                 int seedValue = meta != null ? MetaInt("seed") : pr.GetValue(seed);
-                if (Losses.Parse(pr.GetValue(loss)!) != LossKind.CrossEntropy)
+                LossKind lossKind;
+                try { lossKind = Losses.Parse(pr.GetValue(loss)!); }
+                catch (FormatException e) { throw new UserErrorException($"--loss {Inputs.Clip(pr.GetValue(loss)!)}: {e.Message}"); }
+                if (lossKind != LossKind.CrossEntropy)
                     throw new UserErrorException($"--loss {pr.GetValue(loss)}: a word corpus gives class ids (the next character), so the loss is cross_entropy; the other losses take float targets (use the library's ExampleSet).");
-                if (dataPath == null && meta != null && Meta("corpus") != DefaultCorpus.Description) dataPath = Meta("corpus");
+                if (dataPath == null && meta != null && Meta("corpus") != DefaultCorpus.Description)
+                {
+                    // the corpus a resumed run takes from its checkpoint is an input too: no output may be the same file
+                    dataPath = Meta("corpus");
+                    Inputs.CheckDistinct(("the corpus of --resume", dataPath), ("--out", outPath), ("--plot", plotPath));
+                }
                 var corpus = Program.LoadCorpus(dataPath);
                 string? layersText = meta != null ? Meta("layers") : pr.GetValue(layers);
                 Sequential? stack = null;
@@ -127,13 +163,23 @@ internal static class TrainCommand
                     blockSize = stack.ImpliedInputWidth() ?? blockSize;
                 }
                 if (blockSize < 1) throw new UserErrorException($"--block {blockSize}: the context length must be at least 1.");
-                var split = DataSplit.Create(corpus, blockSize, seedValue);
-                int V = split.Vocabulary.Size;
-                if (meta != null && (resumed!.Vocabulary!.Characters != split.Vocabulary.Characters || Meta("corpus_sha256") != CorpusHash(corpus)))
+                var vocabulary = Vocabulary.FromCorpus(corpus);
+                int V = vocabulary.Size;
+                if (meta != null && (resumed!.Vocabulary!.Characters != vocabulary.Characters || Meta("corpus_sha256") != CorpusHash(corpus)))
                     throw new UserErrorException($"--data {Inputs.Clip(corpus.Source)}: not the corpus the run in {Inputs.Clip(resumePath!)} was trained on ({Inputs.Clip(Meta("corpus"))}); resume with that corpus.");
-                stack ??= Sequential.Makemore(V, blockSize, pr.GetValue(embd), pr.GetValue(hidden));
+                // the examples' size in 64 bits before they are built (contexts of B ids per character)
+                long examples = Dataset.CountExamples(corpus.Words);
+                if (examples * blockSize > Array.MaxLength)
+                    throw new UserErrorException($"--block {blockSize}: the {examples:N0} examples of {Inputs.Clip(corpus.Source)} need {examples * blockSize:N0} context ids ({Dataset.Bytes(examples, blockSize):N0} bytes), more than .NET's array limit of {Array.MaxLength:N0}.");
+                if (stack == null)
+                {
+                    int e = pr.GetValue(embd), h = pr.GetValue(hidden);
+                    if ((long)blockSize * e > int.MaxValue)
+                        throw new UserErrorException($"--block {blockSize} and --embd {e}: the first linear layer takes B·E = {(long)blockSize * e:N0} inputs, more than {int.MaxValue:N0}.");
+                    stack = Sequential.Makemore(V, blockSize, e, h);
+                }
                 if (stack.Layers[0].In != V)
-                    throw new UserErrorException($"--layers: layer 0 ({stack.Layers[0]}) has {stack.Layers[0].In} ids but the corpus has a vocabulary of {V} ({split.Vocabulary.Characters}).");
+                    throw new UserErrorException($"--layers: layer 0 ({stack.Layers[0]}) has {stack.Layers[0].In} ids but the corpus has a vocabulary of {V} ({vocabulary.Characters}).");
                 Optimizer opt;
                 Schedule sched;
                 float l2Value, bnMomentum;
@@ -181,8 +227,16 @@ internal static class TrainCommand
                     BatchSize = batchSize, Optimizer = opt, Schedule = sched, L2 = l2Value, BatchNormMomentum = bnMomentum,
                     Threads = nThreads, InputWidth = blockSize, Seed = seedValue,
                 };
-                try { Network.Check(stack, options); }
+                TensorShape[] shapes;
+                try { shapes = Network.Check(stack, options); }
                 catch (ArgumentException e) { throw new UserErrorException((layersText != null ? "--layers: " : "") + OptionNames(e.Message)); }
+                if (shapes[^1].Width != V)
+                    throw new UserErrorException($"--layers: the last layer ({stack.Layers[^1]}) gives {shapes[^1].Width} outputs, but the next character is one of the corpus's vocabulary of {V} ({vocabulary.Characters}): the last width must be {V}.");
+                // everything this run allocates, in 64 bits, before any of it is: the examples and the network
+                long dataBytes = Dataset.Bytes(examples, blockSize), netBytes = Network.RequiredBytes(stack, options, shapes, blockSize), available = MemoryBudget.Available;
+                if (dataBytes + netBytes > available)
+                    throw new UserErrorException($"this run needs {dataBytes + netBytes:N0} bytes (the examples of --block {blockSize}: {dataBytes:N0}; the network: {netBytes:N0}); this process can use {available:N0}. Lower --block, --hidden, --embd, --batch or the corpus.");
+                var split = DataSplit.Create(corpus, blockSize, seedValue);
                 var checkpointMeta = new Dictionary<string, string>
                 {
                     ["steps"] = nSteps.ToString(CultureInfo.InvariantCulture),
@@ -206,7 +260,7 @@ internal static class TrainCommand
                 var trainSet = ExampleSet.FromWords(split.Train);
                 try
                 {
-                    say.WriteLine($"corpus: {corpus.Source}: {corpus.Words.Count:N0} words, vocabulary of {V} ({split.Vocabulary.Characters})");
+                    say.WriteLine($"corpus: {corpus.Source}: {corpus.Words.Count:N0} words, vocabulary of {V} ({vocabulary.Characters})");
                     say.WriteLine($"examples: train {split.Train.Count:N0}, dev {split.Dev.Count:N0}, test {split.Test.Count:N0}");
                     var progress = new ProgressPrinter(say, interactive: !asJson && !Console.IsOutputRedirected && ReferenceEquals(stdout, Console.Out));
                     if (resumed != null)
@@ -227,11 +281,15 @@ internal static class TrainCommand
                     stop.Honoured = true;
                     while (!run.IsFinished && !stop.Token.IsCancellationRequested)
                     {
-                        int until = every > 0 ? (int)Math.Min(run.TotalSteps, ((long)run.Completed / every + 1) * every) : run.TotalSteps;
+                        long nextCheck = ((long)run.Completed / DivergenceCheckEvery + 1) * DivergenceCheckEvery;
+                        if (every > 0) nextCheck = Math.Min(nextCheck, ((long)run.Completed / every + 1) * every);
+                        int until = (int)Math.Min(run.TotalSteps, nextCheck);
                         network.Fit(trainSet, run, progress.Report, Math.Max(1, nSteps / 200), stop.Token, until);
-                        if (every > 0 && run.Completed == until && !run.IsFinished && !stop.Token.IsCancellationRequested)
+                        // a finite but exploded loss is a divergence too: checked before any checkpoint, so none holds an exploded run
+                        Divergence.Check(run, network.LearningRate, outPath);
+                        if (every > 0 && run.Completed % every == 0 && !run.IsFinished && !stop.Token.IsCancellationRequested)
                         {
-                            SaveState(network, stack, options, split.Vocabulary, checkpointMeta, run, outPath!);
+                            SaveState(network, stack, options, vocabulary, checkpointMeta, run, outPath!);
                             stderr.WriteLine($"checkpoint: step {run.Completed:N0} of {nSteps:N0} saved to {outPath}");
                         }
                     }
@@ -241,14 +299,14 @@ internal static class TrainCommand
                         progress.Finish();
                         if (outPath != null)
                         {
-                            SaveState(network, stack, options, split.Vocabulary, checkpointMeta, run, outPath);
+                            SaveState(network, stack, options, vocabulary, checkpointMeta, run, outPath);
                             stderr.WriteLine($"interrupted at step {run.Completed:N0} of {nSteps:N0}: saved the run to {outPath}; continue it with 'hpbackprop train --resume {outPath}'.");
                         }
                         else stderr.WriteLine($"interrupted at step {run.Completed:N0} of {nSteps:N0}: nothing saved (give --out to keep an interrupted run).");
                         network.Dispose();
                         return stop.ExitCode;
                     }
-                    stop.Honoured = false;
+                    // the stop request stays honoured (a signal does not end the process) until the model is saved
                     progress.Finish();
                     seconds = sw.Elapsed.TotalSeconds;
                     say.WriteLine($"trained {stepsThisProcess:N0} steps in {seconds:F1} s ({stepsThisProcess / seconds:N0} steps/s)");
@@ -270,9 +328,7 @@ internal static class TrainCommand
                     float devLoss = net.Evaluate(ExampleSet.FromWords(split.Dev));
                     say.WriteLine($"train loss {trainLoss:F4}   dev loss {devLoss:F4}");
 
-                    var words = new Sampler(net, split.Vocabulary).Sample(pr.GetValue(samples), seedValue);
-                    if (words.Count > 0) say.WriteLine("samples: " + string.Join(" ", words));
-
+                    // the model is saved before the samples, which a stop request may cut short
                     if (outPath != null)
                     {
                         var final = new Dictionary<string, string>(checkpointMeta)
@@ -281,7 +337,7 @@ internal static class TrainCommand
                             ["dev_loss"] = devLoss.ToString("R", CultureInfo.InvariantCulture),
                             ["bn_calibrated"] = pr.GetValue(calibrate) ? "false" : "true",
                         };
-                        StackCheckpoint.Save(outPath, net, split.Vocabulary, final);
+                        StackCheckpoint.Save(outPath, net, vocabulary, final);
                         say.WriteLine($"saved {outPath}");
                     }
                     if (plotPath != null)
@@ -289,6 +345,27 @@ internal static class TrainCommand
                         AtomicFile.Write(plotPath, System.Text.Encoding.UTF8.GetBytes(
                             LossPlot.Render(run.Losses, trainLoss, devLoss, $"HpBackprop: {nSteps:N0} steps, {Clip(stack.ToString())}, n={net.BatchSize}")));
                         say.WriteLine($"plot written to {plotPath}");
+                    }
+                    if (stop.Token.IsCancellationRequested)
+                    {
+                        stderr.WriteLine($"stopped after training: {(outPath != null ? $"the model is saved to {outPath}" : "nothing saved (no --out)")}; no samples drawn.");
+                        return stop.ExitCode;
+                    }
+                    if (nSamples > 0)
+                    {
+                        // streamed: each word is written as it is drawn, none collected
+                        say.Write("samples:");
+                        foreach (string word in new Sampler(net, vocabulary).Generate(nSamples, seedValue))
+                        {
+                            say.Write(" " + word);
+                            if (stop.Token.IsCancellationRequested) break;
+                        }
+                        say.WriteLine();
+                        if (stop.Token.IsCancellationRequested)
+                        {
+                            stderr.WriteLine($"stopped while sampling{(outPath != null ? $": the model is saved to {outPath}" : "")}.");
+                            return stop.ExitCode;
+                        }
                     }
                     if (asJson)
                     {
@@ -341,7 +418,15 @@ internal static class TrainCommand
         .Replace("CosineSchedule.Total", "--steps").Replace("CosineSchedule.MinLr", "--min-lr").Replace("NetworkOptions.BatchSize", "--batch")
         .Replace("NetworkOptions.L2", "--l2").Replace("NetworkOptions.BatchNormMomentum", "--bn-momentum").Replace(" (Parameter 'o')", "")
         .Replace(" (Parameter 'AtStep')", "").Replace(" (Parameter 'Warmup')", "").Replace(" (Parameter 'Total')", "").Replace(" (Parameter 'MinLr')", "")
-        .Replace("the optimizer's LearningRate", "learning rate (--lr)").Replace("train on the CPU (Network.Create)", "use --device cpu");
+        .Replace("the optimizer's LearningRate", "learning rate (--lr)").Replace("train on the CPU (Network.Create)", "use --device cpu")
+        .Replace("NetworkOptions.Threads", "--threads").StripParameterName();
+
+    /// <summary>The message without the " (Parameter 'name')" that <see cref="ArgumentException.Message"/> appends: the command names options, not parameters.</summary>
+    internal static string StripParameterName(this string message)
+    {
+        int at = message.LastIndexOf(" (Parameter '", StringComparison.Ordinal);
+        return at >= 0 && message.EndsWith("')", StringComparison.Ordinal) ? message[..at] : message;
+    }
 }
 
 /// <summary>A progress bar on a terminal, plain periodic lines otherwise.</summary>

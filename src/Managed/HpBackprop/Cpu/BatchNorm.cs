@@ -26,12 +26,13 @@ public static unsafe partial class BatchNorm
         Span<float> bnmeani, Span<float> bnvar, Span<float> bnvar_inv, Span<float> bnraw, Span<float> h, int n, int H, float eps)
     {
         if (n < 2) throw new ArgumentOutOfRangeException(nameof(n), n, "batch norm needs at least 2 rows: a batch of 1 has no variance.");
+        KernelArgs.Positive(H, nameof(H));
         if (!Avx512F.IsSupported || Gemm.ForceVector256)
         {
             ForwardTanhPortable(hprebn, bngain, bnbias, bnmeani, bnvar, bnvar_inv, bnraw, h, n, H, eps);
             return;
         }
-        Need(hprebn, n * H); Need(bnraw, n * H); Need(h, n * H);
+        Need(hprebn, (long)n * H); Need(bnraw, (long)n * H); Need(h, (long)n * H);
         Need(bngain, H); Need(bnbias, H); Need(bnmeani, H); Need(bnvar, H); Need(bnvar_inv, H);
         fixed (float* x = hprebn, g = bngain, b = bnbias, mean = bnmeani, v = bnvar, vi = bnvar_inv, raw = bnraw, hh = h)
             Forward512(x, g, b, mean, v, vi, raw, hh, n, H, eps, 0, H);
@@ -55,18 +56,19 @@ public static unsafe partial class BatchNorm
         ReadOnlySpan<float> bngain, ReadOnlySpan<float> bnvar_inv, Span<float> dhprebn, Span<float> dbngain, Span<float> dbnbias,
         Span<float> scratch, int n, int H)
     {
+        KernelArgs.Positive(n, nameof(n)); KernelArgs.Positive(H, nameof(H));
         if (!Avx512F.IsSupported || Gemm.ForceVector256)
         {
             BackwardPortable(dh, h, bnraw, bngain, bnvar_inv, dhprebn, dbngain, dbnbias, scratch, n, H);
             return;
         }
-        Need(dh, n * H); Need(h, n * H); Need(bnraw, n * H); Need(dhprebn, n * H);
+        Need(dh, (long)n * H); Need(h, (long)n * H); Need(bnraw, (long)n * H); Need(dhprebn, (long)n * H);
         Need(bngain, H); Need(bnvar_inv, H); Need(dbngain, H); Need(dbnbias, H);
         fixed (float* pdh = dh, ph = h, raw = bnraw, g = bngain, vi = bnvar_inv, d = dhprebn, dg = dbngain, db = dbnbias)
             Backward512(pdh, ph, raw, g, vi, d, dg, db, n, H, 0, H);
     }
 
-    private static void Need(ReadOnlySpan<float> s, int length)
+    private static void Need(ReadOnlySpan<float> s, long length)
     {
         if (s.Length < length) throw new ArgumentException($"a batch-norm buffer has {s.Length} elements, needs {length}.");
     }

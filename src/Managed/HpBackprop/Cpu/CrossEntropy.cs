@@ -18,9 +18,10 @@ public static unsafe class CrossEntropy
     /// </summary>
     public static float ForwardBackward(ReadOnlySpan<float> logits, ReadOnlySpan<int> Yb, Span<float> dlogits, int n, int V)
     {
-        if (logits.Length < n * V) throw new ArgumentException($"logits has {logits.Length} elements, needs {n * V}.", nameof(logits));
-        if (Yb.Length < n) throw new ArgumentException($"Yb has {Yb.Length} elements, needs {n}.", nameof(Yb));
-        if (!dlogits.IsEmpty && dlogits.Length < n * V) throw new ArgumentException($"dlogits has {dlogits.Length} elements, needs {n * V}.", nameof(dlogits));
+        KernelArgs.Positive(n, nameof(n)); KernelArgs.Positive(V, nameof(V));
+        KernelArgs.Need(logits.Length, (long)n * V, nameof(logits));
+        KernelArgs.Need(Yb.Length, n, nameof(Yb));
+        if (!dlogits.IsEmpty) KernelArgs.Need(dlogits.Length, (long)n * V, nameof(dlogits));
         for (int i = 0; i < n; i++)
             if ((uint)Yb[i] >= (uint)V) throw new ArgumentOutOfRangeException(nameof(Yb), Yb[i], $"target id at row {i} is outside [0, {V}).");
         double total;

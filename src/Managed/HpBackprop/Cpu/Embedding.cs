@@ -6,8 +6,9 @@ public static unsafe class Embedding
     /// <summary>Forward: <c>embcat[i, j·E + e] = C[Xb[i,j], e]</c>.  Xb [n,B], C [V,E], embcat [n,B·E].</summary>
     public static void Forward(ReadOnlySpan<float> C, ReadOnlySpan<int> Xb, Span<float> embcat, int n, int B, int E)
     {
-        if (Xb.Length < n * B) throw new ArgumentException($"Xb has {Xb.Length} ids, needs {n * B}.", nameof(Xb));
-        if (embcat.Length < n * B * E) throw new ArgumentException($"embcat has {embcat.Length} elements, needs {n * B * E}.", nameof(embcat));
+        KernelArgs.Size(n, nameof(n)); KernelArgs.Size(B, nameof(B)); KernelArgs.Positive(E, nameof(E));
+        KernelArgs.Need(Xb.Length, (long)n * B, nameof(Xb));
+        KernelArgs.Need(embcat.Length, (long)n * B * E, nameof(embcat));
         int rowsOfC = C.Length / E;
         for (int r = 0; r < n * B; r++)
             if ((uint)Xb[r] >= (uint)rowsOfC) throw new ArgumentOutOfRangeException(nameof(Xb), Xb[r], $"id at position {r} is outside [0, {rowsOfC}).");
@@ -30,8 +31,9 @@ public static unsafe class Embedding
     /// </summary>
     public static void Backward(ReadOnlySpan<float> dembcat, ReadOnlySpan<int> Xb, Span<float> dC, int n, int B, int E)
     {
-        if (Xb.Length < n * B) throw new ArgumentException($"Xb has {Xb.Length} ids, needs {n * B}.", nameof(Xb));
-        if (dembcat.Length < n * B * E) throw new ArgumentException($"dembcat has {dembcat.Length} elements, needs {n * B * E}.", nameof(dembcat));
+        KernelArgs.Size(n, nameof(n)); KernelArgs.Size(B, nameof(B)); KernelArgs.Positive(E, nameof(E));
+        KernelArgs.Need(Xb.Length, (long)n * B, nameof(Xb));
+        KernelArgs.Need(dembcat.Length, (long)n * B * E, nameof(dembcat));
         int rowsOfC = dC.Length / E;
         for (int r = 0; r < n * B; r++)
             if ((uint)Xb[r] >= (uint)rowsOfC) throw new ArgumentOutOfRangeException(nameof(Xb), Xb[r], $"id at position {r} is outside [0, {rowsOfC}).");

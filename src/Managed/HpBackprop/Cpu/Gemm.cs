@@ -39,7 +39,7 @@ public static unsafe class Gemm
     /// <summary><c>c[m,n] (+)= a[m,k] · b[k,n]</c>.</summary>
     public static void NN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int k, int n, bool accumulate = false)
     {
-        Check(a, m * k, b, k * n, c, m * n);
+        Check(a, (long)m * k, b, (long)k * n, c, (long)m * n, m, k, n);
         fixed (float* pa = a, pb = b, pc = c)
             Run(new Args(m, n, k, pa, k, 1, pb, n, 1, pc, n, null, accumulate), null);
     }
@@ -47,7 +47,7 @@ public static unsafe class Gemm
     /// <summary><c>c[m,n] (+)= a[m,k] · b[n,k]ᵀ</c>.</summary>
     public static void NT(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int k, int n, bool accumulate = false)
     {
-        Check(a, m * k, b, n * k, c, m * n);
+        Check(a, (long)m * k, b, (long)n * k, c, (long)m * n, m, k, n);
         fixed (float* pa = a, pb = b, pc = c)
             Run(new Args(m, n, k, pa, k, 1, pb, 1, k, pc, n, null, accumulate), null);
     }
@@ -55,7 +55,7 @@ public static unsafe class Gemm
     /// <summary><c>c[k,n] (+)= a[m,k]ᵀ · b[m,n]</c>.</summary>
     public static void TN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int k, int n, bool accumulate = false)
     {
-        Check(a, m * k, b, m * n, c, k * n);
+        Check(a, (long)m * k, b, (long)m * n, c, (long)k * n, m, k, n);
         fixed (float* pa = a, pb = b, pc = c)
             Run(new Args(k, n, m, pa, 1, k, pb, n, 1, pc, n, null, accumulate), null);
     }
@@ -790,8 +790,9 @@ public static unsafe class Gemm
         for (; i < x.Length; i++) y[i] += alpha * x[i];
     }
 
-    private static void Check(ReadOnlySpan<float> a, int la, ReadOnlySpan<float> b, int lb, ReadOnlySpan<float> c, int lc)
+    private static void Check(ReadOnlySpan<float> a, long la, ReadOnlySpan<float> b, long lb, ReadOnlySpan<float> c, long lc, int m, int k, int n)
     {
+        KernelArgs.Size(m, nameof(m)); KernelArgs.Size(k, nameof(k)); KernelArgs.Size(n, nameof(n));
         if (a.Length < la) throw new ArgumentException($"A has {a.Length} elements, needs {la}.", nameof(a));
         if (b.Length < lb) throw new ArgumentException($"B has {b.Length} elements, needs {lb}.", nameof(b));
         if (c.Length < lc) throw new ArgumentException($"C has {c.Length} elements, needs {lc}.", nameof(c));

@@ -9,7 +9,8 @@ public static unsafe class Linear
     /// <summary>Forward: <c>y[n,out] = x[n,in] · W[in,out] + b[out]</c> (the bias is the GEMM's starting value).</summary>
     public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> W, ReadOnlySpan<float> b, Span<float> y, int n, int inDim, int outDim)
     {
-        Need(x, n * inDim, nameof(x)); Need(W, inDim * outDim, nameof(W)); Need(b, outDim, nameof(b)); Need(y, n * outDim, nameof(y));
+        KernelArgs.Size(n, nameof(n)); KernelArgs.Size(inDim, nameof(inDim)); KernelArgs.Size(outDim, nameof(outDim));
+        Need(x, (long)n * inDim, nameof(x)); Need(W, (long)inDim * outDim, nameof(W)); Need(b, outDim, nameof(b)); Need(y, (long)n * outDim, nameof(y));
         fixed (float* px = x, pw = W, pb = b, py = y) Forward(px, pw, pb, py, n, inDim, outDim, null);
     }
 
@@ -19,7 +20,8 @@ public static unsafe class Linear
     /// <summary><c>o[cols] = sum over rows of a[rows,cols]</c>.</summary>
     public static void ColumnSum(ReadOnlySpan<float> a, Span<float> o, int rows, int cols)
     {
-        Need(a, rows * cols, nameof(a)); Need(o, cols, nameof(o));
+        KernelArgs.Size(rows, nameof(rows)); KernelArgs.Positive(cols, nameof(cols));
+        Need(a, (long)rows * cols, nameof(a)); Need(o, cols, nameof(o));
         fixed (float* pa = a, po = o) ColumnSum(pa, po, rows, cols);
     }
 
@@ -30,7 +32,7 @@ public static unsafe class Linear
         for (int i = 1; i < rows; i++) Gemm.Axpy(1f, new ReadOnlySpan<float>(a + (nint)i * cols, cols), os);
     }
 
-    private static void Need(ReadOnlySpan<float> s, int length, string name)
+    private static void Need(ReadOnlySpan<float> s, long length, string name)
     {
         if (s.Length < length) throw new ArgumentException($"{name} has {s.Length} elements, needs {length}.", name);
     }

@@ -13,6 +13,12 @@ public sealed class Corpus
     /// <summary>Where the words came from (a file path or a description), used in error messages.</summary>
     public string Source { get; }
 
+    /// <summary>The longest line <see cref="Load"/> reads, in bytes (1 MiB): a longer one is refused naming it, so a file without line breaks (<c>/dev/zero</c>) cannot fill memory.</summary>
+    public const int MaxLineBytes = 1 << 20;
+
+    /// <summary>The most bytes <see cref="Load"/> reads from one file (256 MiB; makemore's names.txt is 228 KB): a larger or endless one is refused.</summary>
+    public const long MaxBytes = 256L << 20;
+
     /// <summary>The words, in file order.</summary>
     public IReadOnlyList<string> Words { get; }
 
@@ -26,7 +32,8 @@ public sealed class Corpus
     /// Reads a corpus: one word per line, surrounding white space trimmed, blank lines skipped.
     /// </summary>
     /// <exception cref="FileNotFoundException">The file does not exist or is a directory.</exception>
-    /// <exception cref="CorpusException">The file holds no word, or a word contains the boundary token or white space.</exception>
+    /// <exception cref="CorpusException">The file holds no word, a word contains the boundary token or white space, a line is longer than
+    /// <see cref="MaxLineBytes"/>, or the file is larger than <see cref="MaxBytes"/>.</exception>
     public static Corpus Load(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
@@ -44,9 +51,14 @@ public sealed class Corpus
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
         var line = new List<byte>();
         int lineNo = 0, b;
+        long total = 0;
         while ((b = stream.ReadByte()) >= 0)
         {
+            if (++total > MaxBytes)
+                throw new CorpusException(path, lineNo + 1, $"the file is larger than {MaxBytes:N0} bytes, the most a corpus may hold (or it has no end); give a word list.");
             if (b == '\n') { yield return Decode(line, ++lineNo); line.Clear(); }
+            else if (line.Count >= MaxLineBytes)
+                throw new CorpusException(path, lineNo + 1, $"the line is longer than {MaxLineBytes:N0} bytes, the most a line may hold; a corpus has one word per line.");
             else line.Add((byte)b);
         }
         if (line.Count > 0) yield return Decode(line, ++lineNo);

@@ -28,10 +28,12 @@ public sealed class DataSplit
 
     /// <summary>Shuffles (Fisher–Yates with <paramref name="seed"/>), splits 80/10/10 and builds the examples.</summary>
     /// <exception cref="CorpusException">The corpus has too few words for every split to hold one.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="blockSize"/> is less than 1, or the examples need more memory than this process can use (the message gives the bytes).</exception>
     public static DataSplit Create(Corpus corpus, int blockSize, int seed = 42)
     {
         ArgumentNullException.ThrowIfNull(corpus);
         Dataset.ValidateBlockSize(blockSize);
+        Dataset.CheckSize(Dataset.CountExamples(corpus.Words), blockSize, corpus.Source);   // the three splits together, before any is built
         var vocab = Vocabulary.FromCorpus(corpus);
         string[] words = corpus.Words.ToArray();
         var rng = new Random(seed);

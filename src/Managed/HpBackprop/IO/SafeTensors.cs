@@ -314,10 +314,13 @@ public static class AtomicFile
     /// Writes <paramref name="bytes"/> to <paramref name="path"/> via a temporary file and rename. Temporary files of
     /// an earlier save to the same path by a process that no longer runs (killed during the save) are removed first.
     /// </summary>
+    /// <exception cref="IOException"><paramref name="path"/> exists and is not a regular file (a device, a FIFO, a socket): it is not replaced.</exception>
     public static void Write(string path, ReadOnlySpan<byte> bytes)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         string full = Path.GetFullPath(path);
+        if (FileIdentity.SpecialKind(full) is { } kind)
+            throw new IOException($"'{path}' is {kind}, not a regular file: a save replaces the file it writes, so it does not write there.");
         string dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
         RemoveStale(dir, Path.GetFileName(full));

@@ -107,32 +107,49 @@ public static class StackCheckpoint
 
     /// <summary>Reads a checkpoint into a CPU network compiled for <paramref name="batchSize"/> rows (default: the batch size it was trained with).</summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
-    /// <exception cref="SafeTensorsFormatException">The file is truncated, malformed, or its tensors do not match its stack; the message names the file and the tensor.</exception>
+    /// <exception cref="SafeTensorsFormatException">The file is truncated, malformed, its tensors do not match its stack, or a value is not finite
+    /// or a running variance negative; the message names the file and the tensor.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="batchSize"/> is below 1, below 2 for a stack with batch norm, or too large for memory.</exception>
     public static LoadedModel Load(string path, int? batchSize = null)
     {
+        if (batchSize is < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "the batch size must be at least 1.");
         var f = SafeTensorsFile.Read(path);
         if (f.Metadata.TryGetValue("format", out var format) && format == Checkpoint.Format) return FromMakemore(path, batchSize);
         string Meta(string key) => f.Metadata.TryGetValue(key, out var v) ? v
             : throw new SafeTensorsFormatException(path, $"metadata '{key}' is missing: this is not an HpBackprop checkpoint (format {Format}).");
         if (Meta("format") != Format) throw new SafeTensorsFormatException(path, $"format '{Layer.Clip(Meta("format"))}' is not {Format} or {Checkpoint.Format}.");
-        Network net;
+        Network? created = null;
+        Sequential stack;
+        NetworkOptions options;
         Vocabulary? vocab = null;
         try
         {
-            var stack = Sequential.Parse(Meta("layers"));
+            stack = Sequential.Parse(Meta("layers"));
             var loss = Losses.Parse(Meta("loss"));
             int width = Int("input_width");
-            int n = batchSize ?? Int("batch_size");
+            // the file's own batch size is checked when it is the one used; a batch size given by the caller is checked below, blaming the argument
+            int n = batchSize is null ? Int("batch_size") : 2;
             float eps = float.Parse(Meta("eps"), NumberStyles.Float, CultureInfo.InvariantCulture);
             float m = f.Metadata.TryGetValue("bn_momentum", out var mm) ? float.Parse(mm, NumberStyles.Float, CultureInfo.InvariantCulture) : 0.001f;
             int seed = f.Metadata.TryGetValue("dropout_seed", out var sd) ? int.Parse(sd, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture) : 42;
             if (f.Metadata.TryGetValue("vocab", out var chars)) vocab = Vocabulary.FromCharacters(chars);
-            net = Network.Create(stack, new NetworkOptions { BatchSize = n, Loss = loss, InputWidth = width, Eps = eps, BatchNormMomentum = m, Seed = seed });
+            options = new NetworkOptions { BatchSize = n, Loss = loss, InputWidth = width, Eps = eps, BatchNormMomentum = m, Seed = seed };
+            if (batchSize is null) created = Network.Create(stack, options);
+            else Network.Check(stack, options);
         }
         catch (Exception e) when (e is ArgumentException or FormatException or CorpusException)
         {
             throw new SafeTensorsFormatException(path, "the network in the metadata is invalid: " + e.Message);
         }
+        if (batchSize is int given)
+        {
+            try { created = Network.Create(stack, options with { BatchSize = given }); }
+            catch (ArgumentException e)
+            {
+                throw new ArgumentOutOfRangeException(nameof(batchSize), given, $"batchSize = {given} does not fit the network of {path}: {e.Message}");
+            }
+        }
+        Network net = created ?? throw new System.Diagnostics.UnreachableException();
         try
         {
             var ps = net.Parameters;
@@ -155,6 +172,7 @@ public static class StackCheckpoint
                 if (!expected.Contains(name) && !name.StartsWith(TrainingPrefix, StringComparison.Ordinal)) throw new SafeTensorsFormatException(path, $"tensor '{Layer.Clip(name)}' is not a parameter or buffer of '{Layer.Clip(net.Stack.ToString())}'.");
             if (vocab != null && (!net.Stack.TakesIds || net.Stack.Layers[0].In != vocab.Size))
                 throw new SafeTensorsFormatException(path, $"the vocabulary has {vocab.Size} characters but layer 0 is {net.Stack.Layers[0]}.");
+            LoadChecks.Values(ps, path);
         }
         catch
         {
@@ -195,14 +213,25 @@ public static class StackCheckpoint
         var r = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(rng.Data);
         if (r[2] is not (0 or 1)) throw new SafeTensorsFormatException(path, $"tensor '{TrainingPrefix}rng' is not a generator state.");
         var state = (unchecked((ulong)r[0]), BitConverter.Int64BitsToDouble(r[1]), r[2] == 1);
-        return new SavedTraining(new TrainingRun(total, completed, state, losses), stepCount, T("optimizer", DType.F32).ToSingle());
+        var optimizer = T("optimizer", DType.F32).ToSingle();
+        LoadChecks.Finite(optimizer, TrainingPrefix + "optimizer", path);
+        for (int i = 0; i < completed; i++)
+            if (!float.IsFinite(losses[i])) throw new SafeTensorsFormatException(path, $"tensor '{TrainingPrefix}losses' holds {losses[i]} at step {i + 1}, which the run completed; a completed step's loss is finite.");
+        return new SavedTraining(new TrainingRun(total, completed, state, losses), stepCount, optimizer);
     }
 
     /// <summary>A makemore model of the earlier format as the equivalent stack (<see cref="Sequential.Makemore"/>).</summary>
     private static LoadedModel FromMakemore(string path, int? batchSize)
     {
         var (p, vocab, meta) = Checkpoint.Load(path);
-        var net = FromParameterSet(p, batchSize ?? p.Config.BatchSize);
+        Network net;
+        try { net = FromParameterSet(p, batchSize ?? p.Config.BatchSize); }
+        catch (ArgumentException e) when (batchSize is int given)
+        {
+            throw new ArgumentOutOfRangeException(nameof(batchSize), given, $"batchSize = {given} does not fit the network of {path}: {e.Message}");
+        }
+        try { LoadChecks.Values(net.Parameters, path); }
+        catch { net.Dispose(); throw; }
         return new LoadedModel(net, vocab, meta);
     }
 

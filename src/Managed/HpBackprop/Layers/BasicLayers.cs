@@ -19,9 +19,7 @@ internal sealed class EmbeddingLayer : LayerType
 
     public override string Format(Layer l) => $"embedding:{I(l.In)}x{I(l.Out)}";
 
-    public override string? Invalid(Layer l) =>
-        l.In < 1 || l.Out < 1 ? $"an embedding needs V ≥ 1 ids and a width E ≥ 1 (In = {l.In}, Out = {l.Out})"
-        : l.HasBias || l.Mode != default || l.Rate != 0 ? "an embedding takes only In (V) and Out (E)" : null;
+    protected override string? Sizes(Layer l) => BothPositive(l);
 
     public override TensorShape Output(Layer l, TensorShape input, int index, string at, Func<string> prev)
     {
@@ -55,7 +53,7 @@ internal sealed class FlattenLayer : LayerType
 
     public override string Format(Layer l) => "flatten";
 
-    public override string? Invalid(Layer l) => l != Layer.Flatten() ? "flatten takes no sizes" : null;
+    protected override string? Sizes(Layer l) => NoSizes(l, "Flatten");
 
     public override TensorShape Output(Layer l, TensorShape input, int index, string at, Func<string> prev) => new(false, 0, input.PerRow);
 
@@ -84,9 +82,7 @@ internal sealed class LinearLayer : LayerType
 
     public override string Format(Layer l) => $"linear:{I(l.In)}x{I(l.Out)}" + (l.HasBias ? "" : ":nobias");
 
-    public override string? Invalid(Layer l) =>
-        l.In < 1 || l.Out < 1 ? $"a linear layer needs IN ≥ 1 and OUT ≥ 1 (In = {l.In}, Out = {l.Out})"
-        : l.Mode != default || l.Rate != 0 ? "a linear layer takes only In, Out and HasBias" : null;
+    protected override string? Sizes(Layer l) => BothPositive(l);
 
     public override TensorShape Output(Layer l, TensorShape input, int index, string at, Func<string> prev)
     {
@@ -146,11 +142,7 @@ internal sealed class BatchNormLayer : LayerType
 
     public override string Format(Layer l) => $"batchnorm:{I(l.In)}" + (l.Mode == BatchNormMode.Biased ? ":biased" : "");
 
-    public override string? Invalid(Layer l) =>
-        l.In < 1 ? $"batch norm needs F ≥ 1 features (In = {l.In})"
-        : l.Out != l.In ? $"batch norm keeps its width: In ({l.In}) and Out ({l.Out}) must be equal"
-        : l.Mode is not (BatchNormMode.Bessel or BatchNormMode.Biased) ? $"({nameof(BatchNormMode)}){(int)l.Mode} is not a batch-norm mode"
-        : l.HasBias || l.Rate != 0 ? "batch norm takes only In = Out = F and Mode" : null;
+    protected override string? Sizes(Layer l) => SameWidth(l, "batch norm", "BatchNorm1d");
 
     public override TensorShape Output(Layer l, TensorShape input, int index, string at, Func<string> prev)
     {
@@ -212,7 +204,7 @@ internal sealed class ActivationLayer(LayerKind kind, string head) : LayerType
 
     public override string Format(Layer l) => head;
 
-    public override string? Invalid(Layer l) => l != new Layer(kind) ? $"{head} takes no sizes" : null;
+    protected override string? Sizes(Layer l) => NoSizes(l, kind.ToString());
 
     public override TensorShape Output(Layer l, TensorShape input, int index, string at, Func<string> prev) => input;
 

@@ -25,9 +25,9 @@ internal sealed class DropoutLayer : LayerType
 
     public override string Format(Layer l) => "dropout:" + l.Rate.ToString("R", CultureInfo.InvariantCulture);
 
-    public override string? Invalid(Layer l) =>
-        !(l.Rate >= 0 && l.Rate < 1) ? $"dropout needs a rate P in [0, 1) (Rate = {l.Rate.ToString("R", CultureInfo.InvariantCulture)})"
-        : l.In != 0 || l.Out != 0 || l.HasBias || l.Mode != default ? "dropout takes only Rate" : null;
+    protected override string? Sizes(Layer l) =>
+        !(l.Rate >= 0 && l.Rate < 1) ? $"Rate = {l.Rate.ToString("R", CultureInfo.InvariantCulture)}; the probability of dropping an element must be in [0, 1)"
+        : NoSizes(l, "Dropout");
 
     public override TensorShape Output(Layer l, TensorShape input, int index, string at, Func<string> prev) => input;
 

@@ -25,10 +25,7 @@ internal sealed class LayerNormLayer : LayerType
 
     public override string Format(Layer l) => $"layernorm:{I(l.In)}";
 
-    public override string? Invalid(Layer l) =>
-        l.In < 1 ? $"layer norm needs F ≥ 1 features (In = {l.In})"
-        : l.Out != l.In ? $"layer norm keeps its width: In ({l.In}) and Out ({l.Out}) must be equal"
-        : l.HasBias || l.Mode != default || l.Rate != 0 ? "layer norm takes only In = Out = F" : null;
+    protected override string? Sizes(Layer l) => SameWidth(l, "layer norm", "LayerNorm");
 
     public override TensorShape Output(Layer l, TensorShape input, int index, string at, Func<string> prev)
     {

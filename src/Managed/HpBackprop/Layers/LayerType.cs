@@ -31,7 +31,31 @@ internal abstract class LayerType
     public abstract string Format(Layer l);
 
     /// <summary>Why <paramref name="l"/> (built any way, the public constructor included) is not a valid layer of this kind; null when it is.</summary>
-    public abstract string? Invalid(Layer l);
+    public string? Invalid(Layer l) => Sizes(l) ?? Unused(l);
+
+    /// <summary>Why the layer's sizes (In, Out, Rate) do not suit its kind; null when they do.</summary>
+    protected abstract string? Sizes(Layer l);
+
+    /// <summary>A setting the kind does not use, set anyway (a bias, a mode, a rate): null when there is none.</summary>
+    private string? Unused(Layer l) =>
+        l.HasBias && Kind != LayerKind.Linear ? "only a linear layer has a bias (HasBias must be false)"
+        : l.Mode != BatchNormMode.Bessel && Kind != LayerKind.BatchNorm ? "only a batch norm has a mode (Mode must be Bessel, the default)"
+        : l.Rate != 0 && Kind != LayerKind.Dropout ? "only a dropout layer has a rate (Rate must be 0)"
+        : null;
+
+    /// <summary>The message for a layer with sizes of a kind that has none.</summary>
+    protected static string? NoSizes(Layer l, string factory) =>
+        l.In != 0 || l.Out != 0 ? $"In = {I(l.In)} and Out = {I(l.Out)}; a {l.Kind.ToString().ToLowerInvariant()} layer has no sizes, so both must be 0 (build it with Layer.{factory}())" : null;
+
+    /// <summary>The message for In or Out below 1.</summary>
+    protected static string? BothPositive(Layer l) =>
+        l.In < 1 || l.Out < 1 ? $"In = {I(l.In)} and Out = {I(l.Out)}; both must be at least 1" : null;
+
+    /// <summary>The message for a normalisation layer whose F is below 1 or whose In and Out differ.</summary>
+    protected static string? SameWidth(Layer l, string what, string factory) =>
+        l.In < 1 ? $"its {I(l.In)} features must be at least 1"
+        : l.In != l.Out ? $"a {what} has In = {I(l.In)} and Out = {I(l.Out)}; they must be equal ({what} takes and gives F features; build it with Layer.{factory})"
+        : null;
 
     /// <summary>The shape of the output for an input of <paramref name="input"/>; throws <see cref="StackException"/> naming the layers (<paramref name="at"/>, <paramref name="prev"/>) when they do not fit.</summary>
     public abstract TensorShape Output(Layer l, TensorShape input, int index, string at, Func<string> prev);

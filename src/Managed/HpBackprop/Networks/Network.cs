@@ -55,7 +55,10 @@ public sealed record NetworkOptions
 /// calibration and checkpoints are the same code on every device. Parameters, gradients and optimiser state are under
 /// the state-dict names of the equivalent <c>torch.nn.Sequential</c> in <see cref="Parameters"/>, in PyTorch's layout on
 /// every device: on the CPU they are the buffers the steps use; on a GPU, the host copy that <see cref="PullParameters"/>
-/// refreshes and <see cref="PushParameters"/> sends back. A network is used by one thread at a time.
+/// refreshes and <see cref="PushParameters"/> sends back.
+/// A network is used by one thread at a time: a call on a second thread while one runs (Step, ForwardBackward, Evaluate,
+/// Predict, Calibrate, Initialize, PullParameters, PushParameters) throws <see cref="InvalidOperationException"/> naming the
+/// network, and any call after <see cref="Dispose"/> throws <see cref="ObjectDisposedException"/> naming it.
 /// </summary>
 /// <example>
 /// <code>
@@ -74,10 +77,12 @@ public sealed unsafe class Network : IDisposable
     private readonly Backend _backend;
     private readonly int _k;
     private float[]? _outMirror, _dInMirror, _dTargetMirror;
-    private bool _disposed;
+    // one thread at a time, nothing after Dispose
+    private readonly SingleUse _use;
 
     private Network(Plan plan, ParameterStore store, Backend backend)
     {
+        _use = new SingleUse(() => SingleUse.NameOf(plan.Stack, plan.Options.BatchSize));
         _plan = plan;
         Parameters = store;
         _backend = backend;
@@ -116,8 +121,10 @@ public sealed unsafe class Network : IDisposable
     {
         ArgumentNullException.ThrowIfNull(stack);
         ArgumentNullException.ThrowIfNull(options);
+        StackChecks.Layers(stack.Layers);
         Validate(options);
         var shapes = stack.Resolve(options.InputWidth);
+        StackChecks.ProducesOutput(stack);
         int inputWidth = options.InputWidth ?? stack.ImpliedInputWidth()!.Value;
         int n = options.BatchSize;
         foreach (int i in stack.BatchNormLayers())
@@ -125,7 +132,7 @@ public sealed unsafe class Network : IDisposable
         if (options.Loss == LossKind.CrossEntropy && shapes[^1].Width < 2)
             throw new StackException($"cross_entropy needs at least 2 classes, but the last layer ({stack.Layers[^1]}) gives {shapes[^1].Width} output.");
         long bytes = RequiredBytes(stack, options, shapes, inputWidth);
-        long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        long available = MemoryBudget.Available;
         if (bytes > available)
             throw new StackException($"the network '{Layer.Clip(stack.ToString())}' with batch size {n} needs {bytes:N0} bytes of buffers; this process can use {available:N0}.");
         return shapes;
@@ -151,6 +158,7 @@ public sealed unsafe class Network : IDisposable
             if (stack.Layers[i].Kind == LayerKind.Dropout) floats += (n * w + 3) / 4;
         }
         floats += n * inputWidth;
+        if (options.InputGradients) floats += n * inputWidth + n * shapes[^1].Width; // the input and target gradients
         return floats * sizeof(float);
     }
 
@@ -158,6 +166,7 @@ public sealed unsafe class Network : IDisposable
     {
         if (o.BatchSize < 1) throw new ArgumentException($"NetworkOptions.BatchSize = {o.BatchSize} is invalid: it must be at least 1.", nameof(o));
         if (o.Threads < 1) throw new ArgumentException($"NetworkOptions.Threads = {o.Threads} is invalid: it must be at least 1.", nameof(o));
+        StackChecks.Options(o);
         if (!(float.IsFinite(o.L2) && o.L2 >= 0)) throw new ArgumentException($"NetworkOptions.L2 = {o.L2} is invalid: it must be a finite number ≥ 0.", nameof(o));
         if (!(float.IsFinite(o.BatchNormMomentum) && o.BatchNormMomentum >= 0 && o.BatchNormMomentum <= 1))
             throw new ArgumentException($"NetworkOptions.BatchNormMomentum = {o.BatchNormMomentum} is invalid: it must be in [0, 1].", nameof(o));
@@ -193,7 +202,8 @@ public sealed unsafe class Network : IDisposable
     public ParameterStore Parameters { get; }
 
     /// <summary>Optimiser steps taken so far (the schedule's position; AdamW's t is this + 1 at the next step; the step the dropout masks are drawn for).</summary>
-    public long StepCount { get; set; }
+    /// <exception cref="ArgumentOutOfRangeException">Set to a negative value.</exception>
+    public long StepCount { get; set { ArgumentOutOfRangeException.ThrowIfNegative(value, nameof(StepCount)); field = value; } }
 
     /// <summary>The learning rate the next <c>Step</c> will use.</summary>
     public float LearningRate => Options.Schedule.At(StepCount, Options.Optimizer.LearningRate);
@@ -221,14 +231,12 @@ public sealed unsafe class Network : IDisposable
     /// </summary>
     public void Initialize(int seed)
     {
-        Enter();
-        try
+        using var use = _use.Enter();
         {
             Parameters.Initialize(seed);
             _backend.Push();
             StepCount = 0;
         }
-        finally { Leave(); }
     }
 
     // ---- training -------------------------------------------------------------------------------------------
@@ -259,13 +267,11 @@ public sealed unsafe class Network : IDisposable
 
     private float Run(float* features, int* ids, int inputLength, int* classes, int classCount, float* targets, int targetLength, bool step)
     {
-        Enter();
-        try
+        using var use = _use.Enter();
         {
             CheckBatch(features, ids, inputLength, classes, classCount, targets, targetLength, BatchSize);
             return StepChecked(new Batch(BatchSize, ids, features, classes, targets), step);
         }
-        finally { Leave(); }
     }
 
     /// <summary>One step on a checked batch.</summary>
@@ -286,12 +292,8 @@ public sealed unsafe class Network : IDisposable
             throw new ArgumentException($"the stack '{Layer.Clip(Stack.ToString())}' takes float features, not ids.");
         if ((long)inputLength != (long)n * InputWidth)
             throw new ShapeException(takesIds ? "ids" : "features", [n, InputWidth], [inputLength / Math.Max(1, InputWidth), InputWidth]);
-        if (takesIds)
-        {
-            int V = Stack.Layers[0].In;
-            for (int i = 0; i < inputLength; i++)
-                if ((uint)ids[i] >= (uint)V) throw new ShapeException("ids", $"id {ids[i]} at row {i / InputWidth} is outside [0, {V}) (layer 0, {Stack.Layers[0]}).");
-        }
+        if (takesIds) InputChecks.Ids(ids, inputLength, InputWidth, Stack);
+        else InputChecks.Finite(features, inputLength, InputWidth, "features");
         switch (Options.Loss.Targets())
         {
             case TargetKind.Classes:
@@ -303,6 +305,7 @@ public sealed unsafe class Network : IDisposable
             case TargetKind.Floats:
                 if (targets == null && classes != null) throw new ArgumentException($"the loss {Options.Loss.ToText()} takes float targets [n,{_k}]; class ids were given.");
                 if ((long)targetLength != (long)n * _k) throw new ShapeException("targets", [n, _k], [targetLength / Math.Max(1, _k), _k]);
+                InputChecks.Targets(targets, targetLength, _k, Options.Loss);
                 break;
             default:
                 if (classCount != 0 || targetLength != 0) throw new ArgumentException("the loss mean takes no targets: pass an empty span.");
@@ -321,7 +324,7 @@ public sealed unsafe class Network : IDisposable
 
     private float[] Read(TrainingBuffer which, ref float[]? mirror, long length)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var use = _use.Enter();
         mirror ??= new float[length];
         _backend.ReadTraining(which, _plan.Steps.Length - 1, mirror);
         return mirror;
@@ -338,9 +341,12 @@ public sealed unsafe class Network : IDisposable
     {
         if (!Stack.TakesIds) throw new ArgumentException("this stack takes float features, not ids.", nameof(ids));
         CheckRows(ids.Length, rows, output.Length);
-        int V = Stack.Layers[0].In;
-        foreach (int id in ids) if ((uint)id >= (uint)V) throw new ArgumentOutOfRangeException(nameof(ids), id, $"id is outside [0, {V}).");
-        fixed (int* pi = ids) fixed (float* po = output) PredictRows(null, pi, rows, po, raw);
+        using var use = _use.Enter();
+        fixed (int* pi = ids) fixed (float* po = output)
+        {
+            InputChecks.Ids(pi, ids.Length, InputWidth, Stack);
+            PredictRows(null, pi, rows, po, raw);
+        }
     }
 
     /// <summary>Predictions for <paramref name="rows"/> rows of float features (see the ids overload).</summary>
@@ -348,7 +354,12 @@ public sealed unsafe class Network : IDisposable
     {
         if (Stack.TakesIds) throw new ArgumentException("this stack takes ids, not float features.", nameof(features));
         CheckRows(features.Length, rows, output.Length);
-        fixed (float* pf = features) fixed (float* po = output) PredictRows(pf, null, rows, po, raw);
+        using var use = _use.Enter();
+        fixed (float* pf = features) fixed (float* po = output)
+        {
+            InputChecks.Finite(pf, features.Length, InputWidth, "features");
+            PredictRows(pf, null, rows, po, raw);
+        }
     }
 
     private void CheckRows(int inputLength, int rows, int outputLength)
@@ -360,8 +371,6 @@ public sealed unsafe class Network : IDisposable
 
     private void PredictRows(float* features, int* ids, int rows, float* output, bool raw)
     {
-        Enter();
-        try
         {
             for (int r0 = 0; r0 < rows; r0 += EvalChunk)
             {
@@ -377,7 +386,6 @@ public sealed unsafe class Network : IDisposable
                     System.Numerics.Tensors.TensorPrimitives.Sigmoid(o, o);
             }
         }
-        finally { Leave(); }
     }
 
     /// <summary>The mean loss over every example of <paramref name="data"/> in inference mode (batch norm with running statistics, dropout off; no L2 term).</summary>
@@ -385,8 +393,7 @@ public sealed unsafe class Network : IDisposable
     public float Evaluate(ExampleSet data)
     {
         CheckData(data);
-        Enter();
-        try
+        using var use = _use.Enter();
         {
             double total = 0;
             fixed (int* ids = data.Ids, cls = data.Classes)
@@ -401,7 +408,6 @@ public sealed unsafe class Network : IDisposable
                 }
             return (float)(total / data.Count);
         }
-        finally { Leave(); }
     }
 
     /// <summary>
@@ -414,14 +420,12 @@ public sealed unsafe class Network : IDisposable
     {
         CheckData(train);
         if (train.Count < 2) throw new ArgumentException("calibration needs at least 2 examples.", nameof(train));
-        Enter();
-        try
+        using var use = _use.Enter();
         {
             fixed (int* ids = train.Ids)
             fixed (float* feats = train.Features)
                 CalibrateAll(ids, feats, train.Count);
         }
-        finally { Leave(); }
     }
 
     private void CalibrateAll(int* ids, float* feats, int N)
@@ -497,7 +501,6 @@ public sealed unsafe class Network : IDisposable
     private void CheckData(ExampleSet data)
     {
         ArgumentNullException.ThrowIfNull(data);
-        ObjectDisposedException.ThrowIf(_disposed, this);
         if (data.Count == 0) throw new ArgumentException("the example set is empty.", nameof(data));
         if (Stack.TakesIds != (data.Ids != null))
             throw new ArgumentException($"the stack takes {(Stack.TakesIds ? "ids" : "float features")} but the examples have {(data.Ids != null ? "ids" : "float features")}.", nameof(data));
@@ -508,16 +511,7 @@ public sealed unsafe class Network : IDisposable
             throw new ArgumentException($"the loss {Options.Loss.ToText()} takes {(want == TargetKind.Classes ? "class ids" : "float targets")} but the examples have {(data.TargetKind == TargetKind.Classes ? "class ids" : data.TargetKind == TargetKind.Floats ? "float targets" : "none")}.", nameof(data));
         if (want == TargetKind.Floats && data.TargetWidth != _k)
             throw new ArgumentException($"the examples have {data.TargetWidth} targets per row but the network's output has {_k}.", nameof(data));
-        if (data.Ids != null)
-        {
-            int V = Stack.Layers[0].In;
-            var span = data.Ids.AsSpan(0, data.Count * InputWidth);
-            for (int i = 0; i < span.Length; i++)
-                if ((uint)span[i] >= (uint)V) throw new ArgumentException($"id {span[i]} of example {i / InputWidth} is outside [0, {V}) (layer 0, {Stack.Layers[0]}).", nameof(data));
-        }
-        if (want == TargetKind.Classes && data.Classes != null)
-            for (int i = 0; i < data.Count; i++)
-                if ((uint)data.Classes[i] >= (uint)_k) throw new ArgumentException($"class id {data.Classes[i]} of example {i} is outside [0, {_k}).", nameof(data));
+        InputChecks.Contents(data, Stack, Options.Loss, _k);
     }
 
     // ---- a training loop ------------------------------------------------------------------------------------
@@ -564,8 +558,7 @@ public sealed unsafe class Network : IDisposable
         int steps = run.TotalSteps, first = run.Completed;
         bool classes = Options.Loss.Targets() == TargetKind.Classes, floats = Options.Loss.Targets() == TargetKind.Floats;
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        Enter();
-        try
+        using var use = _use.Enter();
         {
             fixed (int* pi = ids, pc = cls)
             fixed (float* pf = feats, pt = tg)
@@ -583,7 +576,6 @@ public sealed unsafe class Network : IDisposable
                         progress(new TrainingProgress(s + 1, steps, loss, (s + 1 - first) / Math.Max(sw.Elapsed.TotalSeconds, 1e-9)));
                 }
         }
-        finally { Leave(); }
         return run.Completed - first;
     }
 
@@ -592,30 +584,26 @@ public sealed unsafe class Network : IDisposable
     /// <summary>Copies the device's parameters, gradients, optimiser state and running statistics into <see cref="Parameters"/> (nothing to do on the CPU, where they are the same buffers).</summary>
     public void PullParameters()
     {
-        Enter();
-        try { _backend.Pull(); }
-        finally { Leave(); }
+        using var use = _use.Enter();
+        _backend.Pull();
     }
 
     /// <summary>Copies <see cref="Parameters"/> (values, gradients, optimiser state, running statistics) to the device (nothing to do on the CPU).</summary>
     public void PushParameters()
     {
-        Enter();
-        try { _backend.Push(); }
-        finally { Leave(); }
+        using var use = _use.Enter();
+        _backend.Push();
     }
-
-    private void Enter() => ObjectDisposedException.ThrowIf(_disposed, this);
-
-    private static void Leave() { }
 
     /// <summary>Frees the buffers (on a GPU, the device memory, and the runtime when the network owns it) and the worker threads.</summary>
+    /// <exception cref="InvalidOperationException">Another thread is using the network.</exception>
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
-        _backend.Dispose();
+        if (_use.Dispose()) _backend.Dispose();
     }
+
+    /// <summary>The one-thread-at-a-time guard, for tests.</summary>
+    internal SingleUse Use => _use;
 
     // ---- for the backends, the tests and the benchmarks -------------------------------------------------------
 

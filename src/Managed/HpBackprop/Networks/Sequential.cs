@@ -43,13 +43,14 @@ public sealed class Sequential
     private readonly Layer[] _layers;
 
     /// <summary>Creates a stack of <paramref name="layers"/>.</summary>
-    /// <exception cref="StackException">The stack is empty.</exception>
+    /// <exception cref="StackException">The stack is empty, or a layer breaks the invariants of its kind (an undefined kind or mode, a width below 1, a batch norm whose In and Out differ); the message names the layer.</exception>
     public Sequential(params Layer[] layers)
     {
         ArgumentNullException.ThrowIfNull(layers);
         if (layers.Length == 0) throw new StackException("a stack needs at least one layer.");
-        foreach (var l in layers) ArgumentNullException.ThrowIfNull(l, nameof(layers));
-        _layers = (Layer[])layers.Clone();
+        _layers = (Layer[])layers.Clone();   // checked after the copy, so the caller's array cannot change under the checks
+        foreach (var l in _layers) ArgumentNullException.ThrowIfNull(l, nameof(layers));
+        StackChecks.Layers(_layers);
     }
 
     /// <summary>The makemore MLP of the lecture: <c>embedding:VxE,flatten,linear:(B·E)xH,batchnorm:H,tanh,linear:HxV</c>.</summary>
@@ -109,14 +110,7 @@ public sealed class Sequential
     /// <exception cref="StackException">The layers do not fit; the message names the layer(s) and the widths.</exception>
     public TensorShape[] Resolve(int? inputWidth = null)
     {
-        for (int i = 0; i < _layers.Length; i++)
-        {
-            var type = LayerType.Find(_layers[i].Kind)
-                ?? throw new StackException($"layer {i}: ({nameof(LayerKind)}){(int)_layers[i].Kind} is not a layer kind; the kinds are {string.Join(", ", Enum.GetNames<LayerKind>())}.");
-            if (type.Invalid(_layers[i]) is string why) throw new StackException($"layer {i} ({_layers[i]}) is invalid: {why}.");
-        }
-        if (_layers.All(l => l.Kind == LayerKind.Flatten))
-            throw new StackException($"the stack '{Layer.Clip(ToString())}' computes nothing: add a layer with parameters or an activation (flatten only reshapes).");
+        StackChecks.ProducesOutput(this);
         int? w = inputWidth ?? ImpliedInputWidth();
         if (w is null)
             throw new StackException($"the input width of '{Layer.Clip(ToString())}' cannot be inferred from its layers: give it (the block size B of the ids, or D features).");
@@ -130,8 +124,8 @@ public sealed class Sequential
             if (shape.IsIds && l.Kind != LayerKind.Embedding) throw new StackException($"{at} cannot take ids: the first layer of a stack on ids must be an embedding.");
             int j = i;
             shape = LayerType.Of(l.Kind).Output(l, shape, i, at, () => Prev(j));
-            if ((long)shape.Rows * shape.Width > int.MaxValue)
-                throw new StackException($"{at} gives {shape}: {(long)shape.Rows * shape.Width:N0} values per row, more than 2,147,483,647.");
+            if ((long)shape.Rows * shape.Width > Array.MaxLength)
+                throw new StackException($"{at} gives {shape}: {(long)shape.Rows * shape.Width:N0} values per row, more than .NET's array limit of {Array.MaxLength:N0}.");
             outs[i] = shape;
         }
         if (outs[^1].Rows != 0) throw new StackException($"the stack ends with {outs[^1]}: add 'flatten' so its output is [n,k].");
