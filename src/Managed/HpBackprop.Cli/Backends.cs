@@ -1,3 +1,4 @@
+using System.CommandLine;
 using HpBackprop.Cuda;
 using HpBackprop.Networks;
 
@@ -59,6 +60,37 @@ internal static class Backends
         {
             throw new UserErrorException(TrainCommand.OptionNames(e.Message));
         }
+    }
+
+    /// <summary>
+    /// The makemore stack of <paramref name="p"/>'s configuration on <paramref name="device"/>, holding <paramref name="p"/>'s values
+    /// (the makemore files and bundles, read through the one network path on every device).
+    /// </summary>
+    public static Network Makemore(string device, HpBackprop.Model.ParameterSet p, Action<string> say)
+    {
+        var c = p.Config;
+        var net = Create(device, Sequential.Makemore(c.VocabSize, c.BlockSize, c.EmbeddingSize, c.HiddenSize),
+            new NetworkOptions { BatchSize = c.BatchSize, Eps = (float)c.Eps }, say);
+        HpBackprop.Model.MakemoreLayout.ToStore(p, net.Parameters, gradients: false);
+        net.PushParameters();
+        return net;
+    }
+
+    /// <summary>One forward and backward of <paramref name="net"/> (from <see cref="Makemore"/>) on a minibatch; the gradients back in <paramref name="p"/>.</summary>
+    public static float MakemoreForwardBackward(Network net, HpBackprop.Model.ParameterSet p, int[] xb, int[] yb)
+    {
+        float loss = net.ForwardBackward(xb, yb);
+        net.PullParameters();
+        HpBackprop.Model.MakemoreLayout.FromStore(net.Parameters, p, gradients: true);
+        return loss;
+    }
+
+    /// <summary>The option every command that computes takes.</summary>
+    public static Option<string> DeviceOption()
+    {
+        var device = new Option<string>("--device") { Description = "cpu, cuda, auto, or emulator (the CUDA kernels on the host; slow, for testing)", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong(Devices);
+        return device;
     }
 
     /// <summary>A network for <paramref name="device"/> holding the parameters, running statistics and counters of <paramref name="loaded"/> (a CPU network read from a file); <paramref name="loaded"/> itself when the device is the CPU.</summary>

@@ -22,7 +22,7 @@ internal static class CheckCommand
 {
     private static readonly string[] FusedNames = ["dlogits", "dhprebn", "dC", "dW1", "db1", "dW2", "db2", "dbngain", "dbnbias"];
 
-    public static Command Create(TextWriter stdout)
+    public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var data = new Option<string?>("--data") { Description = "Corpus file (default: the built-in corpus)" };
         var batch = new Option<int>("--batch") { Description = "Minibatch size n", DefaultValueFactory = _ => 32 };
@@ -34,9 +34,12 @@ internal static class CheckCommand
         var layers = new Option<string?>("--layers") { Description = "A layer stack (the text form of docs/stacks.md, e.g. linear:4x16,relu,linear:16x1): check the fast path against the double reference on it" };
         var loss = new Option<string>("--loss") { Description = "With --layers: cross_entropy, mse, bce_with_logits or mean", DefaultValueFactory = _ => "cross_entropy" };
         var l2 = new Option<float>("--l2") { Description = "With --layers: the L2 penalty on linear weights", DefaultValueFactory = _ => 0f };
-        var cmd = new Command("check", "Print the gradient table (name | exact | approx | maxdiff): the makemore MLP, a --layers stack, or against a --bundle.") { data, batch, hidden, embd, block, seed, bundle, layers, loss, l2 };
+        var device = Backends.DeviceOption();
+        var cmd = new Command("check", "Print the gradient table (name | exact | approx | maxdiff): the makemore MLP, a --layers stack, or against a --bundle.") { data, batch, hidden, embd, block, seed, bundle, layers, loss, l2, device };
         cmd.SetAction(pr =>
         {
+            string dev = pr.GetValue(device)!;
+            void Say(string m) => stderr.WriteLine(m);
             // options that conflict: an error naming both, never one ignored in silence
             Inputs.Exclusive(pr, bundle, "a bundle carries its own stack, batch, parameters and inputs; give one of them.", layers, data, batch, hidden, embd, block, seed, loss, l2);
             Inputs.Exclusive(pr, layers, "the stack gives its own widths; drop the option.", hidden, embd);
@@ -50,10 +53,10 @@ internal static class CheckCommand
             {
                 if (pr.GetValue(layers) != null) throw new UserErrorException("--bundle and --layers: a bundle carries its own stack (metadata layers); give one of them.");
                 var file = SafeTensorsFile.Read(b);
-                return file.Metadata.ContainsKey("layers") ? StackAgainstBundle(StackBundle.From(file, Path.GetFileName(b)), b, stdout) : AgainstBundle(b, stdout);
+                return file.Metadata.ContainsKey("layers") ? StackAgainstBundle(StackBundle.From(file, Path.GetFileName(b)), b, stdout, dev, Say) : AgainstBundle(b, stdout, dev, Say);
             }
             if (pr.GetValue(layers) is { } text)
-                return StackAgainstReference(text, pr.GetValue(loss)!, pr.GetValue(l2), pr.GetValue(batch), pr.GetValue(seed), pr.GetValue(data), pr.GetValue(block), stdout);
+                return StackAgainstReference(text, pr.GetValue(loss)!, pr.GetValue(l2), pr.GetValue(batch), pr.GetValue(seed), pr.GetValue(data), pr.GetValue(block), stdout, dev, Say);
             int nb = pr.GetValue(batch), B = pr.GetValue(block), E = pr.GetValue(embd), H = pr.GetValue(hidden);
             if (nb < 2) throw new UserErrorException($"--batch {nb}: the makemore network's batch norm needs at least 2 rows: a batch of 1 has no variance.");
             if ((long)B * E > int.MaxValue) throw new UserErrorException($"--block {B} and --embd {E}: the first linear layer takes B·E = {(long)B * E:N0} inputs, more than {int.MaxValue:N0}.");
@@ -75,7 +78,7 @@ internal static class CheckCommand
                 ("the parameters in float and double", 16 * P), ("the double reference chain and its finite differences", 2 * chain));
             var split = DataSplit.Create(corpus, B, pr.GetValue(seed));
             var config = new ModelConfig(V, B, E, H, nb).Validate();
-            return AgainstChain(config, split.Train, pr.GetValue(seed), stdout);
+            return AgainstChain(config, split.Train, pr.GetValue(seed), stdout, dev, Say);
         });
         return cmd;
     }
@@ -90,7 +93,7 @@ internal static class CheckCommand
         }
     }
 
-    private static int AgainstBundle(string path, TextWriter stdout)
+    private static int AgainstBundle(string path, TextWriter stdout, string device, Action<string> say)
     {
         var bundle = LoadBundle(path, "--bundle");
         var f = bundle.File;
@@ -111,17 +114,16 @@ internal static class CheckCommand
                 names.Where(f.Contains).Select(g => ParityTable.Compare(g, f[g].ToDouble(), ToDouble(chain[g]), Scale(g)))));
             var p = new ParameterSet(c);
             bundle.CopyTo(p);
-            using var cpu = StackCheckpoint.FromParameterSet(p, c.BatchSize);
-            cpu.ForwardBackward(bundle.Xb, bundle.Yb);
-            StackCheckpoint.ToParameterSet(cpu, p);
+            using var net = Backends.Makemore(device, p, say);
+            Backends.MakemoreForwardBackward(net, p, bundle.Xb, bundle.Yb);
             stdout.WriteLine();
-            stdout.Write(ParityTable.Format("fused CPU network (float) vs PyTorch autograd (float32):",
-                FusedNames.Select(g => ParityTable.Compare(g, f[g].ToDouble(), ToDouble(Fused(cpu, p, g)), Scale(g)))));
+            stdout.Write(ParityTable.Format($"fused network on {net.Device} (float) vs PyTorch autograd (float32):",
+                FusedNames.Select(g => ParityTable.Compare(g, f[g].ToDouble(), ToDouble(Fused(net, p, g)), Scale(g)))));
         }
         return Program.Ok;
     }
 
-    private static int AgainstChain(ModelConfig config, Dataset train, int seed, TextWriter stdout)
+    private static int AgainstChain(ModelConfig config, Dataset train, int seed, TextWriter stdout, string device, Action<string> say)
     {
         var p = new ParameterSet(config);
         p.Initialize(seed);
@@ -130,13 +132,12 @@ internal static class CheckCommand
         var xb = new int[n * b];
         var yb = new int[n];
         train.DrawBatch(rng, xb, yb);
-        using var cpu = StackCheckpoint.FromParameterSet(p, config.BatchSize);
-        cpu.ForwardBackward(xb, yb);
-        StackCheckpoint.ToParameterSet(cpu, p);
+        using var cpu = Backends.Makemore(device, p, say);
+        Backends.MakemoreForwardBackward(cpu, p, xb, yb);
         var parameters = ParameterSet.Names.ToDictionary(k => k, k => ToDouble(p.Value(k).ToArray()));
         var chain = new ReferenceChain<double>(config, parameters, xb, yb);
         stdout.WriteLine($"one minibatch: n={n} B={b} E={config.EmbeddingSize} H={config.HiddenSize} V={config.VocabSize}, seed {seed}");
-        stdout.Write(ParityTable.Format("fused CPU network (float) vs reference chain (double):",
+        stdout.Write(ParityTable.Format($"fused network on {cpu.Device} (float) vs reference chain (double):",
             FusedNames.Select(g => ParityTable.Compare(g, chain[g], ToDouble(Fused(cpu, p, g)), MaxAbs(chain[ParityTable.ScaleTensorOf(g)])))));
         stdout.WriteLine();
         stdout.WriteLine("finite differences (double reference chain, central, step 1e-6, 8 elements per parameter):");
@@ -170,7 +171,7 @@ internal static class CheckCommand
         return "relerr = maxdiff / max|double reference|" + (nz.Count == 0 ? "" : $" (near-zero {string.Join(", ", nz)}: / max_c Σ_r |dy[r,c]| of its layer's output gradient)");
     }
 
-    private static int StackAgainstReference(string text, string lossText, float l2, int n, int seed, string? dataPath, int block, TextWriter stdout)
+    private static int StackAgainstReference(string text, string lossText, float l2, int n, int seed, string? dataPath, int block, TextWriter stdout, string device, Action<string> say)
     {
         Sequential stack;
         try { stack = Sequential.Parse(text); }
@@ -243,7 +244,7 @@ internal static class CheckCommand
                 break;
         }
 
-        using var net = Network.Create(stack, options);
+        using var net = Backends.Create(device, stack, options, say);
         net.Initialize(seed);
         var fast = StackGrads.ForwardBackward(net, ids, features, classes, targets);
         var p32 = net.Parameters.Parameters.ToDictionary(s => s.Name, s => net.Parameters.Value(s.Name).ToArray(), StringComparer.Ordinal);
@@ -259,7 +260,7 @@ internal static class CheckCommand
         var tol = StackGrads.Float32Tolerances(stack, errF32, againstIndependent: false);
         stdout.WriteLine($"one minibatch: {stack} with {loss.ToText()}{(l2 != 0 ? $", l2 {l2.ToString(CultureInfo.InvariantCulture)}" : "")}, n={n}, {what}; parameters Network.Initialize({seed})");
         stdout.Write(StackGrads.Format(
-            $"fast path (float) vs reference (double), the loss and the gradient of every parameter (state-dict names){(features != null ? ", x" : "")}{(targets != null ? ", y" : "")}:\n"
+            $"fast path on {net.Device} (float) vs reference (double), the loss and the gradient of every parameter (state-dict names){(features != null ? ", x" : "")}{(targets != null ? ", y" : "")}:\n"
             + $"  {ScaleNote(stack)}; approx: relerr ≤ {Float32Rule}, err_f32 = the plain-loop float reference's relerr on the same tensor\n"
             + "  (the tests' rule, with the float reference in place of PyTorch float32; a near-zero bias takes the larger of its own and its weight's)",
             StackGrads.Rows(truth, StackGrads.Tensors(stack, fast), scales, tol)));
@@ -288,7 +289,7 @@ internal static class CheckCommand
         return Program.Ok;
     }
 
-    private static int StackAgainstBundle(StackBundle b, string path, TextWriter stdout)
+    private static int StackAgainstBundle(StackBundle b, string path, TextWriter stdout, string device, Action<string> say)
     {
         StackGrads.CheckRows(b);
         var e = b.ReadExpected();
@@ -315,12 +316,12 @@ internal static class CheckCommand
         var r32 = b.ReferenceAs<float>().Run(b.InputAs<float>(), b.ParametersAs<float>(), b.BuffersAs<float>());
         stdout.Write(StackGrads.Format("reference (float) vs PyTorch autograd (float32):\n" + rule, StackGrads.Rows(torch, StackGrads.Tensors(stack, r32), scales, tol32)));
         stdout.WriteLine();
-        var fast = StackGrads.RunFast(b);
-        stdout.Write(StackGrads.Format("fast path (float) vs PyTorch autograd (float32):\n" + rule, StackGrads.Rows(torch, StackGrads.Tensors(stack, fast), scales, tol32)));
+        var fast = StackGrads.RunFast(b, (stack, options) => Backends.Create(device, stack, options, say));
+        stdout.Write(StackGrads.Format($"fast path on {device} (float) vs PyTorch autograd (float32):\n" + rule, StackGrads.Rows(torch, StackGrads.Tensors(stack, fast), scales, tol32)));
         return Program.Ok;
     }
 
-    private static float[] Fused(Network cpu, ParameterSet p, string g) => g is "dlogits" or "dhprebn" ? MakemoreView.Intermediate(cpu, g) : p.Gradient(g[1..]).ToArray();
+    private static float[] Fused(Network net, ParameterSet p, string g) => g is "dlogits" or "dhprebn" ? MakemoreView.Intermediate(net, g) : p.Gradient(g[1..]).ToArray();
 
     private static double[] ToDouble(float[] a) => Array.ConvertAll(a, x => (double)x);
 

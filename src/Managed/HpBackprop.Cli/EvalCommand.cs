@@ -9,18 +9,19 @@ namespace HpBackprop.Cli;
 /// <summary><c>hpbackprop eval</c>: the mean loss of a saved model over every example of a word list or an examples file, with its inference batch-norm statistics.</summary>
 internal static class EvalCommand
 {
-    public static Command Create(TextWriter stdout)
+    public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var model = new Option<string>("--model") { Description = "A model saved by 'train --out'", Required = true };
         var data = new Option<string?>("--data")
         {
             Description = "Words to evaluate on, one per line (default: the built-in corpus), all of them, no split; or a .safetensors file of examples (x and y, as 'grads' takes them)",
         };
-        var cmd = new Command("eval", "Print a saved model's mean loss over all examples of a word list or an examples file.") { model, data };
+        var device = Backends.DeviceOption();
+        var cmd = new Command("eval", "Print a saved model's mean loss over all examples of a word list or an examples file.") { model, data, device };
         cmd.SetAction(pr =>
         {
             var loaded = StackCheckpoint.Load(pr.GetValue(model)!);
-            using var net = loaded.Network;
+            using var net = Backends.Move(loaded.Network, pr.GetValue(device)!, m => stderr.WriteLine(m));
             string? path = pr.GetValue(data);
             ExampleSet examples;
             if (path != null && path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))

@@ -25,8 +25,7 @@ internal static class GradsCommand
         var output = new Option<string>("--out") { Description = "Output safetensors with loss and the gradients", Required = true };
         var mode = new Option<string>("--mode") { Description = "fused (float32; a stack bundle: F32 by the fast path, F64 by the double reference) or atomic (the reference in the input's precision; makemore: all 26 gradients)", DefaultValueFactory = _ => "fused" };
         mode.AcceptOnlyFromAmong("fused", "atomic");
-        var device = new Option<string>("--device") { Description = "cpu, cuda, auto or emulator (the CUDA kernels on the host)", DefaultValueFactory = _ => "cpu" };
-        device.AcceptOnlyFromAmong(Backends.Devices);
+        var device = Backends.DeviceOption();
         var cmd = new Command("grads", "Compute the loss and gradients of one minibatch given in a safetensors file.") { input, output, mode, device };
         cmd.SetAction(pr =>
         {
@@ -41,7 +40,7 @@ internal static class GradsCommand
             var c = bundle.Config;
             if (pr.GetValue(mode) == "atomic")
             {
-                if (pr.GetValue(device) == "cuda") throw new UserErrorException("--mode atomic runs the exercise-1 reference chain, which exists on the CPU only; use --device cpu.");
+                if (pr.GetValue(device) is "cuda" or "emulator") throw new UserErrorException($"--mode atomic and --device {pr.GetValue(device)}: the exercise-1 reference chain runs on the CPU only; use --device cpu.");
                 if (bundle.FloatType == DType.F64)
                 {
                     var chain = new ReferenceChain<double>(c, bundle.ParametersAs<double>(), bundle.Xb, bundle.Yb);
@@ -60,13 +59,8 @@ internal static class GradsCommand
                 // the makemore bundle runs through the one network path on every device, read back under the makemore names
                 var p = new ParameterSet(c);
                 bundle.CopyTo(p);
-                using var net = Backends.Create(pr.GetValue(device)!, Sequential.Makemore(c.VocabSize, c.BlockSize, c.EmbeddingSize, c.HiddenSize),
-                    new NetworkOptions { BatchSize = c.BatchSize, Eps = (float)c.Eps }, m => stderr.WriteLine(m));
-                MakemoreLayout.ToStore(p, net.Parameters, gradients: false);
-                net.PushParameters();
-                float loss = net.ForwardBackward(bundle.Xb, bundle.Yb);
-                net.PullParameters();
-                MakemoreLayout.FromStore(net.Parameters, p, gradients: true);
+                using var net = Backends.Makemore(pr.GetValue(device)!, p, m => stderr.WriteLine(m));
+                float loss = Backends.MakemoreForwardBackward(net, p, bundle.Xb, bundle.Yb);
                 result.Add("loss", new[] { loss });
                 foreach (string g in FusedGradients) result.Add(g, (ReadOnlySpan<float>)p.Gradient(g[1..]), p.Info(g[1..]).Shape);
                 result.Add("dlogits", MakemoreView.Intermediate(net, "dlogits"), c.BatchSize, c.VocabSize);
@@ -86,6 +80,8 @@ internal static class GradsCommand
     {
         var bundle = StackBundle.From(file, Path.GetFileName(inPath));
         StackGrads.CheckRows(bundle);
+        if (device is "cuda" or "emulator" && (bundle.Precision == DType.F64 || mode == "atomic"))
+            throw new UserErrorException($"--device {device}: {bundle.Source} is computed by the plain-loop reference on the CPU ({(mode == "atomic" ? "--mode atomic" : "an F64 bundle is computed in double")}); the GPU computes the float fast path: give an F32 bundle without --mode atomic, or --device cpu.");
         SafeTensorsFile result;
         string path;
         if (bundle.Precision == DType.F64 || mode == "atomic")

@@ -54,10 +54,10 @@ public static class Program
     {
         var root = new RootCommand("HpBackprop: the makemore MLP trained with hand-derived, fused backward passes.");
         root.Subcommands.Add(TrainCommand.Create(stdout, stderr, stop));
-        root.Subcommands.Add(SampleCommand.Create(stdout));
-        root.Subcommands.Add(CheckCommand.Create(stdout));
+        root.Subcommands.Add(SampleCommand.Create(stdout, stderr));
+        root.Subcommands.Add(CheckCommand.Create(stdout, stderr));
         root.Subcommands.Add(GradsCommand.Create(stdout, stderr));
-        root.Subcommands.Add(EvalCommand.Create(stdout));
+        root.Subcommands.Add(EvalCommand.Create(stdout, stderr));
         ParseResult parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {

@@ -32,8 +32,7 @@ internal static class TrainCommand
         var lr = Inputs.Float("--lr", "Learning rate; a tenth of it from --lr-decay-step on", 0.1f);
         var decay = new Option<int?>("--lr-decay-step") { Description = "First step of the decayed learning rate (default: half of --steps)" };
         var seed = new Option<int>("--seed") { Description = "Seed of initialisation, split, minibatches and samples", DefaultValueFactory = _ => 42 };
-        var device = new Option<string>("--device") { Description = "cpu, cuda, auto, or emulator (the CUDA kernels on the host; slow, for testing)", DefaultValueFactory = _ => "cpu" };
-        device.AcceptOnlyFromAmong(Backends.Devices);
+        var device = Backends.DeviceOption();
         var momentum = Inputs.Float("--bn-momentum", "Weight of each batch in the batch-norm running statistics (0 to 1)", 0.001f, 0f, 1f);
         var calibrate = new Option<bool>("--no-calibrate") { Description = "Use the running batch-norm statistics instead of a calibration pass" };
         var outFile = new Option<string?>("--out") { Description = "Write the trained model to this safetensors file (and, on Ctrl-C/SIGTERM or --checkpoint-every, a checkpoint to resume)" };
