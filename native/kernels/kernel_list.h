@@ -31,10 +31,14 @@ HPB_KERNEL(sum_reduce, const float* x, float* out, int count, float scale)
 
 // ---- linear.cu
 HPB_KERNEL(bias_add, float* y, const float* b, int rows, int cols)
-HPB_KERNEL(column_sum, const float* x, float* out, int rows, int cols)
+HPB_KERNEL(column_partial_sum, const float* x, const float* center, int square, int rows, int cols, int chunk_rows, float* partial)
+HPB_KERNEL(column_finish_sum, const float* partial, int chunks, int cols, float* out)
+HPB_KERNEL(axpy, float* y, const float* x, float a, int count)
 
 // ---- optimizer.cu
 HPB_KERNEL(sgd_update, float* params, const float* grads, float lr, int count)
+HPB_KERNEL(sgd_momentum_update, float* p, const float* g, float* v, int count, float lr, float momentum, float weight_decay)
+HPB_KERNEL(adamw_update, float* p, const float* g, float* m, float* v, int count, float decay, float beta1, float beta2, float a1, float a2, float step_size, float bc2_sqrt, float eps)
 
 // ---- atomic_chain.cu
 HPB_KERNEL(chain_logit_maxes, const float* logits, float* logit_maxes, int n, int V)
