@@ -24,10 +24,12 @@ HPB_KERNEL(batchnorm_inference, const float* hprebn, const float* bnmean, const 
 HPB_KERNEL(batchnorm_running_update, float* running_mean, float* running_var, const float* bnmeani, const float* bnvar, float momentum, int H)
 HPB_KERNEL(batchnorm_calib_accumulate, const float* hprebn, int n, int H, const float* center, double* sum, double* sumsq)
 
-// ---- cross_entropy.cu
+// ---- cross_entropy.cu (losses; kind: 1 mse, 2 bce_with_logits, 3 mean)
 HPB_KERNEL(cross_entropy_warp, const float* logits, const int* Yb, float* dlogits, float* losses, int n, int V)
 HPB_KERNEL(cross_entropy_block, const float* logits, const int* Yb, float* dlogits, float* losses, int n, int V)
-HPB_KERNEL(sum_reduce, const float* x, float* out, int count, float scale)
+HPB_KERNEL(sum_partials, const float* x, int count, int chunk, int square, double* partial)
+HPB_KERNEL(sum_finish, const double* partial, int count, double scale, float* out)
+HPB_KERNEL(regression_loss, const float* z, const float* t, float* dz, float* dt, int count, int kind, float scale, int chunk, double* partial)
 
 // ---- linear.cu
 HPB_KERNEL(bias_add, float* y, const float* b, int rows, int cols)
