@@ -186,12 +186,13 @@ TEST(chain, batchnorm_chain_vs_fused) {
         // fused vs chain
         Vec f_mean(H), f_var(H), f_var_inv(H), f_raw(NH), f_h(NH), f_dhprebn(NH), f_dbngain(H), f_dbnbias(H);
         const unsigned smem = 32 * 8 * sizeof(float);
+        // the makemore configuration: tanh (act 1), Bessel (biased 0), no running statistics, no dprev_bias
         launch<K::batchnorm_forward>(Dim(ceil_div(H, 32)), Dim(32, 8), smem, hprebn.data(), bngain.data(),
                                      bnbias.data(), f_mean.data(), f_var.data(), f_var_inv.data(), f_raw.data(),
-                                     f_h.data(), n, H, kEps);
+                                     f_h.data(), (float*)nullptr, (float*)nullptr, n, H, kEps, 0.0f, 1, 0);
         launch<K::batchnorm_backward>(Dim(ceil_div(H, 32)), Dim(32, 8), smem, dh.data(), f_h.data(), f_raw.data(),
                                       bngain.data(), f_var_inv.data(), f_dhprebn.data(), f_dbngain.data(),
-                                      f_dbnbias.data(), n, H);
+                                      f_dbnbias.data(), (float*)nullptr, n, H, 1, 0);
         close((w + " fused vs chain h").c_str(), f_h, h, 5e-5, 5e-5);
         close((w + " fused vs chain bnraw").c_str(), f_raw, bnraw, 1e-4, 1e-4);
         close((w + " fused vs chain dhprebn").c_str(), f_dhprebn, dhprebn, 2e-4 * max_abs(dhprebn) + 1e-7, 2e-3);
