@@ -46,6 +46,19 @@ HPB_KERNEL(sgd_update, float* params, const float* grads, float lr, int count)
 HPB_KERNEL(sgd_momentum_update, float* p, const float* g, float* v, int count, float lr, float momentum, float weight_decay)
 HPB_KERNEL(adamw_update, float* p, const float* g, float* m, float* v, int count, float decay, float beta1, float beta2, float a1, float a2, float step_size, float bc2_sqrt, float eps)
 
+// ---- activation.cu
+HPB_KERNEL(activation_forward, const float* x, float* y, int count, int act)
+HPB_KERNEL(activation_backward, const float* y, const float* dy, float* dx, int count, int act)
+
+// ---- layernorm.cu
+HPB_KERNEL(layernorm_forward, const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n, int F, float eps)
+HPB_KERNEL(layernorm_backward, const float* dy, const float* x, const float* w, const float* mean, const float* rstd, float* dx, int n, int F)
+HPB_KERNEL(layernorm_param_partials, const float* dy, const float* x, const float* mean, const float* rstd, int n, int F, int chunk_rows, float* partial_dw, float* partial_db)
+
+// ---- dropout.cu (mask: philox.cuh)
+HPB_KERNEL(dropout_forward, const float* x, float* y, int count, unsigned seed, unsigned layer, unsigned step_lo, unsigned step_hi, unsigned threshold, float scale)
+HPB_KERNEL(dropout_backward, const float* dy, float* dx, int count, unsigned seed, unsigned layer, unsigned step_lo, unsigned step_hi, unsigned threshold, float scale)
+
 // ---- atomic_chain.cu
 HPB_KERNEL(chain_logit_maxes, const float* logits, float* logit_maxes, int n, int V)
 HPB_KERNEL(chain_norm_logits, const float* logits, const float* logit_maxes, float* norm_logits, int n, int V)
