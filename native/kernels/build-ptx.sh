@@ -20,7 +20,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 ptx_dir="$repo/src/Cuda/HpBackprop.Cuda/Ptx"
 report="$here/ptxas-report.txt"
-layers=(embedding batchnorm cross_entropy linear optimizer atomic_chain)
+layers=(embedding batchnorm cross_entropy linear optimizer activation layernorm dropout atomic_chain)
 archs=(sm_80 sm_90)
 
 NVCC="${NVCC:-nvcc}"

@@ -1,15 +1,31 @@
-// cross_entropy.cu — fused softmax cross-entropy, forward and backward in one pass per row.
+// cross_entropy.cu — the losses: fused softmax cross-entropy (forward and backward in one pass per
+// row), the regression losses on float targets, and the chunked double-precision sums that make
+// a mean loss out of per-element terms.
 //
-// Per row i of logits [n,V], with m = max_j logits[i,j] and s = sum_j exp(logits[i,j] - m):
+// Cross-entropy, per row i of logits [n,V], with m = max_j logits[i,j] and s = sum_j exp(logits[i,j] - m):
 //   losses[i]  = log(s) + m - logits[i, Yb[i]]
 //   dlogits[i] = (softmax(logits[i]) - onehot(Yb[i])) / n       (docs/makemore.md §4)
 // m and s come from ONE read of the row (online max/sum: when a bigger value arrives the
 // running sum is rescaled by exp(m_old - m_new)); a second read writes dlogits.
-//
 // dlogits may be the logits buffer itself (in place) or NULL (forward only, evaluation).
 // losses may be NULL (backward only).  In place is race-free: column c is read and written
 // by the same thread (c ≡ thread mod stride), and logits[i, Yb[i]] is read by the thread that
-// owns that column before it overwrites it.  The mean loss is sum_reduce(losses, scale=1/n).
+// owns that column before it overwrites it.
+//
+// Regression losses (kind: 1 mse, 2 bce_with_logits, 3 mean) per element of z [count], targets t
+// (float math as the CPU's Cpu/RegressionLosses.cs; the term in double):
+//   mse   d = z - t;  term = (double)d*d;  dz = scale*d;  dt = -(scale*d)                   (scale = 2/count)
+//   bce   term = max(z,0) - (double)z*t + log(1 + exp(-|z|))  (double);  e = expf(-|z|);
+//         s = z >= 0 ? 1/(1+e) : e/(1+e);  dz = (s - t)*scale;  dt = -z*scale          (scale = 1/count)
+//   mean  term = (double)z;  dz = scale                                                   (scale = 1/count)
+//
+// Sums (the mean loss, the L2 penalty): chunk b of `chunk` elements is summed by block b in double —
+// thread t adds elements b*chunk + t, + blockDim, ... in order, then block_reduce_sum (reduce.cuh) — into
+// partial[b]; sum_finish adds the partials in the same way in one block and scales.  The order depends
+// on count, chunk and the block size (256) only, never on the grid or the GPU.  No atomics.
+//   mean cross-entropy  = sum_partials(losses, n, chunk, 0) -> sum_finish(scale = 1/n)
+//   regression loss     = regression_loss(..., partial)    -> sum_finish(scale = 1/count)
+//   L2 penalty          = sum_partials(W, count, chunk, 1) -> sum_finish(scale = l2)
 #include "reduce.cuh"
 
 // Writes losses[row] / dlogits[row, :] from the row's reduced (m, s).  `lane` = this thread's
@@ -53,8 +69,8 @@ extern "C" __global__ void cross_entropy_warp(const float* logits, const int* Yb
 // Same contract as cross_entropy_warp; one block per row: for large V (tens of thousands).
 // grid = min(n, 65535) (grid-stride over rows), block = 32*k (1-D, <= 1024; recommended
 // 256 for V ≈ 1e3, 1024 for V ≈ 5e4), shared = 0 (static 256 bytes for the reduction)
-extern "C" __global__ void __launch_bounds__(1024) cross_entropy_block(const float* logits, const int* Yb, float* dlogits, float* losses, int n,
-                                               int V) {
+extern "C" __global__ void __launch_bounds__(1024) cross_entropy_block(const float* logits, const int* Yb,
+                                                                       float* dlogits, float* losses, int n, int V) {
     const int t = (int)threadIdx.x;
     const int stride = (int)blockDim.x;
     for (int row = (int)blockIdx.x; row < n; row += (int)gridDim.x) {  // uniform across the block
@@ -70,13 +86,73 @@ extern "C" __global__ void __launch_bounds__(1024) cross_entropy_block(const flo
     }
 }
 
-// out[0] = scale * sum(x [count])   — single block, fixed order: thread t adds x[t],
-// x[t+T], ... then block_reduce_sum (deterministic).  The loss: sum_reduce(losses, loss, n, 1/n).
-// grid = 1, block = 32*k (<= 1024; recommended 1024 for large counts, 32..256 for n ≈ 32),
-// shared = 0
-extern "C" __global__ void __launch_bounds__(1024) sum_reduce(const float* x, float* out, int count, float scale) {
-    float acc = 0.0f;
-    for (int i = (int)threadIdx.x; i < count; i += (int)blockDim.x) acc += x[i];
+// x [count]  ->  partial [ceil(count/chunk)]: partial[b] = sum over i in [b*chunk, min(count, (b+1)*chunk))
+// of (double)x[i], or of its square when square != 0 (in double).
+// grid = ceil(count / chunk) (any: grid-stride over the chunks), block = 32*k <= 1024 (256: the order
+// the results are reproduced with), shared = 0 (static 256 bytes for the reduction)
+extern "C" __global__ void __launch_bounds__(1024) sum_partials(const float* x, int count, int chunk, int square,
+                                                                double* partial) {
+    const int chunks = hpb_chunk_count(count, chunk);
+    for (int b = (int)blockIdx.x; b < chunks; b += (int)gridDim.x) {  // uniform across the block
+        const int i1 = hpb_chunk_end(count, b * chunk, chunk);
+        double acc = 0.0;
+        for (int i = b * chunk + (int)threadIdx.x; i < i1; i += (int)blockDim.x) {
+            const double v = (double)x[i];
+            acc += square ? v * v : v;
+        }
+        acc = block_reduce_sum(acc);
+        if (threadIdx.x == 0) partial[b] = acc;
+    }
+}
+
+// partial [count] (count small: the number of chunks)  ->  out[0] = (float)(scale * sum(partial))
+// thread t adds partial[t], partial[t + blockDim], ... in order, then block_reduce_sum (double).
+// grid = 1 (further blocks do nothing), block = 32*k <= 1024 (256), shared = 0
+extern "C" __global__ void __launch_bounds__(1024) sum_finish(const double* partial, int count, double scale,
+                                                              float* out) {
+    if (blockIdx.x != 0) return;  // uniform across the block
+    double acc = 0.0;
+    for (int i = (int)threadIdx.x; i < count; i += (int)blockDim.x) acc += partial[i];
     acc = block_reduce_sum(acc);
-    if (threadIdx.x == 0) out[0] = scale * acc;
+    if (threadIdx.x == 0) out[0] = (float)(scale * acc);
+}
+
+// z [count], t [count] (unused, may be NULL, for kind 3)  ->  dz [count], dt [count] (each may be NULL:
+// not written; dt is never written for kind 3), partial [ceil(count/chunk)] = per-chunk sums of the
+// loss terms (as sum_partials).  The host finishes with sum_finish(partial, chunks, 1.0/count, &loss).
+// grid = ceil(count / chunk) (any: grid-stride over the chunks), block = 32*k <= 1024 (256),
+// shared = 0 (static 256 bytes for the reduction)
+extern "C" __global__ void __launch_bounds__(1024) regression_loss(const float* z, const float* t, float* dz, float* dt,
+                                                                   int count, int kind, float scale, int chunk,
+                                                                   double* partial) {
+    const int chunks = hpb_chunk_count(count, chunk);
+    for (int b = (int)blockIdx.x; b < chunks; b += (int)gridDim.x) {  // uniform across the block
+        const int i1 = hpb_chunk_end(count, b * chunk, chunk);
+        double acc = 0.0;
+        for (int i = b * chunk + (int)threadIdx.x; i < i1; i += (int)blockDim.x) {
+            const float x = z[i];
+            double term;
+            if (kind == HPB_LOSS_MSE) {
+                const float d = x - t[i];
+                term = (double)d * d;
+                if (dz) dz[i] = scale * d;
+                if (dt) dt[i] = -(scale * d);
+            } else if (kind == HPB_LOSS_BCE_WITH_LOGITS) {
+                const float y = t[i];
+                term = (double)fmaxf(x, 0.0f) - (double)x * y + log(1.0 + exp(-fabs((double)x)));
+                if (dz) {
+                    const float e = expf(-fabsf(x));  // sigmoid without overflow
+                    const float s = x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+                    dz[i] = (s - y) * scale;
+                }
+                if (dt) dt[i] = -x * scale;
+            } else {  // HPB_LOSS_MEAN
+                term = (double)x;
+                if (dz) dz[i] = scale;
+            }
+            acc += term;
+        }
+        acc = block_reduce_sum(acc);
+        if (threadIdx.x == 0) partial[b] = acc;
+    }
 }

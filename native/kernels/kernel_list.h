@@ -17,24 +17,47 @@ HPB_KERNEL(exclusive_scan_int, int* data, int count)
 HPB_KERNEL(embedding_sort_scatter, int* keys_out, int* vals_out, const int* keys_in, const int* vals_in, const int* offsets, int M, int shift)
 HPB_KERNEL(embedding_backward_segments, float* dC, const float* dembcat, const int* sorted_ids, const int* sorted_rows, int M, int E)
 
-// ---- batchnorm.cu
-HPB_KERNEL(batchnorm_forward, const float* hprebn, const float* bngain, const float* bnbias, float* bnmeani, float* bnvar, float* bnvar_inv, float* bnraw, float* h, int n, int H, float eps)
-HPB_KERNEL(batchnorm_backward, const float* dh, const float* h, const float* bnraw, const float* bngain, const float* bnvar_inv, float* dhprebn, float* dbngain, float* dbnbias, int n, int H)
-HPB_KERNEL(batchnorm_inference, const float* hprebn, const float* bnmean, const float* bnvar, const float* bngain, const float* bnbias, float* h, int n, int H, float eps)
-HPB_KERNEL(batchnorm_running_update, float* running_mean, float* running_var, const float* bnmeani, const float* bnvar, float momentum, int H)
+// ---- batchnorm.cu (act: 0 identity, 1 tanh, 2 relu, 3 sigmoid; biased: 0 Bessel, 1 over n)
+HPB_KERNEL(batchnorm_forward, const float* x, const float* gain, const float* bias, float* mean, float* var, float* var_inv, float* raw, float* y, float* running_mean, float* running_var, int n, int F, float eps, float momentum, int act, int biased)
+HPB_KERNEL(batchnorm_finish_mean, const float* partial, int chunks, int n, int F, float* mean)
+HPB_KERNEL(batchnorm_finish_var, const float* partial, int chunks, int n, int F, float eps, float momentum, int biased, const float* mean, float* var, float* var_inv, float* running_mean, float* running_var)
+HPB_KERNEL(batchnorm_normalize, const float* x, const float* mean, const float* var_inv, const float* gain, const float* bias, float* raw, float* y, int n, int F, int act)
+HPB_KERNEL(batchnorm_backward, const float* dy, const float* y, const float* raw, const float* gain, const float* var_inv, float* dx, float* dgain, float* dbias, float* dprev_bias, int n, int F, int act, int biased)
+HPB_KERNEL(batchnorm_backward_partials, const float* dy, const float* y, const float* raw, int n, int F, int chunk_rows, int act, float* partial_d, float* partial_dr)
+HPB_KERNEL(batchnorm_backward_dx, const float* dy, const float* y, const float* raw, const float* gain, const float* var_inv, const float* sum_d, const float* sum_dr, float* dx, int n, int F, int act, int biased)
+HPB_KERNEL(batchnorm_inference, const float* x, const float* mean, const float* var, const float* gain, const float* bias, float* y, int n, int F, float eps, int act)
 HPB_KERNEL(batchnorm_calib_accumulate, const float* hprebn, int n, int H, const float* center, double* sum, double* sumsq)
 
-// ---- cross_entropy.cu
+// ---- cross_entropy.cu (losses; kind: 1 mse, 2 bce_with_logits, 3 mean)
 HPB_KERNEL(cross_entropy_warp, const float* logits, const int* Yb, float* dlogits, float* losses, int n, int V)
 HPB_KERNEL(cross_entropy_block, const float* logits, const int* Yb, float* dlogits, float* losses, int n, int V)
-HPB_KERNEL(sum_reduce, const float* x, float* out, int count, float scale)
+HPB_KERNEL(sum_partials, const float* x, int count, int chunk, int square, double* partial)
+HPB_KERNEL(sum_finish, const double* partial, int count, double scale, float* out)
+HPB_KERNEL(regression_loss, const float* z, const float* t, float* dz, float* dt, int count, int kind, float scale, int chunk, double* partial)
 
 // ---- linear.cu
 HPB_KERNEL(bias_add, float* y, const float* b, int rows, int cols)
-HPB_KERNEL(column_sum, const float* x, float* out, int rows, int cols)
+HPB_KERNEL(column_partial_sum, const float* x, const float* center, int square, int rows, int cols, int chunk_rows, float* partial)
+HPB_KERNEL(column_finish_sum, const float* partial, int chunks, int cols, float* out)
+HPB_KERNEL(axpy, float* y, const float* x, float a, int count)
 
 // ---- optimizer.cu
 HPB_KERNEL(sgd_update, float* params, const float* grads, float lr, int count)
+HPB_KERNEL(sgd_momentum_update, float* p, const float* g, float* v, int count, float lr, float momentum, float weight_decay)
+HPB_KERNEL(adamw_update, float* p, const float* g, float* m, float* v, int count, float decay, float beta1, float beta2, float a1, float a2, float step_size, float bc2_sqrt, float eps)
+
+// ---- activation.cu
+HPB_KERNEL(activation_forward, const float* x, float* y, int count, int act)
+HPB_KERNEL(activation_backward, const float* y, const float* dy, float* dx, int count, int act)
+
+// ---- layernorm.cu
+HPB_KERNEL(layernorm_forward, const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n, int F, float eps)
+HPB_KERNEL(layernorm_backward, const float* dy, const float* x, const float* w, const float* mean, const float* rstd, float* dx, int n, int F)
+HPB_KERNEL(layernorm_param_partials, const float* dy, const float* x, const float* mean, const float* rstd, int n, int F, int chunk_rows, float* partial_dw, float* partial_db)
+
+// ---- dropout.cu (mask: philox.cuh)
+HPB_KERNEL(dropout_forward, const float* x, float* y, int count, unsigned seed, unsigned layer, unsigned step_lo, unsigned step_hi, unsigned threshold, float scale)
+HPB_KERNEL(dropout_backward, const float* dy, float* dx, int count, unsigned seed, unsigned layer, unsigned step_lo, unsigned step_hi, unsigned threshold, float scale)
 
 // ---- atomic_chain.cu
 HPB_KERNEL(chain_logit_maxes, const float* logits, float* logit_maxes, int n, int V)

@@ -1,10 +1,56 @@
-// optimizer.cu — plain SGD over the flat parameter buffer (docs/makemore.md §5).
+// optimizer.cu — the optimisers, one elementwise pass over the flat parameter, gradient and state
+// buffers, in PyTorch's operation order (torch.optim.SGD, torch.optim.AdamW) and the CPU's
+// (Cpu/OptimizerKernels.cs).
 //
-//   params -= lr * grads      (all parameters and gradients live in one flat buffer each)
+//   sgd:            p -= lr * g                                                (docs/makemore.md §5)
+//   sgd, momentum:  g' = g + wd*p (wd != 0);  v = momentum*v + g' (v != NULL);  p = fmaf(g', -lr, p)
+//   adamw (step t): p' = p*(1 - lr*wd);  m = beta1*m + (1-beta1)*g;  v = beta2*v + (1-beta2)*g*g;
+//                   p = p' - lr/(1-beta1^t) * m/(sqrt(v)/sqrt(1-beta2^t) + eps)
+// Where the CPU rounds a product before adding it, the kernels say so with __fmul_rn/__fadd_rn/
+// __fdiv_rn/__fsqrt_rn (nvcc would otherwise fuse a*b+c into one FMA), and fmaf where the CPU fuses:
+// then the GPU computes the CPU's bits.  No reductions: any grid gives the same results.
 #include "hpb_common.cuh"
 
 // params [count] -= lr * grads [count]
 // grid = ceil(count / 256) (any, grid-stride), block = 256 (any), shared = 0
 extern "C" __global__ void sgd_update(float* params, const float* grads, float lr, int count) {
     for (size_t i = hpb_global_index(); i < (size_t)count; i += hpb_global_stride()) params[i] -= lr * grads[i];
+}
+
+// p [count], g [count], v [count] (momentum buffer, zero before the first step; NULL: no momentum)
+//   gi = g + weight_decay*p (when weight_decay != 0);  v = momentum*v + gi, gi = v (when v != NULL);
+//   p = fmaf(gi, -lr, p)
+// grid = ceil(count / 256) (any, grid-stride), block = 256 (any), shared = 0
+extern "C" __global__ void sgd_momentum_update(float* p, const float* g, float* v, int count, float lr, float momentum,
+                                               float weight_decay) {
+    for (size_t i = hpb_global_index(); i < (size_t)count; i += hpb_global_stride()) {
+        const float pi = p[i];
+        float gi = g[i];
+        if (weight_decay != 0.0f) gi = __fadd_rn(gi, __fmul_rn(weight_decay, pi));
+        if (v) {
+            gi = __fadd_rn(__fmul_rn(momentum, v[i]), gi);
+            v[i] = gi;
+        }
+        p[i] = fmaf(gi, -lr, pi);
+    }
+}
+
+// p, g, m, v [count]; the host computes, in double, decay = 1 - lr*wd, a1 = 1 - beta1, a2 = 1 - beta2,
+// step_size = (float)(lr/(1 - beta1^t)), bc2_sqrt = (float)sqrt(1 - beta2^t) (t = the 1-based step):
+//   pi = p*decay;  mi = m*beta1 + g*a1;  vi = v*beta2 + (g*g)*a2;  m = mi;  v = vi;
+//   p  = pi - step_size*(mi/(sqrt(vi)/bc2_sqrt + eps))           every operation rounded on its own
+// grid = ceil(count / 256) (any, grid-stride), block = 256 (any), shared = 0
+extern "C" __global__ void adamw_update(float* p, const float* g, float* m, float* v, int count, float decay,
+                                        float beta1, float beta2, float a1, float a2, float step_size, float bc2_sqrt,
+                                        float eps) {
+    for (size_t i = hpb_global_index(); i < (size_t)count; i += hpb_global_stride()) {
+        const float gi = g[i];
+        const float pi = __fmul_rn(p[i], decay);
+        const float mi = __fadd_rn(__fmul_rn(m[i], beta1), __fmul_rn(gi, a1));
+        const float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(__fmul_rn(gi, gi), a2));
+        m[i] = mi;
+        v[i] = vi;
+        const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2_sqrt), eps);
+        p[i] = __fsub_rn(pi, __fmul_rn(step_size, __fdiv_rn(mi, denom)));
+    }
 }

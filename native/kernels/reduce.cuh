@@ -219,3 +219,12 @@ __device__ __forceinline__ T block_column_sum(T partial, T* scratch) {
     __syncthreads();  // scratch may be reused by the caller's next reduction
     return total;
 }
+
+// Finishing a chunked column reduction: partial[0*cols+col] + partial[1*cols+col] + ... in chunk
+// order, in one float accumulator that starts at partial[col] (chunks >= 1).  One thread per column:
+// no shuffles, no barriers, the same order on any grid.
+__device__ __forceinline__ float column_chunk_sum(const float* partial, int chunks, int cols, size_t col) {
+    float acc = partial[col];
+    for (int c = 1; c < chunks; ++c) acc += partial[(size_t)c * cols + col];
+    return acc;
+}

@@ -11,8 +11,11 @@ namespace HpBackprop.Tests;
 /// Every kernel of <c>native/kernels/kernel_list.h</c>, launched from C# through the kernel
 /// emulator (<see cref="EmulatorRuntime"/>, cuLaunchKernel-style argument arrays) and compared
 /// with the CPU implementations (<c>Cpu/</c>) and the exercise-1 <see cref="ReferenceChain{T}"/>
-/// at awkward sizes: n ∈ {2, 3, 31, 33, 1000}, V ∈ {27, 1000, 50000}, H ∈ {1, 200, 513},
-/// ids with heavy repetition, odd block shapes and capped grids (grid-stride loops).
+/// at awkward sizes: n ∈ {2, 3, 31, 33, 1000}, V ∈ {27, 1000, 50000}, H ∈ {1, 7, 200, 513},
+/// ids with heavy repetition, odd block shapes and capped grids (grid-stride loops), and the
+/// chunked column and loss reductions with small chunk sizes (several chunks at small n).
+/// The native suite (native/kernels/tests) carries the bulk of the cases; these prove that the
+/// argument arrays the C# backend builds (ulong pointers, int, uint, float, double) reach the kernels.
 /// </summary>
 /// <remarks>
 /// Tolerances are relative to the largest magnitude of the expected tensor (u = 2⁻²⁴ ≈ 6e-8 is
@@ -26,6 +29,11 @@ namespace HpBackprop.Tests;
 /// <item><see cref="SumTol"/> = 1e-5: sums over up to ~3,000 terms added in a different order
 /// (warp trees, column slices, atomics vs sequential loops); the rounding of a sum of k terms
 /// grows like √k·u (≤ k·u in the worst case) of its largest partial sum, ≈ 3e-6 at k = 3,000.</item>
+/// <item>Bitwise: where kernel and CPU do the same IEEE operations in the same order — bias_add,
+/// axpy vs TensorPrimitives.MultiplyAdd, SGD with momentum (its fmaf where the CPU fuses) and AdamW
+/// (every operation rounded on its own, __fmul_rn etc.), the dropout mask (integer Philox, one float
+/// product) — and between launches that must add in the same order (capped vs full grids, one chunk
+/// vs the single-chunk batch-norm kernels).</item>
 /// <item><see cref="ChainTol"/> = 1e-4: fused kernels vs the atomic chain, where formulas are
 /// algebraically equal but rearranged; dhprebn in particular is a difference of terms up to
 /// ~10× larger than itself (catastrophic cancellation amplifies the rounding).</item>
@@ -56,8 +64,12 @@ public unsafe class KernelEmulatorTests
     [
         "embedding_forward", "embedding_backward_atomic", "embedding_backward_dense", "embedding_sort_histogram", "exclusive_scan_int",
         "embedding_sort_scatter", "embedding_backward_segments",
-        "batchnorm_forward", "batchnorm_backward", "batchnorm_inference", "batchnorm_running_update", "batchnorm_calib_accumulate",
-        "cross_entropy_warp", "cross_entropy_block", "sum_reduce", "bias_add", "column_sum", "sgd_update",
+        "batchnorm_forward", "batchnorm_finish_mean", "batchnorm_finish_var", "batchnorm_normalize", "batchnorm_backward",
+        "batchnorm_backward_partials", "batchnorm_backward_dx", "batchnorm_inference", "batchnorm_calib_accumulate",
+        "cross_entropy_warp", "cross_entropy_block", "sum_partials", "sum_finish", "regression_loss",
+        "bias_add", "column_partial_sum", "column_finish_sum", "axpy", "sgd_update", "sgd_momentum_update", "adamw_update",
+        "activation_forward", "activation_backward", "layernorm_forward", "layernorm_backward", "layernorm_param_partials",
+        "dropout_forward", "dropout_backward",
         "chain_logit_maxes", "chain_norm_logits", "chain_counts", "chain_counts_sum", "chain_counts_sum_inv", "chain_probs", "chain_logprobs",
         "chain_losses", "chain_dlogprobs", "chain_dprobs", "chain_dcounts_sum_inv", "chain_dcounts_sum", "chain_dcounts", "chain_dnorm_logits",
         "chain_dlogit_maxes", "chain_dlogits",
@@ -249,65 +261,142 @@ public unsafe class KernelEmulatorTests
     // batchnorm.cu
     // =====================================================================================
 
+    /// <summary>
+    /// Batch norm in both modes (biased 0: Bessel, 1: over n) with each activation (0 identity, 1 tanh,
+    /// 2 relu, 3 sigmoid), through the single-chunk kernels and through the chunked path the backend
+    /// takes when n &gt; chunk_rows (column_partial_sum → batchnorm_finish_mean → column_partial_sum
+    /// (centred, squared) → batchnorm_finish_var → batchnorm_normalize; batchnorm_backward_partials →
+    /// column_finish_sum ×2 → batchnorm_backward_dx → column_partial_sum + column_finish_sum for
+    /// dprev_bias), against the CPU's BatchNormOp arithmetic: BatchNorm.ForwardPortable/BackwardPortable,
+    /// the running update with the unbiased variance, and Linear.ColumnSum of dx for the bias of the
+    /// linear before. With one chunk (chunk_rows ≥ n) the two paths add in the same order: bitwise equal.
+    /// </summary>
     [TestMethod]
-    [DataRow(2, 1, 32, 8)]
-    [DataRow(3, 200, 32, 8)]
-    [DataRow(31, 513, 32, 8)]
-    [DataRow(33, 1, 13, 3)]
-    [DataRow(33, 200, 13, 3)]
-    [DataRow(2, 513, 1, 1)]
-    [DataRow(1000, 200, 32, 8)]
-    [DataRow(1000, 513, 32, 32)]
-    public void BatchNormForwardAndBackwardMatchTheCpu(int n, int H, int bx, int by)
+    [DataRow(2, 1, 32, 8, 1, 0, 1)]
+    [DataRow(3, 200, 32, 8, 2, 1, 2)]
+    [DataRow(31, 513, 32, 8, 3, 0, 7)]
+    [DataRow(33, 7, 13, 3, 0, 1, 5)]
+    [DataRow(33, 200, 13, 3, 1, 1, 256)]
+    [DataRow(2, 513, 1, 1, 2, 0, 1)]
+    [DataRow(1000, 200, 32, 8, 1, 0, 256)]
+    [DataRow(1000, 513, 32, 32, 3, 1, 333)]
+    public void BatchNormSingleAndChunkedPathsMatchTheCpu(int n, int H, int bx, int by, int act, int biased, int chunkRows)
     {
-        var rng = new Random(n * 1009 + H);
+        const float momentum = 0.1f;
+        var rng = new Random(n * 1009 + H + 7 * act + biased);
         float[] hprebn = new float[n * H];
         for (int i = 0; i < n; i++) for (int c = 0; c < H; c++) hprebn[i * H + c] = 0.5f + c % 3 + 2f * Normal(rng);
-        float[] gain = Normals(rng, H, 0.1f, 1f), bias = Normals(rng, H, 0.1f);
+        float[] gain = Normals(rng, H, 0.1f, 1f), bias = Normals(rng, H, 0.3f);
         float[] dh = Normals(rng, n * H, 0.05f);
+        float[] runMean0 = Normals(rng, H, 1f), runVar0 = Normals(rng, H, 0.2f, 2f);
         var mean = new float[H]; var vr = new float[H]; var vinv = new float[H]; var raw = new float[n * H]; var h = new float[n * H];
-        BatchNorm.ForwardTanh(hprebn, gain, bias, mean, vr, vinv, raw, h, n, H, Eps);
-        var dpre = new float[n * H]; var dgain = new float[H]; var dbias = new float[H];
-        BatchNorm.Backward(dh, h, raw, gain, vinv, dpre, dgain, dbias, new float[Math.Max(H, n * H)], n, H);
+        CpuBatchNormForward(act, biased, hprebn, gain, bias, mean, vr, vinv, raw, h, n, H);
+        // BatchNormOp's running update: running = (1 − m)·running + m·batch, the variance unbiased
+        float keep = 1 - momentum, unbias = biased != 0 ? (float)n / (n - 1) : 1f;
+        float[] runMean = new float[H], runVar = new float[H];
+        for (int c = 0; c < H; c++) { runMean[c] = keep * runMean0[c] + momentum * mean[c]; runVar[c] = keep * runVar0[c] + momentum * (vr[c] * unbias); }
+        var dpre = new float[n * H]; var dgain = new float[H]; var dbias = new float[H]; var dprev = new float[H];
+        CpuBatchNormBackward(act, biased, dh, h, raw, gain, vinv, dpre, dgain, dbias, n, H);
+        Linear.ColumnSum(dpre, dprev, n, H);
 
         using var emu = NewEmu();
         var gHpre = emu.In(hprebn); var gGain = emu.In(gain); var gBias = emu.In(bias);
-        var gMean = emu.Out(H); var gVar = emu.Out(H); var gVinv = emu.Out(H); var gRaw = emu.Out(n * H); var gH = emu.Out(n * H);
-        uint grid = (uint)((H + bx - 1) / bx);
-        uint shared = (uint)(bx * by * 4);
-        emu.Launch("batchnorm_forward", new Dim3(grid), new Dim3((uint)bx, (uint)by), shared, gHpre, gGain, gBias, gMean, gVar, gVinv, gRaw, gH, n, H, Eps);
-        AssertClose("bnmeani", mean, emu.Read(gMean), SumTol);
-        AssertClose("bnvar", vr, emu.Read(gVar), SumTol);
-        AssertClose("bnvar_inv", vinv, emu.Read(gVinv), SumTol);
-        AssertClose("bnraw", raw, emu.Read(gRaw), SumTol);
-        AssertClose("h", h, emu.Read(gH), SumTol);
+        var results = new List<Dictionary<string, float[]>>();
+        foreach (bool chunked in new[] { false, true })
+        {
+            string path = chunked ? $"chunked (chunk_rows {chunkRows})" : "single";
+            var gMean = emu.Out(H); var gVar = emu.Out(H); var gVinv = emu.Out(H); var gRaw = emu.Out(n * H); var gH = emu.Out(n * H);
+            var gRm = emu.In(runMean0); var gRv = emu.In(runVar0);
+            if (chunked) BatchNormForwardChunked(emu, gHpre, gGain, gBias, gMean, gVar, gVinv, gRaw, gH, gRm, gRv, n, H, momentum, act, biased, chunkRows, bx, by);
+            else emu.Launch("batchnorm_forward", new Dim3((uint)((H + bx - 1) / bx)), new Dim3((uint)bx, (uint)by), (uint)(bx * by * 4),
+                gHpre, gGain, gBias, gMean, gVar, gVinv, gRaw, gH, gRm, gRv, n, H, Eps, momentum, act, biased);
+            AssertClose($"{path} mean", mean, emu.Read(gMean), SumTol);
+            AssertClose($"{path} var", vr, emu.Read(gVar), SumTol);
+            AssertClose($"{path} var_inv", vinv, emu.Read(gVinv), SumTol);
+            AssertClose($"{path} raw", raw, emu.Read(gRaw), SumTol);
+            AssertClose($"{path} y", h, emu.Read(gH), SumTol);
+            AssertClose($"{path} running_mean", runMean, emu.Read(gRm), SumTol);
+            AssertClose($"{path} running_var", runVar, emu.Read(gRv), SumTol);
 
-        // backward from the CPU's forward tensors, so it is compared on identical inputs
-        var gDh = emu.In(dh); var cH = emu.In(h); var cRaw = emu.In(raw); var cVinv = emu.In(vinv);
-        var gDpre = emu.Out(n * H); var gDgain = emu.Out(H); var gDbias = emu.Out(H);
-        emu.Launch("batchnorm_backward", new Dim3(grid), new Dim3((uint)bx, (uint)by), shared, gDh, cH, cRaw, gGain, cVinv, gDpre, gDgain, gDbias, n, H);
-        AssertClose("dbngain", dgain, emu.Read(gDgain), SumTol);
-        AssertClose("dbnbias", dbias, emu.Read(gDbias), SumTol);
-        // dhprebn is a difference of terms of size |bngain·bnvar_inv·dhpreact| that cancel (almost
-        // completely at n = 2, where two normalised rows are ±1 whatever the input), so its error
-        // is measured against the size of those terms, not against its own (possibly tiny) magnitude.
-        double terms = 0;
-        for (int i = 0; i < n; i++)
-            for (int c = 0; c < H; c++)
-                terms = Math.Max(terms, Math.Abs(gain[c] * vinv[c] * (1 - h[i * H + c] * h[i * H + c]) * dh[i * H + c]));
-        var got = emu.Read(gDpre);
-        double worst = 0;
-        for (int k = 0; k < dpre.Length; k++) worst = Math.Max(worst, Math.Abs((double)got[k] - dpre[k]));
-        double own = dpre.Max(x => Math.Abs((double)x));
-        Assert.IsTrue(worst <= SumTol * Math.Max(terms, own), $"dhprebn: max |diff| {worst:E2} > {SumTol} × {Math.Max(terms, own):E2}");
+            // backward from the CPU's forward tensors, so it is compared on identical inputs
+            var gDh = emu.In(dh); var cH = emu.In(h); var cRaw = emu.In(raw); var cVinv = emu.In(vinv);
+            var gDpre = emu.Out(n * H); var gDgain = emu.Out(H); var gDbias = emu.Out(H); var gDprev = emu.Out(H);
+            if (chunked) BatchNormBackwardChunked(emu, gDh, cH, cRaw, gGain, cVinv, gDpre, gDgain, gDbias, gDprev, n, H, act, biased, chunkRows, bx, by);
+            else emu.Launch("batchnorm_backward", new Dim3((uint)((H + bx - 1) / bx)), new Dim3((uint)bx, (uint)by), (uint)(bx * by * 4),
+                gDh, cH, cRaw, gGain, cVinv, gDpre, gDgain, gDbias, gDprev, n, H, act, biased);
+            AssertClose($"{path} dgain", dgain, emu.Read(gDgain), SumTol);
+            AssertClose($"{path} dbias", dbias, emu.Read(gDbias), SumTol);
+            // dx is a difference of terms of size |gain·var_inv·d| that cancel (almost completely at
+            // n = 2, where two normalised rows are ±1 whatever the input), so its error is measured
+            // against the size of those terms, not against its own (possibly tiny) magnitude; likewise
+            // dprev_bias = sum0(dx), which is ≈ 0 by construction (dx cannot move the batch mean).
+            double terms = 0;
+            for (int i = 0; i < n; i++)
+                for (int c = 0; c < H; c++)
+                    terms = Math.Max(terms, Math.Abs(gain[c] * vinv[c] * ActDerivativeFromOutput(act, h[i * H + c]) * dh[i * H + c]));
+            var got = emu.Read(gDpre);
+            double own = dpre.Max(x => Math.Abs((double)x));
+            double worst = MaxDiff(dpre, got);
+            Assert.IsTrue(worst <= SumTol * Math.Max(terms, own), $"{path} dx: max |diff| {worst:E2} > {SumTol} × {Math.Max(terms, own):E2}");
+            double prevWorst = MaxDiff(dprev, emu.Read(gDprev));
+            Assert.IsTrue(prevWorst <= SumTol * n * Math.Max(terms, own), $"{path} dprev_bias: max |diff| {prevWorst:E2} > {SumTol} × n × {Math.Max(terms, own):E2}");
+            results.Add(new Dictionary<string, float[]>
+            {
+                ["mean"] = emu.Read(gMean), ["var"] = emu.Read(gVar), ["var_inv"] = emu.Read(gVinv), ["raw"] = emu.Read(gRaw), ["y"] = emu.Read(gH),
+                ["running_mean"] = emu.Read(gRm), ["running_var"] = emu.Read(gRv), ["dx"] = got, ["dgain"] = emu.Read(gDgain), ["dbias"] = emu.Read(gDbias),
+                ["dprev_bias"] = emu.Read(gDprev),
+            });
+        }
+        if (chunkRows >= n)
+            foreach (var (name, single) in results[0]) AssertBitwise($"{name}: one chunk vs the single kernel", single, results[1][name]);
+    }
+
+    /// <summary>The backend's chunked batch-norm forward (n &gt; chunk_rows): partial column sums per (column tile, row chunk), finished in chunk order.</summary>
+    private static void BatchNormForwardChunked(Emu emu, Buf x, Buf gain, Buf bias, Buf mean, Buf var, Buf vinv, Buf? raw, Buf y, Buf? runMean, Buf? runVar,
+        int n, int H, float momentum, int act, int biased, int chunkRows, int bx, int by, int gridCapX = 65535, int gridCapY = 65535)
+    {
+        int chunks = (n + chunkRows - 1) / chunkRows;
+        var partial = emu.Out((long)chunks * H);
+        var grid = new Dim3((uint)Blocks(H, bx, gridCapX), (uint)Math.Min(chunks, gridCapY));
+        var block = new Dim3((uint)bx, (uint)by);
+        uint shared = (uint)(bx * by * 4);
+        int cols = Blocks(H, 256, gridCapX);
+        emu.Launch("column_partial_sum", grid, block, shared, x, null, 0, n, H, chunkRows, partial);
+        emu.Launch("batchnorm_finish_mean", cols, 256, 0, partial, chunks, n, H, mean);
+        emu.Launch("column_partial_sum", grid, block, shared, x, mean, 1, n, H, chunkRows, partial);
+        emu.Launch("batchnorm_finish_var", cols, 256, 0, partial, chunks, n, H, Eps, momentum, biased, mean, var, vinv, runMean, runVar);
+        emu.Launch("batchnorm_normalize", Blocks((long)n * H, 256, Math.Min(16, gridCapX)), 256, 0, x, mean, vinv, gain, bias, raw, y, n, H, act);
+    }
+
+    /// <summary>The backend's chunked batch-norm backward; with one chunk the partials are the results (no finishing launch).</summary>
+    private static void BatchNormBackwardChunked(Emu emu, Buf dy, Buf y, Buf raw, Buf gain, Buf vinv, Buf dx, Buf dgain, Buf dbias, Buf? dprevBias,
+        int n, int H, int act, int biased, int chunkRows, int bx, int by, int gridCapX = 65535, int gridCapY = 65535)
+    {
+        int chunks = (n + chunkRows - 1) / chunkRows;
+        var grid = new Dim3((uint)Blocks(H, bx, gridCapX), (uint)Math.Min(chunks, gridCapY));
+        var block = new Dim3((uint)bx, (uint)by);
+        uint shared = (uint)(bx * by * 4);
+        int cols = Blocks(H, 256, gridCapX);
+        Buf pd = chunks == 1 ? dbias : emu.Out((long)chunks * H), pdr = chunks == 1 ? dgain : emu.Out((long)chunks * H);
+        emu.Launch("batchnorm_backward_partials", grid, block, shared, dy, y, raw, n, H, chunkRows, act, pd, pdr);
+        if (chunks > 1)
+        {
+            emu.Launch("column_finish_sum", cols, 256, 0, pd, chunks, H, dbias);
+            emu.Launch("column_finish_sum", cols, 256, 0, pdr, chunks, H, dgain);
+        }
+        emu.Launch("batchnorm_backward_dx", Blocks((long)n * H, 256, Math.Min(16, gridCapX)), 256, 0, dy, y, raw, gain, vinv, dbias, dgain, dx, n, H, act, biased);
+        if (dprevBias == null) return;
+        Buf pdx = chunks == 1 ? dprevBias : emu.Out((long)chunks * H);
+        emu.Launch("column_partial_sum", grid, block, shared, dx, null, 0, n, H, chunkRows, pdx);
+        if (chunks > 1) emu.Launch("column_finish_sum", cols, 256, 0, pdx, chunks, H, dprevBias);
     }
 
     [TestMethod]
-    [DataRow(2, 1)]
-    [DataRow(3, 513)]
-    [DataRow(33, 200)]
-    [DataRow(1000, 200)]
-    public void BatchNormInferenceMatchesTheCpu(int n, int H)
+    [DataRow(2, 1, 0)]
+    [DataRow(3, 513, 1)]
+    [DataRow(33, 200, 2)]
+    [DataRow(1000, 200, 3)]
+    public void BatchNormInferenceMatchesTheCpu(int n, int H, int act)
     {
         var rng = new Random(n + 3 * H);
         float[] hprebn = Normals(rng, n * H, 2f, 0.3f);
@@ -315,35 +404,70 @@ public unsafe class KernelEmulatorTests
         for (int c = 0; c < H; c++) vr[c] = 0.01f + 4f * (float)rng.NextDouble();
         float[] gain = Normals(rng, H, 0.1f, 1f), bias = Normals(rng, H, 0.1f);
         var expected = new float[n * H];
-        BatchNorm.InferenceTanh(hprebn, mean, vr, gain, bias, expected, new float[H], n, H, Eps);
+        CpuBatchNormInference(act, hprebn, mean, vr, gain, bias, expected, n, H);
         using var emu = NewEmu();
         var a = emu.In(hprebn); var b = emu.In(mean); var c2 = emu.In(vr); var d = emu.In(gain); var e = emu.In(bias);
         foreach (var (grid, block) in new[] { (Blocks((long)n * H, 256, 16), 256), (3, 77) })
         {
             var h = emu.Out(n * H);
-            emu.Launch("batchnorm_inference", grid, block, 0, a, b, c2, d, e, h, n, H, Eps);
-            AssertClose($"h (inference, grid {grid}, block {block})", expected, emu.Read(h), ElementwiseTol);
+            emu.Launch("batchnorm_inference", grid, block, 0, a, b, c2, d, e, h, n, H, Eps, act);
+            AssertClose($"y (inference, act {act}, grid {grid}, block {block})", expected, emu.Read(h), ElementwiseTol);
         }
     }
 
-    [TestMethod]
-    [DataRow(1, 0.001f)]
-    [DataRow(200, 0.001f)]
-    [DataRow(513, 0.1f)]
-    public void BatchNormRunningUpdateMatchesTheCpuFormula(int H, float momentum)
+    private static void CpuBatchNormForward(int act, int biased, float[] x, float[] g, float[] b, float[] mean, float[] vr, float[] vinv, float[] raw, float[] y, int n, int H)
     {
-        var rng = new Random(H);
-        float[] rm = Normals(rng, H, 1f), rv = Normals(rng, H, 0.3f, 1f), bm = Normals(rng, H, 1f), bv = Normals(rng, H, 0.3f, 1f);
-        // the CPU network's batch norm (Cpu/LayerOps.cs, BatchNormOp): running = (1 - m)·running + m·batch
-        float keep = 1 - momentum;
-        float[] em = new float[H], ev = new float[H];
-        for (int c = 0; c < H; c++) { em[c] = keep * rm[c] + momentum * bm[c]; ev[c] = keep * rv[c] + momentum * bv[c]; }
-        using var emu = NewEmu();
-        var gm = emu.In(rm); var gv = emu.In(rv);
-        emu.Launch("batchnorm_running_update", Blocks(H, 256, 65535), 256, 0, gm, gv, emu.In(bm), emu.In(bv), momentum, H);
-        AssertClose("running_mean", em, emu.Read(gm), ElementwiseTol);
-        AssertClose("running_var", ev, emu.Read(gv), ElementwiseTol);
+        switch (act)
+        {
+            case 0: Forward<IdentityAct>(); break;
+            case 1: Forward<TanhAct>(); break;
+            case 2: Forward<ReluAct>(); break;
+            default: Forward<SigmoidAct>(); break;
+        }
+        void Forward<TA>() where TA : struct, IActivation
+        {
+            if (biased != 0) BatchNorm.ForwardPortable<TA, BatchNorm.Biased>(x, g, b, mean, vr, vinv, raw, y, n, H, Eps);
+            else BatchNorm.ForwardPortable<TA, BatchNorm.Bessel>(x, g, b, mean, vr, vinv, raw, y, n, H, Eps);
+        }
     }
+
+    private static void CpuBatchNormBackward(int act, int biased, float[] dy, float[] y, float[] raw, float[] g, float[] vinv, float[] dx, float[] dgain, float[] dbias, int n, int H)
+    {
+        var scratch = new float[H];
+        switch (act)
+        {
+            case 0: Backward<IdentityAct>(); break;
+            case 1: Backward<TanhAct>(); break;
+            case 2: Backward<ReluAct>(); break;
+            default: Backward<SigmoidAct>(); break;
+        }
+        void Backward<TA>() where TA : struct, IActivation
+        {
+            if (biased != 0) BatchNorm.BackwardPortable<TA, BatchNorm.Biased>(dy, y, raw, g, vinv, dx, dgain, dbias, scratch, n, H);
+            else BatchNorm.BackwardPortable<TA, BatchNorm.Bessel>(dy, y, raw, g, vinv, dx, dgain, dbias, scratch, n, H);
+        }
+    }
+
+    private static void CpuBatchNormInference(int act, float[] x, float[] mean, float[] vr, float[] g, float[] b, float[] y, int n, int H)
+    {
+        var scratch = new float[H];
+        switch (act)
+        {
+            case 0: BatchNorm.InferencePortable<IdentityAct>(x, mean, vr, g, b, y, scratch, n, H, Eps); break;
+            case 1: BatchNorm.InferencePortable<TanhAct>(x, mean, vr, g, b, y, scratch, n, H, Eps); break;
+            case 2: BatchNorm.InferencePortable<ReluAct>(x, mean, vr, g, b, y, scratch, n, H, Eps); break;
+            default: BatchNorm.InferencePortable<SigmoidAct>(x, mean, vr, g, b, y, scratch, n, H, Eps); break;
+        }
+    }
+
+    /// <summary>The activation's derivative from its output y (kernel-spec.md): 1, 1 − y², y &gt; 0, y(1 − y).</summary>
+    private static double ActDerivativeFromOutput(int act, double y) => act switch
+    {
+        1 => 1 - y * y,
+        2 => y > 0 ? 1 : 0,
+        3 => y * (1 - y),
+        _ => 1,
+    };
 
     [TestMethod]
     [DataRow(1, 32, 32)]
@@ -366,7 +490,7 @@ public unsafe class KernelEmulatorTests
         for (int c = 0; c < H; c++) var[c] /= N - 1;
 
         using var emu = NewEmu();
-        var sum = emu.Out(2L * H); var sq = emu.Out(2L * H); // doubles
+        var sum = emu.OutDoubles(H); var sq = emu.OutDoubles(H);
         var gChunks = new List<Buf>();
         for (int k = 0, start = 0; k < chunks.Length; start += chunks[k], k++) gChunks.Add(emu.In(all.AsSpan(start * H, chunks[k] * H).ToArray()));
         Buf? center = null;
@@ -436,9 +560,9 @@ public unsafe class KernelEmulatorTests
         AssertClose($"losses ({cfg})", lExpected, losses, ElementwiseTol);
         CollectionAssert.AreEqual(logits, emu.Read(gLogits), $"{cfg}: the logits input was modified");
 
-        // the mean loss: sum_reduce(losses, loss, n, 1/n) as the backend launches it
+        // the mean loss: sum_partials + sum_finish(scale = 1/n) as the backend launches them
         var loss = emu.Out(1);
-        emu.Launch("sum_reduce", 1, n >= 4096 ? 1024 : 256, 0, l1, loss, n, 1f / n);
+        MeanOf(emu, l1, n, loss);
         AssertClose($"loss ({cfg})", [lossExpected], emu.Read(loss), SumTol);
 
         // 2. in place: dlogits == logits
@@ -458,24 +582,106 @@ public unsafe class KernelEmulatorTests
         AssertBitwise($"dlogits, losses NULL vs separate ({cfg})", dlogits, emu.Read(d4));
     }
 
+    /// <summary>
+    /// The chunked double sums: sum_partials (chunk b in double by block b, square = 1 for the L2
+    /// penalty) and sum_finish (the partials added in one block, scaled, rounded once to float),
+    /// against a double sum; capped grids (grid-stride over the chunks) give the same bits.
+    /// </summary>
     [TestMethod]
-    [DataRow(1, 32)]
-    [DataRow(2, 256)]
-    [DataRow(33, 32)]
-    [DataRow(1000, 256)]
-    [DataRow(5000, 1024)]
-    [DataRow(5000, 96)]
-    public void SumReduceMatchesADoubleSum(int count, int block)
+    [DataRow(1, 256, 0, 32)]
+    [DataRow(2, 1, 0, 256)]
+    [DataRow(33, 7, 1, 32)]
+    [DataRow(1000, 256, 0, 256)]
+    [DataRow(5000, 256, 1, 256)]
+    [DataRow(100_003, 40_000, 0, 1024)]
+    public void SumPartialsAndFinishMatchADoubleSum(int count, int chunk, int square, int block)
     {
         var rng = new Random(count + block);
         float[] x = new float[count];
         for (int i = 0; i < count; i++) x[i] = 0.5f + 4.5f * (float)rng.NextDouble();
-        float scale = 1f / count;
-        double expected = x.Sum(v => (double)v) * scale;
+        // the mean (scale 1/count), or the L2 penalty l2·Σ(double)w² as Network.L2Penalty computes it
+        double scale = square != 0 ? 0.01 : 1.0 / count;
+        double total = 0;
+        foreach (float v in x) total += square != 0 ? (double)v * v : v;
+        float expected = (float)(scale * total);
+        int chunks = (count + chunk - 1) / chunk;
         using var emu = NewEmu();
-        var o = emu.Out(1);
-        emu.Launch("sum_reduce", 1, block, 0, emu.In(x), o, count, scale);
-        AssertClose($"sum_reduce of {count} (block {block})", [expected], [emu.Read(o)[0]], SumTol);
+        var gx = emu.In(x);
+        float[] got = new float[2];
+        double[][] partials = new double[2][];
+        for (int run = 0; run < 2; run++)
+        {
+            var partial = emu.OutDoubles(chunks);
+            var o = emu.Out(1);
+            emu.Launch("sum_partials", run == 0 ? chunks : Math.Min(chunks, 2), block, 0, gx, count, chunk, square, partial);
+            emu.Launch("sum_finish", 1, block, 0, partial, chunks, scale, o);
+            got[run] = emu.Read(o)[0];
+            partials[run] = emu.ReadDoubles(partial, chunks);
+        }
+        // double sums of ≤ 100,003 terms: ~1e-12 relative; the result is rounded to float once
+        AssertClose($"sum_partials + sum_finish of {count} (chunk {chunk}, square {square}, block {block})", [expected], [got[0]], ElementwiseTol);
+        CollectionAssert.AreEqual(partials[0], partials[1], "partials with a capped grid differ");
+        Assert.AreEqual(BitConverter.SingleToInt32Bits(got[0]), BitConverter.SingleToInt32Bits(got[1]), "the sum with a capped grid differs");
+    }
+
+    /// <summary>mean cross-entropy = sum_partials(losses, n, 256, 0) + sum_finish(scale = 1/n), as the backend launches it.</summary>
+    private static void MeanOf(Emu emu, Buf losses, int n, Buf loss)
+    {
+        int chunks = (n + 255) / 256;
+        var partial = emu.OutDoubles(chunks);
+        emu.Launch("sum_partials", chunks, 256, 0, losses, n, 256, 0, partial);
+        emu.Launch("sum_finish", 1, 256, 0, partial, chunks, 1.0 / n, loss);
+    }
+
+    /// <summary>
+    /// regression_loss (mse, bce_with_logits, mean) against the CPU's RegressionLosses: dz and dt
+    /// elementwise (the CPU's vector BCE takes its sigmoid from FastMath.Exp: a few ulp), the loss
+    /// (per-chunk double sums + sum_finish) within SumTol; dz/dt NULL (evaluation) give the same loss bits.
+    /// </summary>
+    [TestMethod]
+    [DataRow(1, 2, 1, 1)]
+    [DataRow(1, 33, 7, 7)]
+    [DataRow(1, 1000, 3, 256)]
+    [DataRow(2, 3, 1, 1)]
+    [DataRow(2, 31, 33, 256)]
+    [DataRow(2, 1000, 7, 4096)]
+    [DataRow(3, 2, 7, 3)]
+    [DataRow(3, 1000, 33, 256)]
+    public void RegressionLossMatchesTheCpu(int kind, int n, int width, int chunk)
+    {
+        int count = n * width;
+        var rng = new Random(kind * 1000 + count);
+        float[] z = Normals(rng, count, 3f), t = Normals(rng, count, 1f);
+        if (kind == 2) for (int i = 0; i < count; i++) t[i] = t[i] > 0 ? 1f : t[i] < -1 ? 0f : 0.25f;
+        var dz = new float[count]; var dt = new float[count];
+        float loss, scale;
+        fixed (float* pz = z, pt = t, pdz = dz, pdt = dt)
+        {
+            (loss, scale) = kind switch
+            {
+                1 => (RegressionLosses.Mse(pz, pt, pdz, pdt, count), 2f / count),
+                2 => (RegressionLosses.BceWithLogits(pz, pt, pdz, pdt, count), 1f / count),
+                _ => (RegressionLosses.Mean(pz, pdz, count), 1f / count),
+            };
+        }
+        int chunks = (count + chunk - 1) / chunk;
+        int block = chunk < 32 ? 32 : 256;
+        using var emu = NewEmu();
+        var gz = emu.In(z);
+        Buf? gt = kind == 3 ? null : emu.In(t);
+        var gdz = emu.Out(count); var gdt = emu.Out(count); var partial = emu.OutDoubles(chunks); var gl = emu.Out(1);
+        emu.Launch("regression_loss", Math.Min(chunks, 5), block, 0, gz, gt, gdz, kind == 3 ? null : gdt, count, kind, scale, chunk, partial);
+        emu.Launch("sum_finish", 1, 256, 0, partial, chunks, 1.0 / count, gl);
+        string what = $"regression_loss kind {kind}, count {count}, chunk {chunk}";
+        AssertClose($"{what}: dz", dz, emu.Read(gdz), ElementwiseTol);
+        if (kind != 3) AssertClose($"{what}: dt", dt, emu.Read(gdt), ElementwiseTol);
+        else Assert.IsTrue(emu.Read(gdt).All(float.IsNaN), $"{what}: dt written for the mean");
+        float got = emu.Read(gl)[0];
+        AssertClose($"{what}: loss", [loss], [got], SumTol);
+        var partial2 = emu.OutDoubles(chunks); var gl2 = emu.Out(1);
+        emu.Launch("regression_loss", chunks, block, 0, gz, gt, null, null, count, kind, scale, chunk, partial2);
+        emu.Launch("sum_finish", 1, 256, 0, partial2, chunks, 1.0 / count, gl2);
+        Assert.AreEqual(BitConverter.SingleToInt32Bits(got), BitConverter.SingleToInt32Bits(emu.Read(gl2)[0]), $"{what}: the loss changes without dz/dt or with another grid");
     }
 
     // =====================================================================================
@@ -483,39 +689,52 @@ public unsafe class KernelEmulatorTests
     // =====================================================================================
 
     /// <summary>
-    /// The column kernels (column_sum, batch norm forward/backward/calibration) with a grid capped
-    /// below ceil(cols/bx), as the backend's 65,535-block clamp does for very wide layers: every
-    /// column must still be written, bitwise as with the full grid (each column is summed by the
-    /// same threads in the same order, whatever block handles its tile).
+    /// The column kernels (column_partial_sum with its finish, batch norm forward/backward in both paths,
+    /// calibration) with grids capped below ceil(cols/bx) and below the number of chunks, as the backend's
+    /// 65,535-block clamp does for very wide layers or very many chunks: every column must still be
+    /// written, bitwise as with the full grid (each column and chunk is summed by the same threads in
+    /// the same order, whatever block handles its tile).
     /// </summary>
     [TestMethod]
-    [DataRow(33, 513, 32, 8, 2)]
-    [DataRow(5, 200, 13, 3, 1)]
-    [DataRow(64, 1000, 32, 8, 7)]
-    public void ColumnKernelsCoverEveryColumnWhenTheGridIsCapped(int n, int H, int bx, int by, int cappedGrid)
+    [DataRow(33, 513, 32, 8, 2, 5)]
+    [DataRow(5, 200, 13, 3, 1, 2)]
+    [DataRow(64, 1000, 32, 8, 7, 16)]
+    public void ColumnKernelsCoverEveryColumnWhenTheGridIsCapped(int n, int H, int bx, int by, int cappedGrid, int chunkRows)
     {
         var rng = new Random(n * 17 + H);
         float[] x = Normals(rng, n * H, 1f, 0.5f), gain = Normals(rng, H, 0.1f, 1f), bias = Normals(rng, H, 0.1f), dh = Normals(rng, n * H, 0.05f);
+        float[] rm0 = Normals(rng, H, 1f), rv0 = Normals(rng, H, 0.1f, 1f);
         uint full = (uint)((H + bx - 1) / bx);
+        int chunks = (n + chunkRows - 1) / chunkRows;
         Assert.IsLessThan(full, (uint)cappedGrid, "the capped grid must be smaller than ceil(H/bx)");
         using var emu = NewEmu();
         var gx = emu.In(x); var gGain = emu.In(gain); var gBias = emu.In(bias); var gDh = emu.In(dh);
         var results = new Dictionary<string, float[]>[2];
         var block = new Dim3((uint)bx, (uint)by);
+        uint shared = (uint)(bx * by * 4);
         for (int run = 0; run < 2; run++)
         {
+            int capX = run == 0 ? 65535 : cappedGrid, capY = run == 0 ? 65535 : 1;
             var grid = new Dim3(run == 0 ? full : (uint)cappedGrid);
             var r = results[run] = new Dictionary<string, float[]>();
-            var sum = emu.Out(H);
-            emu.Launch("column_sum", grid, block, (uint)(bx * by * 4), gx, sum, n, H);
-            r["column_sum"] = emu.Read(sum);
+            var partial = emu.Out((long)chunks * H); var sum = emu.Out(H);
+            emu.Launch("column_partial_sum", new Dim3((uint)Blocks(H, bx, capX), (uint)Math.Min(chunks, capY)), block, shared, gx, null, 0, n, H, chunkRows, partial);
+            emu.Launch("column_finish_sum", Blocks(H, 256, capX), 256, 0, partial, chunks, H, sum);
+            r["column_partial_sum"] = emu.Read(partial); r["column_finish_sum"] = emu.Read(sum);
             var mean = emu.Out(H); var vr = emu.Out(H); var vinv = emu.Out(H); var raw = emu.Out(n * H); var h = emu.Out(n * H);
-            emu.Launch("batchnorm_forward", grid, block, (uint)(bx * by * 4), gx, gGain, gBias, mean, vr, vinv, raw, h, n, H, Eps);
-            r["bnmeani"] = emu.Read(mean); r["bnvar_inv"] = emu.Read(vinv); r["bnraw"] = emu.Read(raw); r["h"] = emu.Read(h);
-            var dpre = emu.Out(n * H); var dgain = emu.Out(H); var dbias = emu.Out(H);
-            emu.Launch("batchnorm_backward", grid, block, (uint)(bx * by * 4), gDh, h, raw, gGain, vinv, dpre, dgain, dbias, n, H);
-            r["dhprebn"] = emu.Read(dpre); r["dbngain"] = emu.Read(dgain); r["dbnbias"] = emu.Read(dbias);
-            var cs = emu.Out(2L * H); var cq = emu.Out(2L * H);
+            var rm = emu.In(rm0); var rv = emu.In(rv0);
+            emu.Launch("batchnorm_forward", grid, block, shared, gx, gGain, gBias, mean, vr, vinv, raw, h, rm, rv, n, H, Eps, 0.01f, 1, 0);
+            r["mean"] = emu.Read(mean); r["var_inv"] = emu.Read(vinv); r["raw"] = emu.Read(raw); r["y"] = emu.Read(h); r["running_var"] = emu.Read(rv);
+            var dpre = emu.Out(n * H); var dgain = emu.Out(H); var dbias = emu.Out(H); var dprev = emu.Out(H);
+            emu.Launch("batchnorm_backward", grid, block, shared, gDh, h, raw, gGain, vinv, dpre, dgain, dbias, dprev, n, H, 1, 0);
+            r["dx"] = emu.Read(dpre); r["dgain"] = emu.Read(dgain); r["dbias"] = emu.Read(dbias); r["dprev_bias"] = emu.Read(dprev);
+            var cmean = emu.Out(H); var cvr = emu.Out(H); var cvinv = emu.Out(H); var craw = emu.Out(n * H); var ch = emu.Out(n * H);
+            BatchNormForwardChunked(emu, gx, gGain, gBias, cmean, cvr, cvinv, craw, ch, null, null, n, H, 0.01f, 2, 1, chunkRows, bx, by, capX, capY);
+            r["chunked y"] = emu.Read(ch);
+            var cdpre = emu.Out(n * H); var cdgain = emu.Out(H); var cdbias = emu.Out(H); var cdprev = emu.Out(H);
+            BatchNormBackwardChunked(emu, gDh, ch, craw, gGain, cvinv, cdpre, cdgain, cdbias, cdprev, n, H, 2, 1, chunkRows, bx, by, capX, capY);
+            r["chunked dx"] = emu.Read(cdpre); r["chunked dgain"] = emu.Read(cdgain); r["chunked dprev_bias"] = emu.Read(cdprev);
+            var cs = emu.OutDoubles(H); var cq = emu.OutDoubles(H);
             emu.Runtime.Zero(cs.Pointer, H * 8L);
             emu.Runtime.Zero(cq.Pointer, H * 8L);
             emu.Launch("batchnorm_calib_accumulate", grid, block, (uint)(bx * by * 8), gx, n, H, null, cs, cq);
@@ -524,17 +743,17 @@ public unsafe class KernelEmulatorTests
         foreach (var (name, expected) in results[0])
         {
             Assert.IsFalse(expected.Any(float.IsNaN), $"{name}: the full grid left elements unwritten");
-            AssertBitwise($"{name} with grid {cappedGrid} instead of {full}", expected, results[1][name]);
+            AssertBitwise($"{name} with grid {cappedGrid} (chunks 1 block) instead of {full}", expected, results[1][name]);
         }
     }
 
     [TestMethod]
-    [DataRow(2, 1)]
-    [DataRow(3, 513)]
-    [DataRow(33, 27)]
-    [DataRow(1000, 200)]
-    [DataRow(31, 50000)]
-    public void BiasAddAndColumnSumMatchTheCpu(int rows, int cols)
+    [DataRow(2, 1, 1)]
+    [DataRow(3, 513, 2)]
+    [DataRow(33, 27, 7)]
+    [DataRow(1000, 200, 256)]
+    [DataRow(31, 50000, 16)]
+    public void BiasAddAndColumnSumsMatchTheCpu(int rows, int cols, int chunkRows)
     {
         var rng = new Random(rows * 3 + cols);
         float[] y = Normals(rng, rows * cols, 1f), b = Normals(rng, cols, 0.1f);
@@ -543,6 +762,14 @@ public unsafe class KernelEmulatorTests
         for (int i = 0; i < rows; i++) for (int c = 0; c < cols; c++) yb[i * cols + c] = y[i * cols + c] + b[c];
         float[] colSum = new float[cols];
         Linear.ColumnSum(y, colSum, rows, cols);
+        float[] center = Normals(rng, cols, 0.3f);
+        double[] centred = new double[cols], squares = new double[cols];
+        for (int i = 0; i < rows; i++)
+            for (int c = 0; c < cols; c++)
+            {
+                double d = (double)y[i * cols + c] - center[c];
+                centred[c] += d; squares[c] += d * d;
+            }
 
         using var emu = NewEmu();
         foreach (var (grid, block) in new[] { (Blocks((long)rows * cols, 256, 16), 256), (2, 33) })
@@ -551,14 +778,46 @@ public unsafe class KernelEmulatorTests
             emu.Launch("bias_add", grid, block, 0, g, emu.In(b), rows, cols);
             AssertBitwise($"bias_add (grid {grid}, block {block})", yb, emu.Read(g));
         }
-        var x = emu.In(y);
+        var x = emu.In(y); var gc = emu.In(center);
         // the backend's (32, 8), odd shapes, one slice per column, and (32, 32); for V = 50,000 columns only
-        // (32, 1): ceil(cols/bx) blocks must cover every column, and the emulator pays per thread
+        // (32, 1): the blocks must cover every column and chunk, and the emulator pays per thread
         foreach (var (bx, by) in cols > 1000 ? new[] { (32, 1) } : new[] { (32, 8), (5, 3), (32, 1), (32, 32) })
+            foreach (int cr in new[] { chunkRows, rows })
+            {
+                int chunks = (rows + cr - 1) / cr;
+                var grid = new Dim3((uint)((cols + bx - 1) / bx), (uint)chunks);
+                var shape = new Dim3((uint)bx, (uint)by);
+                foreach (var (variant, c, square, expected) in new (string, Buf?, int, double[])[]
+                    { ("sum", null, 0, Array.ConvertAll(colSum, v => (double)v)), ("centred", gc, 0, centred), ("centred squares", gc, 1, squares) })
+                {
+                    var partial = emu.Out((long)chunks * cols); var o = emu.Out(cols);
+                    emu.Launch("column_partial_sum", grid, shape, (uint)(bx * by * 4), x, c, square, rows, cols, cr, partial);
+                    emu.Launch("column_finish_sum", Blocks(cols, 256, 65535), 256, 0, partial, chunks, cols, o);
+                    AssertClose($"column {variant} (block ({bx}, {by}), chunk_rows {cr})", expected, Array.ConvertAll(emu.Read(o), v => (double)v), SumTol);
+                    if (chunks == 1) AssertBitwise($"column {variant}: one chunk's partial is the result", emu.Read(partial), emu.Read(o));
+                }
+                if (cols > 1000) break;
+            }
+    }
+
+    /// <summary>axpy is the L2 gradient dW += 2·l2·W: bitwise Network.L2Gradient's TensorPrimitives.MultiplyAdd (product rounded, then the sum).</summary>
+    [TestMethod]
+    [DataRow(1)]
+    [DataRow(513)]
+    [DataRow(12_897)]
+    public void AxpyIsBitwiseTheCpuL2Gradient(int count)
+    {
+        var rng = new Random(count);
+        float[] w = Normals(rng, count, 1f), g = Normals(rng, count, 0.1f);
+        float two = 2 * 0.0137f;
+        float[] expected = (float[])g.Clone();
+        System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(w, two, expected, expected);
+        using var emu = NewEmu();
+        foreach (var (grid, block) in new[] { (Blocks(count, 256, 65535), 256), (2, 50) })
         {
-            var o = emu.Out(cols);
-            emu.Launch("column_sum", new Dim3((uint)((cols + bx - 1) / bx)), new Dim3((uint)bx, (uint)by), (uint)(bx * by * 4), x, o, rows, cols);
-            AssertClose($"column_sum (block ({bx}, {by}))", colSum, emu.Read(o), SumTol);
+            var gg = emu.In(g);
+            emu.Launch("axpy", grid, block, 0, gg, emu.In(w), two, count);
+            AssertBitwise($"axpy (grid {grid}, block {block})", expected, emu.Read(gg));
         }
     }
 
@@ -579,6 +838,253 @@ public unsafe class KernelEmulatorTests
             emu.Launch("sgd_update", grid, block, 0, gp, emu.In(g), lr, count);
             AssertClose($"params after sgd_update (grid {grid}, block {block})", expected, emu.Read(gp), ElementwiseTol);
         }
+    }
+
+    /// <summary>
+    /// Three steps of SGD with momentum and/or weight decay against the CPU's OptimizerKernels.Sgd:
+    /// bitwise, since the kernel rounds every product and sum the CPU rounds and fuses the last step
+    /// (fmaf) where the CPU does (FMA3 / ARM64; elsewhere the CPU does not fuse: then within rounding).
+    /// </summary>
+    [TestMethod]
+    [DataRow(1, true, 0f)]
+    [DataRow(33, true, 0.01f)]
+    [DataRow(1000, false, 0.01f)]
+    [DataRow(12_897, true, 0.001f)]
+    public void SgdMomentumUpdateIsBitwiseTheCpu(int count, bool momentum, float weightDecay)
+    {
+        const float lr = 0.05f, mu = 0.9f;
+        var rng = new Random(count + (momentum ? 1 : 0));
+        float[] p = Normals(rng, count, 1f), v = new float[count];
+        using var emu = NewEmu();
+        var gp = emu.In(p); var gv = emu.In(v);
+        bool cpuFuses = System.Runtime.Intrinsics.X86.Fma.IsSupported || System.Runtime.Intrinsics.Arm.AdvSimd.Arm64.IsSupported;
+        for (int step = 0; step < 3; step++)
+        {
+            float[] g = Normals(rng, count, 1f);
+            fixed (float* pp = p, pg = g, pv = v) OptimizerKernels.Sgd(pp, pg, momentum ? pv : null, count, lr, mu, weightDecay);
+            emu.Launch("sgd_momentum_update", step == 1 ? 1 : Blocks(count, 256, 65535), 256, 0, gp, emu.In(g), momentum ? gv : null, count, lr, mu, weightDecay);
+        }
+        if (cpuFuses)
+        {
+            AssertBitwise("p after 3 SGD steps", p, emu.Read(gp));
+            if (momentum) AssertBitwise("momentum buffer after 3 steps", v, emu.Read(gv));
+        }
+        else AssertClose("p after 3 SGD steps", p, emu.Read(gp), ElementwiseTol);
+        if (!momentum) Assert.IsTrue(emu.Read(gv).All(x => x == 0), "the momentum buffer was written although NULL was passed");
+    }
+
+    /// <summary>
+    /// Three AdamW steps against the CPU's OptimizerKernels.AdamW with the host constants the backend
+    /// computes (decay, 1 − β as floats, step size and √(1 − β2ᵗ) in double): bitwise, the kernel's
+    /// operations being each rounded on its own (__fmul_rn, __fdiv_rn, ...) as the CPU's.
+    /// </summary>
+    [TestMethod]
+    [DataRow(1)]
+    [DataRow(513)]
+    [DataRow(12_897)]
+    public void AdamWUpdateIsBitwiseTheCpu(int count)
+    {
+        const float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, wd = 0.01f;
+        var rng = new Random(count * 3);
+        float[] p = Normals(rng, count, 1f), m = new float[count], v = new float[count];
+        using var emu = NewEmu();
+        var gp = emu.In(p); var gm = emu.In(m); var gv = emu.In(v);
+        for (long t = 1; t <= 3; t++)
+        {
+            float[] g = Normals(rng, count, 0.5f);
+            fixed (float* pp = p, pg = g, pm = m, pv = v) OptimizerKernels.AdamW(pp, pg, pm, pv, count, lr, beta1, beta2, eps, wd, t);
+            double bc1 = 1 - Math.Pow(beta1, t), bc2 = 1 - Math.Pow(beta2, t);
+            float stepSize = (float)(lr / bc1), bc2Sqrt = (float)Math.Sqrt(bc2);
+            float decay = 1 - lr * wd, a1 = 1 - beta1, a2 = 1 - beta2;
+            // raw ulong device pointers, as the backend passes them
+            emu.Launch("adamw_update", t == 2 ? 1 : Blocks(count, 256, 65535), 256, 0, gp.Pointer, emu.In(g).Pointer, gm.Pointer, gv.Pointer, count,
+                decay, beta1, beta2, a1, a2, stepSize, bc2Sqrt, eps);
+        }
+        AssertBitwise("p after 3 AdamW steps", p, emu.Read(gp));
+        AssertBitwise("m after 3 AdamW steps", m, emu.Read(gm));
+        AssertBitwise("v after 3 AdamW steps", v, emu.Read(gv));
+    }
+
+    // =====================================================================================
+    // activation.cu, layernorm.cu, dropout.cu
+    // =====================================================================================
+
+    /// <summary>The standalone activations against Cpu/Activations.cs (its tanh and sigmoid use FastMath: a few ulp); in place allowed; any grid.</summary>
+    [TestMethod]
+    [DataRow(0, 1)]
+    [DataRow(1, 33)]
+    [DataRow(2, 1000)]
+    [DataRow(3, 12_897)]
+    [DataRow(1, 12_897)]
+    public void ActivationsMatchTheCpu(int act, int count)
+    {
+        var rng = new Random(act * 100 + count);
+        float[] x = Normals(rng, count, 3f), dy = Normals(rng, count, 1f);
+        if (count > 2) { x[0] = 0f; x[1] = 40f; }
+        float[] y = new float[count], dx = new float[count];
+        fixed (float* px = x, py = y, pdy = dy, pdx = dx)
+            switch (act)
+            {
+                case 0: Activation.Forward<IdentityAct>(px, py, count); Activation.Backward<IdentityAct>(py, pdy, pdx, count); break;
+                case 1: Activation.Forward<TanhAct>(px, py, count); Activation.Backward<TanhAct>(py, pdy, pdx, count); break;
+                case 2: Activation.Forward<ReluAct>(px, py, count); Activation.Backward<ReluAct>(py, pdy, pdx, count); break;
+                default: Activation.Forward<SigmoidAct>(px, py, count); Activation.Backward<SigmoidAct>(py, pdy, pdx, count); break;
+            }
+        using var emu = NewEmu();
+        var gx = emu.In(x); var gy = emu.Out(count);
+        emu.Launch("activation_forward", Blocks(count, 256, 65535), 256, 0, gx, gy, count, act);
+        AssertClose($"activation {act} y", y, emu.Read(gy), ElementwiseTol);
+        var inPlace = emu.In(x);
+        emu.Launch("activation_forward", 2, 64, 0, inPlace, inPlace, count, act);
+        AssertBitwise($"activation {act} y in place, grid 2", emu.Read(gy), emu.Read(inPlace));
+        // backward from the CPU's y, so both see the same input
+        var cy = emu.In(y); var gdx = emu.Out(count); var dIn = emu.In(dy);
+        emu.Launch("activation_backward", Blocks(count, 256, 65535), 256, 0, cy, emu.In(dy), gdx, count, act);
+        AssertClose($"activation {act} dx", dx, emu.Read(gdx), ElementwiseTol);
+        emu.Launch("activation_backward", 3, 32, 0, cy, dIn, dIn, count, act);
+        AssertBitwise($"activation {act} dx in place, grid 3", emu.Read(gdx), emu.Read(dIn));
+    }
+
+    /// <summary>
+    /// Layer norm (torch.nn.LayerNorm(F)) against a double reference in C#: forward (one warp per row;
+    /// mean/rstd NULL in inference gives the same y), backward from the kernel's statistics, and the
+    /// parameter gradients per row chunk finished with column_finish_sum.
+    /// </summary>
+    [TestMethod]
+    [DataRow(2, 1, 64, 1)]
+    [DataRow(3, 513, 256, 2)]
+    [DataRow(33, 200, 96, 7)]
+    [DataRow(1000, 33, 256, 256)]
+    public void LayerNormMatchesADoubleReference(int n, int F, int block, int chunkRows)
+    {
+        const float eps = 1e-5f;
+        var rng = new Random(n * 7 + F);
+        float[] x = new float[n * F];
+        for (int i = 0; i < n; i++) { float shift = 4f * Normal(rng); for (int c = 0; c < F; c++) x[i * F + c] = shift + 2f * Normal(rng); }
+        float[] w = Normals(rng, F, 0.2f, 1f), b = Normals(rng, F, 0.3f), dy = Normals(rng, n * F, 0.1f);
+        double[] mu = new double[n], rs = new double[n], y = new double[n * F];
+        for (int i = 0; i < n; i++)
+        {
+            double s = 0, q = 0;
+            for (int c = 0; c < F; c++) s += x[i * F + c];
+            mu[i] = s / F;
+            for (int c = 0; c < F; c++) q += (x[i * F + c] - mu[i]) * (x[i * F + c] - mu[i]);
+            rs[i] = 1 / Math.Sqrt(q / F + eps);
+            for (int c = 0; c < F; c++) y[i * F + c] = (x[i * F + c] - mu[i]) * rs[i] * w[c] + b[c];
+        }
+        using var emu = NewEmu();
+        var gx = emu.In(x); var gw = emu.In(w); var gb = emu.In(b); var gdy = emu.In(dy);
+        var gy = emu.Out(n * F); var gmean = emu.Out(n); var grstd = emu.Out(n);
+        int grid = Blocks(n, block / 32, 16);
+        emu.Launch("layernorm_forward", grid, block, 0, gx, gw, gb, gy, gmean, grstd, n, F, eps);
+        float[] yGot = emu.Read(gy), mean = emu.Read(gmean), rstd = emu.Read(grstd);
+        AssertClose("layernorm mean", mu, Array.ConvertAll(mean, v => (double)v), SumTol);
+        AssertClose("layernorm rstd", rs, Array.ConvertAll(rstd, v => (double)v), SumTol);
+        AssertClose("layernorm y", y, Array.ConvertAll(yGot, v => (double)v), SumTol);
+        var yInf = emu.Out(n * F);
+        emu.Launch("layernorm_forward", 1, 32, 0, gx, gw, gb, yInf, null, null, n, F, eps);
+        AssertBitwise("layernorm y without statistics (inference), one warp", yGot, emu.Read(yInf));
+
+        // backward and parameter gradients in double from the kernel's statistics
+        double[] dx = new double[n * F], dw = new double[F], db = new double[F];
+        double dxTerms = 0;
+        for (int i = 0; i < n; i++)
+        {
+            double sg = 0, sgx = 0;
+            for (int c = 0; c < F; c++)
+            {
+                double xhat = ((double)x[i * F + c] - mean[i]) * rstd[i], g = (double)dy[i * F + c] * w[c];
+                sg += g; sgx += g * xhat; dw[c] += dy[i * F + c] * xhat; db[c] += dy[i * F + c];
+                dxTerms = Math.Max(dxTerms, rstd[i] * Math.Abs(g));
+            }
+            for (int c = 0; c < F; c++)
+            {
+                double xhat = ((double)x[i * F + c] - mean[i]) * rstd[i], g = (double)dy[i * F + c] * w[c];
+                dx[i * F + c] = rstd[i] * (g - sg / F - xhat * sgx / F);
+            }
+        }
+        var gdx = emu.Out(n * F);
+        emu.Launch("layernorm_backward", grid, block, 0, gdy, gx, gw, gmean, grstd, gdx, n, F);
+        double worst = MaxDiff(Array.ConvertAll(dx, v => (float)v), emu.Read(gdx));
+        // dx = r·(g − mean g − x̂·mean(g·x̂)) cancels for F = 1 (it is 0): measured against its terms' size
+        Assert.IsTrue(worst <= SumTol * Math.Max(dxTerms, dx.Max(Math.Abs)), $"layernorm dx: max |diff| {worst:E2}");
+        int chunks = (n + chunkRows - 1) / chunkRows;
+        var pw = chunks == 1 ? emu.Out(F) : emu.Out((long)chunks * F); var pb = chunks == 1 ? emu.Out(F) : emu.Out((long)chunks * F);
+        emu.Launch("layernorm_param_partials", new Dim3((uint)Blocks(F, 32, 65535), (uint)chunks), new Dim3(32, 8), 32 * 8 * 4, gdy, gx, gmean, grstd, n, F, chunkRows, pw, pb);
+        Buf gdw = pw, gdb = pb;
+        if (chunks > 1)
+        {
+            gdw = emu.Out(F); gdb = emu.Out(F);
+            emu.Launch("column_finish_sum", Blocks(F, 256, 65535), 256, 0, pw, chunks, F, gdw);
+            emu.Launch("column_finish_sum", Blocks(F, 256, 65535), 256, 0, pb, chunks, F, gdb);
+        }
+        AssertClose("layernorm dw", dw, Array.ConvertAll(emu.Read(gdw), v => (double)v), SumTol);
+        AssertClose("layernorm db", db, Array.ConvertAll(emu.Read(gdb), v => (double)v), SumTol);
+    }
+
+    /// <summary>Philox4x32-10 in C# (the backend's own copy will need the same): Random123's known answers, then the dropout kernels against it.</summary>
+    [TestMethod]
+    public void PhiloxReferenceGivesTheKnownAnswers()
+    {
+        CollectionAssert.AreEqual(new uint[] { 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8 }, Philox(0, 0, 0, 0, 0, 0));
+        CollectionAssert.AreEqual(new uint[] { 0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd }, Philox(uint.MaxValue, uint.MaxValue, uint.MaxValue, uint.MaxValue, uint.MaxValue, uint.MaxValue));
+        CollectionAssert.AreEqual(new uint[] { 0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1 }, Philox(0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0));
+    }
+
+    /// <summary>
+    /// dropout_forward/backward: element i kept when Philox({i/4, 0, step_lo, step_hi}, {seed, layer})[i % 4]
+    /// ≥ threshold = round(P·2³²); y = x·scale or 0, bitwise (one float product). The unsigned arguments
+    /// (a seed with the top bit set, a step beyond 2³²) go through the argument array as uint. The kept
+    /// fraction is 1 − P within 5 standard deviations; the backward applies the same mask; in place allowed.
+    /// </summary>
+    [TestMethod]
+    [DataRow(1, 0.1)]
+    [DataRow(7, 0.5)]
+    [DataRow(1000, 0.5)]
+    [DataRow(40_001, 0.25)]
+    public void DropoutMaskIsThePhiloxMask(int count, double p)
+    {
+        const uint seed = 0xDEADBEEF, layer = 2;
+        ulong step = (5UL << 32) | 77; // a step beyond 2^32: step_hi = 5
+        uint stepLo = (uint)step, stepHi = (uint)(step >> 32);
+        double t = Math.Round(p * 4294967296.0);
+        uint threshold = t >= uint.MaxValue ? uint.MaxValue : (uint)t;
+        float scale = (float)(1 / (1 - p));
+        var rng = new Random(count);
+        float[] x = Normals(rng, count, 1f, 0.5f), dy = Normals(rng, count, 1f);
+        float[] y = new float[count], dx = new float[count];
+        int kept = 0;
+        for (int i = 0; i < count; i++)
+        {
+            bool keep = Philox((uint)(i / 4), 0, stepLo, stepHi, seed, layer)[i % 4] >= threshold;
+            kept += keep ? 1 : 0;
+            y[i] = keep ? x[i] * scale : 0f;
+            dx[i] = keep ? dy[i] * scale : 0f;
+        }
+        if (count > 1000) Assert.IsLessThan(5 * Math.Sqrt(p * (1 - p) / count), Math.Abs((double)kept / count - (1 - p)), $"kept fraction {(double)kept / count}");
+        using var emu = NewEmu();
+        int groups = (count + 3) / 4;
+        var gy = emu.Out(count);
+        emu.Launch("dropout_forward", Blocks(groups, 256, 65535), 256, 0, emu.In(x), gy, count, seed, layer, stepLo, stepHi, threshold, scale);
+        AssertBitwise("dropout y", y, emu.Read(gy));
+        var inPlace = emu.In(x);
+        emu.Launch("dropout_forward", 1, 64, 0, inPlace, inPlace, count, seed, layer, stepLo, stepHi, threshold, scale);
+        AssertBitwise("dropout y in place, one block", y, emu.Read(inPlace));
+        var gdx = emu.In(dy);
+        emu.Launch("dropout_backward", 3, 96, 0, gdx, gdx, count, seed, layer, stepLo, stepHi, threshold, scale);
+        AssertBitwise("dropout dx (in place)", dx, emu.Read(gdx));
+    }
+
+    /// <summary>Philox4x32-10 (Salmon et al., SC'11; Random123's constants), counter (c0..c3), key (k0, k1).</summary>
+    private static uint[] Philox(uint c0, uint c1, uint c2, uint c3, uint k0, uint k1)
+    {
+        for (int round = 0; round < 10; round++)
+        {
+            if (round > 0) { k0 += 0x9E3779B9; k1 += 0xBB67AE85; }
+            ulong p0 = 0xD2511F53UL * c0, p1 = 0xCD9E8D57UL * c2;
+            (c0, c1, c2, c3) = ((uint)(p1 >> 32) ^ c1 ^ k0, (uint)p1, (uint)(p0 >> 32) ^ c3 ^ k1, (uint)p0);
+        }
+        return [c0, c1, c2, c3];
     }
 
     // =====================================================================================
@@ -619,7 +1125,7 @@ public unsafe class KernelEmulatorTests
         emu.Launch("chain_probs", Elem(nv), 256, 0, counts, counts_sum_inv, probs, n, V);
         emu.Launch("chain_logprobs", Elem(nv), 256, 0, probs, logprobs, nv);
         emu.Launch("chain_losses", Elem(n), 256, 0, logprobs, gY, losses, n, V);
-        emu.Launch("sum_reduce", 1, 256, 0, losses, loss, n, 1f / n);
+        MeanOf(emu, losses, n, loss);
         emu.Launch("chain_dlogprobs", Elem(nv), 256, 0, dlogprobs, gY, n, V);
         emu.Launch("chain_dprobs", Elem(nv), 256, 0, dlogprobs, probs, dprobs, nv);
         emu.Launch("chain_dcounts_sum_inv", row, 256, 0, counts, dprobs, dcounts_sum_inv, n, V);
@@ -680,17 +1186,18 @@ public unsafe class KernelEmulatorTests
         if (!(lerr <= SumTol * MaxAbs(lossRef))) failures.Add($"losses: max |diff| {lerr:E2}");
         Assert.IsEmpty(failures, $"atomic chain vs ReferenceChain<float> (n={n}, V={V}, H={H}): " + string.Join("; ", failures));
 
-        // ---- the fused kernels vs the chain: cross-entropy (as CudaBackend picks it) + sum_reduce,
+        // ---- the fused kernels vs the chain: cross-entropy (as CudaBackend picks it) + sum_partials/sum_finish,
         // batchnorm_forward, then batchnorm_backward from the fused forward's tensors and the chain's dh
         var fd = emu.Out(nv); var fl = emu.Out(n); var floss = emu.Out(1);
         if (V <= 2048) emu.Launch("cross_entropy_warp", Blocks(n, 8, 65535), 256, 0, logits, gY, fd, fl, n, V);
         else emu.Launch("cross_entropy_block", Math.Min(n, 65535), V >= 16384 ? 1024 : 256, 0, logits, gY, fd, fl, n, V);
-        emu.Launch("sum_reduce", 1, 256, 0, fl, floss, n, 1f / n);
+        MeanOf(emu, fl, n, floss);
         var fMean = emu.Out(H); var fVar = emu.Out(H); var fVinv = emu.Out(H); var fRaw = emu.Out(nh); var fH = emu.Out(nh);
         var bnGrid = (uint)Blocks(H, 32, 65535);
-        emu.Launch("batchnorm_forward", new Dim3(bnGrid), new Dim3(32, 8), 32 * 8 * 4, hprebn, bngain, bnbias, fMean, fVar, fVinv, fRaw, fH, n, H, Eps);
+        // the makemore configuration: tanh (act 1), Bessel (biased 0), no running statistics, no dprev_bias
+        emu.Launch("batchnorm_forward", new Dim3(bnGrid), new Dim3(32, 8), 32 * 8 * 4, hprebn, bngain, bnbias, fMean, fVar, fVinv, fRaw, fH, null, null, n, H, Eps, 0f, 1, 0);
         var fDpre = emu.Out(nh); var fDgain = emu.Out(H); var fDbias = emu.Out(H);
-        emu.Launch("batchnorm_backward", new Dim3(bnGrid), new Dim3(32, 8), 32 * 8 * 4, dh, fH, fRaw, bngain, fVinv, fDpre, fDgain, fDbias, n, H);
+        emu.Launch("batchnorm_backward", new Dim3(bnGrid), new Dim3(32, 8), 32 * 8 * 4, dh, fH, fRaw, bngain, fVinv, fDpre, fDgain, fDbias, null, n, H, 1, 0);
         var fused = new Dictionary<string, float[]>(StringComparer.Ordinal)
         {
             ["dlogits"] = emu.Read(fd), ["loss"] = emu.Read(floss), ["bnmeani"] = emu.Read(fMean), ["bnvar"] = emu.Read(fVar), ["bnvar_inv"] = emu.Read(fVinv),
@@ -906,6 +1413,9 @@ public unsafe class KernelEmulatorTests
         /// <summary>An output of <paramref name="elements"/> 4-byte elements, filled with NaN (0xFF bytes).</summary>
         public Buf Out(long elements) => Alloc(elements * 4, 0xFF);
 
+        /// <summary>An output of <paramref name="elements"/> doubles, filled with NaN (0xFF bytes).</summary>
+        public Buf OutDoubles(long elements) => Alloc(elements * 8, 0xFF);
+
         public void Fill(Buf b, byte value)
         {
             var bytes = new byte[b.Bytes];
@@ -948,7 +1458,10 @@ public unsafe class KernelEmulatorTests
         public void Launch(string kernel, int grid, int block, uint shared, params object?[] args) =>
             Launch(kernel, new Dim3((uint)grid), new Dim3((uint)block), shared, args);
 
-        /// <summary>Launches <paramref name="kernel"/>: arguments are <see cref="Buf"/> or null (pointers), int, float.</summary>
+        /// <summary>
+        /// Launches <paramref name="kernel"/>: arguments are <see cref="Buf"/>, a raw ulong device pointer or null (pointers),
+        /// int, uint (<c>unsigned</c>), float, double: what the C# backend passes.
+        /// </summary>
         public void Launch(string kernel, Dim3 grid, Dim3 block, uint shared, params object?[] args)
         {
             Assert.Contains(kernel, Tested, $"{kernel} is launched but missing from the Tested list");
@@ -965,8 +1478,11 @@ public unsafe class KernelEmulatorTests
                 {
                     case null when isPointer: break;
                     case Buf b when isPointer: slots[i] = b.Pointer; break;
+                    case ulong ptr when isPointer: slots[i] = ptr; break;
                     case int v when p.StartsWith("int ", StringComparison.Ordinal): *(int*)&slots[i] = v; break;
+                    case uint u when p.StartsWith("unsigned ", StringComparison.Ordinal): *(uint*)&slots[i] = u; break;
                     case float f when p.StartsWith("float ", StringComparison.Ordinal): *(float*)&slots[i] = f; break;
+                    case double d when p.StartsWith("double ", StringComparison.Ordinal): *(double*)&slots[i] = d; break;
                     default: Assert.Fail($"{kernel}: argument {i} ({args[i]?.GetType().Name ?? "null"}) does not match parameter '{p}'"); break;
                 }
                 kernelParams[i] = &slots[i];

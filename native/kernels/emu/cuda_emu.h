@@ -169,6 +169,14 @@ inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __frcp_rn(float x) { return 1.0f / x; }
+// IEEE round-to-nearest arithmetic that nvcc never contracts into an FMA (on the host: plain float
+// operations; CMakeLists.txt builds with -ffp-contract=off, so the host compiler fuses nothing either).
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float x) { return sqrtf(x); }
+inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
 inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 inline int __float_as_int(float x) { return hpb_emu::from_bits<int>(hpb_emu::to_bits(x)); }
 inline float __int_as_float(int x) { return hpb_emu::from_bits<float>(hpb_emu::to_bits(x)); }

@@ -25,6 +25,14 @@ Dim row_grid(int n) { return Dim(ceil_div(n, 8)); }
 Dim col_grid(int cols) { return Dim(ceil_div(cols, 256)); }
 const Dim kBlock(256);
 
+// loss[0] = mean of losses: sum_partials (chunks of 256) + sum_finish(1/n), as the backend launches them
+void mean_loss(const Vec& losses, Vec& loss) {
+    const int n = (int)losses.size(), chunks = (int)ceil_div(n, 256);
+    std::vector<double> partial(chunks);
+    launch<K::sum_partials>(Dim(chunks), kBlock, 0, losses.data(), n, 256, 0, partial.data());
+    launch<K::sum_finish>(Dim(1), kBlock, 0, partial.data(), chunks, 1.0 / n, loss.data());
+}
+
 }  // namespace
 
 TEST(chain, cross_entropy_chain_vs_fused) {
@@ -48,7 +56,7 @@ TEST(chain, cross_entropy_chain_vs_fused) {
             launch<K::chain_probs>(elem_grid(NV), kBlock, 0, counts.data(), counts_sum_inv.data(), probs.data(), n, V);
             launch<K::chain_logprobs>(elem_grid(NV), kBlock, 0, probs.data(), logprobs.data(), (int)NV);
             launch<K::chain_losses>(elem_grid(n), kBlock, 0, logprobs.data(), Yb.data(), losses.data(), n, V);
-            launch<K::sum_reduce>(Dim(1), kBlock, 0, losses.data(), loss.data(), n, 1.0f / n);
+            mean_loss(losses, loss);
 
             Vec dlogprobs(NV), dprobs(NV), dcounts_sum_inv(n), dcounts_sum(n), dcounts(NV), dnorm_logits(NV),
                 dlogit_maxes(n), dlogits(NV);
@@ -97,7 +105,7 @@ TEST(chain, cross_entropy_chain_vs_fused) {
             Vec f_dlogits(NV), f_losses(n), f_loss(1);
             launch<K::cross_entropy_warp>(Dim(ceil_div(n, 8)), kBlock, 0, logits.data(), Yb.data(), f_dlogits.data(),
                                           f_losses.data(), n, V);
-            launch<K::sum_reduce>(Dim(1), kBlock, 0, f_losses.data(), f_loss.data(), n, 1.0f / n);
+            mean_loss(f_losses, f_loss);
             close((w + " fused vs chain dlogits").c_str(), f_dlogits, dlogits, 1e-7 / n, 1e-3);
             close((w + " fused vs chain loss").c_str(), f_loss, loss, 2e-5, 2e-5);
         }
@@ -178,12 +186,13 @@ TEST(chain, batchnorm_chain_vs_fused) {
         // fused vs chain
         Vec f_mean(H), f_var(H), f_var_inv(H), f_raw(NH), f_h(NH), f_dhprebn(NH), f_dbngain(H), f_dbnbias(H);
         const unsigned smem = 32 * 8 * sizeof(float);
+        // the makemore configuration: tanh (act 1), Bessel (biased 0), no running statistics, no dprev_bias
         launch<K::batchnorm_forward>(Dim(ceil_div(H, 32)), Dim(32, 8), smem, hprebn.data(), bngain.data(),
                                      bnbias.data(), f_mean.data(), f_var.data(), f_var_inv.data(), f_raw.data(),
-                                     f_h.data(), n, H, kEps);
+                                     f_h.data(), (float*)nullptr, (float*)nullptr, n, H, kEps, 0.0f, 1, 0);
         launch<K::batchnorm_backward>(Dim(ceil_div(H, 32)), Dim(32, 8), smem, dh.data(), f_h.data(), f_raw.data(),
                                       bngain.data(), f_var_inv.data(), f_dhprebn.data(), f_dbngain.data(),
-                                      f_dbnbias.data(), n, H);
+                                      f_dbnbias.data(), (float*)nullptr, n, H, 1, 0);
         close((w + " fused vs chain h").c_str(), f_h, h, 5e-5, 5e-5);
         close((w + " fused vs chain bnraw").c_str(), f_raw, bnraw, 1e-4, 1e-4);
         close((w + " fused vs chain dhprebn").c_str(), f_dhprebn, dhprebn, 2e-4 * max_abs(dhprebn) + 1e-7, 2e-3);

@@ -1,5 +1,5 @@
-// test_cross_entropy.cpp — fused cross-entropy (warp-per-row and block-per-row) and
-// sum_reduce, against a double reference of docs/makemore.md §4.
+// test_cross_entropy.cpp — fused cross-entropy (warp-per-row and block-per-row) and its mean loss
+// (sum_partials + sum_finish), against a double reference of docs/makemore.md §4.
 #include <math.h>
 
 #include "test_util.h"
@@ -103,10 +103,14 @@ void check_case(Rng& rng, const Case& cs) {
         }
         CHECK(worst < 1e-5, "%s: a dlogits row sums to %g/n", what, worst);
 
-        // the mean loss
-        std::vector<float> loss(1, NAN);
-        launch<K::sum_reduce>(Dim(1), Dim(v.threads), 0, losses.data(), loss.data(), n, 1.0f / n);
-        close((w + " loss").c_str(), loss, std::vector<double>{ref.loss}, 2e-5, 2e-5);
+        // the mean loss: sum_partials (chunks of 256 losses) + sum_finish(scale = 1/n), blocks of 256
+        const int chunks = (int)ceil_div(n, 256);
+        Guarded<double> partial(chunks);
+        Guarded<float> loss(1);
+        launch<K::sum_partials>(Dim(chunks), Dim(256), 0, losses.data(), n, 256, 0, partial.data());
+        launch<K::sum_finish>(Dim(1), Dim(256), 0, partial.data(), chunks, 1.0 / n, loss.data());
+        partial.values("partial");
+        close((w + " loss").c_str(), loss.values("loss"), std::vector<double>{ref.loss}, 2e-5, 2e-5);
 
         if (!cs.all_modes) return;
         // in place: dlogits == logits, bitwise the same as out of place
@@ -158,35 +162,4 @@ TEST(cross_entropy, deterministic) {
         }
         CHECK(differing == 0, "cross_entropy_%s: %d of 5 reruns differ", block ? "block" : "warp", differing);
     }
-}
-
-void check_sum_reduce(Rng& rng, std::initializer_list<int> counts, std::initializer_list<unsigned> thread_counts);
-
-TEST(cross_entropy, sum_reduce_sizes) {
-    Rng rng(22);
-    check_sum_reduce(rng, {1, 2, 3, 31, 33, 1000, 182625}, {32u, 256u});
-}
-
-TEST(large_blocks, sum_reduce_1024) {
-    Rng rng(24);
-    check_sum_reduce(rng, {33, 182625}, {1024u});
-}
-
-void check_sum_reduce(Rng& rng, std::initializer_list<int> counts, std::initializer_list<unsigned> thread_counts) {
-    for (int count : counts)
-        for (unsigned threads : thread_counts) {
-            const std::vector<float> x = rng.normal(count, 1.0f, 2.0f);
-            double s = 0, a = 0;
-            for (float v : x) {
-                s += v;
-                a += fabs(v);
-            }
-            std::vector<float> out(1, NAN), again(1, NAN);
-            launch<K::sum_reduce>(Dim(1), Dim(threads), 0, x.data(), out.data(), count, 0.5f);
-            launch<K::sum_reduce>(Dim(1), Dim(threads), 0, x.data(), again.data(), count, 0.5f);
-            char what[64];
-            snprintf(what, sizeof what, "sum_reduce count=%d threads=%u", count, threads);
-            close(what, out, std::vector<double>{0.5 * s}, 1e-6 * a, 0.0);
-            CHECK(bitwise_equal(out, again), "%s not reproducible", what);
-        }
 }

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <tuple>
@@ -135,6 +136,67 @@ bool close(const char* what, const std::vector<G>& got, const std::vector<W>& wa
 template <class T>
 bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
     return a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+}
+
+// ---- guarded buffers ---------------------------------------------------------------------------
+// A kernel buffer of `size` elements between two runs of kGuard guard words (bytes 0xA7). Outputs
+// are pre-filled with NaN, so an element a kernel leaves unwritten shows up as NaN, and a write
+// just before or after the buffer changes a guard word: values() CHECKs the guards.
+template <class T>
+struct Guarded {
+    static constexpr size_t kGuard = 16;
+    std::vector<T> store;
+    size_t size;
+
+    explicit Guarded(size_t count, T fill = std::numeric_limits<T>::quiet_NaN())
+        : store(count + 2 * kGuard, fill), size(count) {
+        memset(store.data(), 0xA7, kGuard * sizeof(T));
+        memset(store.data() + kGuard + count, 0xA7, kGuard * sizeof(T));
+    }
+    explicit Guarded(const std::vector<T>& init) : Guarded(init.size()) {
+        std::copy(init.begin(), init.end(), store.begin() + kGuard);
+    }
+    T* data() { return store.data() + kGuard; }
+    const T* data() const { return store.data() + kGuard; }
+    T& operator[](size_t i) { return store[kGuard + i]; }
+    bool guards_intact() const {
+        const unsigned char* p = reinterpret_cast<const unsigned char*>(store.data());
+        const size_t g = kGuard * sizeof(T), tail = (kGuard + size) * sizeof(T);
+        for (size_t b = 0; b < g; ++b)
+            if (p[b] != 0xA7 || p[tail + b] != 0xA7) return false;
+        return true;
+    }
+    // The elements, after CHECKing that no guard word was overwritten.
+    std::vector<T> values(const char* what = "buffer") const {
+        CHECK(guards_intact(), "%s: a kernel wrote outside the buffer's %zu elements", what, size);
+        return std::vector<T>(store.begin() + kGuard, store.begin() + kGuard + size);
+    }
+};
+
+// |got[i] - want[i]| <= tol * scale[i] (+1e-30) elementwise, NaN fails; prints the worst element.
+template <class G>
+bool close_scaled(const char* what, const std::vector<G>& got, const std::vector<double>& want,
+                  const std::vector<double>& scale, double tol) {
+    if (got.size() != want.size() || got.size() != scale.size()) {
+        CHECK(false, "%s: sizes %zu / %zu / %zu", what, got.size(), want.size(), scale.size());
+        return false;
+    }
+    double worst = 0;
+    size_t worst_i = 0;
+    bool ok = true;
+    for (size_t i = 0; i < got.size(); ++i) {
+        const double d = fabs((double)got[i] - want[i]);
+        const double ratio = std::isnan(d) ? INFINITY : d / (tol * scale[i] + 1e-30);
+        if (ratio > worst) {
+            worst = ratio;
+            worst_i = i;
+        }
+        if (!(ratio <= 1.0)) ok = false;
+    }
+    CHECK(ok, "%s: element %zu got %.9g want %.9g (%.3g x the tolerance %.1g x %.3g)", what, worst_i,
+          got.empty() ? 0.0 : (double)got[worst_i], got.empty() ? 0.0 : want[worst_i], worst, tol,
+          got.empty() ? 0.0 : scale[worst_i]);
+    return ok;
 }
 
 // ---- test registry ------------------------------------------------------------------------------
