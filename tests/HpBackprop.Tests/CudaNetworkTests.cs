@@ -304,6 +304,48 @@ public abstract class CudaNetworkTestsBase
         Assert.IsLessThanOrEqualTo(1e-4, CudaParity.Relative(oc, og), "predict");
     }
 
+    /// <summary>
+    /// The makemore recipe (SGD, the step schedule, minibatches drawn by Fit) for 200 steps on the GPU ends where the CPU's run
+    /// does, within the float32 drift of this trajectory, measured here: the CPU run again from parameters moved by one unit of
+    /// float32 rounding (a relative 2⁻²⁴ of random sign, what one rounding difference does). The GPU's distance from the CPU
+    /// run (its sums are in other orders: rounding differences at every step) may be 10 times that drift, plus 1e-6.
+    /// </summary>
+    [TestMethod]
+    public void TheMakemoreRecipeEndsWhereTheCpusDoesWithinTheFloat32Drift()
+    {
+        var words = Data.DataSplit.Create(Data.Corpus.FromLines(TempDir.SyntheticWords(300, 2), "synthetic"), 3, 1);
+        int V = words.Vocabulary.Size;
+        var stack = Sequential.Makemore(V, 3, 10, 32);
+        var options = new NetworkOptions { BatchSize = 32, Schedule = new StepSchedule(100, 0.1f) };
+        var train = ExampleSet.FromWords(words.Train);
+        var dev = ExampleSet.FromWords(words.Dev);
+        (float[] Params, float Dev) Run(Network net, bool perturb)
+        {
+            net.Initialize(42);
+            if (perturb)
+            {
+                var rng = new Random(3);
+                var d = net.Parameters.Data;
+                for (int i = 0; i < d.Length; i++) d[i] *= 1 + (rng.Next(2) == 0 ? 1 : -1) * 5.9604645e-8f;
+                net.PushParameters();
+            }
+            net.Fit(train, 200, seed: 7);
+            net.PullParameters();
+            return (net.Parameters.Data.ToArray(), net.Evaluate(dev));
+        }
+        using var cpu = Network.Create(stack, options);
+        var a = Run(cpu, false);
+        var b = Run(cpu, true);
+        using var gpu = Gpu(stack, options);
+        var c = Run(gpu, false);
+        double drift = CudaParity.Relative(a.Params, b.Params), devDrift = Math.Abs(a.Dev - b.Dev) / a.Dev;
+        double ours = CudaParity.Relative(a.Params, c.Params), devOurs = Math.Abs(a.Dev - c.Dev) / a.Dev;
+        Console.WriteLine($"float32 drift: parameters {drift:E2}, dev loss {devDrift:E2}; gpu vs cpu: parameters {ours:E2}, dev loss {devOurs:E2}");
+        Assert.IsGreaterThan(0, drift, "the perturbation must move the trajectory");
+        Assert.IsLessThanOrEqualTo(10 * drift + 1e-6, ours, "parameters");
+        Assert.IsLessThanOrEqualTo(10 * devDrift + 1e-6, devOurs, "dev loss");
+    }
+
     /// <summary>Two GPU networks, the same values and minibatches: bitwise the same parameters, statistics and losses (every reduction in an order fixed by the shape).</summary>
     [TestMethod]
     [DataRow(CudaDevice.DefaultRowsPerChunk)]

@@ -17,6 +17,8 @@ public sealed class StackGradsCliTests
 {
     public static IEnumerable<object[]> Cases => StackOracle.Cases.Select(c => new object[] { c });
 
+    public static IEnumerable<object[]> DeviceCases => StackOracle.Cases.SelectMany(c => new[] { new object[] { c, "cpu" }, [c, "emulator"] });
+
     private static (int Code, string Out, string Err) Run(params string[] args)
     {
         var o = new StringWriter();
@@ -98,14 +100,16 @@ public sealed class StackGradsCliTests
     /// and its weight's err_torch). Catches a fast-path gradient wrong by more than float noise, parameters or running
     /// buffers copied wrongly into the network (transposed, by position), a dropped grad.x/grad.y, l2 or eps not passed.
     /// </summary>
+    /// <remarks>The same on <c>--device emulator</c>: the GPU backend's kernels on the host, the same bound.</remarks>
     [TestMethod]
-    [DynamicData(nameof(Cases))]
-    public void GradsOnAnF32StackBundleIsAsAccurateAsTorchFloat32(string name)
+    [DynamicData(nameof(DeviceCases))]
+    public void GradsOnAnF32StackBundleIsAsAccurateAsTorchFloat32(string name, string device)
     {
+        if (device == "emulator") Devices.RequireEmulator();
         using var dir = new TempDir();
         var b32 = StackOracle.Load(name, "f32");
         var b64 = StackOracle.Load(name, "f64");
-        var o = Grads(dir, name, "f32");
+        var o = Grads(dir, name, "f32", "--device", device);
         AssertNamesShapesAndDType(b32, o, DType.F32);
         Assert.AreEqual("fast path (float)", o.Metadata["path"]);
         var r64 = b64.ReferenceAs<double>().Run(b64.InputAs<double>(), b64.ParametersAs<double>(), b64.BuffersAs<double>());
@@ -125,8 +129,22 @@ public sealed class StackGradsCliTests
             report.Add(string.Create(CultureInfo.InvariantCulture, $"{t}: {err:E1} (tol {tol:E1})"));
             if (!(err <= tol)) failures.Add(string.Create(CultureInfo.InvariantCulture, $"{t}: fast-path error {err:E2} > {tol:E2} (PyTorch float32: {et:E2})"));
         }
-        Console.WriteLine($"{name}: " + string.Join(", ", report));
-        Assert.IsEmpty(failures, $"{name}: " + string.Join("; ", failures));
+        Console.WriteLine($"{name} ({device}): " + string.Join(", ", report));
+        Assert.IsEmpty(failures, $"{name} ({device}): " + string.Join("; ", failures));
+    }
+
+    /// <summary>An F64 bundle or --mode atomic runs the plain-loop reference on the CPU: on a GPU device that is refused, naming why.</summary>
+    [TestMethod]
+    public void AReferenceBundleOnAGpuDeviceIsRefusedNamingWhy()
+    {
+        using var dir = new TempDir();
+        var (code, _, stderr) = Run("grads", "--in", StackOracle.PathOf("layernorm", "f64"), "--out", dir.File("o.safetensors"), "--device", "emulator");
+        Assert.AreEqual(2, code, stderr);
+        StringAssert.Contains(stderr, "F64");
+        (code, _, stderr) = Run("grads", "--in", StackOracle.PathOf("layernorm", "f32"), "--out", dir.File("o.safetensors"), "--device", "cuda", "--mode", "atomic");
+        Assert.AreEqual(2, code, stderr);
+        StringAssert.Contains(stderr, "--mode atomic");
+        Assert.IsFalse(File.Exists(dir.File("o.safetensors")));
     }
 
     /// <summary>--mode atomic on an F32 stack bundle runs the float reference: bitwise StackBundle.RunReference's output. Catches the mode being ignored.</summary>
