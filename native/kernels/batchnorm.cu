@@ -19,7 +19,7 @@
 //   dprev_bias = sum0(dx)                        (optional: the bias gradient of the linear before)
 // Inference (fixed statistics): y = act(gain * (x - mean) * 1/sqrtf(var + eps) + bias).
 //
-// Two launch paths, chosen by the host (kernel-spec.md; chunk_rows default 256):
+// Two launch paths, chosen by the host (issue 19's kernel spec; chunk_rows default 256):
 //   n <= chunk_rows  one kernel per direction (batchnorm_forward, batchnorm_backward): a block owns bx
 //                    adjacent columns and all n rows;
 //   n >  chunk_rows  the column sums are split by row chunks, a block per (column tile, row chunk), and

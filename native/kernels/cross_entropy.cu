@@ -94,9 +94,9 @@ extern "C" __global__ void __launch_bounds__(1024) sum_partials(const float* x, 
                                                                 double* partial) {
     const int chunks = hpb_chunk_count(count, chunk);
     for (int b = (int)blockIdx.x; b < chunks; b += (int)gridDim.x) {  // uniform across the block
-        const int i1 = hpb_chunk_end(count, b * chunk, chunk);
+        const size_t i1 = (size_t)hpb_chunk_end(count, b * chunk, chunk);  // size_t: no overflow near 2^31
         double acc = 0.0;
-        for (int i = b * chunk + (int)threadIdx.x; i < i1; i += (int)blockDim.x) {
+        for (size_t i = (size_t)b * chunk + threadIdx.x; i < i1; i += blockDim.x) {
             const double v = (double)x[i];
             acc += square ? v * v : v;
         }
@@ -127,9 +127,9 @@ extern "C" __global__ void __launch_bounds__(1024) regression_loss(const float* 
                                                                    double* partial) {
     const int chunks = hpb_chunk_count(count, chunk);
     for (int b = (int)blockIdx.x; b < chunks; b += (int)gridDim.x) {  // uniform across the block
-        const int i1 = hpb_chunk_end(count, b * chunk, chunk);
+        const size_t i1 = (size_t)hpb_chunk_end(count, b * chunk, chunk);  // size_t: no overflow near 2^31
         double acc = 0.0;
-        for (int i = b * chunk + (int)threadIdx.x; i < i1; i += (int)blockDim.x) {
+        for (size_t i = (size_t)b * chunk + threadIdx.x; i < i1; i += blockDim.x) {
             const float x = z[i];
             double term;
             if (kind == HPB_LOSS_MSE) {

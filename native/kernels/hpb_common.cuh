@@ -38,7 +38,7 @@ __device__ __forceinline__ size_t hpb_global_stride() { return (size_t)gridDim.x
 __device__ __forceinline__ int hpb_min_int(int a, int b) { return a < b ? a : b; }
 
 // ---------------------------------------------------------------------------------------
-// Shared codes of the kernel ABI (kernel-spec.md): the `int act` and `int kind` arguments.
+// Shared codes of the kernel ABI (issue 19's kernel spec): the `int act` and `int kind` arguments.
 // ---------------------------------------------------------------------------------------
 #define HPB_ACT_IDENTITY 0
 #define HPB_ACT_TANH 1
@@ -79,7 +79,7 @@ __device__ __forceinline__ float hpb_act_backward(float y, float dy, int act) {
     }
 }
 
-// Row chunks (the column reductions' unit of work, kernel-spec.md): chunk c covers rows
+// Row chunks (the column reductions' unit of work, issue 19's kernel spec): chunk c covers rows
 // [c*chunk_rows, min(rows, (c+1)*chunk_rows)); chunk_rows >= 1.
 __device__ __forceinline__ int hpb_chunk_count(int rows, int chunk_rows) {
     return (int)(((long long)rows + chunk_rows - 1) / chunk_rows);

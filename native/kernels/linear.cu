@@ -5,7 +5,7 @@
 //   db = sum0(dy)                                     (backward: column_partial_sum [+ column_finish_sum])
 //   dW += 2*l2*W                                      (L2 gradient: axpy)
 //
-// Column reductions, deterministic at any n and on any GPU (kernel-spec.md, "determinism rule"):
+// Column reductions, deterministic at any n and on any GPU (issue 19's kernel spec, "determinism rule"):
 //   partial[c, col] = sum over the rows r of chunk c = [c*chunk_rows, min(rows, (c+1)*chunk_rows)) of v(r, col)
 //       v = x[r,col]                      (center NULL, square 0)
 //       v = x[r,col] - center[col]        (center given, square 0)

@@ -460,7 +460,7 @@ public unsafe class KernelEmulatorTests
         }
     }
 
-    /// <summary>The activation's derivative from its output y (kernel-spec.md): 1, 1 − y², y &gt; 0, y(1 − y).</summary>
+    /// <summary>The activation's derivative from its output y (issue 19's kernel spec): 1, 1 − y², y &gt; 0, y(1 − y).</summary>
     private static double ActDerivativeFromOutput(int act, double y) => act switch
     {
         1 => 1 - y * y,

@@ -161,7 +161,7 @@ TEST(linear_optimizer, sgd_update) {
 }
 
 // Three steps of SGD with momentum / weight decay / both / neither against a scalar float reference
-// written from the formula (kernel-spec.md; the CPU's OptimizerKernels.Sgd): bitwise, since every
+// written from the formula (issue 19's kernel spec; the CPU's OptimizerKernels.Sgd): bitwise, since every
 // operation is rounded as written and the last one is an fmaf on both sides.  And against double
 // (torch.optim.SGD's math) within a few float roundings.
 TEST(linear_optimizer, sgd_momentum_update) {

@@ -88,7 +88,7 @@ namespace {
 
 const char* const kKindName[] = {"", "mse", "bce_with_logits", "mean"};
 
-// The per-element float formulas of kernel-spec.md / Cpu/RegressionLosses.cs (scalar), and the
+// The per-element float formulas of issue 19's kernel spec / Cpu/RegressionLosses.cs (scalar), and the
 // loss terms in double.
 struct LossRef {
     std::vector<float> dz, dt;  // float math as written: the kernel's bits
