@@ -45,6 +45,9 @@ fi
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n)"
   echo "sdk: $(dotnet --version); runtime: $(sed -nE 's/.*"Microsoft.NETCore.App\/([^"]+)".*/\1/p' "$stage/app/HpBackprop.Tests.deps.json" | head -1)"
   echo "data: $data"
+  # the scripts and bundles run-kit.sh reads from the tree: it refuses a tree whose hash differs (the same command there)
+  echo "tree: $(cd "$root" && find tests/gpu tests/reference -type f \( -name '*.py' -o -name '*.sh' -o -name '*.safetensors' \) \
+    ! -path 'tests/reference/generated/*' ! -path 'tests/gpu/out/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)"
 } > "$stage/MANIFEST"
 
 echo "build-kit.sh: packing"

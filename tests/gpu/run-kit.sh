@@ -10,7 +10,9 @@
 # Writes at most 8 files to $OUT (./gpu-results when OUT is unset), summary.md first; every
 # phase has its own time limit and the whole run stops starting phases after 7 min 50 s.
 # Exit: 0 every phase passed; 1 something failed (summary.md says what); 2 no archive;
-# 3 no usable GPU (the published tests still run and report the driver tests as not run).
+# 3 no GPU (the published tests still run and report the driver tests as not run); 4 a GPU is
+# there but cannot be used (cuBLAS missing, the PTX refused, no context: summary.md says which);
+# 5 the tree is not the one the kit was built from (its scripts and bundles would not match the binaries).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -72,6 +74,18 @@ fi
 app="$kit/app"
 manifest=$(cat "$kit/MANIFEST" 2>/dev/null)
 
+# ---- the tree must be the one the binaries were built from: the scripts and bundles the run reads
+tree_hash() { find tests/gpu tests/reference -type f \( -name '*.py' -o -name '*.sh' -o -name '*.safetensors' \) \
+  ! -path 'tests/reference/generated/*' ! -path 'tests/gpu/out/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16; }
+want=$(sed -n 's/^tree: //p' "$kit/MANIFEST" 2>/dev/null)
+have=$(tree_hash)
+if [ -z "$want" ] || [ "$want" != "$have" ]; then
+  echo "run-kit.sh: this tree (scripts and bundles $have) is not the one the kit was built from (${want:-no tree hash in MANIFEST}); rebuild the kit from this tree with build-kit.sh" >&2
+  printf '# HpBackprop GPU kit\n\nNot run: the tree (its scripts and bundles hash to `%s`) is not the one the kit was built from (`%s`, %s). Rebuild the kit from this tree with `bash tests/gpu/build-kit.sh`.\n' \
+    "$have" "${want:-none}" "$(echo "$manifest" | head -1)" > "$out/summary.md"
+  exit 5
+fi
+
 # the python3 with PyTorch (the first on the PATH that imports torch)
 py=python3
 for p in python3 /usr/bin/python3 /usr/local/bin/python3 /opt/conda/bin/python3; do
@@ -105,18 +119,27 @@ for p in sys.path:
   "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' 2>&1 | tail -1
   echo
 } > "$envf"
-phase "environment: device, driver, cuBLAS" 30 "$envf" "$app/HpBackprop.GpuKit" env
+# the smoke phase first, so that a short lease still brings back the device, parity on two stacks and a step time
+phase "smoke: device, driver, cuBLAS; parity on two stacks (20 steps); the step time at S" 90 "$envf" "$app/HpBackprop.GpuKit" smoke
 env_rc=$?
-gpu=0; [ "$env_rc" = 0 ] && gpu=1
-if [ "$env_rc" = 3 ]; then # no GPU is a finding, not a failure of the phase
-  rows[-1]="${rows[-1]/\*\*failed\*\* (exit 3)/no usable GPU (exit 3)}"
+gpu=0; [ "$env_rc" = 0 ] || [ "$env_rc" = 1 ] && gpu=1
+if [ "$env_rc" = 3 ] || [ "$env_rc" = 4 ]; then # no GPU, or an unusable one, is a finding, not a failure of the phase
+  rows[-1]="${rows[-1]/\*\*failed\*\* (exit $env_rc)/$([ "$env_rc" = 3 ] && echo 'no GPU (exit 3)' || echo 'GPU present but unusable (exit 4)')}"
   unset 'failed[-1]'
 fi
 device=$(sed -n 's/^device: //p' "$envf" | head -1)
 cublas=$(sed -n 's/^cuBLAS: //p' "$envf" | head -1)
-nogpu=$(grep -m1 -E '^no (usable )?GPU: ' "$envf" | sed -E 's/^no (usable )?GPU: //; s/\.$//')
+nogpu=$(grep -m1 -E '^no GPU: ' "$envf" | sed -E 's/^no GPU: //; s/\.$//')
+unusable=$(grep -m1 -E '^GPU present but unusable: ' "$envf" | sed -E 's/^GPU present but unusable: //; s/\.$//')
 
-# ---- 2. the driver-path tests (on a machine without a GPU: reported as not run)
+if [ "$gpu" = 1 ]; then
+  # ---- 2. CUDA vs CPU, every kind of stack
+  phase "parity: CUDA vs CPU after the same steps, every kind of stack" 60 "$parityf" "$app/HpBackprop.GpuKit" parity --steps 100
+  # ---- 3./4. step times: HpBackprop in process, PyTorch eager and CUDA graph, both with the minibatches on the device
+  phase "step times S, M, L, deep, mlp: HpBackprop CUDA" 60 "$stepsf" "$app/HpBackprop.GpuKit" steps --shapes S,M,L,deep,mlp --seconds 1.5
+  phase "step times S, M, L, deep, mlp: PyTorch eager and CUDA graph (fp32, TF32 off)" 90 "$stepsf" "$py" tests/gpu/torch_gpu_steps.py --shapes S,M,L,deep,mlp --seconds 1.5
+fi
+# ---- 5. the driver-path tests (on a machine without a GPU: reported as not run)
 if [ "$gpu" = 1 ] && [ ! -f tests/reference/generated/large.f32.safetensors ]; then
   phase "oracle: generate the 'large' bundles (PyTorch)" 60 "$testsf" "$py" tests/reference/oracle.py --cases large --out tests/reference/generated
 fi
@@ -126,14 +149,9 @@ tests_line=$(grep -A5 'Test run summary' "$testsf" | tr -s ' \n' ' ' | sed -E 's
 [ -n "$tests_line" ] || tests_line="no summary line (see tests.log)"
 
 if [ "$gpu" = 1 ]; then
-  # ---- 3. CUDA vs CPU
-  phase "parity: CUDA vs CPU after the same steps" 60 "$parityf" "$app/HpBackprop.GpuKit" parity --steps 100
-  # ---- 4. the seed recipe: 200,000 steps on the GPU
+  # ---- 6. the seed recipe: 200,000 steps on the GPU
   data=(); [ -f "$kit/data/names.txt" ] && data=(--data "$kit/data/names.txt")
   phase "seed recipe: train 200,000 steps --device cuda" 120 "$seedf" "$app/HpBackprop.Cli" train --device cuda "${data[@]}" --json --samples 10
-  # ---- 5./6. step times: HpBackprop in process, PyTorch eager and CUDA graph
-  phase "step times S, M, L: HpBackprop CUDA" 50 "$stepsf" "$app/HpBackprop.GpuKit" steps --shapes S,M,L --seconds 1.5
-  phase "step times S, M, L: PyTorch eager and CUDA graph (fp32, TF32 off)" 75 "$stepsf" "$py" tests/gpu/torch_gpu_steps.py --shapes S,M,L --seconds 1.5
   # ---- 7. compute-sanitizer
   san=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   if [ -n "$san" ]; then
@@ -154,8 +172,8 @@ if [ "$gpu" = 1 ]; then
     skip "ncu (optional)" "not found on this machine"
   fi
 else
-  for p in "parity: CUDA vs CPU" "seed recipe on the GPU" "step times: HpBackprop CUDA and PyTorch" "compute-sanitizer" "ncu (optional)"; do
-    skip "$p" "no usable GPU"
+  for p in "parity: CUDA vs CPU" "step times: HpBackprop CUDA and PyTorch" "seed recipe on the GPU" "compute-sanitizer" "ncu (optional)"; do
+    skip "$p" "$([ "$env_rc" = 4 ] && echo 'GPU present but unusable' || echo 'no GPU')"
   done
 fi
 
@@ -166,6 +184,9 @@ elapsed=$(( $(now) - start ))
   echo
   if [ "$gpu" = 1 ]; then
     echo "**GPU:** $device. **cuBLAS:** $cublas."
+  elif [ "$env_rc" = 4 ]; then
+    echo "**A GPU is present but unusable**, so nothing ran on it: ${unusable:-see environment.txt}."
+    echo "The published tests ran without the .NET SDK; the driver tests among them report the same reason."
   else
     echo "**No GPU was found**, so nothing ran on a GPU: ${nogpu:-the probe found no usable CUDA device (environment.txt)}."
     echo "The published tests ran without the .NET SDK; the driver tests among them are reported as not run."
@@ -182,6 +203,9 @@ elapsed=$(( $(now) - start ))
     echo; echo "Failed tests:"; grep '^failed ' "$testsf" | sed 's/^/- /' | head -20
   fi
   if [ "$gpu" = 1 ]; then
+    echo
+    echo "## Smoke (environment.txt)"; echo
+    grep -E '^(device|driver CUDA|cuBLAS|runtime start):' "$envf" | sed 's/^/    /'
     echo
     echo "## CUDA vs CPU (parity.md)"; echo
     grep '^|' "$parityf" 2>/dev/null || echo "(no table: see parity.md)"
@@ -207,7 +231,7 @@ print("| shape | HpBackprop CUDA median (best) | PyTorch eager median (best) | P
 print("|---|---|---|---|---|---|")
 def cell(r): return f"{r['us_median']:.1f} ({r['us_min']:.1f})" if r else "–"
 def ratio(a, b): return f"{b['us_median'] / a['us_median']:.2f}×" if a and b else "–"
-for s in ("S", "M", "L"):
+for s in ("S", "M", "L", "deep", "mlp"):
     d = rows.get(s, {})
     h, e, g = d.get("hpbackprop"), d.get("torch-eager"), d.get("torch-graph")
     print(f"| {s} | {cell(h)} | {cell(e)} | {cell(g)} | {ratio(h, e)} | {ratio(h, g)} |")
@@ -223,12 +247,14 @@ PY
     [ -f "$f" ] && echo "- \`$(basename "$f")\`"
   done
   echo
-  if [ "$gpu" != 1 ]; then echo "Exit code 3: no usable GPU."
+  if [ "$env_rc" = 4 ]; then echo "Exit code 4: a GPU is present but unusable."
+  elif [ "$gpu" != 1 ]; then echo "Exit code 3: no GPU."
   elif [ "${#failed[@]}" -gt 0 ]; then echo "Exit code 1: failed — $(printf '%s; ' "${failed[@]}" | sed 's/; $//')."
   else echo "Exit code 0: every phase passed."; fi
 } > "$summary"
 
 cat "$summary"
+[ "$env_rc" = 4 ] && exit 4
 [ "$gpu" = 1 ] || exit 3
 [ "${#failed[@]}" -eq 0 ] || exit 1
 exit 0

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """The PyTorch side of the GPU kit's step times: the same training step as HpBackprop's (docs/makemore.md
 §2's network: embedding, linear, batch norm with the Bessel variance, tanh, linear,
-cross-entropy; autograd backward; SGD), at the shapes S, M, L on one CUDA device, in float32
-with TF32 off, in two variants:
+cross-entropy; autograd backward; SGD), at the shapes S, M, L on one CUDA device, and two
+layer stacks: `deep` (the lecture's deeper network: embedding, flatten, five linear (no bias) +
+Bessel batch norm + tanh blocks of 100, linear + batch norm to 27, n = 32) and `mlp` (float
+features: linear 64x256, relu, linear 256x256, relu, linear 256x10, cross-entropy, n = 256);
+in float32 with TF32 off, the minibatches resident on the device, in two variants:
 
   eager  one Python-driven step after another (a kernel launch per op)
   graph  the whole step (forward, backward, SGD) captured once as a CUDA graph and replayed,
@@ -11,7 +14,7 @@ with TF32 off, in two variants:
 Timing: warm-up, then 10 windows, each ending with torch.cuda.synchronize(); µs per step, median
 and best window. Prints one JSON line per (shape, variant), then nothing else on stdout.
 
-usage: torch_gpu_steps.py [--shapes S,M,L] [--variants eager,graph] [--seconds 1.5] [--device cuda]
+usage: torch_gpu_steps.py [--shapes S,M,L,deep,mlp] [--variants eager,graph] [--seconds 1.5] [--device cuda]
 (--device cpu runs the eager variant on the CPU: a check of the script where there is no GPU.)
 """
 import argparse
@@ -57,6 +60,63 @@ def step(params, Xb, Yb, lr):
     return loss
 
 
+class BesselBatchNorm(torch.nn.Module):
+    """Batch norm with the variance over n-1 (docs/makemore.md), training mode only."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(f))
+        self.bias = torch.nn.Parameter(torch.zeros(f))
+
+    def forward(self, x):
+        n = x.shape[0]
+        mean = x.sum(0, keepdim=True) / n
+        d = x - mean
+        var = (d * d).sum(0, keepdim=True) / (n - 1)
+        return self.weight * d * (var + 1e-5).rsqrt() + self.bias
+
+
+def make_stack(shape, device):
+    """The `deep` and `mlp` stacks as torch modules, their parameters, and the batch size."""
+    torch.manual_seed(1)
+    if shape == "deep":
+        mods = [torch.nn.Embedding(V, 10), torch.nn.Flatten(1)]
+        width = 30
+        for _ in range(5):
+            mods += [torch.nn.Linear(width, 100, bias=False), BesselBatchNorm(100), torch.nn.Tanh()]
+            width = 100
+        mods += [torch.nn.Linear(100, V, bias=False), BesselBatchNorm(V)]
+        n = 32
+    else:
+        mods = [torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)]
+        n = 256
+    model = torch.nn.Sequential(*mods).to(device)
+    return model, list(model.parameters()), n
+
+
+def stack_step(model, params, X, Y, lr):
+    loss = torch.nn.functional.cross_entropy(model(X), Y)
+    grads = torch.autograd.grad(loss, params)
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.add_(g, alpha=-lr)
+    return loss
+
+
+def stack_batches(shape, n, device, count=16):
+    g = torch.Generator().manual_seed(42)
+    out = []
+    for _ in range(count):
+        if shape == "deep":
+            X = torch.randint(0, V, (n, B), generator=g)
+            Y = torch.randint(0, V, (n,), generator=g)
+        else:
+            X = torch.randn((n, 64), generator=g)
+            Y = torch.randint(0, 10, (n,), generator=g)
+        out.append((X.to(device), Y.to(device)))
+    return out
+
+
 def batches(n, device, count=16):
     g = torch.Generator().manual_seed(42)
     out = []
@@ -87,16 +147,26 @@ def timed(one, seconds, sync):
 
 
 def run(shape, variant, seconds, device):
-    n, E, H = SHAPES[shape]
-    params = make_params(E, H, device)
-    data = batches(n, device)
+    if shape in ("deep", "mlp"):
+        model, params, n = make_stack(shape, device)
+        data = stack_batches(shape, n, device)
+        one_step = lambda X, Y: stack_step(model, params, X, Y, 0.01)  # noqa: E731
+    else:
+        n, E, H = SHAPES[shape]
+        params = make_params(E, H, device)
+        data = batches(n, device)
+        one_step = lambda X, Y: step(params, X, Y, 0.01)  # noqa: E731
+    return run_steps(one_step, data, variant, seconds, device)
+
+
+def run_steps(one_step, data, variant, seconds, device):
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     k = [0]
     if variant == "eager":
         def one():
             X, Y = data[k[0] & 15]
             k[0] += 1
-            step(params, X, Y, 0.01)
+            one_step(X, Y)
         return timed(one, seconds, sync)
     # CUDA graph: static inputs, warm-up on a side stream, capture one whole step, replay
     sX, sY = data[0][0].clone(), data[0][1].clone()
@@ -104,11 +174,11 @@ def run(shape, variant, seconds, device):
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
         for _ in range(3):
-            step(params, sX, sY, 0.01)
+            one_step(sX, sY)
     torch.cuda.current_stream().wait_stream(s)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        step(params, sX, sY, 0.01)
+        one_step(sX, sY)
 
     def one():
         X, Y = data[k[0] & 15]
@@ -121,7 +191,7 @@ def run(shape, variant, seconds, device):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shapes", default="S,M,L")
+    ap.add_argument("--shapes", default="S,M,L,deep,mlp")
     ap.add_argument("--variants", default="eager,graph")
     ap.add_argument("--seconds", type=float, default=1.5)
     ap.add_argument("--device", default="cuda")
