@@ -213,7 +213,7 @@ public sealed class StackGradsCliTests
         Assert.AreEqual(1, CountOf(o64, "tensors within tolerance"), o64);
         var (c32, o32, e32) = Run("check", "--bundle", StackOracle.PathOf(name, "f32"));
         Assert.AreEqual(0, c32, e32);
-        StringAssert.Contains(o32, "fast path (float) vs PyTorch autograd (float32)");
+        StringAssert.Contains(o32, "fast path on cpu (float) vs PyTorch autograd (float32)");
         Assert.AreEqual(2, CountOf(o32, "tensors within tolerance"), o32);
         foreach (var p in StackOracle.Load(name, "f32").Stack.Parameters()) StringAssert.Contains(o32, p.Name + " ");
     }
