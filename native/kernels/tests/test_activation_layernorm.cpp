@@ -7,35 +7,6 @@
 
 namespace {
 
-const char* const kActName[] = {"identity", "tanh", "relu", "sigmoid"};
-
-double act_forward(double x, int act) {
-    switch (act) {
-        case 1:
-            return tanh(x);
-        case 2:
-            return x > 0 ? x : 0;
-        case 3:
-            return 1 / (1 + exp(-x));
-        default:
-            return x;
-    }
-}
-
-// the kernel's float formula from the output y, operation for operation
-float act_backward_float(float y, float dy, int act) {
-    switch (act) {
-        case 1:
-            return (1.0f - y * y) * dy;
-        case 2:
-            return y > 0.0f ? dy : 0.0f;
-        case 3:
-            return y * (1.0f - y) * dy;
-        default:
-            return dy;
-    }
-}
-
 // the derivative from the input x, in double
 double act_derivative(double x, int act) {
     switch (act) {
@@ -67,7 +38,7 @@ TEST(activation, forward_backward) {
             const std::string w = what;
             std::vector<double> want(count), want_dx(count);
             for (int i = 0; i < count; ++i) {
-                want[i] = act_forward(x[i], act);
+                want[i] = act_forward<double>(x[i], act);
                 want_dx[i] = act_derivative(x[i], act) * dy[i];
             }
             const unsigned full = ceil_div(count, 256);
@@ -81,7 +52,7 @@ TEST(activation, forward_backward) {
                   "%s: another grid or in place differs", what);
 
             std::vector<float> want_bits(count);
-            for (int i = 0; i < count; ++i) want_bits[i] = act_backward_float(yv[i], dy[i], act);
+            for (int i = 0; i < count; ++i) want_bits[i] = act_backward<float>(yv[i], dy[i], act);
             Guarded<float> dx(count), dx_in(dy);
             launch<K::activation_backward>(Dim(full), Dim(256), 0, yv.data(), dy.data(), dx.data(), count, act);
             launch<K::activation_backward>(Dim(1), Dim(96), 0, yv.data(), dx_in.data(), dx_in.data(), count, act);

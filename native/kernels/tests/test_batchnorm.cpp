@@ -12,35 +12,6 @@ namespace {
 
 const float kEps = 1e-5f;
 const float kMomentum = 0.1f;  // large enough that a wrong running update shows in float
-const char* const kActName[] = {"identity", "tanh", "relu", "sigmoid"};
-
-double act_forward(double x, int act) {
-    switch (act) {
-        case 1:
-            return tanh(x);
-        case 2:
-            return x > 0 ? x : 0;
-        case 3:
-            return 1 / (1 + exp(-x));
-        default:
-            return x;
-    }
-}
-
-// act'(x)*dy from the output y
-double act_backward(double y, double dy, int act) {
-    switch (act) {
-        case 1:
-            return (1 - y * y) * dy;
-        case 2:
-            return y > 0 ? dy : 0;
-        case 3:
-            return y * (1 - y) * dy;
-        default:
-            return dy;
-    }
-}
-
 struct BnInputs {
     std::vector<float> x, gain, bias, dy, rmean, rvar;
 };
@@ -80,7 +51,7 @@ FwdRef forward_ref(const BnInputs& in, int n, int F, int act, int biased) {
         for (int i = 0; i < n; ++i) {
             const size_t k = (size_t)i * F + c;
             r.raw[k] = (in.x[k] - mean) * inv;
-            r.y[k] = act_forward(in.gain[c] * r.raw[k] + in.bias[c], act);
+            r.y[k] = act_forward<double>(in.gain[c] * r.raw[k] + in.bias[c], act);
         }
     }
     return r;
@@ -103,14 +74,14 @@ BwdRef backward_ref(const std::vector<float>& dy, const std::vector<float>& y, c
         double sd = 0, sdr = 0, ad = 0, adr = 0;
         for (int i = 0; i < n; ++i) {
             const size_t k = (size_t)i * F + col;
-            const double d = act_backward(y[k], dy[k], act);
+            const double d = act_backward<double>(y[k], dy[k], act);
             sd += d, sdr += d * raw[k], ad += fabs(d), adr += fabs(d * raw[k]);
         }
         r.dbias[col] = sd, r.dgain[col] = sdr, r.dbias_scale[col] = ad, r.dgain_scale[col] = adr;
         const double coef = (double)gain[col] * var_inv[col] / n;
         for (int i = 0; i < n; ++i) {
             const size_t k = (size_t)i * F + col;
-            const double d = act_backward(y[k], dy[k], act);
+            const double d = act_backward<double>(y[k], dy[k], act);
             r.dx[k] = coef * (n * d - sd - c * raw[k] * sdr);
             r.dx_scale[k] = fabs(coef) * (n * fabs(d) + ad + c * fabs(raw[k]) * adr);
             r.dprev[col] += r.dx[k];
@@ -468,7 +439,7 @@ TEST(batchnorm, inference_fixed_statistics) {
             std::vector<double> want((size_t)n * F);
             for (size_t i = 0; i < want.size(); ++i) {
                 const int c = (int)(i % F);
-                want[i] = act_forward(in.gain[c] * (in.x[i] - mean[c]) / sqrt(var[c] + (double)kEps) + in.bias[c], act);
+                want[i] = act_forward<double>(in.gain[c] * (in.x[i] - mean[c]) / sqrt(var[c] + (double)kEps) + in.bias[c], act);
             }
             char what[64];
             snprintf(what, sizeof what, "batchnorm_inference n=%d F=%d %s", n, F, kActName[act]);

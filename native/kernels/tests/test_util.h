@@ -4,6 +4,7 @@
 // C# backend does, but with compile-time typed argument lists generated from kernel_list.h:
 //   launch<K::embedding_forward>(grid, block, shared_bytes, embcat, C, Xb, n, B, E);
 #pragma once
+#include <cmath>
 
 #include <math.h>
 #include <stdint.h>
@@ -209,6 +210,39 @@ std::vector<TestCase>& registry();
 struct Register {
     Register(const char* group, const char* name, void (*fn)()) { registry().push_back({group, name, fn}); }
 };
+// The activation codes of hpb_common.cuh (0 identity, 1 tanh, 2 relu, 3 sigmoid): their names, y = act(x),
+// and act'(x)·dy written from the output y as the kernels do, generic over float (operation for operation
+// the kernels' formula) and double (the references).
+inline const char* const kActName[] = {"identity", "tanh", "relu", "sigmoid"};
+
+template <class T>
+T act_forward(T x, int act) {
+    switch (act) {
+        case 1:
+            return std::tanh(x);
+        case 2:
+            return x > T(0) ? x : T(0);
+        case 3:
+            return T(1) / (T(1) + std::exp(-x));
+        default:
+            return x;
+    }
+}
+
+template <class T>
+T act_backward(T y, T dy, int act) {
+    switch (act) {
+        case 1:
+            return (T(1) - y * y) * dy;
+        case 2:
+            return y > T(0) ? dy : T(0);
+        case 3:
+            return y * (T(1) - y) * dy;
+        default:
+            return dy;
+    }
+}
+
 #define TEST(group, name)                                                             \
     static void test_##group##_##name();                                              \
     static Register register_##group##_##name(#group, #name, &test_##group##_##name); \
