@@ -142,7 +142,7 @@ public sealed class PropertyFuzzTests
                         Call(net, call, twist, seed, ref disposed);
                     }
                     catch (Exception e) when (Documented(e, disposed)) { callsRefused++; }
-                    catch (Exception e) { failures.Add($"{what}: call {call}/{twist} threw {e.GetType().Name}: {e.Message}"); break; }
+                    catch (Exception e) { failures.Add($"{what}: call {call}/{twist} threw {e}"); break; }
                 }
             }
             finally { net.Dispose(); }

@@ -187,6 +187,8 @@ public sealed class SafetyTests
         {
             () => net.Step(ids, new int[4]), () => net.ForwardBackward(ids, new int[4]), () => net.Evaluate(data), () => net.Calibrate(data),
             () => net.Predict(ids, 4, new float[4 * 7]), () => net.Initialize(2), () => net.Fit(data, 3),
+            () => net.Fit(data, new FitOptions { Steps = 3, Validation = data, Order = BatchOrder.Epochs }), () => net.PredictClasses(ids, 4, new int[4]),
+            () => net.PullParameters(), () => net.PushParameters(),
         })
         {
             var e = Assert.ThrowsExactly<ObjectDisposedException>(call);

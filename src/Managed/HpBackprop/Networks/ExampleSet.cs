@@ -96,14 +96,42 @@ public sealed class ExampleSet
     {
         ArgumentNullException.ThrowIfNull(rng);
         if (Count == 0) throw new InvalidOperationException("cannot draw a minibatch from an empty example set.");
-        for (int r = 0; r < rows; r++)
+        for (int r = 0; r < rows; r++) CopyRow(rng.NextInt(Count), r, ids, features, classes, targets);
+    }
+
+    /// <summary>
+    /// Copies the examples <paramref name="rows"/> (indices in [0, <see cref="Count"/>)) into a batch's buffers, in that
+    /// order (those that apply to this set; the others may be empty). Allocates nothing.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A row is outside [0, <see cref="Count"/>).</exception>
+    public void CopyRows(ReadOnlySpan<int> rows, Span<int> ids, Span<float> features, Span<int> classes, Span<float> targets)
+    {
+        for (int r = 0; r < rows.Length; r++)
         {
-            int row = rng.NextInt(Count);
-            if (Ids != null) Ids.AsSpan(row * InputWidth, InputWidth).CopyTo(ids.Slice(r * InputWidth, InputWidth));
-            if (Features != null) Features.AsSpan(row * InputWidth, InputWidth).CopyTo(features.Slice(r * InputWidth, InputWidth));
-            if (Classes != null) classes[r] = Classes[row];
-            if (Targets != null) Targets.AsSpan(row * TargetWidth, TargetWidth).CopyTo(targets.Slice(r * TargetWidth, TargetWidth));
+            if ((uint)rows[r] >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(rows), rows[r], $"row {rows[r]} (at {r}) is outside the {Count} examples.");
+            CopyRow(rows[r], r, ids, features, classes, targets);
         }
+    }
+
+    /// <summary>A new set holding copies of the examples <paramref name="rows"/>, in that order (a row may appear more than once).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A row is outside [0, <see cref="Count"/>).</exception>
+    public ExampleSet Subset(ReadOnlySpan<int> rows)
+    {
+        int n = rows.Length;
+        var ids = Ids != null ? new int[(long)n * InputWidth] : null;
+        var features = Features != null ? new float[(long)n * InputWidth] : null;
+        var classes = Classes != null ? new int[n] : null;
+        var targets = Targets != null ? new float[(long)n * TargetWidth] : null;
+        CopyRows(rows, ids, features, classes, targets);
+        return new ExampleSet(n, InputWidth, ids, features, classes, targets, TargetWidth);
+    }
+
+    private void CopyRow(int row, int r, Span<int> ids, Span<float> features, Span<int> classes, Span<float> targets)
+    {
+        if (Ids != null) Ids.AsSpan(row * InputWidth, InputWidth).CopyTo(ids.Slice(r * InputWidth, InputWidth));
+        if (Features != null) Features.AsSpan(row * InputWidth, InputWidth).CopyTo(features.Slice(r * InputWidth, InputWidth));
+        if (Classes != null) classes[r] = Classes[row];
+        if (Targets != null) Targets.AsSpan(row * TargetWidth, TargetWidth).CopyTo(targets.Slice(r * TargetWidth, TargetWidth));
     }
 
     private static int Rows(int length, int width, string name)

@@ -40,8 +40,10 @@ public sealed record NetworkOptions
     public bool InputGradients { get; init; }
 
     /// <summary>
-    /// The seed of the dropout masks (default 42): the mask of a <c>dropout:P</c> layer at a step is a function of this seed,
-    /// the optimiser step, the layer and the element, the same on every device.
+    /// The seed of the initial parameters and of the dropout masks (default 42). <see cref="Network.Create(Sequential, NetworkOptions)"/>
+    /// (and the CUDA package's factories) fill the parameters as <see cref="Network.Initialize"/> does with this seed, so a new network
+    /// is ready to train, as a PyTorch module is when it is built; <c>Initialize(seed)</c> draws them again. The mask of a
+    /// <c>dropout:P</c> layer at a step is a function of this seed, the optimiser step, the layer and the element, the same on every device.
     /// </summary>
     public int Seed { get; init; } = 42;
 }
@@ -68,7 +70,7 @@ public sealed record NetworkOptions
 /// float loss = net.Step(features, targets);   // features [64,2], targets [64,1]
 /// </code>
 /// </example>
-public sealed unsafe class Network : IDisposable
+public sealed unsafe partial class Network : IDisposable
 {
     /// <summary>Rows per chunk when evaluating, predicting or calibrating.</summary>
     public const int EvalChunk = Backend.EvalChunk;
@@ -90,8 +92,9 @@ public sealed unsafe class Network : IDisposable
     }
 
     /// <summary>
-    /// Compiles <paramref name="stack"/> for the CPU with <paramref name="options"/>. Every check happens here,
-    /// before anything is allocated: the layers must fit together, the loss must fit the output, batch norm needs
+    /// Compiles <paramref name="stack"/> for the CPU with <paramref name="options"/> and initialises its parameters as
+    /// <see cref="Initialize"/> does with <see cref="NetworkOptions.Seed"/> (so a new network is never all zeros). Every check
+    /// happens here, before anything is allocated: the layers must fit together, the loss must fit the output, batch norm needs
     /// at least 2 rows, and the buffers must fit in memory (sizes are computed in 64 bits; the message gives the bytes).
     /// </summary>
     /// <exception cref="StackException">The stack, the loss or the batch size do not fit; the message names the layer.</exception>
@@ -106,6 +109,7 @@ public sealed unsafe class Network : IDisposable
         int width = options.InputWidth ?? stack.ImpliedInputWidth()!.Value;
         var plan = Networks.Plan.Compile(stack, options, shapes, width, device.Fusions);
         var store = new ParameterStore(stack, options.Optimizer.StateSlots);
+        store.Initialize(options.Seed); // before the backend copies the store to its device
         var backend = device.Create(plan, store);
         return new Network(plan, store, backend);
     }
@@ -228,6 +232,7 @@ public sealed unsafe class Network : IDisposable
     /// last linear layer's weight ~ N(0,1)·0.1 instead; biases ~ N(0,1)·0.1; batch-norm weight ~ 1 + N(0,1)·0.1, bias ~
     /// N(0,1)·0.1; layer-norm weight 1 and bias 0. Small non-zero values everywhere, so a wrong backward cannot hide behind
     /// zeros. The same values on every device. Clears gradients, optimiser state, running statistics and <see cref="StepCount"/>.
+    /// A new network already holds the values of <see cref="NetworkOptions.Seed"/>; this draws them again, from <paramref name="seed"/>.
     /// </summary>
     public void Initialize(int seed)
     {
@@ -394,20 +399,35 @@ public sealed unsafe class Network : IDisposable
     {
         CheckData(data);
         using var use = _use.Enter();
-        {
-            double total = 0;
-            fixed (int* ids = data.Ids, cls = data.Classes)
-            fixed (float* f = data.Features, t = data.Targets)
-                for (int r0 = 0; r0 < data.Count; r0 += EvalChunk)
+        return (float)(EvaluateChecked(data, null, out _) / data.Count);
+    }
+
+    /// <summary>
+    /// The summed loss over every example of checked <paramref name="data"/> in inference mode (the caller holds the network);
+    /// with <paramref name="outputs"/> (<see cref="EvalChunk"/>·k floats), also the examples a classifier gets right
+    /// (<see cref="CorrectClasses"/>), else 0.
+    /// </summary>
+    private double EvaluateChecked(ExampleSet data, float[]? outputs, out long correct)
+    {
+        double total = 0;
+        correct = 0;
+        fixed (int* ids = data.Ids, cls = data.Classes)
+        fixed (float* f = data.Features, t = data.Targets)
+            for (int r0 = 0; r0 < data.Count; r0 += EvalChunk)
+            {
+                int r = Math.Min(EvalChunk, data.Count - r0);
+                var b = new Batch(r, ids == null ? null : ids + (long)r0 * InputWidth, f == null ? null : f + (long)r0 * InputWidth,
+                    cls == null ? null : cls + r0, t == null ? null : t + (long)r0 * _k);
+                _backend.Infer(b, 0, _plan.Steps.Length);
+                total += _backend.InferLoss(b);
+                if (outputs != null)
                 {
-                    int r = Math.Min(EvalChunk, data.Count - r0);
-                    var b = new Batch(r, ids == null ? null : ids + (long)r0 * InputWidth, f == null ? null : f + (long)r0 * InputWidth,
-                        cls == null ? null : cls + r0, t == null ? null : t + (long)r0 * _k);
-                    _backend.Infer(b, 0, _plan.Steps.Length);
-                    total += _backend.InferLoss(b);
+                    var o = outputs.AsSpan(0, r * _k);
+                    _backend.ReadInferred(o);
+                    correct += CorrectClasses(o, r, data, r0);
                 }
-            return (float)(total / data.Count);
-        }
+            }
+        return total;
     }
 
     /// <summary>
@@ -519,16 +539,16 @@ public sealed unsafe class Network : IDisposable
     /// <summary>
     /// Trains for <paramref name="steps"/> steps on minibatches drawn uniformly with replacement from
     /// <paramref name="train"/> (seeded by <paramref name="seed"/>; the same draws on every device), reporting progress
-    /// every <paramref name="reportEvery"/> steps. Returns the loss of every step. The loop allocates nothing per step; a
-    /// cancellation stops it at the end of a step (the losses so far are in the returned array, the rest are NaN).
+    /// every <paramref name="reportEvery"/> steps. Returns the loss of every step done: a cancellation stops the loop at
+    /// the end of a step, and the array then holds the steps done only. The loop allocates nothing per step. Every example
+    /// is checked once before the first step (ids and class ids in range, features and targets finite). For a validation
+    /// set, early stopping or epochs, see <see cref="Fit(ExampleSet, FitOptions)"/>, of which this is the short form.
     /// </summary>
     /// <exception cref="TrainingDivergedException">A loss was NaN or infinite; the message names the step and the rate.</exception>
     public float[] Fit(ExampleSet train, int steps, int seed = 42, Action<TrainingProgress>? progress = null, int reportEvery = 1000, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(steps);
-        var run = new TrainingRun(seed, steps);
-        Fit(train, run, progress, reportEvery, cancellationToken);
-        return run.Losses;
+        return Fit(train, new FitOptions { Steps = steps, Seed = seed, Progress = progress, ReportEvery = reportEvery, CancellationToken = cancellationToken }).Losses;
     }
 
     /// <summary>
