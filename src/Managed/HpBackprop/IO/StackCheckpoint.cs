@@ -13,6 +13,9 @@ public sealed record LoadedModel(Network Network, Vocabulary? Vocabulary, IReadO
 {
     /// <summary>The training state of a checkpoint saved in the middle of a run (null for a finished model): see <see cref="SavedTraining"/>.</summary>
     public SavedTraining? Training { get; init; }
+
+    /// <summary>The columns, labels and standardisation of a model trained on a table (null for other models).</summary>
+    public TableSchema? Table { get; init; }
 }
 
 /// <summary>
@@ -63,7 +66,28 @@ public static class StackCheckpoint
     /// the run, the network's step count and the optimiser state (tensors and metadata named <see cref="TrainingPrefix"/>…),
     /// so that <see cref="Load"/> gives a <see cref="LoadedModel.Training"/> to continue it.
     /// </summary>
-    public static void Save(string path, Network network, Vocabulary? vocabulary, IReadOnlyDictionary<string, string>? extra = null, TrainingRun? run = null)
+    public static void Save(string path, Network network, Vocabulary? vocabulary, IReadOnlyDictionary<string, string>? extra = null, TrainingRun? run = null) =>
+        Save(path, network, vocabulary, null, extra, run);
+
+    /// <summary>
+    /// Writes a model trained on a table: <paramref name="network"/>'s parameters and running statistics (the state dict,
+    /// as ever) and, in the metadata, <paramref name="table"/>: the feature columns (<c>table_features</c>, a JSON array of
+    /// names in the network's input order), the target column (<c>table_target</c>) and what it holds
+    /// (<c>table_target_kind</c>: <c>classes</c>, <c>binary</c> or <c>values</c>), the class labels (<c>table_classes</c>, a
+    /// JSON array: id i is label i) and the standardisation (<c>input_mean</c> and <c>input_scale</c>, JSON arrays of the D
+    /// float32 values as round-trip text; the network's input is <c>(x − input_mean) / input_scale</c>, computed in float32).
+    /// </summary>
+    /// <exception cref="ArgumentException">The schema does not fit the network (its widths, or its labels against the outputs).</exception>
+    public static void SaveTable(string path, Network network, TableSchema table, IReadOnlyDictionary<string, string>? extra = null)
+    {
+        ArgumentNullException.ThrowIfNull(network);
+        ArgumentNullException.ThrowIfNull(table);
+        string? why = TableMismatch(table, network.Stack.TakesIds, network.InputWidth, network.OutputWidth, network.Options.Loss);
+        if (why != null) throw new ArgumentException(why, nameof(table));
+        Save(path, network, null, table, extra, null);
+    }
+
+    private static void Save(string path, Network network, Vocabulary? vocabulary, TableSchema? table, IReadOnlyDictionary<string, string>? extra, TrainingRun? run)
     {
         ArgumentNullException.ThrowIfNull(network);
         network.PullParameters(); // on a GPU, the device's values
@@ -102,6 +126,7 @@ public static class StackCheckpoint
             f.Metadata["vocab"] = vocabulary.Characters;
             f.Metadata["block_size"] = I(network.InputWidth);
         }
+        if (table != null) TableMetadata.Write(table, f.Metadata);
         f.Save(path);
     }
 
@@ -180,12 +205,19 @@ public static class StackCheckpoint
             throw;
         }
         SavedTraining? training = null;
-        if (f.Metadata.ContainsKey(TrainingPrefix + "completed"))
+        TableSchema? table = null;
+        try
         {
-            try { training = ReadTraining(f, path); }
-            catch { net.Dispose(); throw; }
+            if (f.Metadata.ContainsKey(TrainingPrefix + "completed")) training = ReadTraining(f, path);
+            if (f.Metadata.ContainsKey(TableMetadata.FeaturesKey))
+            {
+                table = TableMetadata.Read(f.Metadata, path);
+                if (TableMismatch(table, net.Stack.TakesIds, net.InputWidth, net.OutputWidth, net.Options.Loss) is { } why)
+                    throw new SafeTensorsFormatException(path, "the table metadata does not fit the network: " + why);
+            }
         }
-        return new LoadedModel(net, vocab, f.Metadata) { Training = training };
+        catch { net.Dispose(); throw; }
+        return new LoadedModel(net, vocab, f.Metadata) { Training = training, Table = table };
 
         int Int(string key) => int.TryParse(Meta(key), NumberStyles.None, CultureInfo.InvariantCulture, out int v) ? v
             : throw new FormatException($"metadata '{key}' = '{Layer.Clip(Meta(key))}' is not a whole number.");
@@ -270,6 +302,23 @@ public static class StackCheckpoint
         if (network.Stack.ToString() != want)
             throw new ArgumentException($"the network '{Layer.Clip(network.Stack.ToString())}' is not the makemore stack of {c} ({want}).", nameof(network));
         MakemoreLayout.FromStore(network.Parameters, p, gradients: true);
+    }
+
+    /// <summary>Why <paramref name="table"/> cannot describe a network of these widths and loss, or null when it can.</summary>
+    private static string? TableMismatch(TableSchema table, bool takesIds, int inputWidth, int outputWidth, LossKind loss)
+    {
+        if (takesIds) return "the network takes ids, not the float features of a table.";
+        if (table.Features.Count != inputWidth) return $"the table has {table.Features.Count} feature columns but the network takes {inputWidth} inputs.";
+        if (table.Scaler != null && table.Scaler.Width != inputWidth) return $"the scaler has {table.Scaler.Width} columns but the network takes {inputWidth} inputs.";
+        return table.TargetKind switch
+        {
+            TableTarget.Classes when loss != LossKind.CrossEntropy => $"class labels are trained with cross_entropy, not {loss.ToText()}.",
+            TableTarget.Classes when table.Classes == null || table.Classes.Count != outputWidth => $"the table has {table.Classes?.Count ?? 0} classes but the network {outputWidth} outputs.",
+            TableTarget.Binary when loss != LossKind.BceWithLogits || outputWidth != 1 => $"a binary target is trained with bce_with_logits and one output, not {loss.ToText()} with {outputWidth}.",
+            TableTarget.Binary when table.Classes is not { Count: 1 or 2 } => "a binary target has two class labels.",
+            TableTarget.Values when loss == LossKind.CrossEntropy || outputWidth != 1 => $"values are trained with one output and mse (or bce_with_logits), not {loss.ToText()} with {outputWidth}.",
+            _ => null,
+        };
     }
 
     private static void Copy(SafeTensorsFile f, string path, string name, int[] shape, Span<float> dst)
