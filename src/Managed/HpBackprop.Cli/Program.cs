@@ -52,12 +52,13 @@ public static class Program
 
     private static int Run(string[] args, TextWriter stdout, TextWriter stderr, StopRequest stop)
     {
-        var root = new RootCommand("HpBackprop: the makemore MLP trained with hand-derived, fused backward passes.");
+        var root = new RootCommand("HpBackprop: small neural networks (the makemore MLP, any layer stack) trained with hand-derived, fused backward passes on word lists and tables.");
         root.Subcommands.Add(TrainCommand.Create(stdout, stderr, stop));
         root.Subcommands.Add(SampleCommand.Create(stdout, stderr));
         root.Subcommands.Add(CheckCommand.Create(stdout, stderr));
         root.Subcommands.Add(GradsCommand.Create(stdout, stderr));
         root.Subcommands.Add(EvalCommand.Create(stdout, stderr));
+        root.Subcommands.Add(PredictCommand.Create(stdout, stderr));
         ParseResult parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
@@ -87,7 +88,7 @@ public static class Program
         }
     }
 
-    private static bool IsUserError(Exception e) => e is UserErrorException or CorpusException or FileNotFoundException or DirectoryNotFoundException
+    private static bool IsUserError(Exception e) => e is UserErrorException or CorpusException or TableException or FileNotFoundException or DirectoryNotFoundException
         or SafeTensorsFormatException or ShapeException or CudaUnavailableException or ArgumentException or UnauthorizedAccessException;
 
     internal static Corpus LoadCorpus(string? path) => path is null ? DefaultCorpus.Load() : Corpus.Load(path);

@@ -46,7 +46,7 @@ internal static class TrainCommand
         var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Save a checkpoint to resume to --out every N steps (0: only on Ctrl-C/SIGTERM)", DefaultValueFactory = _ => 0 };
 
         var layers = new Option<string?>("--layers") { Description = "The network as a layer stack, e.g. embedding:27x10,flatten,linear:30x200,batchnorm:200,tanh,linear:200x27 (default: the makemore MLP of --embd, --hidden and --block); see docs/stacks.md" };
-        var loss = new Option<string>("--loss") { Description = "cross_entropy (the only loss for words: the targets are the next character's id)", DefaultValueFactory = _ => "cross_entropy" };
+        var loss = new Option<string>("--loss") { Description = "cross_entropy (words, whose targets are the next character's id, and a table's class labels); with --csv also mse (a target of numbers) or bce_with_logits (a target of two labels)", DefaultValueFactory = _ => "cross_entropy" };
         var optimizer = new Option<string>("--optimizer") { Description = "sgd or adamw", DefaultValueFactory = _ => "sgd" };
         optimizer.AcceptOnlyFromAmong("sgd", "adamw");
         var sgdMomentum = Inputs.Float("--momentum", "SGD momentum", 0f);
@@ -60,12 +60,16 @@ internal static class TrainCommand
         var minLr = Inputs.Float("--min-lr", "Final learning rate of the cosine schedule", 0f);
         var l2 = Inputs.Float("--l2", "L2 penalty on linear weights: loss += L2 * sum(W^2)", 0f);
 
+        var table = new TableTrainCommand.TableOptions();
         Option[] runDefining = [steps, batch, embd, hidden, block, layers, loss, optimizer, lr, sgdMomentum, weightDecay, beta1, beta2, adamEps, schedule, decay, warmup, minLr, l2, seed, momentum];
-        var cmd = new Command("train", "Train a network with manual gradients, calibrate batch norm, report train/dev loss and sample words.")
+        var cmd = new Command("train", "Train a network with manual gradients on a word list (then calibrate batch norm, report train/dev loss and sample words) or, with --csv, on a table (then report dev and test metrics).")
         {
             data, steps, batch, embd, hidden, block, layers, loss, optimizer, lr, sgdMomentum, weightDecay, beta1, beta2, adamEps, schedule, decay, warmup, minLr, l2,
             seed, device, threads, scatter, momentum, calibrate, outFile, plot, samples, json, resume, checkpointEvery,
+            table.Csv, table.Target, table.Features, table.Dev, table.Test, table.Epochs, table.EvalEvery, table.Patience, table.NoStandardize,
         };
+        var common = new TableTrainCommand.CommonOptions(steps, batch, layers, loss, optimizer, lr, sgdMomentum, weightDecay, beta1, beta2, adamEps, schedule, decay, warmup, minLr, l2,
+            seed, device, threads, momentum, calibrate, outFile, plot, json);
         cmd.SetAction(pr =>
         {
             bool asJson = pr.GetValue(json);
@@ -92,6 +96,16 @@ internal static class TrainCommand
                     if (Inputs.Given(pr, o)) throw new UserErrorException($"{o.Name} and --optimizer sgd cannot be given together: {o.Name} is AdamW's; give --optimizer adamw or drop {o.Name}.");
             if (pr.GetValue(device) == "cpu" && Inputs.Given(pr, scatter))
                 throw new UserErrorException("--scatter and --device cpu cannot be given together: --scatter chooses how the GPU sums the embedding gradient; the CPU's is always deterministic.");
+            // a word list (--data, or the built-in corpus) or a table (--csv): told apart by the option, never by the file
+            if (Inputs.Given(pr, table.Csv))
+            {
+                foreach (var o in new Option[] { data, embd, hidden, block, samples, resume, checkpointEvery, scatter })
+                    if (Inputs.Given(pr, o))
+                        throw new UserErrorException($"{o.Name} and --csv cannot be given together: {o.Name} belongs to training on words; --csv trains on a table.");
+                return TableTrainCommand.Run(pr, common, table, stdout, stderr, stop);
+            }
+            foreach (var o in table.TableOnly)
+                if (Inputs.Given(pr, o)) throw new UserErrorException($"{o.Name} needs --csv: it belongs to training on a table (--csv FILE --target NAME).");
             if (!Inputs.Given(pr, layers) && pr.GetValue(resume) == null)
                 foreach (var (o, what) in new[] { (embd, "the embedding width"), (hidden, "the hidden width"), (block, "the context length") })
                     if (pr.GetValue(o) < 1) throw new UserErrorException($"{o.Name} {pr.GetValue(o)}: {what} must be at least 1.");
@@ -150,7 +164,14 @@ internal static class TrainCommand
                     dataPath = Meta("corpus");
                     Inputs.CheckDistinct(("the corpus of --resume", dataPath), ("--out", outPath), ("--plot", plotPath));
                 }
-                var corpus = Program.LoadCorpus(dataPath);
+                Corpus corpus;
+                try { corpus = Program.LoadCorpus(dataPath); }
+                catch (CorpusException e) when (TableTrainCommand.LooksLikeTable(dataPath))
+                {
+                    throw new UserErrorException(e.Message + " (--data reads a word list, one word per line; to train on a table give --csv FILE --target NAME)");
+                }
+                if (TableTrainCommand.LooksLikeTable(dataPath))
+                    stderr.WriteLine($"note: --data reads {Inputs.Clip(dataPath!)} as a word list, one word per line, as it does any file; to train on a table give --csv FILE --target NAME.");
                 string? layersText = meta != null ? Meta("layers") : pr.GetValue(layers);
                 Sequential? stack = null;
                 int blockSize = meta != null ? MetaInt("input_width") : pr.GetValue(block);
@@ -392,6 +413,32 @@ internal static class TrainCommand
         return cmd;
     }
 
+    /// <summary>The optimiser and schedule of the options (a table run; a word run reads them the same way, or from its checkpoint).</summary>
+    internal static (Optimizer, Schedule) OptimizerAndSchedule(ParseResult pr, TableTrainCommand.CommonOptions o, int nSteps)
+    {
+        try
+        {
+            float lr0 = pr.GetValue(o.Lr);
+            Optimizer opt = pr.GetValue(o.Optimizer) == "adamw"
+                ? new AdamW { LearningRate = lr0, Beta1 = pr.GetValue(o.Beta1), Beta2 = pr.GetValue(o.Beta2), Eps = pr.GetValue(o.AdamEps), WeightDecay = pr.GetValue(o.WeightDecay) ?? 0.01f }
+                : new Sgd { LearningRate = lr0, Momentum = pr.GetValue(o.Momentum), WeightDecay = pr.GetValue(o.WeightDecay) ?? 0f };
+            opt.Validate();
+            int? decayStep = pr.GetValue(o.Decay);
+            if (decayStep < 0) throw new UserErrorException($"--lr-decay-step {decayStep}: must not be negative.");
+            Schedule sched = pr.GetValue(o.Schedule) switch
+            {
+                "constant" => Schedule.Constant,
+                "cosine" => new CosineSchedule(pr.GetValue(o.Warmup), nSteps, pr.GetValue(o.MinLr)).Validate(),
+                _ => new StepSchedule(decayStep ?? nSteps / 2, 0.1f),
+            };
+            return (opt, sched);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UserErrorException(OptionNames(e.Message));
+        }
+    }
+
     /// <summary>Saves the network mid-run with the run's state (a checkpoint to resume), through the CPU for a GPU network.</summary>
     private static void SaveState(Network network, Sequential stack, NetworkOptions options, Vocabulary vocab, Dictionary<string, string> meta, TrainingRun run, string path)
     {
@@ -439,16 +486,21 @@ internal sealed class ProgressPrinter(TextWriter output, bool interactive)
         {
             const int width = 30;
             int filled = (int)((long)p.Step * width / p.TotalSteps);
-            output.Write($"\r[{new string('#', filled)}{new string('.', width - filled)}] step {p.Step,9:N0}/{p.TotalSteps:N0}  loss {p.Loss:F4}  {p.StepsPerSecond,8:N0} steps/s ");
+            output.Write($"\r[{new string('#', filled)}{new string('.', width - filled)}] step {p.Step,9:N0}/{p.TotalSteps:N0}  loss {p.Loss:F4}{Dev(p)}  {p.StepsPerSecond,8:N0} steps/s ");
         }
         else
         {
             int line = (int)((long)p.Step * 10 / p.TotalSteps);
             if (line == _lastLine && p.Step != p.TotalSteps) return;
             _lastLine = line;
-            output.WriteLine($"step {p.Step,9:N0}/{p.TotalSteps:N0}  loss {p.Loss:F4}  {p.StepsPerSecond:N0} steps/s");
+            output.WriteLine($"step {p.Step,9:N0}/{p.TotalSteps:N0}  loss {p.Loss:F4}{Dev(p)}  {p.StepsPerSecond:N0} steps/s");
         }
     }
+
+    /// <summary>The latest dev evaluation of a table run (nothing for a word run, which has none during training).</summary>
+    private static string Dev(TrainingProgress p) => p.Validation is { } v
+        ? $"  dev loss {v.Loss:F4}" + (v.Accuracy is float a ? $" accuracy {a:F4}" : "")
+        : "";
 
     public void Finish()
     {
