@@ -168,11 +168,24 @@ public sealed class Table
         Sep sep;
         try { sep = Sep.New(options.Separator); }
         catch (ArgumentException e) { throw new ArgumentException($"TableOptions.Separator '{options.Separator}' cannot separate cells: {e.Message}", nameof(options), e); }
+        SepReader csv;
         try
         {
-            using var csv = sep.Reader(o => o with { Unescape = true, Trim = SepTrim.All, DisableColCountCheck = true, CultureInfo = CultureInfo.InvariantCulture })
+            // Sep reads the header here: a column named twice is its ArgumentException
+            csv = sep.Reader(o => o with { Unescape = true, Trim = SepTrim.All, DisableColCountCheck = true, CultureInfo = CultureInfo.InvariantCulture })
                 .From(reader, leaveOpen: true);
-            return Read(csv, source, options);
+        }
+        catch (ArgumentException e)
+        {
+            throw new TableException(source, 1, "the header is not a table's: " + e.Message);
+        }
+        catch (Exception e) when (e is InvalidDataException or NotSupportedException or FormatException)
+        {
+            throw new TableException(source, 0, "not a CSV table: " + e.Message);
+        }
+        try
+        {
+            using (csv) return Read(csv, source, options);
         }
         catch (Exception e) when (e is InvalidDataException or NotSupportedException or FormatException)
         {
