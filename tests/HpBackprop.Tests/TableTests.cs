@@ -169,7 +169,9 @@ public sealed class TableTests
             var s = TableSplit.Create(t, 0.2, 0.2, seed);
             Assert.AreEqual(2, s.TestRows.Count);
             Assert.AreEqual(2, s.DevRows.Count);
-            Assert.AreEqual(11, s.TrainRows.Concat(s.DevRows).Concat(s.TestRows).Distinct().Count());
+            var rows = s.TrainRows.Concat(s.DevRows).Concat(s.TestRows).ToArray();
+            Assert.HasCount(11, rows, "no row in two splits");
+            Assert.AreEqual(11, rows.Distinct().Count());
         }
         Assert.ThrowsExactly<ArgumentException>(() => TableSplit.Create(t, 0.5, 0.5));
         Assert.ThrowsExactly<ArgumentException>(() => TableSplit.Create(t, 0.01, 0.1), "0.01 of 11 rows is none");
