@@ -58,6 +58,22 @@ public sealed class FitTests
     }
 
     [TestMethod]
+    public void PatienceRunningOutAtTheLastStepIsACompletedRun()
+    {
+        var train = Noise(48, 12, 3, 1);
+        var dev = Noise(300, 12, 3, 2);
+        using var net = Overfitter();
+        var stopped = net.Fit(train, new FitOptions { Steps = 3000, Seed = 5, Validation = dev, ValidateEvery = 10, Patience = 5 });
+        Assert.AreEqual(FitStop.EarlyStopping, stopped.Stop);
+        // the same run planned to end where the first stopped: its patience runs out at its last step
+        using var planned = Overfitter();
+        var h = planned.Fit(train, new FitOptions { Steps = stopped.Steps, Seed = 5, Validation = dev, ValidateEvery = 10, Patience = 5 });
+        Assert.AreEqual(FitStop.Completed, h.Stop, "every planned step was taken");
+        Assert.AreEqual(stopped.Best, h.Best);
+        Assert.IsTrue(h.RestoredBest);
+    }
+
+    [TestMethod]
     public void WithoutRestoreBestTheLastParametersStay()
     {
         var train = Noise(48, 12, 3, 1);

@@ -69,7 +69,8 @@ public sealed unsafe partial class Network
                     if (!float.IsFinite(loss)) throw new TrainingDivergedException(s + 1, lr, loss);
                     losses[s] = loss;
                     done = s + 1;
-                    if (validation != null && (done % every == 0 || done == steps) && Validate() && options.Patience > 0 && sinceBest >= options.Patience)
+                    if (validation != null && (done % every == 0 || done == steps) && Validate() && options.Patience > 0 && sinceBest >= options.Patience
+                        && done < steps) // patience running out at the last step is a completed run
                         stop = FitStop.EarlyStopping;
                     if (options.Progress != null && options.ReportEvery > 0 && (done % options.ReportEvery == 0 || done == steps || stop != FitStop.Completed))
                         options.Progress(new TrainingProgress(done, steps, loss, done / Math.Max(sw.Elapsed.TotalSeconds, 1e-9)) { Validation = points.Count > 0 ? points[^1] : null });
