@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Text.RegularExpressions;
 using HpBackprop.Networks;
+using HpBackprop.Training;
 
 namespace HpBackprop.Tests;
 
@@ -57,6 +58,67 @@ public sealed partial class DocsExampleTests
         int a = test.IndexOf("// --- example", StringComparison.Ordinal), b = test.IndexOf("// --- end of example", StringComparison.Ordinal);
         string tested = string.Join("\n", test[a..b].Split('\n').Skip(1));
         Assert.AreEqual(Normalise(code), Normalise(tested), "the page's example and the tested code differ");
+    }
+
+    [TestMethod]
+    public void TheStacksPageFitExampleStopsEarlyAndClassifies()
+    {
+        // --- Fit example ---
+        // three classes of points around (0, 0), (1, 1) and (2, 0); a dev set evaluated every epoch, early stopping,
+        // a progress report every 500 steps, and a token that stops the run at the end of a step
+        var rng = new Random(2);
+        ExampleSet Points(int count)
+        {
+            var x = new float[count * 2];
+            var y = new int[count];
+            for (int i = 0; i < count; i++)
+            {
+                y[i] = i % 3;
+                x[2 * i] = y[i] + 0.4f * (float)(rng.NextDouble() - 0.5);
+                x[2 * i + 1] = (y[i] == 1 ? 1 : 0) + 0.4f * (float)(rng.NextDouble() - 0.5);
+            }
+            return ExampleSet.FromFeatures(x, 2, y);
+        }
+        ExampleSet train = Points(3000), dev = Points(600);
+
+        using var net = Network.Create(Sequential.Parse("linear:2x16,relu,linear:16x3"),
+            new NetworkOptions { BatchSize = 32, Optimizer = new AdamW { LearningRate = 0.01f }, Seed = 1 });
+        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(10));   // or stop.Cancel() from Console.CancelKeyPress
+        TrainingHistory history = net.Fit(train, new FitOptions
+        {
+            Steps = 5000,
+            Order = BatchOrder.Epochs,   // shuffled each epoch, each example once per epoch
+            Validation = dev,            // evaluated in inference mode every epoch (ValidateEvery = 0) and after the last step
+            Patience = 5,                // stop after 5 evaluations without a lower dev loss; the best parameters are put back
+            ReportEvery = 500,
+            Progress = p => Console.WriteLine($"step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} dev loss {p.Validation?.Loss:F4}"),
+            CancellationToken = stop.Token,
+        });
+        Console.WriteLine($"{history.Steps} steps ({history.Stop}), best dev loss {history.Best?.Loss:F4} at step {history.Best?.Step}");
+
+        var classes = new int[1];
+        net.PredictClasses(new float[] { 2f, 0f }, rows: 1, classes);   // 2
+        var metrics = ClassificationMetrics.Of(net, dev);                // accuracy, precision/recall/F1 per class, confusion
+        // --- end of Fit example ---
+
+        Assert.AreEqual(2, classes[0]);
+        Assert.IsGreaterThan(0.97, metrics.Accuracy);
+        Assert.HasCount(history.Steps, history.Losses);
+        Assert.AreEqual(history.Best!.Value.Loss, net.Evaluate(dev), "the best parameters are the network's");
+    }
+
+    [TestMethod]
+    public void TheStacksPageFitExampleIsTheTestedCode()
+    {
+        string thisFile = SourceFile();
+        string page = File.ReadAllText(Path.Combine(Path.GetDirectoryName(thisFile)!, "..", "..", "docs", "stacks.md"));
+        var blocks = CSharpBlock().Matches(page);
+        Assert.IsGreaterThan(1, blocks.Count, "docs/stacks.md has the Fit example, its second csharp block");
+        string code = string.Join("\n", blocks[1].Groups[1].Value.Split('\n').Where(l => !UsingDirective().IsMatch(l)));
+        string test = File.ReadAllText(thisFile);
+        int a = test.IndexOf("// --- Fit example", StringComparison.Ordinal), b = test.IndexOf("// --- end of Fit example", StringComparison.Ordinal);
+        string tested = string.Join("\n", test[a..b].Split('\n').Skip(1));
+        Assert.AreEqual(Normalise(code), Normalise(tested), "the page's Fit example and the tested code differ");
     }
 
     [TestMethod]
