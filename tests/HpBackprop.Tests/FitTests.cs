@@ -258,6 +258,8 @@ public sealed class FitTests
         })
             StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => net.Fit(data, o)).Message, name);
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => net.Fit(Noise(10, 12, 3, 1), new FitOptions { Order = BatchOrder.Epochs })).Message, "no whole minibatch");
+        StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => net.Fit(data, new FitOptions { Steps = int.MaxValue })).Message, "FitOptions.Steps = 2,147,483,647 needs");
+        Assert.AreEqual(0, net.StepCount, "refused before the first step");
         var wrong = ExampleSet.FromFeatures(new float[10 * 5], 5, new int[10]);
         StringAssert.Contains(Assert.ThrowsExactly<ArgumentException>(() => net.Fit(data, new FitOptions { Validation = wrong })).Message, "FitOptions.Validation");
     }

@@ -26,6 +26,10 @@ public sealed unsafe partial class Network
         ArgumentNullException.ThrowIfNull(train);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        // the history (one float per step) is allocated up front: its size is checked first, in 64 bits
+        long historyBytes = 4L * options.Steps;
+        if (options.Steps > Array.MaxLength || historyBytes > MemoryBudget.Available)
+            throw new ArgumentException($"FitOptions.Steps = {options.Steps:N0} needs {historyBytes:N0} bytes for the loss history; this process can use {MemoryBudget.Available:N0}: train in shorter runs.", nameof(options));
         var validation = options.Validation;
         CheckData(train);
         if (validation != null)
