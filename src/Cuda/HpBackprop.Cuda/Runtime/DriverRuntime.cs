@@ -17,6 +17,8 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     private readonly StreamHandle? _stream;
     private readonly CublasHandle? _cublas;
     private readonly List<CuModuleHandle> _modules = [];
+    private readonly CaptureState _capture = new();
+    private DeviceMemory? _cublasWorkspace;
 
     /// <summary>Opens device <paramref name="ordinal"/>.</summary>
     /// <param name="ordinal">Device number.</param>
@@ -58,6 +60,10 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
             Cublas.Check(Cublas.cublasCreate(&cublas), "cublasCreate_v2");
             _cublas = new CublasHandle(cublas, _binding);
             Cublas.Check(Cublas.cublasSetStream(cublas, stream), "cublasSetStream_v2");
+            // a workspace of its own, set after the stream: cuBLAS then allocates nothing inside a graph capture
+            // (NVIDIA's recommended sizes: 32 MiB on Hopper and later, 4 MiB before)
+            _cublasWorkspace = Allocate(major >= 9 ? 32L << 20 : 4L << 20);
+            Cublas.Check(Cublas.cublasSetWorkspace(cublas, _cublasWorkspace.Pointer, (nuint)_cublasWorkspace.Bytes), "cublasSetWorkspace_v2");
             Cublas.Check(Cublas.cublasSetMathMode(cublas, allowTf32 ? Cublas.Tf32TensorOpMath : Cublas.DefaultMath), "cublasSetMathMode");
         }
         catch
@@ -109,6 +115,7 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     /// <inheritdoc />
     public DeviceMemory Allocate(long bytes)
     {
+        _capture.Forbid("Allocate (cuMemAlloc)", Name);
         _binding.Ensure();
         ulong p;
         Driver.Check(Driver.cuMemAlloc(&p, (nuint)Math.Max(bytes, 1)), "cuMemAlloc_v2");
@@ -116,8 +123,26 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     }
 
     /// <inheritdoc />
+    public PinnedMemory AllocatePinned(long bytes)
+    {
+        _capture.Forbid("AllocatePinned (cuMemAllocHost)", Name);
+        _binding.Ensure();
+        void* p;
+        Driver.Check(Driver.cuMemAllocHost(&p, (nuint)Math.Max(bytes, 1)), "cuMemAllocHost_v2");
+        return new DriverPinnedMemory(p, bytes, _binding);
+    }
+
+    /// <inheritdoc />
+    public void CopyToDeviceAsync(ulong dst, void* pinnedSource, long bytes)
+    {
+        _binding.Ensure();
+        Driver.Check(Driver.cuMemcpyHtoDAsync(dst, pinnedSource, (nuint)bytes, Stream), "cuMemcpyHtoDAsync_v2");
+    }
+
+    /// <inheritdoc />
     public void CopyToDevice(ulong dst, void* src, long bytes)
     {
+        _capture.Forbid("CopyToDevice (a synchronous copy from pageable memory)", Name);
         _binding.Ensure();
         Driver.Check(Driver.cuMemcpyHtoDAsync(dst, src, (nuint)bytes, Stream), "cuMemcpyHtoDAsync_v2");
         // the host buffer may be reused as soon as this returns
@@ -127,6 +152,7 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     /// <inheritdoc />
     public void CopyToHost(void* dst, ulong src, long bytes)
     {
+        _capture.Forbid("CopyToHost (cuMemcpyDtoH)", Name);
         _binding.Ensure();
         Driver.Check(Driver.cuMemcpyDtoHAsync(dst, src, (nuint)bytes, Stream), "cuMemcpyDtoHAsync_v2");
         Driver.Check(Driver.cuStreamSynchronize(Stream), "cuStreamSynchronize");
@@ -180,14 +206,76 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     /// <inheritdoc />
     public void Synchronize()
     {
+        _capture.Forbid("Synchronize (cuStreamSynchronize)", Name);
         _binding.Ensure();
         Driver.Check(Driver.cuStreamSynchronize(Stream), "cuStreamSynchronize");
+    }
+
+    /// <inheritdoc />
+    public bool IsCapturing => _capture.Active;
+
+    /// <inheritdoc />
+    public void BeginCapture()
+    {
+        _capture.Begin(Name);
+        _binding.Ensure();
+        try
+        {
+            Driver.Check(Driver.cuStreamBeginCapture(Stream, Driver.CaptureModeThreadLocal), "cuStreamBeginCapture_v2");
+        }
+        catch
+        {
+            try { _capture.End(Name); } catch (InvalidOperationException) { }
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public DeviceGraph EndCapture()
+    {
+        _binding.Ensure();
+        nint graph = 0;
+        int rc = Driver.cuStreamEndCapture(Stream, &graph);
+        try
+        {
+            _capture.End(Name); // throws when a refused call invalidated the capture
+            Driver.Check(rc, "cuStreamEndCapture");
+            nuint nodes = 0;
+            Driver.Check(Driver.cuGraphGetNodes(graph, null, &nodes), "cuGraphGetNodes");
+            nint exec;
+            Driver.Check(Driver.cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiateWithFlags");
+            return new DriverGraph(new GraphExecHandle(exec, _binding), (int)nodes);
+        }
+        finally
+        {
+            if (graph != 0) Driver.cuGraphDestroy(graph); // the instantiated graph does not need it
+        }
+    }
+
+    /// <inheritdoc />
+    public void Launch(DeviceGraph graph)
+    {
+        _capture.Forbid("Launch(DeviceGraph)", Name);
+        if (graph is not DriverGraph g) throw new ArgumentException("the graph was not captured by a CUDA driver runtime.", nameof(graph));
+        _binding.Ensure();
+        int rc = Driver.cuGraphLaunch(g.Exec.Value, Stream);
+        if (rc != Driver.Success) Driver.Check(rc, "cuGraphLaunch");
+    }
+
+    private sealed class DriverGraph(GraphExecHandle exec, int nodes) : DeviceGraph
+    {
+        public GraphExecHandle Exec { get; } = exec;
+
+        public override int NodeCount { get; } = nodes;
+
+        public override void Dispose() => Exec.Dispose();
     }
 
     /// <inheritdoc />
     public void Dispose()
     {
         _cublas?.Dispose();
+        _cublasWorkspace?.Dispose();
         foreach (var m in _modules) m.Dispose();
         _stream?.Dispose();
         _context.Dispose();
