@@ -262,6 +262,47 @@ public unsafe class KernelEmulatorTests
     // =====================================================================================
 
     /// <summary>
+    /// The chunked column sums (batch-norm mean and variance, bias gradients) add their per-chunk partials in chunk order,
+    /// whatever the grid: the result is bitwise the float accumulation partial[0] + partial[1] + … of the partials the
+    /// kernel itself wrote, for two grids of column_partial_sum (a full one and one capped at 2 × 1 blocks, as on a GPU
+    /// with fewer multiprocessors) and two of the finishing kernels. With 143 chunks of random data any other order
+    /// (reversed, pairwise, per-SM) gives other bits.
+    /// </summary>
+    [TestMethod]
+    public void ChunkedColumnSumsAddTheChunksInChunkOrderOnAnyGrid()
+    {
+        const int n = 1000, H = 37, chunkRows = 7;
+        int chunks = (n + chunkRows - 1) / chunkRows;
+        var rng = new Random(17);
+        float[] x = Normals(rng, n * H, 3f, 0.5f);
+        using var emu = NewEmu();
+        var xb = emu.In(x);
+        float[]? first = null;
+        foreach (var (gx, gy, fin) in new[] { (65535, 65535, 65535), (2, 1, 1) })
+        {
+            var partial = emu.Out((long)chunks * H);
+            var grid = new Dim3((uint)Blocks(H, 32, gx), (uint)Math.Min(chunks, gy));
+            emu.Launch("column_partial_sum", grid, new Dim3(32, 8), 32 * 8 * 4, xb, null, 0, n, H, chunkRows, partial);
+            float[] p = emu.Read(partial);
+            var expected = new float[H];
+            for (int c = 0; c < H; c++)
+            {
+                float acc = p[c];
+                for (int k = 1; k < chunks; k++) acc += p[k * H + c];
+                expected[c] = acc;
+            }
+            var sum = emu.Out(H);
+            emu.Launch("column_finish_sum", Blocks(H, 256, fin), 256, 0, partial, chunks, H, sum);
+            AssertBitwise($"column_finish_sum (partial grid {grid.X}x{grid.Y}, finish grid cap {fin})", expected, emu.Read(sum));
+            var mean = emu.Out(H);
+            emu.Launch("batchnorm_finish_mean", Blocks(H, 256, fin), 256, 0, partial, chunks, n, H, mean);
+            AssertBitwise($"batchnorm_finish_mean (partial grid {grid.X}x{grid.Y})", expected.Select(v => v / n).ToArray(), emu.Read(mean));
+            if (first == null) first = p;
+            else AssertBitwise("the partials of a capped grid vs a full one", first, p);
+        }
+    }
+
+    /// <summary>
     /// Batch norm in both modes (biased 0: Bessel, 1: over n) with each activation (0 identity, 1 tanh,
     /// 2 relu, 3 sigmoid), through the single-chunk kernels and through the chunked path the backend
     /// takes when n &gt; chunk_rows (column_partial_sum → batchnorm_finish_mean → column_partial_sum
