@@ -541,6 +541,24 @@ public sealed class CudaNetworkTests : CudaNetworkTestsBase
         foreach (string k in emu.KernelNames) StringAssert.Contains(ptx, ".entry " + k + "(", $"kernel {k} is missing from the embedded PTX");
     }
 
+    /// <summary>
+    /// The driver loads a fatbin per PTX module (build-ptx.sh builds it from that PTX: sm_80 and sm_90 machine code and the
+    /// PTX, byte-checked by CI with cuobjdump's listing): one per module, under the same name, each a fatbin container
+    /// (magic 0xBA55ED50) of more than a kilobyte.
+    /// </summary>
+    [TestMethod]
+    public void EveryPtxModuleHasItsFatbin()
+    {
+        var ptx = EmbeddedPtx.All().Select(m => System.IO.Path.GetFileNameWithoutExtension(m.Name)).ToArray();
+        var fatbins = EmbeddedPtx.Fatbins().ToArray();
+        CollectionAssert.AreEqual(ptx, fatbins.Select(f => System.IO.Path.GetFileNameWithoutExtension(f.Name)).ToArray());
+        foreach (var (name, image) in fatbins)
+        {
+            Assert.IsGreaterThan(1024, image.Length, name);
+            Assert.AreEqual(0xBA55ED50u, BitConverter.ToUInt32(image, 0), $"{name} is not a fatbin");
+        }
+    }
+
     /// <summary>Every check comes before the runtime is used: a stack that does not fit gets the CPU's message from every factory.</summary>
     [TestMethod]
     public void TheChecksAreTheCpusAndComeBeforeTheRuntimeIsTouched()

@@ -95,6 +95,7 @@ internal static class Program
         Console.WriteLine($"device: {rt.Name}");
         Console.WriteLine($"driver CUDA version: {rt.DriverVersion / 1000}.{rt.DriverVersion % 1000 / 10}");
         Console.WriteLine($"cuBLAS: {rt.CublasLibrary}");
+        Console.WriteLine($"kernels: {rt.LoadedCode}");
         Console.WriteLine($"runtime start (driver, context, PTX JIT of {EmbeddedPtx.All().Count()} modules, cuBLAS): {sw.Elapsed.TotalMilliseconds:F0} ms");
         return Ok;
     }

@@ -38,6 +38,9 @@ internal static unsafe partial class Driver
     [LibraryImport(Lib, EntryPoint = "cuCtxSynchronize")] public static partial int cuCtxSynchronize();
     [LibraryImport(Lib, EntryPoint = "cuModuleLoadDataEx")] public static partial int cuModuleLoadDataEx(nint* module, void* image, uint numOptions, int* options, void** optionValues);
     [LibraryImport(Lib, EntryPoint = "cuModuleUnload")] public static partial int cuModuleUnload(nint module);
+    /// <summary>CU_FUNC_ATTRIBUTE_BINARY_VERSION: the architecture (major·10 + minor) of the machine code a function runs.</summary>
+    public const int FuncAttrBinaryVersion = 6;
+    [LibraryImport(Lib, EntryPoint = "cuFuncGetAttribute")] public static partial int cuFuncGetAttribute(int* value, int attribute, nint function);
     [LibraryImport(Lib, EntryPoint = "cuModuleGetFunction")] public static partial int cuModuleGetFunction(nint* function, nint module, byte* name);
     [LibraryImport(Lib, EntryPoint = "cuLaunchKernel")]
     public static partial int cuLaunchKernel(nint function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ,

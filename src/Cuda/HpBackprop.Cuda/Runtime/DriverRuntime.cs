@@ -55,7 +55,8 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
             nint stream;
             Driver.Check(Driver.cuStreamCreate(&stream, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate");
             _stream = new StreamHandle(stream, _binding);
-            foreach (var (resource, ptx) in EmbeddedPtx.All()) _modules.Add(LoadModule(resource, ptx));
+            foreach (var (resource, image) in EmbeddedPtx.Fatbins()) _modules.Add(LoadModule(resource, image));
+            LoadedCode = DescribeLoadedCode(major, minor);
             nint cublas;
             Cublas.Check(Cublas.cublasCreate(&cublas), "cublasCreate_v2");
             _cublas = new CublasHandle(cublas, _binding);
@@ -91,6 +92,22 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
 
     private nint Stream => _stream!.Value;
 
+    /// <summary>
+    /// Which code of the fatbins the driver runs: "sm_80 machine code" or "sm_90 machine code" (no JIT), or "compute_80 PTX,
+    /// JIT-compiled for sm_XY" on any other GPU — read from a kernel's CU_FUNC_ATTRIBUTE_BINARY_VERSION (the driver
+    /// prefers machine code of the device's family, so a binary version of a family the fatbin carries is that code).
+    /// </summary>
+    public string LoadedCode { get; private set; } = "";
+
+    private string DescribeLoadedCode(int major, int minor)
+    {
+        nint f = GetKernel("step_begin").Handle;
+        int binary;
+        Driver.Check(Driver.cuFuncGetAttribute(&binary, Driver.FuncAttrBinaryVersion, f), "cuFuncGetAttribute");
+        return (binary is 80 or 90) && binary / 10 == major ? $"sm_{binary} machine code from the fatbin"
+            : $"compute_80 PTX, JIT-compiled for sm_{major}{minor} (binary version {binary})";
+    }
+
     private CuModuleHandle LoadModule(string resource, byte[] ptx)
     {
         const int logSize = 16384;
@@ -105,8 +122,8 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
             string log = Marshal.PtrToStringUTF8((nint)errorLog) ?? "";
             var (errName, _) = Driver.Describe(rc);
             if (rc is Driver.ErrorInvalidPtx or Driver.ErrorUnsupportedPtxVersion or Driver.ErrorNoBinaryForGpu)
-                throw new CudaUnavailableException($"the CUDA driver (version {DriverVersion / 1000}.{DriverVersion % 1000 / 10}) cannot JIT-compile {resource} ({errName}): "
-                    + $"the PTX needs a driver for CUDA 11.8 or newer and a GPU of compute capability 8.0 or newer. Update the NVIDIA driver, or train on the CPU (Network.Create). JIT log: {log.Trim()}");
+                throw new CudaUnavailableException($"the CUDA driver (version {DriverVersion / 1000}.{DriverVersion % 1000 / 10}) cannot load {resource} ({errName}): "
+                    + $"it carries machine code for sm_80 and sm_90 and PTX for compute_80, which needs a driver for CUDA 11.8 or newer and a GPU of compute capability 8.0 or newer. Update the NVIDIA driver, or train on the CPU (Network.Create). JIT log: {log.Trim()}");
             throw new CudaException($"cuModuleLoadDataEx({resource})", rc, errName, log.Trim());
         }
         return new CuModuleHandle(module, _binding);
@@ -184,7 +201,7 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
             fixed (byte* p = utf8) rc = Driver.cuModuleGetFunction(&f, m.Value, p);
             if (rc == Driver.Success) return new Kernel(name, f);
         }
-        throw new ArgumentException($"no kernel '{name}' in the embedded PTX modules.", nameof(name));
+        throw new ArgumentException($"no kernel '{name}' in the embedded kernel modules.", nameof(name));
     }
 
     /// <inheritdoc />
@@ -286,6 +303,24 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
 public static class EmbeddedPtx
 {
     private const string Prefix = "HpBackprop.Cuda.Ptx.";
+
+    private const string FatbinPrefix = "HpBackprop.Cuda.Fatbin.";
+
+    /// <summary>
+    /// Each embedded fatbin (what the driver loads): resource name (<c>layer.fatbin</c>) and bytes, with sm_80 and sm_90
+    /// machine code and the module's PTX, in the order of <see cref="All"/>.
+    /// </summary>
+    public static IEnumerable<(string Name, byte[] Image)> Fatbins()
+    {
+        var asm = Assembly.GetExecutingAssembly();
+        foreach (string r in asm.GetManifestResourceNames().Where(n => n.StartsWith(FatbinPrefix, StringComparison.Ordinal)).Order(StringComparer.Ordinal))
+        {
+            using var s = asm.GetManifestResourceStream(r)!;
+            var bytes = new byte[s.Length];
+            s.ReadExactly(bytes);
+            yield return (r[FatbinPrefix.Length..], bytes);
+        }
+    }
 
     /// <summary>Each embedded PTX module: resource name and bytes with a terminating NUL (as cuModuleLoadData wants).</summary>
     public static IEnumerable<(string Name, byte[] Ptx)> All()
