@@ -16,7 +16,7 @@ namespace HpBackprop.Tests;
 /// the model's names, types, dynamic batch dimension, initialisers and metadata; the opset rules.
 /// </summary>
 [TestClass]
-public sealed class OnnxExportTests
+public sealed partial class OnnxExportTests
 {
     public TestContext TestContext { get; set; } = null!;
 
@@ -111,6 +111,72 @@ public sealed class OnnxExportTests
         var noise = OnnxParity.Noise(net, rng);
         foreach (int rows in BatchSizes)
             if (OnnxParity.Compare(OnnxParity.Prepare(net, rows, rng), noise, model, $"{stack} + {loss.ToText()}, eps {eps}, opset {opset}, rows {rows}", log) is { } f) failures.Add(f);
+        TestContext.WriteLine(log.ToString());
+        Assert.IsEmpty(failures, string.Join("\n", failures));
+    }
+
+    /// <summary>
+    /// Every stack written out in docs/stacks.md and the README (the makemore MLP, the lecture's deeper network, the MLPs of the C#
+    /// examples and the benchmarks), found by their text form, so that a stack the documentation adds is exported too.
+    /// </summary>
+    public static IEnumerable<object[]> DocumentedStacks()
+    {
+        string root = Path.Combine(Path.GetDirectoryName(SourceFile())!, "..", "..");
+        var found = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var page in new[] { Path.Combine(root, "docs", "stacks.md"), Path.Combine(root, "README.md") })
+            foreach (System.Text.RegularExpressions.Match m in StackText().Matches(File.ReadAllText(page)))
+                if (Sequential.Parse(m.Value).ImpliedInputWidth() != null) // not a fragment such as the README's "embedding:27x10,flatten, five …"
+                    found.Add(m.Value);
+        return found.Select(t => new object[] { t });
+    }
+
+    private static string SourceFile([System.Runtime.CompilerServices.CallerFilePath] string path = "") => path;
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"(?<![\w:,])(?:embedding|linear):\d+x\d+(?::nobias)?(?:,(?:embedding|flatten|linear|batchnorm|layernorm|dropout|tanh|relu|sigmoid)(?::[\d.x]+)?(?::(?:nobias|biased))?)+")]
+    private static partial System.Text.RegularExpressions.Regex StackText();
+
+    [TestMethod]
+    public void TheDocumentedStacksAreFound()
+    {
+        var texts = DocumentedStacks().Select(o => (string)o[0]).ToArray();
+        TestContext.WriteLine(string.Join("\n", texts));
+        CollectionAssert.Contains(texts, "embedding:27x10,flatten,linear:30x200,batchnorm:200,tanh,linear:200x27", "the makemore MLP of docs/stacks.md");
+        CollectionAssert.Contains(texts, "linear:2x32,relu,linear:32x1", "the C# example of docs/stacks.md");
+        Assert.IsTrue(texts.Any(t => t.Contains(":nobias,batchnorm:100", StringComparison.Ordinal)), "the deeper network of docs/stacks.md");
+    }
+
+    /// <summary>
+    /// Each documented stack, with random parameters and running statistics, closed by each loss whose link the export writes
+    /// differently (cross-entropy: softmax; BCE-with-logits: sigmoid; MSE: none), exported at its lowest opset and at 17, gives
+    /// Predict's outputs in ONNX Runtime at batch sizes 1, 7 and 1,000.
+    /// </summary>
+    [TestMethod]
+    [DynamicData(nameof(DocumentedStacks))]
+    public void EveryDocumentedStackGivesPredictsOutputsInOnnxRuntime(string layers)
+    {
+        var stack = Sequential.Parse(layers);
+        var failures = new List<string>();
+        var log = new StringWriter();
+        var losses = stack.TakesIds ? new[] { LossKind.CrossEntropy } : [LossKind.CrossEntropy, LossKind.BceWithLogits, LossKind.Mse];
+        foreach (var loss in losses.Where(l => l != LossKind.CrossEntropy || stack.Resolve()[^1].Width > 1)) // cross-entropy needs two classes
+        {
+            var rng = new Random(layers.Length * 31 + (int)loss);
+            using var net = Network.Create(stack, new NetworkOptions { BatchSize = 2, Loss = loss });
+            foreach (var (p, v) in StackTestData.Parameters(stack, rng))
+            {
+                var dst = net.Parameters.Value(p);
+                for (int i = 0; i < v.Length; i++) dst[i] = (float)v[i];
+            }
+            OnnxParity.RandomStatistics(net, rng);
+            var noise = OnnxParity.Noise(net, rng);
+            foreach (int opset in new[] { OnnxExport.LowestOpset(stack), 17 }.Distinct())
+            {
+                byte[] model = OnnxExport.ToBytes(net, new OnnxExportOptions { Opset = opset });
+                OnnxParity.Keep(model, $"documented_{Math.Abs(layers.GetHashCode(StringComparison.Ordinal)):x}_{loss.ToText()}.opset{opset}");
+                foreach (int rows in BatchSizes)
+                    if (OnnxParity.Compare(OnnxParity.Prepare(net, rows, rng), noise, model, $"{layers} + {loss.ToText()}, opset {opset}, rows {rows}", log) is { } f) failures.Add(f);
+            }
+        }
         TestContext.WriteLine(log.ToString());
         Assert.IsEmpty(failures, string.Join("\n", failures));
     }
