@@ -54,28 +54,23 @@ var predicted = new float[rows * Classes];
 net.Predict(tx, rows, predicted);                          // probabilities: the softmax of the logits
 Console.WriteLine($"Predict:      test accuracy {Accuracy(predicted):F1}% of {rows} points");
 
-// 2. export: input "input" float [N,2]; outputs "logits" and "probabilities" float [N,3]
-OnnxExportSummary summary = OnnxExport.Save(net, path);
+// 2. export (the README quotes these lines)
+OnnxExportSummary summary = OnnxExport.Save(net, path);                          // input "input" float [N,2]; outputs "logits", "probabilities" float [N,3]
 Console.WriteLine($"exported {path}: {summary}");
 
 // 3. ML.NET: ApplyOnnxModel in a pipeline; ML.NET scores one row at a time (the batch dimension N is 1)
 var ml = new MLContext(seed: 0);
 IDataView points = ml.Data.LoadFromEnumerable(Enumerable.Range(0, rows).Select(i => new Point { Input = [tx[2 * i], tx[2 * i + 1]] }));
-var pipeline = ml.Transforms.ApplyOnnxModel(
-    outputColumnNames: [OnnxExport.ProbabilitiesName], inputColumnNames: [OnnxExport.InputName], modelFile: path);
-IDataView scored = pipeline.Fit(points).Transform(points);
+var pipeline = ml.Transforms.ApplyOnnxModel(["probabilities"], ["input"], path);  // ML.NET: a pipeline step, one row at a time
+IDataView scored = pipeline.Fit(points).Transform(points);                        // points: an IDataView with a float[2] column "input"
 float[] fromMlNet = ml.Data.CreateEnumerable<Scored>(scored, reuseRowObject: false).SelectMany(s => s.Probabilities).ToArray();
 Console.WriteLine($"ML.NET:       test accuracy {Accuracy(fromMlNet):F1}%, largest difference from Predict {Largest(fromMlNet):G2}");
 
 // 4. ONNX Runtime on its own: the whole test set as one batch of 1,000 rows
-float[] fromOrt;
-using (var session = new InferenceSession(path))
-{
-    using var input = OrtValue.CreateTensorValueFromMemory(tx, [rows, 2]);
-    using var runOptions = new RunOptions();
-    using var outputs = session.Run(runOptions, [OnnxExport.InputName], [input], [OnnxExport.ProbabilitiesName]);
-    fromOrt = outputs[0].GetTensorDataAsSpan<float>().ToArray();
-}
+using var input = OrtValue.CreateTensorValueFromMemory(tx, [rows, 2]);
+using var session = new InferenceSession(path);                                   // ONNX Runtime on its own
+using var outputs = session.Run(new RunOptions(), ["input"], [input], ["probabilities"]);  // a whole batch: input is an OrtValue [rows,2]
+float[] fromOrt = outputs[0].GetTensorDataAsSpan<float>().ToArray();
 Console.WriteLine($"ONNX Runtime: test accuracy {Accuracy(fromOrt):F1}%, largest difference from Predict {Largest(fromOrt):G2}");
 
 // float32 rounding apart (the operations are summed in other orders), the three give the same probabilities: this run
