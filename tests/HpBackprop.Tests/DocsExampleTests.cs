@@ -101,8 +101,7 @@ public sealed partial class DocsExampleTests
         int a = test.IndexOf("// --- README example", StringComparison.Ordinal), b = test.IndexOf("// --- end of README example", StringComparison.Ordinal);
         string tested = Normalise(string.Join("\n", test[a..b].Split('\n').Skip(1)));
         string examples = Path.Combine(Path.GetDirectoryName(thisFile)!, "..", "..", "examples");
-        var exampleLines = Directory.GetFiles(examples, "Program.cs", SearchOption.AllDirectories)
-            .Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}", StringComparison.Ordinal))
+        var exampleLines = Directory.GetDirectories(examples).Select(d => Path.Combine(d, "Program.cs")).Where(File.Exists)
             .SelectMany(File.ReadAllLines).Select(Normalise).ToHashSet(StringComparer.Ordinal);
         foreach (Match block in blocks)
         {
