@@ -35,7 +35,7 @@ public sealed class FixedCaseTests
         var d = CaseData.Draw(c);
         var report = new List<string>();
         var failures = Parity.Compare(c, Parity.TorchTrajectory(c, d, TorchSharp.torch.ScalarType.Float64, c.Steps),
-            Parity.TorchTrajectory(c, d, TorchSharp.torch.ScalarType.Float32, c.Steps), Parity.OursTrajectory(c, d, c.Steps), report);
+            Parity.TorchTrajectory(c, d, TorchSharp.torch.ScalarType.Float32, c.Steps), Parity.OursTrajectory(c, d, c.Steps), report, trajectory: true);
         Console.WriteLine($"{c} ({c.Steps} steps)\n  " + string.Join("\n  ", report));
         Assert.IsEmpty(failures, c + ":\n" + string.Join("\n", failures));
     }

@@ -86,7 +86,7 @@ internal sealed class CaseData
 
     /// <summary>
     /// Minibatch <paramref name="index"/> of <paramref name="rows"/> rows: ids uniform (every id column takes at least
-    /// min(3, n) values, so no batch-norm column is constant), features N(0,1); class ids uniform, mse targets N(0,1),
+    /// min(3, n) values, so no batch-norm column is constant, and at least min(4, n) rows differ), features N(0,1); class ids uniform, mse targets N(0,1),
     /// bce targets uniform in [0,1] with every fifth exactly 0 or 1.
     /// </summary>
     public static Batch DrawBatch(ParityCase c, int index, int? rows = null)
@@ -100,7 +100,9 @@ internal sealed class CaseData
         {
             int range = c.IdRange ?? stack.Layers[0].In;
             int distinct = Math.Min(3, Math.Min(n, range));
-            while (ids is null || Enumerable.Range(0, b).Any(col => Enumerable.Range(0, n).Select(i => ids[i * b + col]).Distinct().Count() < distinct))
+            int rowsWanted = (int)Math.Min(Math.Min(4, n), Math.Pow(range, b));
+            while (ids is null || Enumerable.Range(0, b).Any(col => Enumerable.Range(0, n).Select(i => ids[i * b + col]).Distinct().Count() < distinct)
+                   || Enumerable.Range(0, n).Select(i => string.Join(",", ids.Skip(i * b).Take(b))).Distinct().Count() < rowsWanted)
                 ids = Enumerable.Range(0, n * b).Select(_ => rng.Next(range)).ToArray();
         }
         float[]? x = stack.TakesIds ? null : Enumerable.Range(0, n * b).Select(_ => (float)Normal(rng)).ToArray();
