@@ -136,7 +136,7 @@ public sealed class RandomStackTests
             gen.Sample(x => Assertion(x, steps), seed: seed, iter: 100, threads: 1, print: x => x.ToString());
             Assert.Fail($"case {i} (seed {seed}, master seed {MasterSeed}) failed but CsCheck did not reproduce it: {c}\n{string.Join("\n", failures)}");
         }
-        Console.WriteLine($"{count} random cases passed (master seed {MasterSeed}), {layersSeen} layers, covering {string.Join(", ", kinds.Order(StringComparer.Ordinal))}");
+        Console.WriteLine($"{count} random cases passed ({(steps > 0 ? $"{steps}-step trajectories" : "one step each")}, master seed {MasterSeed}), {layersSeen} layers, covering {string.Join(", ", kinds.Order(StringComparer.Ordinal))}");
         foreach (var must in new[] { "Embedding", "Linear", "batchnorm:Bessel", "batchnorm:Biased", "LayerNorm", "Dropout", "Tanh", "Relu", "Sigmoid",
                      "cross_entropy", "mse", "bce_with_logits", "Sgd", "AdamW", "ConstantSchedule", "StepSchedule", "CosineSchedule" }.Concat(steps > 0 ? [] : ["mean"]))
             Assert.Contains(must, kinds, $"the {count} random cases never drew {must}");
