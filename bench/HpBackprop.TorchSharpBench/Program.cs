@@ -15,8 +15,8 @@ namespace HpBackprop.TorchSharpBench;
 
 /// <summary>
 /// One training step of a stack in TorchSharp, as a .NET user would write it: the stack's <c>nn.Sequential</c> (the
-/// parity suite's <see cref="TorchStack"/>: the lecture's Bessel batch norm as a module of TorchSharp operators, or with
-/// <c>nativeBatchNorm</c> TorchSharp's own <c>BatchNorm1d</c>, whose training variance is the biased one), float32,
+/// parity suite's <see cref="TorchStack"/>: with <c>nativeBatchNorm</c> TorchSharp's own <c>BatchNorm1d</c>, whose training
+/// variance is the biased one; otherwise the lecture's Bessel batch norm as a module of TorchSharp operators), float32,
 /// autograd, <c>torch.optim.SGD</c> at lr 0.01, and per step one dispose scope around zero_grad, forward,
 /// cross-entropy, backward and step. Sixteen fixed random minibatches, taken in turn.
 /// </summary>
@@ -76,7 +76,7 @@ public sealed class TorchStep : IDisposable
 
 /// <summary>
 /// BenchmarkDotNet: one training step of the same stack in HpBackprop (<see cref="StackBench.Make"/>, as
-/// <c>bench -- stack</c>) and in TorchSharp (<see cref="TorchStep"/>), at S, M, L, the deep stack and the float-feature
+/// <c>bench -- stack</c>) and in TorchSharp (<see cref="TorchStep"/>, its own <c>BatchNorm1d</c>), at S, M, L, the deep stack and the float-feature
 /// MLP, 1 and 2 threads. In process (the apphost is the one given LibTorch's runtime), short runs.
 /// </summary>
 [Config(typeof(InProcessConfig))]
@@ -100,7 +100,7 @@ public class TrainingStep
     {
         var (layers, n) = StackBench.Get(Shape);
         _net = StackBench.Make(layers, n, Threads, out _ours);
-        _torch = new TorchStep(layers, n, Threads);
+        _torch = new TorchStep(layers, n, Threads, nativeBatchNorm: true);
     }
 
     /// <summary>HpBackprop's compiled network.</summary>
@@ -128,9 +128,13 @@ public class TrainingStep
 internal static class Program
 {
     /// <summary>
-    /// <c>side [--shapes S,M,L,deep,mlp] [--threads 1,2] [--seconds 1] [--rounds 3]</c>: HpBackprop, TorchSharp and
-    /// TorchSharp with its native batch norm alternated round by round in this process, each round the median of 15
-    /// timed windows; a Markdown table (median of the rounds' medians, best window) and one JSON line per side and row.
+    /// <c>side [--shapes S,M,L,deep,mlp] [--threads 1,2] [--seconds 1] [--rounds 3] [--bessel]</c>: HpBackprop and
+    /// TorchSharp alternated round by round in this process, each round the median of 15 timed windows; a Markdown table
+    /// (median of the rounds' medians, best window) and one JSON line per side and row. TorchSharp's batch norm is its own
+    /// <c>BatchNorm1d</c> (LibTorch's fused kernel; its training variance divides by n where the lecture's divides by
+    /// n − 1, the same work); <c>--bessel</c> adds a column with the lecture's batch norm written as a TorchSharp module
+    /// (<see cref="BesselBatchNorm"/>, as the parity suite and the PyTorch baseline build it), which LibTorch runs
+    /// operator by operator.
     /// Anything else goes to BenchmarkDotNet's switcher (<c>--filter *TrainingStep*</c>).
     /// </summary>
     public static int Main(string[] args)
@@ -147,10 +151,12 @@ internal static class Program
         var shapes = Bench.Program.Opt(args, "--shapes", "S,M,L,deep,mlp").Split(',');
         double seconds = double.Parse(Bench.Program.Opt(args, "--seconds", "1"), inv);
         int rounds = int.Parse(Bench.Program.Opt(args, "--rounds", "3"), inv);
+        bool bessel = args.Contains("--bessel");
         Console.WriteLine($"TorchSharp {typeof(torch).Assembly.GetName().Version} (LibTorch CPU); {Environment.ProcessorCount} cores; "
             + $"the sides alternated {rounds} times per row, {seconds} s each");
-        Console.WriteLine("| shape | n | threads | HpBackprop µs/step (best) | TorchSharp µs/step (best) | × vs TorchSharp | TorchSharp, native BatchNorm1d µs (best) | × vs it |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("| shape | n | threads | HpBackprop µs/step (best) | TorchSharp µs/step (best) | × vs TorchSharp |"
+            + (bessel ? " TorchSharp, Bessel module µs (best) | × vs it |" : ""));
+        Console.WriteLine("|---|---|---|---|---|---|" + (bessel ? "---|---|" : ""));
         var json = new List<string>();
         foreach (var s in shapes)
         {
@@ -159,8 +165,8 @@ internal static class Program
             foreach (int t in threads)
             {
                 using var net = StackBench.Make(layers, n, t, out var ours);
-                using var ts = new TorchStep(layers, n, t);
-                using var tsn = TorchStep.HasBatchNorm(layers) ? new TorchStep(layers, n, t, nativeBatchNorm: true) : null;
+                using var ts = new TorchStep(layers, n, t, nativeBatchNorm: true);
+                using var tsb = bessel && TorchStep.HasBatchNorm(layers) ? new TorchStep(layers, n, t) : null;
                 var o = new List<(double, double)>();
                 var a = new List<(double, double)>();
                 var b = new List<(double, double)>();
@@ -169,20 +175,20 @@ internal static class Program
                     o.Add(Bench.Program.Time(ours, secs));
                     torch.set_num_threads(t);
                     a.Add(Bench.Program.Time(ts.Step, secs));
-                    if (tsn != null) b.Add(Bench.Program.Time(tsn.Step, secs));
+                    if (tsb != null) b.Add(Bench.Program.Time(tsb.Step, secs));
                 }
                 (double Median, double Min) Sum(List<(double Median, double Min)> v) =>
                     (v.Select(x => x.Median).Order().ElementAt(v.Count / 2), v.Min(x => x.Min));
                 var (om, ob) = Sum(o);
                 var (am, ab) = Sum(a);
-                string native = "– | –";
+                string extra = !bessel ? "" : " – | – |";
                 if (b.Count > 0)
                 {
                     var (bm, bb) = Sum(b);
-                    native = $"{bm:F1} ({bb:F1}) | {bm / om:F1}×";
-                    json.Add($"{{\"side\":\"torchsharp\",\"mode\":\"native_bn\",\"shape\":\"{s}\",\"threads\":{t},\"us_median\":{bm.ToString("F2", inv)},\"us_min\":{bb.ToString("F2", inv)}}}");
+                    extra = $" {bm:F1} ({bb:F1}) | {bm / om:F1}× |";
+                    json.Add($"{{\"side\":\"torchsharp\",\"mode\":\"bessel_module\",\"shape\":\"{s}\",\"threads\":{t},\"us_median\":{bm.ToString("F2", inv)},\"us_min\":{bb.ToString("F2", inv)}}}");
                 }
-                Console.WriteLine($"| {s} | {n} | {t} | {om:F1} ({ob:F1}) | {am:F1} ({ab:F1}) | {am / om:F1}× | {native} |");
+                Console.WriteLine($"| {s} | {n} | {t} | {om:F1} ({ob:F1}) | {am:F1} ({ab:F1}) | {am / om:F1}× |{extra}");
                 json.Add($"{{\"side\":\"hpbackprop\",\"shape\":\"{s}\",\"threads\":{t},\"us_median\":{om.ToString("F2", inv)},\"us_min\":{ob.ToString("F2", inv)}}}");
                 json.Add($"{{\"side\":\"torchsharp\",\"mode\":\"autograd\",\"shape\":\"{s}\",\"threads\":{t},\"us_median\":{am.ToString("F2", inv)},\"us_min\":{ab.ToString("F2", inv)}}}");
             }

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 source tests/torchsharp/runtime.sh
-dotnet build -c Release bench/HpBackprop.TorchSharpBench -v q -nologo >&2
+# HPB_TS_NO_BUILD=1: already built (the side-by-side runners build it once)
+[ "${HPB_TS_NO_BUILD:-}" = 1 ] || dotnet build -c Release bench/HpBackprop.TorchSharpBench -v q -nologo >&2
 exe=bench/HpBackprop.TorchSharpBench/bin/Release/net10.0/linux-x64/HpBackprop.TorchSharpBench
 if ts_runtime_needed; then
   ts_runtime_prepare
