@@ -21,6 +21,9 @@ public sealed class RandomStackTests
     /// <summary>The one-step cases of a run, and the 100-step trajectories of a run.</summary>
     public const int OneStepCases = 300, TrajectoryCases = 24, TrajectorySteps = 100;
 
+    /// <summary>Cases CsCheck explores for a smaller failing one (<c>HPB_TS_SHRINK_ITER</c>, default 100).</summary>
+    private static readonly int ShrinkIterations = int.TryParse(Environment.GetEnvironmentVariable("HPB_TS_SHRINK_ITER"), CultureInfo.InvariantCulture, out int n) && n > 0 ? n : 100;
+
     private static readonly ulong MasterSeed = ulong.TryParse(Environment.GetEnvironmentVariable("HPB_TS_MASTER_SEED"), CultureInfo.InvariantCulture, out ulong s) ? s : 20261207;
 
     private static Gen<Layer> Activation => Gen.OneOf(Gen.Const(Layer.Tanh()), Gen.Const(Layer.Relu()), Gen.Const(Layer.Sigmoid()));
@@ -133,7 +136,7 @@ public sealed class RandomStackTests
             if (Environment.GetEnvironmentVariable("HPB_TS_SURVEY") == "1") { Console.WriteLine($"SURVEY case {i}: {c}\n  {string.Join("\n  ", failures)}"); continue; }
             Console.WriteLine($"case {i} (seed {seed}) failed: {c}\n  {string.Join("\n  ", failures)}\nshrinking with CsCheck from that seed…");
             // throws with the smallest failing case and its seed
-            gen.Sample(x => Assertion(x, steps), seed: seed, iter: 100, threads: 1, print: x => x.ToString());
+            gen.Sample(x => Assertion(x, steps), seed: seed, iter: ShrinkIterations, threads: 1, print: x => x.ToString());
             Assert.Fail($"case {i} (seed {seed}, master seed {MasterSeed}) failed but CsCheck did not reproduce it: {c}\n{string.Join("\n", failures)}");
         }
         Console.WriteLine($"{count} random cases passed ({(steps > 0 ? $"{steps}-step trajectories" : "one step each")}, master seed {MasterSeed}), {layersSeen} layers, covering {string.Join(", ", kinds.Order(StringComparer.Ordinal))}");
