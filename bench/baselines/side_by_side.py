@@ -141,7 +141,7 @@ def main():
             tsr = combine([r for r in ts_rows if r["threads"] == t and r["mode"] == "autograd"])
             rows.append((s, t, ours, tm["manual"], tm["autograd"], tsr))
     print(f"Side by side, {datetime.date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores "
-          f"(shared machine: one run, the two sides alternated {a.rounds} times per shape, {a.seconds} s each); "
+          f"(shared machine: one run, the sides alternated {a.rounds} times per shape, {a.seconds} s each); "
           f"PyTorch on OpenBLAS with its {core} kernels; tier {a.tier} (ours: {our_env_var + '=0' if our_env_var else 'AVX-512'}, "
           f"PyTorch: ATEN_CPU_CAPABILITY={aten})\n")
     print("| shape (n, E, H) | threads | HpBackprop µs/step (best) | GFLOP/s | PyTorch manual µs (best) | PyTorch autograd µs (best) | TorchSharp autograd µs (best) | × vs manual | × vs autograd | × vs TorchSharp |")

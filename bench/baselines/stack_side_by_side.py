@@ -52,7 +52,7 @@ def main():
                                "us_min": min(r["us_min"] for r in rs if r["threads"] == th)} if any(r["threads"] == th for r in rs) else None
             rows.append((s, th, pick(o), pick(t), pick(ts)))
     print(f"Stacks side by side, {datetime.date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores (shared machine: one run, "
-          f"the two sides alternated {a.rounds} times per shape, {a.seconds} s each); PyTorch on OpenBLAS with its {core} kernels\n")
+          f"the sides alternated {a.rounds} times per shape, {a.seconds} s each); PyTorch on OpenBLAS with its {core} kernels\n")
     print("| shape | threads | HpBackprop µs/step (best) | PyTorch autograd µs/step (best) | TorchSharp autograd µs/step (best) | × vs PyTorch | × vs TorchSharp |")
     print("|---|---|---|---|---|---|---|")
     cell = lambda r: f"{r['us_median']:,.1f} ({r['us_min']:,.1f})" if r else "–"
