@@ -12,6 +12,8 @@ internal static class Program
     /// (by default with its AVX-512 SkylakeX kernels, see <see cref="OpenBlas.SelectCore"/>).
     /// <c>fused</c>: fused vs atomic cross-entropy and batch-norm backward.
     /// <c>peak</c>: one core's FMA throughput (the roof for the GFLOP/s figures).
+    /// <c>infer [--shapes makemore,mlp] [--threads 1,2] [--batches 1,32,4096]</c>: a batch of predictions through Predict and
+    /// through ONNX Runtime running the ONNX export, alternated (<see cref="InferBench"/>).
     /// <c>gpu [--emulator]</c>: the CUDA benchmarks (BenchmarkDotNet on a GPU; "no CUDA device" otherwise).
     /// Anything else goes to BenchmarkDotNet's switcher (e.g. <c>--filter *Step*</c>).
     /// </summary>
@@ -30,6 +32,7 @@ internal static class Program
             case "peak": return Peak.Run(args);
             case "stack": return StackBench.Run(args);
             case "stack-stages": return StackBench.Stages(args);
+            case "infer": return InferBench.Run(args);
             case "gpu": return GpuBench.Run(args);
             default:
                 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

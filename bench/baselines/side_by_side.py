@@ -3,7 +3,14 @@
 bench/HpBackprop.Bench -- steps`) in one go, shape by shape, and prints a Markdown ratio table.
 
 usage: bench/baselines/side_by_side.py [--shapes S,M,L,deep,mlp] [--threads 1,2] [--seconds 1] [--rounds 3]
-                                       [--tier avx512|avx2|128] [--openblas-core SkylakeX|Haswell|Nehalem|auto]
+                                       [--tier avx512|avx2|128] [--openblas-core SkylakeX|Haswell|Nehalem|auto] [--no-torchsharp]
+
+TorchSharp (0.107, LibTorch 2.10, the .NET peer) is a third side, alternated with the other two in every round:
+bench/baselines/torchsharp_bench.sh side (bench/HpBackprop.TorchSharpBench) times the same stack in TorchSharp autograd
+with TorchSharp's own BatchNorm1d (LibTorch's fused kernel: the same work as the lecture's Bessel batch norm, which the
+PyTorch side writes as a module of operators), in a process that also times HpBackprop; the table's TorchSharp ratio is
+against HpBackprop's figure from this script's own runs.
+--no-torchsharp leaves it out (a machine where LibTorch 2.10 cannot be had).
 
 --tier runs both sides at one instruction-set tier (S, M, L only): ours with DOTNET_EnableAVX512=0 (avx2) or
 DOTNET_EnableAVX2=0 (128: SSE, the stand-in for ARM64 NEON); PyTorch with ATEN_CPU_CAPABILITY=avx512/avx2/default and
@@ -53,6 +60,18 @@ def json_lines(cmd, env=None):
     return rows
 
 
+def build_torchsharp():
+    """Builds TorchSharp's side once; torchsharp_cmd's runs then skip the build (HPB_TS_NO_BUILD)."""
+    subprocess.run(["dotnet", "build", "-c", "Release", "bench/HpBackprop.TorchSharpBench", "-v", "q", "-nologo"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    os.environ["HPB_TS_NO_BUILD"] = "1"
+
+
+def torchsharp_cmd(shapes, threads, seconds):
+    """TorchSharp's side (bench/baselines/torchsharp_bench.sh side, one round): its JSON rows have side "torchsharp"."""
+    return ["bash", os.path.join(HERE, "torchsharp_bench.sh"), "side", "--shapes", shapes, "--threads", threads, "--seconds", seconds, "--rounds", "1"]
+
+
 def cpu_name():
     try:
         for line in open("/proc/cpuinfo"):
@@ -72,6 +91,7 @@ def main():
                     help="alternate the two sides this many times per shape; each side reports the median of its rounds' medians")
     ap.add_argument("--tier", choices=list(TIERS), default="avx512")
     ap.add_argument("--openblas-core", default=os.environ.get("OPENBLAS_CORETYPE"))
+    ap.add_argument("--no-torchsharp", action="store_true", help="leave TorchSharp out")
     a = ap.parse_args()
     our_env_var, aten, default_core = TIERS[a.tier]
     a.openblas_core = a.openblas_core or default_core
@@ -81,7 +101,8 @@ def main():
         sys.exit("--tier applies to the shapes S, M and L only")
     if stacks:
         subprocess.run(["/usr/bin/python3", os.path.join(HERE, "stack_side_by_side.py"), "--shapes", ",".join(stacks), "--threads", a.threads,
-                        "--seconds", a.seconds, "--rounds", str(a.rounds), "--openblas-core", a.openblas_core], check=True)
+                        "--seconds", a.seconds, "--rounds", str(a.rounds), "--openblas-core", a.openblas_core]
+                       + (["--no-torchsharp"] if a.no_torchsharp else []), check=True)
         if not a.shapes:
             return
     torch_env = dict(os.environ)
@@ -95,6 +116,8 @@ def main():
         our_env[our_env_var] = "0"
     subprocess.run(["dotnet", "build", "-c", "Release", "bench/HpBackprop.Bench", "-v", "q", "-nologo"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
+    if not a.no_torchsharp:
+        build_torchsharp()
     ours_cmd = ["dotnet", "run", "-c", "Release", "--no-build", "--project", "bench/HpBackprop.Bench", "--", "steps"]
     torch_cmd = ["/usr/bin/python3", os.path.join(HERE, "torch_steps.py")]
     rows = []
@@ -104,28 +127,31 @@ def main():
         return {"us_median": statistics.median(r["us_median"] for r in rs), "us_min": min(r["us_min"] for r in rs)} if rs else None
 
     for s in a.shapes.split(","):
-        torch_rows, our_rows = [], []
+        torch_rows, our_rows, ts_rows = [], [], []
         for _ in range(a.rounds):
             tr = json_lines(torch_cmd + ["--shapes", s, "--threads", a.threads, "--seconds", a.seconds], torch_env)
             core = next((r["blas_core"] for r in tr if "blas_core" in r), core)
             torch_rows += [r for r in tr if "shape" in r]
             our_rows += json_lines(ours_cmd + ["--shapes", s, "--threads", a.threads, "--seconds", a.seconds], our_env)
+            if not a.no_torchsharp:
+                ts_rows += [r for r in json_lines(torchsharp_cmd(s, a.threads, a.seconds), dict(our_env, HPB_TS_NO_BUILD="1")) if r["side"] == "torchsharp"]
         for t in [int(x) for x in a.threads.split(",")]:
             ours = combine([r for r in our_rows if r["threads"] == t])
             tm = {m: combine([r for r in torch_rows if r["threads"] == t and r["mode"] == m]) for m in ("manual", "autograd")}
-            rows.append((s, t, ours, tm["manual"], tm["autograd"]))
+            tsr = combine([r for r in ts_rows if r["threads"] == t and r["mode"] == "autograd"])
+            rows.append((s, t, ours, tm["manual"], tm["autograd"], tsr))
     print(f"Side by side, {datetime.date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores "
-          f"(shared machine: one run, the two sides alternated {a.rounds} times per shape, {a.seconds} s each); "
+          f"(shared machine: one run, the sides alternated {a.rounds} times per shape, {a.seconds} s each); "
           f"PyTorch on OpenBLAS with its {core} kernels; tier {a.tier} (ours: {our_env_var + '=0' if our_env_var else 'AVX-512'}, "
           f"PyTorch: ATEN_CPU_CAPABILITY={aten})\n")
-    print("| shape (n, E, H) | threads | HpBackprop µs/step (best) | GFLOP/s | PyTorch manual µs (best) | PyTorch autograd µs (best) | × vs manual | × vs autograd |")
-    print("|---|---|---|---|---|---|---|---|")
-    for s, t, o, m, g in rows:
+    print("| shape (n, E, H) | threads | HpBackprop µs/step (best) | GFLOP/s | PyTorch manual µs (best) | PyTorch autograd µs (best) | TorchSharp autograd µs (best) | × vs manual | × vs autograd | × vs TorchSharp |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for s, t, o, m, g, ts in rows:
         n, E, H = SHAPES[s]
         om = o["us_median"]
         cell = lambda r: f"{r['us_median']:,.1f} ({r['us_min']:,.1f})" if r else "–"
         ratio = lambda r: f"{r['us_median'] / om:.1f}×" if r else "–"
-        print(f"| {s} ({n}, {E}, {H}) | {t} | {om:,.1f} ({o['us_min']:,.1f}) | {flops(s) / om / 1e3:.1f} | {cell(m)} | {cell(g)} | {ratio(m)} | {ratio(g)} |")
+        print(f"| {s} ({n}, {E}, {H}) | {t} | {om:,.1f} ({o['us_min']:,.1f}) | {flops(s) / om / 1e3:.1f} | {cell(m)} | {cell(g)} | {cell(ts)} | {ratio(m)} | {ratio(g)} | {ratio(ts)} |")
 
 
 if __name__ == "__main__":

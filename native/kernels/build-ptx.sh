@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# build-ptx.sh — compiles every native/kernels/<layer>.cu to PTX and checks it with ptxas.
+# build-ptx.sh — compiles every native/kernels/<layer>.cu to PTX, checks it with ptxas, and
+# builds the fatbin the driver loads (sm_80 and sm_90 machine code, the PTX as the fallback).
 #
-#   native/kernels/build-ptx.sh            regenerate src/Cuda/HpBackprop.Cuda/Ptx/<layer>.ptx and
+#   native/kernels/build-ptx.sh            regenerate src/Cuda/HpBackprop.Cuda/Ptx/<layer>.ptx,
+#                                          src/Cuda/HpBackprop.Cuda/Fatbin/<layer>.fatbin and
 #                                          native/kernels/ptxas-report.txt
 #   native/kernels/build-ptx.sh --check    regenerate into a temporary directory and fail if the
 #                                          PTX or the report differ from the committed ones (CI)
 #
 # Steps: nvcc -ptx (compute_80) for each .cu; the PTX must be byte-identical when compiled
 # twice (deterministic output); ptxas -v for sm_80 and sm_90 on each PTX; a report of
-# registers, static shared memory, stack and spills per kernel and architecture.  Exits
+# registers, static shared memory, stack and spills per kernel and architecture; a fatbin per
+# PTX (nvcc -fatbin from the PTX itself: SASS for sm_80 and sm_90 and the compute_80 PTX, so a
+# GPU of those families needs no JIT and any newer one JITs the PTX), also byte-identical when
+# built twice, its contents listed by cuobjdump.  Exits
 # non-zero on a compiler error or warning, non-deterministic PTX, or any spill.
 #
 # Environment: NVCC (default nvcc), PTXAS (default ptxas), HPB_CCBIN (host compiler for
@@ -19,12 +24,14 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 ptx_dir="$repo/src/Cuda/HpBackprop.Cuda/Ptx"
+fatbin_dir="$repo/src/Cuda/HpBackprop.Cuda/Fatbin"
 report="$here/ptxas-report.txt"
 layers=(embedding batchnorm cross_entropy linear optimizer activation layernorm dropout atomic_chain)
 archs=(sm_80 sm_90)
 
 NVCC="${NVCC:-nvcc}"
 PTXAS="${PTXAS:-ptxas}"
+CUOBJDUMP="${CUOBJDUMP:-cuobjdump}"
 HPB_CCBIN="${HPB_CCBIN:-clang-14}"
 NVCC_FLAGS=(-ccbin "$HPB_CCBIN" -ptx -arch=compute_80 -std=c++17 -O3 --Werror all-warnings)
 
@@ -35,7 +42,7 @@ case "${1:-}" in
   *) echo "usage: $0 [--check]" >&2; exit 1 ;;
 esac
 
-for tool in "$NVCC" "$PTXAS" "$HPB_CCBIN"; do
+for tool in "$NVCC" "$PTXAS" "$CUOBJDUMP" "$HPB_CCBIN"; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "build-ptx.sh: '$tool' not found (CUDA 11.8 toolkit: apt-get install nvidia-cuda-toolkit; host compiler: clang-14)" >&2
     exit 3
@@ -44,7 +51,7 @@ done
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/ptx" "$work/again"
+mkdir -p "$work/ptx" "$work/again" "$work/fatbin" "$work/fatbin-again"
 
 # 1. PTX, twice, from inside native/kernels with relative paths (nothing machine-specific
 #    can end up in the output).
@@ -56,6 +63,22 @@ for layer in "${layers[@]}"; do
     echo "build-ptx.sh: $layer.ptx differs between two identical compilations (non-deterministic PTX)" >&2
     exit 1
   fi
+done
+
+# 1b. The fatbin of each PTX (the same file name in both directories: nothing else differs), twice.
+for layer in "${layers[@]}"; do
+  for d in fatbin fatbin-again; do
+    (cd "$work/ptx" && "$NVCC" -ccbin "$HPB_CCBIN" -fatbin -gencode 'arch=compute_80,code=[sm_80,sm_90,compute_80]' \
+      "$layer.ptx" -o "$work/$d/$layer.fatbin")
+  done
+  if ! cmp -s "$work/fatbin/$layer.fatbin" "$work/fatbin-again/$layer.fatbin"; then
+    echo "build-ptx.sh: $layer.fatbin differs between two identical builds (non-deterministic fatbin)" >&2
+    exit 1
+  fi
+  listing="$("$CUOBJDUMP" -lelf -lptx "$work/fatbin/$layer.fatbin")"
+  for want in "sm_80.cubin" "sm_90.cubin" "sm_80.ptx"; do
+    grep -q "$want" <<<"$listing" || { echo "build-ptx.sh: $layer.fatbin holds no $want:" >&2; echo "$listing" >&2; exit 1; }
+  done
 done
 
 # 2. ptxas -v per PTX and architecture -> one line per kernel.
@@ -110,19 +133,24 @@ if [ "$check" -eq 1 ]; then
       echo "build-ptx.sh --check: $ptx_dir/$layer.ptx is not what $layer.cu compiles to (run native/kernels/build-ptx.sh)" >&2
       status=2
     fi
+    if ! cmp -s "$work/fatbin/$layer.fatbin" "$fatbin_dir/$layer.fatbin"; then
+      echo "build-ptx.sh --check: $fatbin_dir/$layer.fatbin is not what $layer.ptx builds to (run native/kernels/build-ptx.sh)" >&2
+      status=2
+    fi
   done
   if ! cmp -s "$work/ptxas-report.txt" "$report"; then
     echo "build-ptx.sh --check: $report is out of date:" >&2
     diff "$report" "$work/ptxas-report.txt" >&2 || true
     status=2
   fi
-  [ "$status" -eq 0 ] && echo "build-ptx.sh --check: ${#layers[@]} PTX files and ptxas-report.txt up to date ($kernels kernel/arch entries, no spills)"
+  [ "$status" -eq 0 ] && echo "build-ptx.sh --check: ${#layers[@]} PTX files, their fatbins and ptxas-report.txt up to date ($kernels kernel/arch entries, no spills)"
   exit "$status"
 fi
 
-mkdir -p "$ptx_dir"
+mkdir -p "$ptx_dir" "$fatbin_dir"
 for layer in "${layers[@]}"; do
   cp "$work/ptx/$layer.ptx" "$ptx_dir/$layer.ptx"
+  cp "$work/fatbin/$layer.fatbin" "$fatbin_dir/$layer.fatbin"
 done
 cp "$work/ptxas-report.txt" "$report"
-echo "build-ptx.sh: wrote ${#layers[@]} PTX files to $ptx_dir and $report ($kernels kernel/arch entries, no spills)"
+echo "build-ptx.sh: wrote ${#layers[@]} PTX files to $ptx_dir, their fatbins to $fatbin_dir and $report ($kernels kernel/arch entries, no spills)"

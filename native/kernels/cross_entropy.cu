@@ -105,16 +105,22 @@ extern "C" __global__ void __launch_bounds__(1024) sum_partials(const float* x, 
     }
 }
 
-// partial [count] (count small: the number of chunks)  ->  out[0] = (float)(scale * sum(partial))
+// partial [count] (count small: the number of chunks)  ->  v = (float)(scale * sum(partial)) into
+// out[0] (step NULL) or into the training step's loss slot out[step->slot] (the loss ring); accumulate
+// != 0 adds v to what is there in float (the L2 penalty onto the loss, as the host's loss + l2).
 // thread t adds partial[t], partial[t + blockDim], ... in order, then block_reduce_sum (double).
 // grid = 1 (further blocks do nothing), block = 32*k <= 1024 (256), shared = 0
 extern "C" __global__ void __launch_bounds__(1024) sum_finish(const double* partial, int count, double scale,
-                                                              float* out) {
+                                                              float* out, const hpb_step* step, int accumulate) {
     if (blockIdx.x != 0) return;  // uniform across the block
     double acc = 0.0;
     for (int i = (int)threadIdx.x; i < count; i += (int)blockDim.x) acc += partial[i];
     acc = block_reduce_sum(acc);
-    if (threadIdx.x == 0) out[0] = (float)(scale * acc);
+    if (threadIdx.x == 0) {
+        float* dst = step ? out + step->slot : out;
+        const float v = (float)(scale * acc);
+        dst[0] = accumulate ? __fadd_rn(dst[0], v) : v;
+    }
 }
 
 // z [count], t [count] (unused, may be NULL, for kind 3)  ->  dz [count], dt [count] (each may be NULL:

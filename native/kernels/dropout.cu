@@ -2,6 +2,7 @@
 // the backward; both recompute the mask from (seed, layer, step, element index).
 //
 //   mask(i)   = philox4x32_10(ctr = {i/4, 0, step_lo, step_hi}, key = {seed, layer})[i % 4] >= threshold
+// where step = step->current, the optimiser step of the training step running (step_state.h).
 //   forward   y[i]  = mask(i) ? x[i]*scale  : 0
 //   backward  dx[i] = mask(i) ? dy[i]*scale : 0
 // threshold = the host's round(P * 2^32) clamped to 2^32-1 (so an element is dropped with probability P;
@@ -29,13 +30,15 @@ __device__ __forceinline__ void dropout_apply(const float* in, float* out, int c
 // x [count]  ->  y [count] (may alias x)
 // grid = ceil(ceil(count/4) / 256) (any, grid-stride over groups of 4 elements), block = 256 (any), shared = 0
 extern "C" __global__ void dropout_forward(const float* x, float* y, int count, unsigned seed, unsigned layer,
-                                           unsigned step_lo, unsigned step_hi, unsigned threshold, float scale) {
-    dropout_apply(x, y, count, seed, layer, step_lo, step_hi, threshold, scale);
+                                           const hpb_step* step, unsigned threshold, float scale) {
+    const unsigned long long t = step->current;
+    dropout_apply(x, y, count, seed, layer, (unsigned)t, (unsigned)(t >> 32), threshold, scale);
 }
 
 // dy [count]  ->  dx [count] (may alias dy), the forward's mask recomputed
 // grid = ceil(ceil(count/4) / 256) (any, grid-stride over groups of 4 elements), block = 256 (any), shared = 0
 extern "C" __global__ void dropout_backward(const float* dy, float* dx, int count, unsigned seed, unsigned layer,
-                                            unsigned step_lo, unsigned step_hi, unsigned threshold, float scale) {
-    dropout_apply(dy, dx, count, seed, layer, step_lo, step_hi, threshold, scale);
+                                            const hpb_step* step, unsigned threshold, float scale) {
+    const unsigned long long t = step->current;
+    dropout_apply(dy, dx, count, seed, layer, (unsigned)t, (unsigned)(t >> 32), threshold, scale);
 }

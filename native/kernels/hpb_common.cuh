@@ -19,6 +19,8 @@
     T* name = reinterpret_cast<T*>(hpb_dynamic_smem)
 #endif
 
+#include "step_state.h"
+
 #define HPB_KERNEL(name, ...) extern "C" __global__ void name(__VA_ARGS__);
 #include "kernel_list.h"
 #undef HPB_KERNEL

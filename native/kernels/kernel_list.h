@@ -5,7 +5,7 @@
 // and the emulator's registry expands it into its launch table (hpb_emu_launch by name).
 // The C# backend launches these by name with cuLaunchKernel-style argument arrays, so the
 // parameter order and types here are an ABI: change them only together with the C# side.
-// Launch configurations: README.md.
+// Launch configurations: README.md.  hpb_step (the training step's state): step_state.h, included first.
 // No include guard: meant to be included several times with different HPB_KERNEL.
 
 // ---- embedding.cu
@@ -32,7 +32,7 @@ HPB_KERNEL(batchnorm_calib_accumulate, const float* hprebn, int n, int H, const 
 HPB_KERNEL(cross_entropy_warp, const float* logits, const int* Yb, float* dlogits, float* losses, int n, int V)
 HPB_KERNEL(cross_entropy_block, const float* logits, const int* Yb, float* dlogits, float* losses, int n, int V)
 HPB_KERNEL(sum_partials, const float* x, int count, int chunk, int square, double* partial)
-HPB_KERNEL(sum_finish, const double* partial, int count, double scale, float* out)
+HPB_KERNEL(sum_finish, const double* partial, int count, double scale, float* out, const hpb_step* step, int accumulate)
 HPB_KERNEL(regression_loss, const float* z, const float* t, float* dz, float* dt, int count, int kind, float scale, int chunk, double* partial)
 
 // ---- linear.cu
@@ -41,10 +41,11 @@ HPB_KERNEL(column_partial_sum, const float* x, const float* center, int square, 
 HPB_KERNEL(column_finish_sum, const float* partial, int chunks, int cols, float* out)
 HPB_KERNEL(axpy, float* y, const float* x, float a, int count)
 
-// ---- optimizer.cu
-HPB_KERNEL(sgd_update, float* params, const float* grads, float lr, int count)
-HPB_KERNEL(sgd_momentum_update, float* p, const float* g, float* v, int count, float lr, float momentum, float weight_decay)
-HPB_KERNEL(adamw_update, float* p, const float* g, float* m, float* v, int count, float decay, float beta1, float beta2, float a1, float a2, float step_size, float bc2_sqrt, float eps)
+// ---- optimizer.cu (the per-step scalars: step_state.h)
+HPB_KERNEL(step_begin, hpb_step* step)
+HPB_KERNEL(sgd_update, float* params, const float* grads, const hpb_step* step, int count)
+HPB_KERNEL(sgd_momentum_update, float* p, const float* g, float* v, int count, const hpb_step* step, float momentum, float weight_decay)
+HPB_KERNEL(adamw_update, float* p, const float* g, float* m, float* v, int count, const hpb_step* step, float weight_decay, float beta1, float beta2, float a1, float a2, float eps)
 
 // ---- activation.cu
 HPB_KERNEL(activation_forward, const float* x, float* y, int count, int act)
@@ -56,8 +57,8 @@ HPB_KERNEL(layernorm_backward, const float* dy, const float* x, const float* w, 
 HPB_KERNEL(layernorm_param_partials, const float* dy, const float* x, const float* mean, const float* rstd, int n, int F, int chunk_rows, float* partial_dw, float* partial_db)
 
 // ---- dropout.cu (mask: philox.cuh)
-HPB_KERNEL(dropout_forward, const float* x, float* y, int count, unsigned seed, unsigned layer, unsigned step_lo, unsigned step_hi, unsigned threshold, float scale)
-HPB_KERNEL(dropout_backward, const float* dy, float* dx, int count, unsigned seed, unsigned layer, unsigned step_lo, unsigned step_hi, unsigned threshold, float scale)
+HPB_KERNEL(dropout_forward, const float* x, float* y, int count, unsigned seed, unsigned layer, const hpb_step* step, unsigned threshold, float scale)
+HPB_KERNEL(dropout_backward, const float* dy, float* dx, int count, unsigned seed, unsigned layer, const hpb_step* step, unsigned threshold, float scale)
 
 // ---- atomic_chain.cu
 HPB_KERNEL(chain_logit_maxes, const float* logits, float* logit_maxes, int n, int V)

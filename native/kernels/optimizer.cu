@@ -2,6 +2,7 @@
 // buffers, in PyTorch's operation order (torch.optim.SGD, torch.optim.AdamW) and the CPU's
 // (Cpu/OptimizerKernels.cs).
 //
+//   (lr, and AdamW's step_size and bc2_sqrt, come from the step's state: step_state.h)
 //   sgd:            p -= lr * g                                                (docs/makemore.md §5)
 //   sgd, momentum:  g' = g + wd*p (wd != 0);  v = momentum*v + g' (v != NULL);  p = fmaf(g', -lr, p)
 //   adamw (step t): p' = p*(1 - lr*wd);  m = beta1*m + (1-beta1)*g;  v = beta2*v + (1-beta2)*g*g;
@@ -11,18 +12,43 @@
 // then the GPU computes the CPU's bits.  No reductions: any grid gives the same results.
 #include "hpb_common.cuh"
 
-// params [count] -= lr * grads [count]
+// The training step's state (step_state.h), one thread: the step `next` becomes `current`, `next`
+// advances, the step's schedule row is copied into lr, step_size and bc2_sqrt, and its loss slot is
+// current % ring.  A step without a row of its own (t < base, or t - base >= rows with stride 1) sets
+// fault and takes the last row: the host never lets that happen and checks the flag in its tests.
+// The first node of every training step, so every later kernel of the step reads fixed addresses.
+// grid = 1, block = 1 (more threads do nothing), shared = 0
+extern "C" __global__ void step_begin(hpb_step* step) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    const unsigned long long t = step->next;
+    step->current = t;
+    step->next = t + 1;
+    unsigned long long row = step->stride ? t - step->base : 0;
+    if (t < step->base || row >= step->rows) {
+        step->fault = 1;
+        row = step->rows > 0 ? step->rows - 1 : 0;
+    }
+    const float* r = reinterpret_cast<const float*>(step + 1) + HPB_STEP_ROW_FLOATS * row;
+    step->lr = r[0];
+    step->step_size = r[1];
+    step->bc2_sqrt = r[2];
+    step->slot = (unsigned)(t % (step->ring > 0 ? step->ring : 1));
+}
+
+// params [count] -= lr * grads [count], lr = step->lr
 // grid = ceil(count / 256) (any, grid-stride), block = 256 (any), shared = 0
-extern "C" __global__ void sgd_update(float* params, const float* grads, float lr, int count) {
+extern "C" __global__ void sgd_update(float* params, const float* grads, const hpb_step* step, int count) {
+    const float lr = step->lr;
     for (size_t i = hpb_global_index(); i < (size_t)count; i += hpb_global_stride()) params[i] -= lr * grads[i];
 }
 
 // p [count], g [count], v [count] (momentum buffer, zero before the first step; NULL: no momentum)
 //   gi = g + weight_decay*p (when weight_decay != 0);  v = momentum*v + gi, gi = v (when v != NULL);
-//   p = fmaf(gi, -lr, p)
+//   p = fmaf(gi, -lr, p),  lr = step->lr
 // grid = ceil(count / 256) (any, grid-stride), block = 256 (any), shared = 0
-extern "C" __global__ void sgd_momentum_update(float* p, const float* g, float* v, int count, float lr, float momentum,
-                                               float weight_decay) {
+extern "C" __global__ void sgd_momentum_update(float* p, const float* g, float* v, int count, const hpb_step* step,
+                                               float momentum, float weight_decay) {
+    const float lr = step->lr;
     for (size_t i = hpb_global_index(); i < (size_t)count; i += hpb_global_stride()) {
         const float pi = p[i];
         float gi = g[i];
@@ -35,14 +61,16 @@ extern "C" __global__ void sgd_momentum_update(float* p, const float* g, float* 
     }
 }
 
-// p, g, m, v [count]; the host computes, in double, decay = 1 - lr*wd, a1 = 1 - beta1, a2 = 1 - beta2,
-// step_size = (float)(lr/(1 - beta1^t)), bc2_sqrt = (float)sqrt(1 - beta2^t) (t = the 1-based step):
+// p, g, m, v [count]; the host passes a1 = 1 - beta1, a2 = 1 - beta2 and writes into the step's schedule
+// row, in double as the CPU does, step_size = (float)(lr/(1 - beta1^t)), bc2_sqrt = (float)sqrt(1 - beta2^t)
+// (t = the 1-based step); decay = 1 - lr*weight_decay in float, as the CPU:
 //   pi = p*decay;  mi = m*beta1 + g*a1;  vi = v*beta2 + (g*g)*a2;  m = mi;  v = vi;
 //   p  = pi - step_size*(mi/(sqrt(vi)/bc2_sqrt + eps))           every operation rounded on its own
 // grid = ceil(count / 256) (any, grid-stride), block = 256 (any), shared = 0
-extern "C" __global__ void adamw_update(float* p, const float* g, float* m, float* v, int count, float decay,
-                                        float beta1, float beta2, float a1, float a2, float step_size, float bc2_sqrt,
-                                        float eps) {
+extern "C" __global__ void adamw_update(float* p, const float* g, float* m, float* v, int count, const hpb_step* step,
+                                        float weight_decay, float beta1, float beta2, float a1, float a2, float eps) {
+    const float decay = __fsub_rn(1.0f, __fmul_rn(step->lr, weight_decay));
+    const float step_size = step->step_size, bc2_sqrt = step->bc2_sqrt;
     for (size_t i = hpb_global_index(); i < (size_t)count; i += hpb_global_stride()) {
         const float gi = g[i];
         const float pi = __fmul_rn(p[i], decay);

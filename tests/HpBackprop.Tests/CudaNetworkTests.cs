@@ -24,7 +24,7 @@ namespace HpBackprop.Tests;
 /// Every test runs twice: with the default reduction chunks (one chunk per batch at these sizes) and with chunks of
 /// 3 rows, so the multi-chunk kernels (per-chunk partial sums added in order) run too.
 /// </remarks>
-public abstract class CudaNetworkTestsBase
+public abstract partial class CudaNetworkTestsBase
 {
     /// <summary>Run on the real CUDA driver instead of the emulator.</summary>
     protected abstract bool OnDriver { get; }
@@ -400,6 +400,7 @@ public abstract class CudaNetworkTestsBase
         var x = Enumerable.Range(0, 16 * 3).Select(_ => rng.Next(27)).ToArray();
         var y = Enumerable.Range(0, 16).Select(_ => rng.Next(27)).ToArray();
         gpu.Step(x, y); // warm up (JIT, kernel handles)
+        gpu.Step(x, y); // the second step captures the graph
         gpu.ForwardBackward(x, y);
         long before = GC.GetAllocatedBytesForCurrentThread();
         gpu.Step(x, y);
@@ -409,18 +410,33 @@ public abstract class CudaNetworkTestsBase
     }
 
     [TestMethod]
-    public void TheMakemoreStepIsItsKernelsAndTwoUploadsAndOneRead()
+    public void TheMakemoreStepIsItsKernelsAndTwoUploadsAndOneReadThenOneGraph()
     {
-        // forward: gather, GEMM + bias, batch norm + tanh (running statistics inside), GEMM + bias; cross-entropy, loss sum
-        // (partials, finish); backward: 2 GEMMs + db2, batch-norm backward (db1 inside), 2 GEMMs, scatter; SGD
+        // step_begin; forward: gather, GEMM + bias, batch norm + tanh (running statistics inside), GEMM + bias; cross-entropy,
+        // loss sum (partials, finish into the ring); backward: 2 GEMMs + db2, batch-norm backward (db1 inside), 2 GEMMs,
+        // scatter; SGD
         using var gpu = Gpu(Sequential.Makemore(27, 3, 10, 24), new NetworkOptions { BatchSize = 32 });
         gpu.Initialize(1);
         var rng = new Random(4);
-        gpu.Step(Enumerable.Range(0, 96).Select(_ => rng.Next(27)).ToArray(), Enumerable.Range(0, 32).Select(_ => rng.Next(27)).ToArray());
+        var x = Enumerable.Range(0, 96).Select(_ => rng.Next(27)).ToArray();
+        var y = Enumerable.Range(0, 32).Select(_ => rng.Next(27)).ToArray();
+        gpu.Step(x, y);
         var b = CudaNetwork.Backend(gpu)!;
-        Assert.AreEqual(17, b.LaunchesPerStep);
-        Assert.AreEqual(3, b.CopiesPerStep, "ids and classes up, the loss down");
+        Assert.AreEqual(18, b.LaunchesPerStep, "the first step launches every kernel itself");
+        Assert.AreEqual(4, b.CopiesPerStep, "the step state up, ids and classes up, the loss down");
+        Assert.AreEqual(StepState.HeaderBytes + StepState.RowFloats * 4 + 96 * 4 + 32 * 4 + 4, b.BytesPerStep);
+        gpu.Step(x, y);
+        Assert.AreEqual(1, b.LaunchesPerStep, "the second replays the captured step");
+        Assert.AreEqual(3, b.CopiesPerStep, "ids and classes up (nodes of the graph), the loss down");
         Assert.AreEqual(96 * 4 + 32 * 4 + 4, b.BytesPerStep);
+        if (b.Graph is EmulatedGraph eg) Assert.AreEqual(20, eg.NodeCount, string.Join(", ", eg.Describe()));
+        else Assert.IsGreaterThanOrEqualTo(20, b.GraphNodes, "cuBLAS may add nodes of its own");
+        // the network's traffic adds the two steps up (what train --json reports per step)
+        long first = StepState.HeaderBytes + StepState.RowFloats * 4 + 96 * 4 + 32 * 4 + 4, second = 96 * 4 + 32 * 4 + 4;
+        Assert.AreEqual(new DeviceTraffic(2, 18 + 1, 4 + 3, first + second, b.GraphNodes), gpu.Traffic);
+        Assert.AreEqual((first + second) / 2.0, gpu.Traffic!.Value.BytesPerStep);
+        using var cpu = Network.Create(Sequential.Makemore(27, 3, 10, 24), new NetworkOptions { BatchSize = 32 });
+        Assert.IsNull(cpu.Traffic, "a CPU network has no device traffic");
     }
 
     [TestMethod]
@@ -525,6 +541,24 @@ public sealed class CudaNetworkTests : CudaNetworkTestsBase
         foreach (string k in emu.KernelNames) StringAssert.Contains(ptx, ".entry " + k + "(", $"kernel {k} is missing from the embedded PTX");
     }
 
+    /// <summary>
+    /// The driver loads a fatbin per PTX module (build-ptx.sh builds it from that PTX: sm_80 and sm_90 machine code and the
+    /// PTX, byte-checked by CI with cuobjdump's listing): one per module, under the same name, each a fatbin container
+    /// (magic 0xBA55ED50) of more than a kilobyte.
+    /// </summary>
+    [TestMethod]
+    public void EveryPtxModuleHasItsFatbin()
+    {
+        var ptx = EmbeddedPtx.All().Select(m => System.IO.Path.GetFileNameWithoutExtension(m.Name)).ToArray();
+        var fatbins = EmbeddedPtx.Fatbins().ToArray();
+        CollectionAssert.AreEqual(ptx, fatbins.Select(f => System.IO.Path.GetFileNameWithoutExtension(f.Name)).ToArray());
+        foreach (var (name, image) in fatbins)
+        {
+            Assert.IsGreaterThan(1024, image.Length, name);
+            Assert.AreEqual(0xBA55ED50u, BitConverter.ToUInt32(image, 0), $"{name} is not a fatbin");
+        }
+    }
+
     /// <summary>Every check comes before the runtime is used: a stack that does not fit gets the CPU's message from every factory.</summary>
     [TestMethod]
     public void TheChecksAreTheCpusAndComeBeforeTheRuntimeIsTouched()
@@ -566,6 +600,12 @@ public sealed class CudaNetworkTests : CudaNetworkTestsBase
         public void Launch(Kernel kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** args) => throw Touched();
         public void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha, ulong a, int lda, ulong b, int ldb, float beta, ulong c, int ldc) => throw Touched();
         public void Synchronize() => throw Touched();
+        public PinnedMemory AllocatePinned(long bytes) => throw Touched();
+        public void CopyToDeviceAsync(ulong dst, void* pinnedSource, long bytes) => throw Touched();
+        public bool IsCapturing => throw Touched();
+        public void BeginCapture() => throw Touched();
+        public DeviceGraph EndCapture() => throw Touched();
+        public void Launch(DeviceGraph graph) => throw Touched();
         public void Dispose() { }
     }
 }

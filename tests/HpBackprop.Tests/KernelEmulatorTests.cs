@@ -67,7 +67,7 @@ public unsafe class KernelEmulatorTests
         "batchnorm_forward", "batchnorm_finish_mean", "batchnorm_finish_var", "batchnorm_normalize", "batchnorm_backward",
         "batchnorm_backward_partials", "batchnorm_backward_dx", "batchnorm_inference", "batchnorm_calib_accumulate",
         "cross_entropy_warp", "cross_entropy_block", "sum_partials", "sum_finish", "regression_loss",
-        "bias_add", "column_partial_sum", "column_finish_sum", "axpy", "sgd_update", "sgd_momentum_update", "adamw_update",
+        "bias_add", "column_partial_sum", "column_finish_sum", "axpy", "step_begin", "sgd_update", "sgd_momentum_update", "adamw_update",
         "activation_forward", "activation_backward", "layernorm_forward", "layernorm_backward", "layernorm_param_partials",
         "dropout_forward", "dropout_backward",
         "chain_logit_maxes", "chain_norm_logits", "chain_counts", "chain_counts_sum", "chain_counts_sum_inv", "chain_probs", "chain_logprobs",
@@ -260,6 +260,47 @@ public unsafe class KernelEmulatorTests
     // =====================================================================================
     // batchnorm.cu
     // =====================================================================================
+
+    /// <summary>
+    /// The chunked column sums (batch-norm mean and variance, bias gradients) add their per-chunk partials in chunk order,
+    /// whatever the grid: the result is bitwise the float accumulation partial[0] + partial[1] + … of the partials the
+    /// kernel itself wrote, for two grids of column_partial_sum (a full one and one capped at 2 × 1 blocks, as on a GPU
+    /// with fewer multiprocessors) and two of the finishing kernels. With 143 chunks of random data any other order
+    /// (reversed, pairwise, per-SM) gives other bits.
+    /// </summary>
+    [TestMethod]
+    public void ChunkedColumnSumsAddTheChunksInChunkOrderOnAnyGrid()
+    {
+        const int n = 1000, H = 37, chunkRows = 7;
+        int chunks = (n + chunkRows - 1) / chunkRows;
+        var rng = new Random(17);
+        float[] x = Normals(rng, n * H, 3f, 0.5f);
+        using var emu = NewEmu();
+        var xb = emu.In(x);
+        float[]? first = null;
+        foreach (var (gx, gy, fin) in new[] { (65535, 65535, 65535), (2, 1, 1) })
+        {
+            var partial = emu.Out((long)chunks * H);
+            var grid = new Dim3((uint)Blocks(H, 32, gx), (uint)Math.Min(chunks, gy));
+            emu.Launch("column_partial_sum", grid, new Dim3(32, 8), 32 * 8 * 4, xb, null, 0, n, H, chunkRows, partial);
+            float[] p = emu.Read(partial);
+            var expected = new float[H];
+            for (int c = 0; c < H; c++)
+            {
+                float acc = p[c];
+                for (int k = 1; k < chunks; k++) acc += p[k * H + c];
+                expected[c] = acc;
+            }
+            var sum = emu.Out(H);
+            emu.Launch("column_finish_sum", Blocks(H, 256, fin), 256, 0, partial, chunks, H, sum);
+            AssertBitwise($"column_finish_sum (partial grid {grid.X}x{grid.Y}, finish grid cap {fin})", expected, emu.Read(sum));
+            var mean = emu.Out(H);
+            emu.Launch("batchnorm_finish_mean", Blocks(H, 256, fin), 256, 0, partial, chunks, n, H, mean);
+            AssertBitwise($"batchnorm_finish_mean (partial grid {grid.X}x{grid.Y})", expected.Select(v => v / n).ToArray(), emu.Read(mean));
+            if (first == null) first = p;
+            else AssertBitwise("the partials of a capped grid vs a full one", first, p);
+        }
+    }
 
     /// <summary>
     /// Batch norm in both modes (biased 0: Bessel, 1: over n) with each activation (0 identity, 1 tanh,
@@ -614,7 +655,7 @@ public unsafe class KernelEmulatorTests
             var partial = emu.OutDoubles(chunks);
             var o = emu.Out(1);
             emu.Launch("sum_partials", run == 0 ? chunks : Math.Min(chunks, 2), block, 0, gx, count, chunk, square, partial);
-            emu.Launch("sum_finish", 1, block, 0, partial, chunks, scale, o);
+            emu.Launch("sum_finish", 1, block, 0, partial, chunks, scale, o, null, 0);
             got[run] = emu.Read(o)[0];
             partials[run] = emu.ReadDoubles(partial, chunks);
         }
@@ -630,7 +671,7 @@ public unsafe class KernelEmulatorTests
         int chunks = (n + 255) / 256;
         var partial = emu.OutDoubles(chunks);
         emu.Launch("sum_partials", chunks, 256, 0, losses, n, 256, 0, partial);
-        emu.Launch("sum_finish", 1, 256, 0, partial, chunks, 1.0 / n, loss);
+        emu.Launch("sum_finish", 1, 256, 0, partial, chunks, 1.0 / n, loss, null, 0);
     }
 
     /// <summary>
@@ -671,7 +712,7 @@ public unsafe class KernelEmulatorTests
         Buf? gt = kind == 3 ? null : emu.In(t);
         var gdz = emu.Out(count); var gdt = emu.Out(count); var partial = emu.OutDoubles(chunks); var gl = emu.Out(1);
         emu.Launch("regression_loss", Math.Min(chunks, 5), block, 0, gz, gt, gdz, kind == 3 ? null : gdt, count, kind, scale, chunk, partial);
-        emu.Launch("sum_finish", 1, 256, 0, partial, chunks, 1.0 / count, gl);
+        emu.Launch("sum_finish", 1, 256, 0, partial, chunks, 1.0 / count, gl, null, 0);
         string what = $"regression_loss kind {kind}, count {count}, chunk {chunk}";
         AssertClose($"{what}: dz", dz, emu.Read(gdz), ElementwiseTol);
         if (kind != 3) AssertClose($"{what}: dt", dt, emu.Read(gdt), ElementwiseTol);
@@ -680,7 +721,7 @@ public unsafe class KernelEmulatorTests
         AssertClose($"{what}: loss", [loss], [got], SumTol);
         var partial2 = emu.OutDoubles(chunks); var gl2 = emu.Out(1);
         emu.Launch("regression_loss", chunks, block, 0, gz, gt, null, null, count, kind, scale, chunk, partial2);
-        emu.Launch("sum_finish", 1, 256, 0, partial2, chunks, 1.0 / count, gl2);
+        emu.Launch("sum_finish", 1, 256, 0, partial2, chunks, 1.0 / count, gl2, null, 0);
         Assert.AreEqual(BitConverter.SingleToInt32Bits(got), BitConverter.SingleToInt32Bits(emu.Read(gl2)[0]), $"{what}: the loss changes without dz/dt or with another grid");
     }
 
@@ -835,7 +876,7 @@ public unsafe class KernelEmulatorTests
         foreach (var (grid, block) in new[] { (Blocks(count, 256, 65535), 256), (2, 50) })
         {
             var gp = emu.In(p);
-            emu.Launch("sgd_update", grid, block, 0, gp, emu.In(g), lr, count);
+            emu.Launch("sgd_update", grid, block, 0, gp, emu.In(g), emu.Step(0, lr), count);
             AssertClose($"params after sgd_update (grid {grid}, block {block})", expected, emu.Read(gp), ElementwiseTol);
         }
     }
@@ -862,7 +903,7 @@ public unsafe class KernelEmulatorTests
         {
             float[] g = Normals(rng, count, 1f);
             fixed (float* pp = p, pg = g, pv = v) OptimizerKernels.Sgd(pp, pg, momentum ? pv : null, count, lr, mu, weightDecay);
-            emu.Launch("sgd_momentum_update", step == 1 ? 1 : Blocks(count, 256, 65535), 256, 0, gp, emu.In(g), momentum ? gv : null, count, lr, mu, weightDecay);
+            emu.Launch("sgd_momentum_update", step == 1 ? 1 : Blocks(count, 256, 65535), 256, 0, gp, emu.In(g), momentum ? gv : null, count, emu.Step((ulong)step, lr), mu, weightDecay);
         }
         if (cpuFuses)
         {
@@ -895,14 +936,47 @@ public unsafe class KernelEmulatorTests
             fixed (float* pp = p, pg = g, pm = m, pv = v) OptimizerKernels.AdamW(pp, pg, pm, pv, count, lr, beta1, beta2, eps, wd, t);
             double bc1 = 1 - Math.Pow(beta1, t), bc2 = 1 - Math.Pow(beta2, t);
             float stepSize = (float)(lr / bc1), bc2Sqrt = (float)Math.Sqrt(bc2);
-            float decay = 1 - lr * wd, a1 = 1 - beta1, a2 = 1 - beta2;
-            // raw ulong device pointers, as the backend passes them
+            float a1 = 1 - beta1, a2 = 1 - beta2;
+            // raw ulong device pointers, as the backend passes them; the kernel computes 1 − lr·wd from the step's rate
             emu.Launch("adamw_update", t == 2 ? 1 : Blocks(count, 256, 65535), 256, 0, gp.Pointer, emu.In(g).Pointer, gm.Pointer, gv.Pointer, count,
-                decay, beta1, beta2, a1, a2, stepSize, bc2Sqrt, eps);
+                emu.Step((ulong)t - 1, lr, stepSize, bc2Sqrt), wd, beta1, beta2, a1, a2, eps);
         }
         AssertBitwise("p after 3 AdamW steps", p, emu.Read(gp));
         AssertBitwise("m after 3 AdamW steps", m, emu.Read(gm));
         AssertBitwise("v after 3 AdamW steps", v, emu.Read(gv));
+    }
+
+    /// <summary>
+    /// step_begin: step <c>next</c> becomes <c>current</c>, <c>next</c> advances, the step's schedule row (t − base) is
+    /// copied where the optimisers read it, the loss slot is t mod ring; past the rows the fault flag is set. And the loss
+    /// finish writes into that slot and adds the L2 term there in float.
+    /// </summary>
+    [TestMethod]
+    public void StepBeginTakesTheRowOfItsStepAndTheLossGoesToItsSlot()
+    {
+        using var emu = NewEmu();
+        float[] rows = [0.5f, 1.5f, 2.5f, 3.5f, 4.5f, 5.5f];
+        ulong start = (1UL << 32) + 7;
+        var st = emu.Step(0, rows: rows, next: start, baseStep: start, stride: 1, ring: 5);
+        var ring = emu.Out(5);
+        var partial = emu.InDoubles([1.0, 2.0]);
+        for (int k = 0; k < 3; k++)
+        {
+            emu.Launch("step_begin", 1, 1, 0, st);
+            var b = emu.ReadBytes(st);
+            ulong t = start + (ulong)k;
+            Assert.AreEqual(t + 1, BitConverter.ToUInt64(b, 0), "next");
+            Assert.AreEqual(t, BitConverter.ToUInt64(b, 8), "current");
+            int row = Math.Min(k, 1);
+            Assert.AreEqual(rows[3 * row], BitConverter.ToSingle(b, 44), $"lr of step {k}");
+            Assert.AreEqual(rows[3 * row + 1], BitConverter.ToSingle(b, 48), $"step size of step {k}");
+            Assert.AreEqual(rows[3 * row + 2], BitConverter.ToSingle(b, 52), $"bc2 of step {k}");
+            Assert.AreEqual((uint)(t % 5), BitConverter.ToUInt32(b, 36), "slot");
+            Assert.AreEqual(k >= 2 ? 1u : 0u, BitConverter.ToUInt32(b, 40), $"fault after step {k}");
+            emu.Launch("sum_finish", 1, 32, 0, partial, 2, 0.25, ring, st, 0);
+            emu.Launch("sum_finish", 1, 32, 0, partial, 1, 0.5, ring, st, 1);
+            Assert.AreEqual(0.75f + 0.5f, emu.Read(ring)[t % 5], $"the loss of step {k} in its slot");
+        }
     }
 
     // =====================================================================================
@@ -1065,13 +1139,13 @@ public unsafe class KernelEmulatorTests
         using var emu = NewEmu();
         int groups = (count + 3) / 4;
         var gy = emu.Out(count);
-        emu.Launch("dropout_forward", Blocks(groups, 256, 65535), 256, 0, emu.In(x), gy, count, seed, layer, stepLo, stepHi, threshold, scale);
+        emu.Launch("dropout_forward", Blocks(groups, 256, 65535), 256, 0, emu.In(x), gy, count, seed, layer, emu.Step(step), threshold, scale);
         AssertBitwise("dropout y", y, emu.Read(gy));
         var inPlace = emu.In(x);
-        emu.Launch("dropout_forward", 1, 64, 0, inPlace, inPlace, count, seed, layer, stepLo, stepHi, threshold, scale);
+        emu.Launch("dropout_forward", 1, 64, 0, inPlace, inPlace, count, seed, layer, emu.Step(step), threshold, scale);
         AssertBitwise("dropout y in place, one block", y, emu.Read(inPlace));
         var gdx = emu.In(dy);
-        emu.Launch("dropout_backward", 3, 96, 0, gdx, gdx, count, seed, layer, stepLo, stepHi, threshold, scale);
+        emu.Launch("dropout_backward", 3, 96, 0, gdx, gdx, count, seed, layer, emu.Step(step), threshold, scale);
         AssertBitwise("dropout dx (in place)", dx, emu.Read(gdx));
     }
 
@@ -1400,6 +1474,43 @@ public unsafe class KernelEmulatorTests
         {
             var b = Alloc(data.Length * 4L, 0);
             fixed (float* p = data) Runtime.CopyToDevice(b.Pointer, p, data.Length * 4L);
+            return b;
+        }
+
+        /// <summary>A training step's state (native/kernels/step_state.h) as step_begin leaves it for step <paramref name="current"/>, then <paramref name="rows"/> (3 floats each).</summary>
+        public Buf Step(ulong current, float lr = 0, float stepSize = 0, float bc2Sqrt = 1, uint slot = 0, float[]? rows = null, ulong? next = null, ulong baseStep = 0, uint stride = 0, uint ring = 1)
+        {
+            rows ??= [];
+            var bytes = new byte[64 + rows.Length * 4];
+            BitConverter.TryWriteBytes(bytes.AsSpan(0), next ?? current + 1);
+            BitConverter.TryWriteBytes(bytes.AsSpan(8), current);
+            BitConverter.TryWriteBytes(bytes.AsSpan(16), baseStep);
+            BitConverter.TryWriteBytes(bytes.AsSpan(24), (uint)Math.Max(1, rows.Length / 3));
+            BitConverter.TryWriteBytes(bytes.AsSpan(28), stride);
+            BitConverter.TryWriteBytes(bytes.AsSpan(32), ring);
+            BitConverter.TryWriteBytes(bytes.AsSpan(36), slot);
+            BitConverter.TryWriteBytes(bytes.AsSpan(44), lr);
+            BitConverter.TryWriteBytes(bytes.AsSpan(48), stepSize);
+            BitConverter.TryWriteBytes(bytes.AsSpan(52), bc2Sqrt);
+            for (int i = 0; i < rows.Length; i++) BitConverter.TryWriteBytes(bytes.AsSpan(64 + 4 * i), rows[i]);
+            var b = Alloc(bytes.Length, 0);
+            Upload(b.Pointer, bytes);
+            return b;
+        }
+
+        /// <summary>The raw bytes of <paramref name="b"/>.</summary>
+        public byte[] ReadBytes(Buf b)
+        {
+            CheckGuard(b);
+            var o = new byte[b.Bytes];
+            fixed (byte* p = o) Runtime.CopyToHost(p, b.Pointer, b.Bytes);
+            return o;
+        }
+
+        public Buf InDoubles(double[] data)
+        {
+            var b = Alloc(data.Length * 8L, 0);
+            fixed (double* p = data) Runtime.CopyToDevice(b.Pointer, p, data.Length * 8L);
             return b;
         }
 

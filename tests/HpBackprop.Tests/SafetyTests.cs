@@ -141,6 +141,31 @@ public sealed class SafetyTests
     }
 
     [TestMethod]
+    public void ABatchCountStoredAsAFloatScalarLoadsWhenWholeAndIsRefusedOtherwise()
+    {
+        // TorchSharp 0.107's BatchNorm1d built with a float dtype keeps num_batches_tracked in that dtype and saves it so
+        using var dir = new TempDir();
+        string path = dir.File("m.safetensors");
+        using (var net = Makemore()) StackCheckpoint.Save(path, net, Vocabulary.FromCharacters(".abcdef"));
+        var f = SafeTensorsFile.Read(path);
+        f.Add("3.num_batches_tracked", (ReadOnlySpan<float>)[7f]);
+        f.Save(path);
+        using (var ok = StackCheckpoint.Load(path).Network) Assert.AreEqual(7L, ok.Parameters.BatchesTracked[0]);
+        foreach (var (bad, expected) in new[] { (2.5f, "whole number"), (-1f, "whole number") })
+        {
+            f.Add("3.num_batches_tracked", (ReadOnlySpan<float>)[bad]);
+            f.Save(path);
+            var e = Assert.ThrowsExactly<SafeTensorsFormatException>(() => StackCheckpoint.Load(path).Network.Dispose());
+            StringAssert.Contains(e.Message, "tensor '3.num_batches_tracked'");
+            StringAssert.Contains(e.Message, expected);
+        }
+        f.Add("3.num_batches_tracked", (ReadOnlySpan<long>)[7L], 1);
+        f.Save(path);
+        var e2 = Assert.ThrowsExactly<SafeTensorsFormatException>(() => StackCheckpoint.Load(path).Network.Dispose());
+        StringAssert.Contains(e2.Message, "scalar");
+    }
+
+    [TestMethod]
     public void LoadWithABatchOfOneOnABatchNormModelBlamesTheArgumentNotTheFile()
     {
         using var dir = new TempDir();

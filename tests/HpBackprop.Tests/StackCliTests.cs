@@ -107,16 +107,26 @@ public sealed class StackCliTests
         Devices.RequireEmulator();
         using var dir = new TempDir();
         var (data, _) = Corpus(dir);
+        JsonElement emuJson = default;
         (double Train, double Dev) Losses(string device)
         {
             var (code, stdout, stderr) = Run("train", "--data", data, "--steps", "200", "--hidden", "32", "--samples", "2", "--json", "--device", device);
             Assert.AreEqual(0, code, stderr);
             var json = JsonDocument.Parse(stdout.Trim()).RootElement;
             StringAssert.StartsWith(json.GetProperty("device").GetString(), device == "cpu" ? "cpu" : "cuda-emulator");
+            Assert.AreEqual(device != "cpu", json.TryGetProperty("graph_nodes", out _), "the device traffic is reported for a GPU run only");
+            if (device != "cpu") emuJson = json.Clone();
             return (json.GetProperty("train_loss").GetDouble(), json.GetProperty("dev_loss").GetDouble());
         }
         var cpu = Losses("cpu");
         var emu = Losses("emulator");
+        // the traffic of the run: the first step launches its 18 kernels, the other 199 replay the captured step (20 nodes);
+        // every step uploads its minibatch (32 x 3 ids, 32 classes) and reads its loss (516 bytes), and the step state goes up
+        // when its window of rows changes (a header and at most 100 rows of 3 floats, at most twice in 200 steps)
+        Assert.AreEqual(Math.Round((18 + 199) / 200.0, 4), emuJson.GetProperty("launches_per_step").GetDouble(), 1e-9, "launches per step");
+        Assert.AreEqual(20, emuJson.GetProperty("graph_nodes").GetInt32(), "graph nodes");
+        double bytes = emuJson.GetProperty("host_device_bytes_per_step").GetDouble();
+        Assert.IsTrue(bytes >= 516 && bytes <= 516 + 2 * (64 + 100 * 12) / 200.0, $"host-device bytes per step {bytes}");
         Assert.AreEqual(cpu.Train, emu.Train, 1e-4 * cpu.Train, "train loss");
         Assert.AreEqual(cpu.Dev, emu.Dev, 1e-4 * cpu.Dev, "dev loss");
     }

@@ -129,6 +129,7 @@ if [ "$env_rc" = 3 ] || [ "$env_rc" = 4 ]; then # no GPU, or an unusable one, is
 fi
 device=$(sed -n 's/^device: //p' "$envf" | head -1)
 cublas=$(sed -n 's/^cuBLAS: //p' "$envf" | head -1)
+kernels=$(sed -n 's/^kernels: //p' "$envf" | head -1)
 nogpu=$(grep -m1 -E '^no GPU: ' "$envf" | sed -E 's/^no GPU: //; s/\.$//')
 unusable=$(grep -m1 -E '^GPU present but unusable: ' "$envf" | sed -E 's/^GPU present but unusable: //; s/\.$//')
 
@@ -183,7 +184,7 @@ elapsed=$(( $(now) - start ))
   echo "# HpBackprop GPU kit — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
   if [ "$gpu" = 1 ]; then
-    echo "**GPU:** $device. **cuBLAS:** $cublas."
+    echo "**GPU:** $device. **cuBLAS:** $cublas. **Kernels:** ${kernels:-?}."
   elif [ "$env_rc" = 4 ]; then
     echo "**A GPU is present but unusable**, so nothing ran on it: ${unusable:-see environment.txt}."
     echo "The published tests ran without the .NET SDK; the driver tests among them report the same reason."

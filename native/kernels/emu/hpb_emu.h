@@ -39,6 +39,10 @@ HPB_EMU_API int hpb_emu_kernel_count(void);
 HPB_EMU_API const char* hpb_emu_kernel_name(int index);
 HPB_EMU_API const char* hpb_emu_kernel_signature(int index);
 
+// The byte size of each parameter of the i-th kernel (8 for a pointer or a double, 4 for an int,
+// unsigned or float) into sizes[0 .. min(arity, capacity)); returns the arity, or -1 out of range.
+HPB_EMU_API int hpb_emu_kernel_arg_sizes(int index, int* sizes, int capacity);
+
 // Largest dynamic shared memory a launch may ask for (the CUDA default without opt-in: 48 KiB).
 #define HPB_EMU_MAX_DYNAMIC_SHARED 49152u
 

@@ -5,6 +5,7 @@
 // every .cu file is checked against), so it cannot drift from the kernels.
 #include <string.h>
 
+#include <array>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -26,6 +27,16 @@ constexpr int arity(void (*)(A...)) {
     return (int)sizeof...(A);
 }
 
+template <class... A>
+constexpr std::array<int, sizeof...(A)> arg_sizes(void (*)(A...)) {
+    return {(int)sizeof(A)...};
+}
+
+// The byte size of each parameter, so that a caller can copy argument values (the C# emulator's graph
+// capture records a launch's arguments as the driver does).
+template <auto Kernel>
+constexpr auto kArgSizes = arg_sizes(Kernel);
+
 template <auto Kernel>
 void thunk(void** args) {
     call_unpacked(Kernel, args, std::make_index_sequence<arity(Kernel)>{});
@@ -36,9 +47,10 @@ struct KernelEntry {
     hpb_emu::Thunk thunk;
     int arity;
     const char* signature;
+    const int* arg_sizes;
 };
 
-#define HPB_KERNEL(name, ...) {#name, &thunk<&name>, arity(&name), #__VA_ARGS__},
+#define HPB_KERNEL(name, ...) {#name, &thunk<&name>, arity(&name), #__VA_ARGS__, kArgSizes<&name>.data()},
 const KernelEntry kKernels[] = {
 #include "../kernel_list.h"
 };
@@ -88,6 +100,13 @@ HPB_EMU_API const char* hpb_emu_kernel_name(int index) {
 
 HPB_EMU_API const char* hpb_emu_kernel_signature(int index) {
     return (index >= 0 && index < kKernelCount) ? kKernels[index].signature : nullptr;
+}
+
+HPB_EMU_API int hpb_emu_kernel_arg_sizes(int index, int* sizes, int capacity) {
+    if (index < 0 || index >= kKernelCount) return -1;
+    const KernelEntry& e = kKernels[index];
+    for (int i = 0; i < e.arity && i < capacity; ++i) sizes[i] = e.arg_sizes[i];
+    return e.arity;
 }
 
 }  // extern "C"

@@ -227,15 +227,42 @@ TEST(selftest, api_errors) {
     CHECK(hpb_emu_launch(nullptr, 1, 1, 1, 32, 1, 1, 0, args) == HPB_EMU_ERROR_UNKNOWN_KERNEL, "NULL name");
     CHECK(hpb_emu_launch("sgd_update", 1, 1, 1, 32, 1, 1, 0, nullptr) == HPB_EMU_ERROR_BAD_ARGS, "NULL args");
     CHECK(hpb_emu_launch("sgd_update", 1, 1, 1, 32, 1, 1, 0, args) == HPB_EMU_ERROR_BAD_ARGS, "NULL args[2]");
-    float lr = 0.5f;
+    hpb_step st = step_at(0, 0.5f);
+    hpb_step* pst = &st;
     int count = 1;
     float g = 2.0f;
     float* pg = &g;
-    void* good[] = {&px, &pg, &lr, &count};
+    void* good[] = {&px, &pg, &pst, &count};
     CHECK(hpb_emu_launch("sgd_update", 1, 1, 1, 2048, 1, 1, 0, good) == HPB_EMU_ERROR_BAD_CONFIG, "2048 threads");
     CHECK(hpb_emu_launch("sgd_update", 1, 1, 1, 32, 1, 1, 0, good) == HPB_EMU_OK, "%s", hpb_emu_last_error());
     CHECK(x == -1.0f && hpb_emu_last_error()[0] == 0, "x = %g", x);
     CHECK(hpb_emu_kernel_name(-1) == nullptr && hpb_emu_kernel_name(hpb_emu_kernel_count()) == nullptr, "range");
+}
+
+// The parameter sizes the C# graph capture copies: pointers and doubles 8, ints, unsigneds and floats 4.
+TEST(selftest, kernel_arg_sizes) {
+    int sizes[16];
+    bool found_sum_finish = false, found_adamw = false;
+    for (int i = 0; i < hpb_emu_kernel_count(); ++i) {
+        const int arity = hpb_emu_kernel_arg_sizes(i, sizes, 16);
+        CHECK(arity > 0 && arity <= 16, "%s: arity %d", hpb_emu_kernel_name(i), arity);
+        const std::string name = hpb_emu_kernel_name(i);
+        if (name == "sum_finish") {
+            // const double* partial, int count, double scale, float* out, const hpb_step* step, int accumulate
+            const int want[] = {8, 4, 8, 8, 8, 4};
+            CHECK(arity == 6 && std::equal(want, want + 6, sizes), "sum_finish sizes");
+            found_sum_finish = true;
+        }
+        if (name == "adamw_update") {
+            const int want[] = {8, 8, 8, 8, 4, 8, 4, 4, 4, 4, 4, 4};
+            CHECK(arity == 12 && std::equal(want, want + 12, sizes), "adamw_update sizes");
+            found_adamw = true;
+        }
+    }
+    CHECK(found_sum_finish && found_adamw, "kernels not found");
+    CHECK(hpb_emu_kernel_arg_sizes(-1, sizes, 16) == -1 && hpb_emu_kernel_arg_sizes(hpb_emu_kernel_count(), sizes, 16) == -1,
+          "range");
+    CHECK(hpb_emu_kernel_arg_sizes(0, sizes, 0) > 0, "capacity 0 still returns the arity");
 }
 
 // Every `extern "C" __global__ void [__launch_bounds__(...)] NAME(` in the .cu files is in the table, and vice versa.

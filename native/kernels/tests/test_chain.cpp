@@ -30,7 +30,7 @@ void mean_loss(const Vec& losses, Vec& loss) {
     const int n = (int)losses.size(), chunks = (int)ceil_div(n, 256);
     std::vector<double> partial(chunks);
     launch<K::sum_partials>(Dim(chunks), kBlock, 0, losses.data(), n, 256, 0, partial.data());
-    launch<K::sum_finish>(Dim(1), kBlock, 0, partial.data(), chunks, 1.0 / n, loss.data());
+    launch<K::sum_finish>(Dim(1), kBlock, 0, partial.data(), chunks, 1.0 / n, loss.data(), (const hpb_step*)nullptr, 0);
 }
 
 }  // namespace

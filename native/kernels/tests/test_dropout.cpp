@@ -45,11 +45,14 @@ struct Params {
     double p;
 };
 
+unsigned long long step_of(const Params& q) { return (unsigned long long)q.step_hi << 32 | q.step_lo; }
+
 std::vector<float> forward(const std::vector<float>& x, const Params& q, unsigned grid, unsigned block) {
     Guarded<float> y(x.size());
     const float scale = (float)(1.0 / (1.0 - q.p));
-    launch<K::dropout_forward>(Dim(grid), Dim(block), 0, x.data(), y.data(), (int)x.size(), q.seed, q.layer, q.step_lo,
-                               q.step_hi, threshold_of(q.p), scale);
+    const hpb_step st = step_at(step_of(q));
+    launch<K::dropout_forward>(Dim(grid), Dim(block), 0, x.data(), y.data(), (int)x.size(), q.seed, q.layer, &st,
+                               threshold_of(q.p), scale);
     return y.values("dropout y");
 }
 
@@ -82,13 +85,14 @@ TEST(dropout, mask_is_the_host_philox) {
             CHECK(bitwise_equal(forward(x, q, ceil_div(groups, 256), 256), want), "%s: forward", what);
             CHECK(bitwise_equal(forward(x, q, 1, 32), want), "%s: forward, one block of 32", what);
             Guarded<float> inplace(x), dx(count), dx_in(dy);
+            const hpb_step st = step_at(step_of(q));
             launch<K::dropout_forward>(Dim(2), Dim(64), 0, (const float*)inplace.data(), inplace.data(), count, q.seed,
-                                       q.layer, q.step_lo, q.step_hi, thr, scale);
+                                       q.layer, &st, thr, scale);
             CHECK(bitwise_equal(inplace.values(what), want), "%s: in place", what);
             launch<K::dropout_backward>(Dim(ceil_div(groups, 256)), Dim(256), 0, dy.data(), dx.data(), count, q.seed,
-                                        q.layer, q.step_lo, q.step_hi, thr, scale);
+                                        q.layer, &st, thr, scale);
             launch<K::dropout_backward>(Dim(3), Dim(32), 0, (const float*)dx_in.data(), dx_in.data(), count, q.seed,
-                                        q.layer, q.step_lo, q.step_hi, thr, scale);
+                                        q.layer, &st, thr, scale);
             CHECK(bitwise_equal(dx.values(what), want_dx), "%s: backward", what);
             CHECK(bitwise_equal(dx_in.values(what), want_dx), "%s: backward in place", what);
         }

@@ -153,7 +153,8 @@ TEST(linear_optimizer, sgd_update) {
         std::vector<float> p = rng.normal(count), g = rng.normal(count);
         std::vector<double> want(count);
         for (int i = 0; i < count; ++i) want[i] = (double)p[i] - 0.1 * (double)g[i];
-        launch<K::sgd_update>(Dim(std::min(ceil_div(count, 256), 4u)), Dim(256), 0, p.data(), g.data(), 0.1f, count);
+        const hpb_step st = step_at(7, 0.1f);
+        launch<K::sgd_update>(Dim(std::min(ceil_div(count, 256), 4u)), Dim(256), 0, p.data(), g.data(), &st, count);
         char what[48];
         snprintf(what, sizeof what, "sgd_update count=%d", count);
         close(what, p, want, 1e-7, 1e-6);
@@ -190,8 +191,9 @@ TEST(linear_optimizer, sgd_momentum_update) {
                     if (with_v) gd = v_d[i] = (double)momentum * v_d[i] + gd;
                     p_d[i] -= (double)lr * gd;
                 }
+                const hpb_step st = step_at(step, lr);
                 launch<K::sgd_momentum_update>(Dim(step == 1 ? 1u : ceil_div(count, 256)), Dim(256), 0, p.data(),
-                                               g.data(), with_v ? v.data() : nullptr, count, lr, momentum, wd);
+                                               g.data(), with_v ? v.data() : nullptr, count, &st, momentum, wd);
             }
             CHECK(bitwise_equal(p.values(what), p_ref), "%s: p differs from the float reference", what);
             if (with_v) CHECK(bitwise_equal(v.values(what), v_ref), "%s: v differs from the float reference", what);
@@ -217,7 +219,8 @@ TEST(linear_optimizer, adamw_update) {
         snprintf(what, sizeof what, "adamw_update count=%d", count);
         for (int t = 1; t <= 3; ++t) {
             const std::vector<float> g = rng.normal(count, 0.5f);
-            const float decay = (float)(1 - lr * wd), a1 = (float)(1 - beta1), a2 = (float)(1 - beta2);
+            // decay as the CPU computes it: from the float rate and weight decay, each product rounded
+            const float decay = 1.0f - (float)lr * (float)wd, a1 = (float)(1 - beta1), a2 = (float)(1 - beta2);
             const float step_size = (float)(lr / (1 - pow(beta1, t))), bc2_sqrt = (float)sqrt(1 - pow(beta2, t));
             const float b1 = (float)beta1, b2 = (float)beta2, e = (float)eps;
             for (int i = 0; i < count; ++i) {
@@ -231,13 +234,50 @@ TEST(linear_optimizer, adamw_update) {
                 v_d[i] = beta2 * v_d[i] + (1 - beta2) * (double)g[i] * g[i];
                 p_d[i] -= lr / (1 - pow(beta1, t)) * m_d[i] / (sqrt(v_d[i]) / sqrt(1 - pow(beta2, t)) + eps);
             }
+            const hpb_step st = step_at(t - 1, (float)lr, step_size, bc2_sqrt);
             launch<K::adamw_update>(Dim(t == 2 ? 1u : ceil_div(count, 256)), Dim(256), 0, p.data(), g.data(), m.data(),
-                                    v.data(), count, decay, b1, b2, a1, a2, step_size, bc2_sqrt, e);
+                                    v.data(), count, &st, (float)wd, b1, b2, a1, a2, e);
         }
         CHECK(bitwise_equal(p.values(what), p_ref) && bitwise_equal(m.values(what), m_ref) &&
                   bitwise_equal(v.values(what), v_ref),
               "%s: p/m/v differ from the float reference", what);
         // |p| ~ 1 and each step moves p by ~lr: float rounding ~1e-7 per operation
         close(what, p.values(), p_d, 2e-6, 1e-6);
+    }
+}
+
+// step_begin: the step `next` becomes `current` and `next` advances; the row of step t (t - base with
+// stride 1, row 0 with stride 0) is copied into lr, step_size, bc2_sqrt; the loss slot is t % ring; a
+// step with no row of its own sets fault.  Ten steps through a 4-row schedule: rows, then faults.
+TEST(linear_optimizer, step_begin) {
+    for (unsigned stride : {0u, 1u}) {
+        const unsigned rows = 4, ring = 3;
+        const unsigned long long base = 0x100000005ull;  // above 2^32: the step's high word matters
+        std::vector<unsigned long long> buf(8 + (rows * 3 + 1) / 2, 0);
+        hpb_step* s = reinterpret_cast<hpb_step*>(buf.data());
+        s->next = base;
+        s->base = base;
+        s->rows = rows;
+        s->stride = stride;
+        s->ring = ring;
+        float* r = reinterpret_cast<float*>(s + 1);
+        for (unsigned i = 0; i < rows * 3; ++i) r[i] = 0.5f + (float)i;
+        for (int k = 0; k < 6; ++k) {
+            launch<K::step_begin>(Dim(1), Dim(1), 0, s);
+            const unsigned long long t = base + k;
+            const unsigned row = stride ? std::min<unsigned>(k, rows - 1) : 0;
+            CHECK(s->current == t && s->next == t + 1, "stride %u step %d: current %llu next %llu", stride, k,
+                  s->current, s->next);
+            CHECK(s->lr == r[3 * row] && s->step_size == r[3 * row + 1] && s->bc2_sqrt == r[3 * row + 2],
+                  "stride %u step %d: row %u not copied (lr %g)", stride, k, row, s->lr);
+            CHECK(s->slot == t % ring, "stride %u step %d: slot %u, want %llu", stride, k, s->slot, t % ring);
+            const bool fault = stride && k >= (int)rows;
+            CHECK(s->fault == (fault ? 1u : 0u), "stride %u step %d: fault %u", stride, k, s->fault);
+        }
+        // a step before the schedule's base has no row either
+        s->fault = 0;
+        s->next = base - 1;
+        launch<K::step_begin>(Dim(1), Dim(1), 0, s);
+        CHECK(s->fault == 1u, "stride %u: a step before base did not fault", stride);
     }
 }

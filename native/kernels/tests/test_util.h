@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "hpb_emu.h"
+#include "step_state.h"
 
 struct Dim {
     unsigned x = 1, y = 1, z = 1;
@@ -241,6 +242,22 @@ T act_backward(T y, T dy, int act) {
         default:
             return dy;
     }
+}
+
+// The training step's state (step_state.h) as kernels read it after step_begin: step `current`,
+// its learning rate and AdamW terms, loss slot `slot`.
+inline hpb_step step_at(unsigned long long current, float lr = 0.0f, float step_size = 0.0f, float bc2_sqrt = 1.0f,
+                        unsigned slot = 0) {
+    hpb_step s{};
+    s.next = current + 1;
+    s.current = current;
+    s.rows = 1;
+    s.ring = 1;
+    s.slot = slot;
+    s.lr = lr;
+    s.step_size = step_size;
+    s.bc2_sqrt = bc2_sqrt;
+    return s;
 }
 
 #define TEST(group, name)                                                             \

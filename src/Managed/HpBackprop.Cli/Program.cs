@@ -8,7 +8,7 @@ using HpBackprop.Training;
 
 namespace HpBackprop.Cli;
 
-/// <summary>The <c>hpbackprop</c> command: train, sample, check, grads.</summary>
+/// <summary>The <c>hpbackprop</c> command: train, sample, eval, check, grads, export.</summary>
 public static class Program
 {
     /// <summary>Exit code for success.</summary>
@@ -58,6 +58,7 @@ public static class Program
         root.Subcommands.Add(CheckCommand.Create(stdout, stderr));
         root.Subcommands.Add(GradsCommand.Create(stdout, stderr));
         root.Subcommands.Add(EvalCommand.Create(stdout, stderr));
+        root.Subcommands.Add(ExportCommand.Create(stdout, stderr));
         root.Subcommands.Add(PredictCommand.Create(stdout, stderr));
         ParseResult parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)

@@ -399,6 +399,13 @@ internal static class TrainCommand
                             w.WriteString("device", deviceName); w.WriteNumber("threads", nThreads);
                             w.WriteNumber("train_seconds", Math.Round(seconds, 4)); w.WriteNumber("steps_per_second", Math.Round(stepsThisProcess / seconds, 1));
                             w.WriteNumber("train_loss", trainLoss); w.WriteNumber("dev_loss", devLoss);
+                            if (net.Traffic is DeviceTraffic t)
+                            {
+                                // what this process's training steps asked of the GPU, averaged per step (every copy counted, loss reads included)
+                                w.WriteNumber("launches_per_step", Math.Round(t.LaunchesPerStep, 4));
+                                w.WriteNumber("graph_nodes", t.GraphNodes);
+                                w.WriteNumber("host_device_bytes_per_step", Math.Round(t.BytesPerStep, 2));
+                            }
                             w.WriteEndObject();
                         }
                         stdout.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));

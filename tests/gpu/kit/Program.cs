@@ -95,6 +95,7 @@ internal static class Program
         Console.WriteLine($"device: {rt.Name}");
         Console.WriteLine($"driver CUDA version: {rt.DriverVersion / 1000}.{rt.DriverVersion % 1000 / 10}");
         Console.WriteLine($"cuBLAS: {rt.CublasLibrary}");
+        Console.WriteLine($"kernels: {rt.LoadedCode}");
         Console.WriteLine($"runtime start (driver, context, PTX JIT of {EmbeddedPtx.All().Count()} modules, cuBLAS): {sw.Elapsed.TotalMilliseconds:F0} ms");
         return Ok;
     }
@@ -172,37 +173,46 @@ internal static class Program
         return ok ? Ok : Failed;
     }
 
-    /// <summary>µs per training step on the GPU (Network.Step: upload, the step, the 4-byte loss read), median and best of 10 windows after warm-up.</summary>
+    /// <summary>
+    /// µs per training step on the GPU (Network.Step: the minibatch staged and copied, the step, the 4-byte loss read),
+    /// median and best of 10 windows after warm-up, with the step replayed as one captured graph and with every kernel
+    /// launched on the stream.
+    /// </summary>
     private static int Steps(string shapes, double seconds)
     {
-        Console.WriteLine("| shape (stack, n) | HpBackprop CUDA µs/step median (best) | launches/step | copies/step | bytes/step | steps timed |");
-        Console.WriteLine("|---|---|---|---|---|---|");
+        Console.WriteLine("| shape (stack, n) | launch | HpBackprop CUDA µs/step median (best) | launches/step | graph nodes | copies/step | bytes/step | steps timed |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|");
         var json = new List<string>();
         foreach (string s in shapes.Split(','))
         {
             var (name, layers, n, _) = Shapes.First(x => x.Name == s);
-            using var net = CudaNetwork.OnDevice(Sequential.Parse(layers), Options(n, "sgd:lr=0.01"));
-            net.Initialize(42);
-            var batches = Batches(net, 16, 42);
-            int k = 0;
-            void One() => Step(net, batches[k++ & 15]);
-            var t0 = Stopwatch.StartNew();
-            int calls = 0;
-            while (calls < 200 && (calls < 20 || t0.Elapsed.TotalSeconds < seconds / 4)) { One(); calls++; }
-            double per = t0.Elapsed.TotalSeconds / calls;
-            int reps = Math.Max(5, (int)(seconds / 10 / per));
-            var windows = new List<double>();
-            for (int w = 0; w < 10; w++)
+            foreach (bool graphs in new[] { true, false })
             {
-                var t = Stopwatch.StartNew();
-                for (int r = 0; r < reps; r++) One();
-                windows.Add(t.Elapsed.TotalMilliseconds * 1000 / reps);
+                using var net = CudaNetwork.OnDevice(Sequential.Parse(layers), Options(n, "sgd:lr=0.01"));
+                net.Initialize(42);
+                var b = CudaNetwork.Backend(net)!;
+                b.UseGraphs = graphs;
+                var batches = Batches(net, 16, 42);
+                int k = 0;
+                void One() => Step(net, batches[k++ & 15]);
+                var t0 = Stopwatch.StartNew();
+                int calls = 0;
+                while (calls < 200 && (calls < 20 || t0.Elapsed.TotalSeconds < seconds / 8)) { One(); calls++; }
+                double per = t0.Elapsed.TotalSeconds / calls;
+                int reps = Math.Max(5, (int)(seconds / 20 / per));
+                var windows = new List<double>();
+                for (int w = 0; w < 10; w++)
+                {
+                    var t = Stopwatch.StartNew();
+                    for (int r = 0; r < reps; r++) One();
+                    windows.Add(t.Elapsed.TotalMilliseconds * 1000 / reps);
+                }
+                windows.Sort();
+                double median = (windows[4] + windows[5]) / 2, best = windows[0];
+                string mode = graphs ? "graph" : "stream";
+                Console.WriteLine($"| {name} (n={n}) | {mode} | {median:F1} ({best:F1}) | {b.LaunchesPerStep} | {b.GraphNodes} | {b.CopiesPerStep} | {b.BytesPerStep:N0} | {10 * reps:N0} |");
+                json.Add($"{{\"side\": \"hpbackprop-cuda-{mode}\", \"shape\": \"{name}\", \"us_median\": {median:F2}, \"us_min\": {best:F2}, \"launches\": {b.LaunchesPerStep}, \"graph_nodes\": {b.GraphNodes}}}");
             }
-            windows.Sort();
-            double median = (windows[4] + windows[5]) / 2, best = windows[0];
-            var b = CudaNetwork.Backend(net)!;
-            Console.WriteLine($"| {name} (n={n}) | {median:F1} ({best:F1}) | {b.LaunchesPerStep} | {b.CopiesPerStep} | {b.BytesPerStep:N0} | {10 * reps:N0} |");
-            json.Add($"{{\"side\": \"hpbackprop-cuda\", \"shape\": \"{name}\", \"us_median\": {median:F2}, \"us_min\": {best:F2}, \"launches\": {b.LaunchesPerStep}}}");
         }
         Console.WriteLine();
         foreach (string j in json) Console.WriteLine(j);

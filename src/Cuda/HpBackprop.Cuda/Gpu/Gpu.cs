@@ -10,6 +10,7 @@ namespace HpBackprop.Cuda.Gpu;
 internal sealed unsafe class Gpu : IDisposable
 {
     private readonly List<DeviceMemory> _owned = [];
+    private readonly List<PinnedMemory> _pinned = [];
     private readonly Dictionary<string, Kernel> _kernels = new(StringComparer.Ordinal);
     private readonly bool _ownsRuntime;
     private bool _disposed;
@@ -50,6 +51,14 @@ internal sealed unsafe class Gpu : IDisposable
         return m.Pointer;
     }
 
+    /// <summary>Pinned host memory of <paramref name="bytes"/> bytes, owned until <see cref="Dispose"/>.</summary>
+    public PinnedMemory Pinned(long bytes)
+    {
+        var m = Rt.AllocatePinned(bytes);
+        _pinned.Add(m);
+        return m;
+    }
+
     /// <summary>Device memory for <paramref name="count"/> doubles.</summary>
     public ulong AllocDoubles(long count) => Alloc(2 * Math.Max(1, count));
 
@@ -69,6 +78,15 @@ internal sealed unsafe class Gpu : IDisposable
     {
         if (bytes == 0) return;
         Rt.CopyToDevice(dst, src, bytes);
+        Copies++;
+        CopiedBytes += bytes;
+    }
+
+    /// <summary>Queues a copy from pinned memory (may be captured in a graph).</summary>
+    public void ToDeviceAsync(ulong dst, void* pinnedSource, long bytes)
+    {
+        if (bytes == 0) return;
+        Rt.CopyToDeviceAsync(dst, pinnedSource, bytes);
         Copies++;
         CopiedBytes += bytes;
     }
@@ -150,11 +168,15 @@ internal sealed unsafe class Gpu : IDisposable
         Launch(K("sum_partials"), new((uint)SumBlocks(count)), new(256), 0, args);
     }
 
-    /// <summary><c>out[0] = (float)(scale · Σ partial[0..count))</c>, added in a fixed order.</summary>
-    public void SumFinish(ulong partial, int count, double scale, ulong output)
+    /// <summary>
+    /// <c>v = (float)(scale · Σ partial[0..count))</c>, added in a fixed order, into <c>output[0]</c> (<paramref name="state"/>
+    /// 0) or into the training step's loss slot of the ring at <paramref name="output"/>; <paramref name="accumulate"/> adds
+    /// it (in float) to what is there.
+    /// </summary>
+    public void SumFinish(ulong partial, int count, double scale, ulong output, ulong state = 0, bool accumulate = false)
     {
-        ulong a0 = partial; int a1 = count; double a2 = scale; ulong a3 = output;
-        void** args = stackalloc void*[] { &a0, &a1, &a2, &a3 };
+        ulong a0 = partial; int a1 = count; double a2 = scale; ulong a3 = output, a4 = state; int a5 = accumulate ? 1 : 0;
+        void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5 };
         Launch(K("sum_finish"), new(1), new(256), 0, args);
     }
 
@@ -172,6 +194,8 @@ internal sealed unsafe class Gpu : IDisposable
         _disposed = true;
         foreach (var m in _owned) m.Dispose();
         _owned.Clear();
+        foreach (var m in _pinned) m.Dispose();
+        _pinned.Clear();
         if (_ownsRuntime) Rt.Dispose();
     }
 }

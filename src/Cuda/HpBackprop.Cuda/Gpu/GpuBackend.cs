@@ -46,7 +46,12 @@ internal sealed unsafe class GpuBackend : Backend
     private readonly ulong[] _out, _dout, _ev;
     private readonly ulong _ids, _features, _classes, _targets, _dIn, _dTarget;
     private readonly ulong _evIds, _evIn, _evClasses, _evTargets;
-    private readonly ulong _losses, _sumPartial, _lossOut, _l2Out;
+    private readonly ulong _losses, _sumPartial, _lossOut;
+    private readonly StepState _state;
+    private readonly PinnedMemory _staging;
+    private readonly long _stageInput, _stageTargets;
+    private DeviceGraph? _graph;
+    private bool _warm;
     private readonly (ulong W, ulong G, int Count, int PartialOffset)[] _l2;
     private readonly int _n, _k;
     private ulong _inferred;
@@ -97,7 +102,12 @@ internal sealed unsafe class GpuBackend : Backend
                 partials += Gpu.SumBlocks(s.Length);
             }
             _sumPartial = gpu.AllocDoubles(partials);
-            _lossOut = gpu.Alloc(1); _l2Out = gpu.Alloc(1);
+            _lossOut = gpu.Alloc(1);
+            _state = new StepState(gpu, o);
+            // the minibatch is staged in pinned memory and copied by the step itself (a node of its graph)
+            _stageInput = (long)_n * B * 4;
+            _stageTargets = targets == TargetKind.Classes ? _n * 4L : targets == TargetKind.Floats ? (long)_n * _k * 4 : 0;
+            _staging = gpu.Pinned(_stageInput + _stageTargets);
             var bnLayers = plan.Stack.BatchNormLayers().ToList();
             _ops = new GpuOp[steps];
             for (int k = 0; k < steps; k++)
@@ -110,7 +120,7 @@ internal sealed unsafe class GpuBackend : Backend
                     StepKind.BatchNorm => new BatchNormOp(gpu, _dev, s, s.WritesPreviousBiasGradient ? _dev.G(LayerType.Name(plan.Steps[k - 1].Layer, "bias")) : 0,
                         _n, o.Eps, o.BatchNormMomentum, bnLayers.IndexOf(s.Layer)),
                     StepKind.LayerNorm => new GpuLayerNormOp(gpu, _dev, s, rows, o.Eps),
-                    StepKind.Dropout => new GpuDropoutOp(gpu, s, (uint)o.Seed),
+                    StepKind.Dropout => new GpuDropoutOp(gpu, s, (uint)o.Seed, _state.Device),
                     _ => new ActivationOp(gpu, s),
                 };
             }
@@ -125,14 +135,30 @@ internal sealed unsafe class GpuBackend : Backend
 
     public override string Device => _g.Rt.Name;
 
-    /// <summary>Launches (kernels and cuBLAS calls) of the last training step.</summary>
+    /// <summary>Launches of the last training step: kernels and cuBLAS calls, or 1 for a graph's replay.</summary>
     internal int LaunchesPerStep { get; private set; }
 
-    /// <summary>Host-device copies of the last training step (the uploads and the loss read).</summary>
+    private long _steps, _launches, _copies, _bytes;
+
+    public override DeviceTraffic? Traffic => new DeviceTraffic(_steps, _launches, _copies, _bytes, GraphNodes);
+
+    /// <summary>Nodes of the captured training step (0 before it is captured).</summary>
+    internal int GraphNodes => _graph?.NodeCount ?? 0;
+
+    /// <summary>Host-device copies of the last training step (the minibatch, an upload of the step state, the loss read).</summary>
     internal int CopiesPerStep { get; private set; }
 
     /// <summary>Bytes copied between host and device by the last training step.</summary>
     internal long BytesPerStep { get; private set; }
+
+    /// <summary>Replay training steps as one captured graph (the default); false queues every launch of every step (tests, benchmarks).</summary>
+    internal bool UseGraphs { get; set; } = true;
+
+    /// <summary>The captured graph (tests).</summary>
+    internal DeviceGraph? Graph => _graph;
+
+    /// <summary>The step state (tests).</summary>
+    internal StepState State => _state;
 
     /// <summary>The runtime (tests).</summary>
     internal IDeviceRuntime Runtime => _g.Rt;
@@ -142,29 +168,93 @@ internal sealed unsafe class GpuBackend : Backend
     public override float Step(in Batch batch, in StepArgs args)
     {
         _g.Launches = 0; _g.Copies = 0; _g.CopiedBytes = 0;
-        int n = _n, B = _plan.InputWidth;
-        var o = _plan.Options;
-        if (_ids != 0) _g.ToDevice(_ids, batch.Ids, (long)n * B * 4);
-        else _g.ToDevice(_features, batch.Features, (long)n * B * 4);
-        if (_classes != 0) _g.ToDevice(_classes, batch.Classes, n * 4L);
-        if (_targets != 0) _g.ToDevice(_targets, batch.Targets, (long)n * _k * 4);
-        ulong input = _ids != 0 ? 0 : _features;
-        for (int k = 0; k < _ops.Length; k++) _ops[k].Forward(k == 0 ? input : _out[k - 1], _ids, _out[k], n, true, args.Step);
-        Loss(_out[^1], _classes, _targets, _dout[^1], _dTarget, n);
-        if (_l2.Length > 0) L2Penalty();
-        for (int k = _ops.Length - 1; k >= 0; k--)
-            _ops[k].Backward(k == 0 ? input : _out[k - 1], _ids, _out[k], _dout[k], k > 0 ? _dout[k - 1] : _dIn, n, args.Step);
-        if (_l2.Length > 0) foreach (var (w, g, count, _) in _l2) _g.Axpy(g, w, 2 * o.L2, count);
-        if (args.Update) Optimize(args);
-        float loss, l2 = 0;
-        _g.ToHost(&loss, _lossOut, 4);
-        if (_l2.Length > 0) _g.ToHost(&l2, _l2Out, 4);
+        _state.Prepare(args);
+        Stage(batch);
+        if (args.Update && UseGraphs && _warm)
+        {
+            // the first update step ran every launch itself (kernels loaded, cuBLAS warm); every later one replays its capture
+            _graph ??= Capture();
+            _g.Rt.Launch(_graph);
+            _g.Launches++;
+            _g.Copies += _stageTargets > 0 ? 2 : 1;
+            _g.CopiedBytes += _stageInput + _stageTargets;
+        }
+        else
+        {
+            Enqueue(args.Update);
+            _warm |= args.Update;
+        }
+        _state.Queued(args);
+        float loss;
+        _g.ToHost(&loss, _state.Ring + (ulong)(StepState.Slot(args.Step) * 4L), 4);
         LaunchesPerStep = _g.Launches; CopiesPerStep = _g.Copies; BytesPerStep = _g.CopiedBytes;
-        return loss + l2;
+        _steps++; _launches += _g.Launches; _copies += _g.Copies; _bytes += _g.CopiedBytes;
+        return loss;
     }
 
-    /// <summary>The loss of <paramref name="rows"/> rows of <paramref name="z"/> into <c>_lossOut</c> (the mean), with dz and dt unless they are 0.</summary>
-    private void Loss(ulong z, ulong classes, ulong targets, ulong dz, ulong dt, int rows)
+    /// <summary>Copies the minibatch into the pinned staging buffer (the step copies it to the device).</summary>
+    private void Stage(in Batch batch)
+    {
+        byte* p = (byte*)_staging.Pointer;
+        Buffer.MemoryCopy(_ids != 0 ? batch.Ids : batch.Features, p, _stageInput, _stageInput);
+        if (_stageTargets > 0) Buffer.MemoryCopy(_classes != 0 ? batch.Classes : batch.Targets, p + _stageInput, _stageTargets, _stageTargets);
+    }
+
+    /// <summary>Captures the update step into a graph.</summary>
+    private DeviceGraph Capture()
+    {
+        int launches = _g.Launches, copies = _g.Copies;
+        long bytes = _g.CopiedBytes;
+        _g.Rt.BeginCapture();
+        try
+        {
+            Enqueue(true);
+        }
+        catch
+        {
+            try { _g.Rt.EndCapture().Dispose(); } catch (InvalidOperationException) { }
+            throw;
+        }
+        var graph = _g.Rt.EndCapture();
+        _g.Launches = launches; _g.Copies = copies; _g.CopiedBytes = bytes; // nothing ran yet
+        return graph;
+    }
+
+    /// <summary>
+    /// Queues one training step: the minibatch from the staging buffer, step_begin, forward, the loss into the ring,
+    /// backward, the L2 gradient, and the optimiser when <paramref name="update"/>. Every per-step value comes from the
+    /// device's step state, so the same sequence is what the graph captures.
+    /// </summary>
+    private void Enqueue(bool update)
+    {
+        int n = _n;
+        var o = _plan.Options;
+        byte* p = (byte*)_staging.Pointer;
+        _g.ToDeviceAsync(_ids != 0 ? _ids : _features, p, _stageInput);
+        if (_stageTargets > 0) _g.ToDeviceAsync(_classes != 0 ? _classes : _targets, p + _stageInput, _stageTargets);
+        StepBegin();
+        ulong input = _ids != 0 ? 0 : _features;
+        for (int k = 0; k < _ops.Length; k++) _ops[k].Forward(k == 0 ? input : _out[k - 1], _ids, _out[k], n, true);
+        Loss(_out[^1], _classes, _targets, _dout[^1], _dTarget, n, _state.Ring, _state.Device);
+        if (_l2.Length > 0) L2Penalty();
+        for (int k = _ops.Length - 1; k >= 0; k--)
+            _ops[k].Backward(k == 0 ? input : _out[k - 1], _ids, _out[k], _dout[k], k > 0 ? _dout[k - 1] : _dIn, n);
+        if (_l2.Length > 0) foreach (var (w, g, count, _) in _l2) _g.Axpy(g, w, 2 * o.L2, count);
+        if (update) Optimize();
+    }
+
+    private void StepBegin()
+    {
+        ulong a0 = _state.Device;
+        void** args = stackalloc void*[] { &a0 };
+        _g.Launch(_g.K("step_begin"), new(1), new(1), 0, args);
+    }
+
+    /// <summary>
+    /// The mean loss of <paramref name="rows"/> rows of <paramref name="z"/> into <paramref name="output"/> (or, with the step
+    /// state <paramref name="state"/>, into the step's slot of the loss ring there), with dz and dt unless they are 0.
+    /// </summary>
+    private void Loss(ulong z, ulong classes, ulong targets, ulong dz, ulong dt, int rows, ulong output, ulong state)
     {
         var loss = _plan.Options.Loss;
         if (loss == LossKind.CrossEntropy)
@@ -175,7 +265,7 @@ internal sealed unsafe class GpuBackend : Backend
             if (V <= WarpCrossEntropyMaxV) _g.Launch(_g.K("cross_entropy_warp"), new(Gpu.Blocks(rows, 8)), new(256), 0, args);
             else _g.Launch(_g.K("cross_entropy_block"), new((uint)Math.Min(rows, 65535)), new(V >= 16384 ? 1024u : 256u), 0, args);
             _g.SumPartials(_losses, rows, 0, _sumPartial);
-            _g.SumFinish(_sumPartial, Gpu.SumBlocks(rows), 1.0 / rows, _lossOut);
+            _g.SumFinish(_sumPartial, Gpu.SumBlocks(rows), 1.0 / rows, output, state);
             return;
         }
         int count = checked(rows * _k);
@@ -186,7 +276,7 @@ internal sealed unsafe class GpuBackend : Backend
             void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &a8 };
             _g.Launch(_g.K("regression_loss"), new((uint)Gpu.SumBlocks(count)), new(256), 0, args);
         }
-        _g.SumFinish(_sumPartial, Gpu.SumBlocks(count), 1.0 / count, _lossOut);
+        _g.SumFinish(_sumPartial, Gpu.SumBlocks(count), 1.0 / count, output, state);
     }
 
     /// <summary>Largest V for the one-warp-per-row cross-entropy kernel; larger V uses a block per row.</summary>
@@ -197,39 +287,37 @@ internal sealed unsafe class GpuBackend : Backend
         foreach (var (w, _, count, offset) in _l2) _g.SumPartials(w, count, 1, _sumPartial + (ulong)(offset * 8L));
         int first = _l2[0].PartialOffset, total = 0;
         foreach (var (_, _, count, _) in _l2) total += Gpu.SumBlocks(count);
-        _g.SumFinish(_sumPartial + (ulong)(first * 8L), total, _plan.Options.L2, _l2Out);
+        // added to the step's loss in float, as loss + l2 on the host
+        _g.SumFinish(_sumPartial + (ulong)(first * 8L), total, _plan.Options.L2, _state.Ring, _state.Device, accumulate: true);
     }
 
-    private void Optimize(in StepArgs args)
+    /// <summary>The optimiser over the flat buffers; the rate and AdamW's bias corrections come from the step state.</summary>
+    private void Optimize()
     {
-        ulong p = _dev.Data, g = _dev.Grad, s = _dev.State;
+        ulong p = _dev.Data, g = _dev.Grad, s = _dev.State, st = _state.Device;
         int count = _ps.Data.Length;
-        float lr = args.LearningRate;
         switch (_plan.Options.Optimizer)
         {
             case Sgd { Momentum: 0, WeightDecay: 0 }:
                 {
-                    ulong a0 = p, a1 = g; float a2 = lr; int a3 = count;
+                    ulong a0 = p, a1 = g, a2 = st; int a3 = count;
                     void** a = stackalloc void*[] { &a0, &a1, &a2, &a3 };
                     _g.Launch(_g.K("sgd_update"), new(Gpu.Blocks(count, 256)), new(256), 0, a);
                     break;
                 }
             case Sgd sgd:
                 {
-                    ulong a0 = p, a1 = g, a2 = sgd.Momentum != 0 ? s : 0; int a3 = count; float a4 = lr, a5 = sgd.Momentum, a6 = sgd.WeightDecay;
+                    ulong a0 = p, a1 = g, a2 = sgd.Momentum != 0 ? s : 0; int a3 = count; ulong a4 = st; float a5 = sgd.Momentum, a6 = sgd.WeightDecay;
                     void** a = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6 };
                     _g.Launch(_g.K("sgd_momentum_update"), new(Gpu.Blocks(count, 256)), new(256), 0, a);
                     break;
                 }
             case AdamW w:
                 {
-                    // the CPU's constants (OptimizerKernels.AdamW), computed the same way on the host
-                    long t = args.AdamStep;
-                    double bc1 = 1 - Math.Pow(w.Beta1, t), bc2 = 1 - Math.Pow(w.Beta2, t);
-                    float stepSize = (float)(lr / bc1), bc2Sqrt = (float)Math.Sqrt(bc2);
-                    float decay = 1 - lr * w.WeightDecay, a1 = 1 - w.Beta1, a2 = 1 - w.Beta2;
-                    ulong q0 = p, q1 = g, q2 = s, q3 = s + (ulong)(count * 4L); int q4 = count; float q5 = decay, q6 = w.Beta1, q7 = w.Beta2, q8 = a1, q9 = a2, q10 = stepSize, q11 = bc2Sqrt, q12 = w.Eps;
-                    void** a = stackalloc void*[] { &q0, &q1, &q2, &q3, &q4, &q5, &q6, &q7, &q8, &q9, &q10, &q11, &q12 };
+                    // the CPU's constants (OptimizerKernels.AdamW): the per-step ones in the step state's rows
+                    float a1 = 1 - w.Beta1, a2 = 1 - w.Beta2;
+                    ulong q0 = p, q1 = g, q2 = s, q3 = s + (ulong)(count * 4L); int q4 = count; ulong q5 = st; float q6 = w.WeightDecay, q7 = w.Beta1, q8 = w.Beta2, q9 = a1, q10 = a2, q11 = w.Eps;
+                    void** a = stackalloc void*[] { &q0, &q1, &q2, &q3, &q4, &q5, &q6, &q7, &q8, &q9, &q10, &q11 };
                     _g.Launch(_g.K("adamw_update"), new(Gpu.Blocks(count, 256)), new(256), 0, a);
                     break;
                 }
@@ -255,7 +343,7 @@ internal sealed unsafe class GpuBackend : Backend
         }
         for (int k = from; k < to; k++)
         {
-            _ops[k].Forward(x, _evIds, _ev[k], rows, false, 0);
+            _ops[k].Forward(x, _evIds, _ev[k], rows, false);
             x = _ev[k];
         }
         _inferred = x;
@@ -268,7 +356,7 @@ internal sealed unsafe class GpuBackend : Backend
         int rows = batch.Rows;
         if (_evClasses != 0) _g.ToDevice(_evClasses, batch.Classes, rows * 4L);
         if (_evTargets != 0) _g.ToDevice(_evTargets, batch.Targets, (long)rows * _k * 4);
-        Loss(_inferred, _evClasses, _evTargets, 0, 0, rows);
+        Loss(_inferred, _evClasses, _evTargets, 0, 0, rows, _lossOut, 0);
         float mean;
         _g.ToHost(&mean, _lossOut, 4);
         return (double)mean * rows;
@@ -326,6 +414,7 @@ internal sealed unsafe class GpuBackend : Backend
     {
         if (_disposed) return;
         _disposed = true;
+        _graph?.Dispose();
         _g.Dispose();
     }
 }

@@ -25,14 +25,14 @@ internal sealed unsafe class GpuLayerNormOp : GpuOp
         if (chunks > 1) { _p1 = g.Alloc((long)chunks * _f); _p2 = g.Alloc((long)chunks * _f); }
     }
 
-    public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training, long step)
+    public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training)
     {
         ulong a0 = x, a1 = _w, a2 = _b, a3 = y, a4 = training ? _mean : 0, a5 = training ? _rstd : 0; int a6 = rows, a7 = _f; float a8 = _eps;
         void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &a8 };
         _g.Launch(_g.K("layernorm_forward"), new(Gpu.Blocks(rows, 8)), new(256), 0, args);
     }
 
-    public override void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows, long step)
+    public override void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows)
     {
         int chunks = _g.Chunks(rows);
         {

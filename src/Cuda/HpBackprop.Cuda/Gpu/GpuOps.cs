@@ -12,11 +12,11 @@ internal abstract unsafe class GpuOp(PlanStep step)
 {
     public PlanStep Step { get; } = step;
 
-    /// <summary>Training (batch statistics, dropout of optimiser step <paramref name="step"/>) or inference forward.</summary>
-    public abstract void Forward(ulong x, ulong ids, ulong y, int rows, bool training, long step);
+    /// <summary>Training (batch statistics, the dropout masks of the step in the device's step state) or inference forward.</summary>
+    public abstract void Forward(ulong x, ulong ids, ulong y, int rows, bool training);
 
     /// <summary>Backward from <paramref name="dy"/>: the step's parameter gradients, and <paramref name="dx"/> unless it is 0.</summary>
-    public abstract void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows, long step);
+    public abstract void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows);
 }
 
 /// <summary>The device copies of the store's flat buffers and how to find a tensor in them.</summary>
@@ -73,14 +73,14 @@ internal sealed unsafe class GatherOp : GpuOp
         }
     }
 
-    public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training, long step)
+    public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training)
     {
         ulong a0 = y, a1 = _w, a2 = ids; int a3 = rows, a4 = _b, a5 = _e;
         void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5 };
         _g.Launch(_g.K("embedding_forward"), new(Gpu.Blocks((long)rows * _b * _e, 256)), new(256), 0, args);
     }
 
-    public override void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows, long step)
+    public override void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows)
     {
         int m = rows * _b;
         if (_scatter == ScatterMode.Atomic)
@@ -155,7 +155,7 @@ internal sealed unsafe class LinearOp : GpuOp
         }
     }
 
-    public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training, long step)
+    public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training)
     {
         _g.Forward(x, _w, y, rows, _in, _out);
         if (_b == 0) return;
@@ -164,7 +164,7 @@ internal sealed unsafe class LinearOp : GpuOp
         _g.Launch(_g.K("bias_add"), new(Gpu.Blocks((long)rows * _out, 256)), new(256), 0, args);
     }
 
-    public override void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows, long step)
+    public override void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows)
     {
         if (dx != 0) _g.BackwardInput(dy, _w, dx, rows, _in, _out);
         _g.BackwardWeight(x, dy, _dw, rows, _in, _out);
@@ -204,7 +204,7 @@ internal sealed unsafe class BatchNormOp : GpuOp
         _tracked = trackedIndex;
     }
 
-    public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training, long step)
+    public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training)
     {
         int F = _f;
         if (!training)
@@ -244,7 +244,7 @@ internal sealed unsafe class BatchNormOp : GpuOp
         }
     }
 
-    public override void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows, long step)
+    public override void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows)
     {
         int F = _f;
         if (dx == 0) dx = dy; // the sweep writes an input gradient anyway: let it overwrite dy
@@ -278,14 +278,14 @@ internal sealed unsafe class ActivationOp(Gpu g, PlanStep step) : GpuOp(step)
 {
     private readonly int _act = ActivationCode.Of(step.Def.Kind);
 
-    public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training, long step)
+    public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training)
     {
         ulong a0 = x, a1 = y; int a2 = checked(rows * Step.OutWidth), a3 = _act;
         void** args = stackalloc void*[] { &a0, &a1, &a2, &a3 };
         g.Launch(g.K("activation_forward"), new(Gpu.Blocks(a2, 256)), new(256), 0, args);
     }
 
-    public override void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows, long step)
+    public override void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows)
     {
         if (dx == 0) return;
         ulong a0 = y, a1 = dy, a2 = dx; int a3 = checked(rows * Step.OutWidth), a4 = _act;

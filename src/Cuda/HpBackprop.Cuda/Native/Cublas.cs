@@ -136,6 +136,7 @@ internal static unsafe partial class Cublas
     [LibraryImport(Lib, EntryPoint = "cublasGetVersion_v2")] public static partial int cublasGetVersion(nint handle, int* version);
     [LibraryImport(Lib, EntryPoint = "cublasSetStream_v2")] public static partial int cublasSetStream(nint handle, nint stream);
     [LibraryImport(Lib, EntryPoint = "cublasSetMathMode")] public static partial int cublasSetMathMode(nint handle, int mode);
+    [LibraryImport(Lib, EntryPoint = "cublasSetWorkspace_v2")] public static partial int cublasSetWorkspace(nint handle, ulong workspace, nuint bytes);
     [LibraryImport(Lib, EntryPoint = "cublasSgemm_v2")]
     public static partial int cublasSgemm(nint handle, int transa, int transb, int m, int n, int k,
         float* alpha, ulong a, int lda, ulong b, int ldb, float* beta, ulong c, int ldc);

@@ -20,6 +20,8 @@ internal static unsafe partial class Driver
 
     // CUjit_option
     public const int JitInfoLogBuffer = 3, JitInfoLogBufferSizeBytes = 4, JitErrorLogBuffer = 5, JitErrorLogBufferSizeBytes = 6;
+    // CUstreamCaptureMode: only this thread's unsafe calls (synchronisation, allocation) are refused during a capture
+    public const int CaptureModeThreadLocal = 1;
     // CUdevice_attribute
     public const int AttrMultiprocessorCount = 16, AttrComputeCapabilityMajor = 75, AttrComputeCapabilityMinor = 76;
 
@@ -36,6 +38,9 @@ internal static unsafe partial class Driver
     [LibraryImport(Lib, EntryPoint = "cuCtxSynchronize")] public static partial int cuCtxSynchronize();
     [LibraryImport(Lib, EntryPoint = "cuModuleLoadDataEx")] public static partial int cuModuleLoadDataEx(nint* module, void* image, uint numOptions, int* options, void** optionValues);
     [LibraryImport(Lib, EntryPoint = "cuModuleUnload")] public static partial int cuModuleUnload(nint module);
+    /// <summary>CU_FUNC_ATTRIBUTE_BINARY_VERSION: the architecture (major·10 + minor) of the machine code a function runs.</summary>
+    public const int FuncAttrBinaryVersion = 6;
+    [LibraryImport(Lib, EntryPoint = "cuFuncGetAttribute")] public static partial int cuFuncGetAttribute(int* value, int attribute, nint function);
     [LibraryImport(Lib, EntryPoint = "cuModuleGetFunction")] public static partial int cuModuleGetFunction(nint* function, nint module, byte* name);
     [LibraryImport(Lib, EntryPoint = "cuLaunchKernel")]
     public static partial int cuLaunchKernel(nint function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ,
@@ -54,6 +59,15 @@ internal static unsafe partial class Driver
     [LibraryImport(Lib, EntryPoint = "cuEventRecord")] public static partial int cuEventRecord(nint evt, nint stream);
     [LibraryImport(Lib, EntryPoint = "cuEventSynchronize")] public static partial int cuEventSynchronize(nint evt);
     [LibraryImport(Lib, EntryPoint = "cuEventElapsedTime")] public static partial int cuEventElapsedTime(float* milliseconds, nint start, nint end);
+    [LibraryImport(Lib, EntryPoint = "cuMemAllocHost_v2")] public static partial int cuMemAllocHost(void** pointer, nuint bytes);
+    [LibraryImport(Lib, EntryPoint = "cuMemFreeHost")] public static partial int cuMemFreeHost(void* pointer);
+    [LibraryImport(Lib, EntryPoint = "cuStreamBeginCapture_v2")] public static partial int cuStreamBeginCapture(nint stream, int mode);
+    [LibraryImport(Lib, EntryPoint = "cuStreamEndCapture")] public static partial int cuStreamEndCapture(nint stream, nint* graph);
+    [LibraryImport(Lib, EntryPoint = "cuGraphInstantiateWithFlags")] public static partial int cuGraphInstantiateWithFlags(nint* exec, nint graph, ulong flags);
+    [LibraryImport(Lib, EntryPoint = "cuGraphGetNodes")] public static partial int cuGraphGetNodes(nint graph, nint* nodes, nuint* count);
+    [LibraryImport(Lib, EntryPoint = "cuGraphLaunch")] public static partial int cuGraphLaunch(nint exec, nint stream);
+    [LibraryImport(Lib, EntryPoint = "cuGraphExecDestroy")] public static partial int cuGraphExecDestroy(nint exec);
+    [LibraryImport(Lib, EntryPoint = "cuGraphDestroy")] public static partial int cuGraphDestroy(nint graph);
     [LibraryImport(Lib, EntryPoint = "cuGetErrorName")] public static partial int cuGetErrorName(int error, byte** name);
     [LibraryImport(Lib, EntryPoint = "cuGetErrorString")] public static partial int cuGetErrorString(int error, byte** text);
 

@@ -99,3 +99,9 @@ internal sealed class CublasHandle(nint cublas, ContextBinding binding) : Contex
 {
     protected override bool ReleaseHandle() => MakeCurrent() && Cublas.cublasDestroy(handle) == 0;
 }
+
+/// <summary>An instantiated CUDA graph (CUgraphExec), destroyed with cuGraphExecDestroy.</summary>
+internal sealed class GraphExecHandle(nint exec, ContextBinding binding) : ContextBoundHandle(exec, binding)
+{
+    protected override bool ReleaseHandle() => MakeCurrent() && Driver.cuGraphExecDestroy(handle) == Driver.Success;
+}

@@ -17,6 +17,8 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     private readonly StreamHandle? _stream;
     private readonly CublasHandle? _cublas;
     private readonly List<CuModuleHandle> _modules = [];
+    private readonly CaptureState _capture = new();
+    private DeviceMemory? _cublasWorkspace;
 
     /// <summary>Opens device <paramref name="ordinal"/>.</summary>
     /// <param name="ordinal">Device number.</param>
@@ -53,11 +55,16 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
             nint stream;
             Driver.Check(Driver.cuStreamCreate(&stream, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate");
             _stream = new StreamHandle(stream, _binding);
-            foreach (var (resource, ptx) in EmbeddedPtx.All()) _modules.Add(LoadModule(resource, ptx));
+            foreach (var (resource, image) in EmbeddedPtx.Fatbins()) _modules.Add(LoadModule(resource, image));
+            LoadedCode = DescribeLoadedCode(major, minor);
             nint cublas;
             Cublas.Check(Cublas.cublasCreate(&cublas), "cublasCreate_v2");
             _cublas = new CublasHandle(cublas, _binding);
             Cublas.Check(Cublas.cublasSetStream(cublas, stream), "cublasSetStream_v2");
+            // a workspace of its own, set after the stream: cuBLAS then allocates nothing inside a graph capture
+            // (NVIDIA's recommended sizes: 32 MiB on Hopper and later, 4 MiB before)
+            _cublasWorkspace = Allocate(major >= 9 ? 32L << 20 : 4L << 20);
+            Cublas.Check(Cublas.cublasSetWorkspace(cublas, _cublasWorkspace.Pointer, (nuint)_cublasWorkspace.Bytes), "cublasSetWorkspace_v2");
             Cublas.Check(Cublas.cublasSetMathMode(cublas, allowTf32 ? Cublas.Tf32TensorOpMath : Cublas.DefaultMath), "cublasSetMathMode");
         }
         catch
@@ -85,6 +92,22 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
 
     private nint Stream => _stream!.Value;
 
+    /// <summary>
+    /// Which code of the fatbins the driver runs: "sm_80 machine code" or "sm_90 machine code" (no JIT), or "compute_80 PTX,
+    /// JIT-compiled for sm_XY" on any other GPU — read from a kernel's CU_FUNC_ATTRIBUTE_BINARY_VERSION (the driver
+    /// prefers machine code of the device's family, so a binary version of a family the fatbin carries is that code).
+    /// </summary>
+    public string LoadedCode { get; private set; } = "";
+
+    private string DescribeLoadedCode(int major, int minor)
+    {
+        nint f = GetKernel("step_begin").Handle;
+        int binary;
+        Driver.Check(Driver.cuFuncGetAttribute(&binary, Driver.FuncAttrBinaryVersion, f), "cuFuncGetAttribute");
+        return (binary is 80 or 90) && binary / 10 == major ? $"sm_{binary} machine code from the fatbin"
+            : $"compute_80 PTX, JIT-compiled for sm_{major}{minor} (binary version {binary})";
+    }
+
     private CuModuleHandle LoadModule(string resource, byte[] ptx)
     {
         const int logSize = 16384;
@@ -99,8 +122,8 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
             string log = Marshal.PtrToStringUTF8((nint)errorLog) ?? "";
             var (errName, _) = Driver.Describe(rc);
             if (rc is Driver.ErrorInvalidPtx or Driver.ErrorUnsupportedPtxVersion or Driver.ErrorNoBinaryForGpu)
-                throw new CudaUnavailableException($"the CUDA driver (version {DriverVersion / 1000}.{DriverVersion % 1000 / 10}) cannot JIT-compile {resource} ({errName}): "
-                    + $"the PTX needs a driver for CUDA 11.8 or newer and a GPU of compute capability 8.0 or newer. Update the NVIDIA driver, or train on the CPU (Network.Create). JIT log: {log.Trim()}");
+                throw new CudaUnavailableException($"the CUDA driver (version {DriverVersion / 1000}.{DriverVersion % 1000 / 10}) cannot load {resource} ({errName}): "
+                    + $"it carries machine code for sm_80 and sm_90 and PTX for compute_80, which needs a driver for CUDA 11.8 or newer and a GPU of compute capability 8.0 or newer. Update the NVIDIA driver, or train on the CPU (Network.Create). JIT log: {log.Trim()}");
             throw new CudaException($"cuModuleLoadDataEx({resource})", rc, errName, log.Trim());
         }
         return new CuModuleHandle(module, _binding);
@@ -109,6 +132,7 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     /// <inheritdoc />
     public DeviceMemory Allocate(long bytes)
     {
+        _capture.Forbid("Allocate (cuMemAlloc)", Name);
         _binding.Ensure();
         ulong p;
         Driver.Check(Driver.cuMemAlloc(&p, (nuint)Math.Max(bytes, 1)), "cuMemAlloc_v2");
@@ -116,8 +140,26 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     }
 
     /// <inheritdoc />
+    public PinnedMemory AllocatePinned(long bytes)
+    {
+        _capture.Forbid("AllocatePinned (cuMemAllocHost)", Name);
+        _binding.Ensure();
+        void* p;
+        Driver.Check(Driver.cuMemAllocHost(&p, (nuint)Math.Max(bytes, 1)), "cuMemAllocHost_v2");
+        return new DriverPinnedMemory(p, bytes, _binding);
+    }
+
+    /// <inheritdoc />
+    public void CopyToDeviceAsync(ulong dst, void* pinnedSource, long bytes)
+    {
+        _binding.Ensure();
+        Driver.Check(Driver.cuMemcpyHtoDAsync(dst, pinnedSource, (nuint)bytes, Stream), "cuMemcpyHtoDAsync_v2");
+    }
+
+    /// <inheritdoc />
     public void CopyToDevice(ulong dst, void* src, long bytes)
     {
+        _capture.Forbid("CopyToDevice (a synchronous copy from pageable memory)", Name);
         _binding.Ensure();
         Driver.Check(Driver.cuMemcpyHtoDAsync(dst, src, (nuint)bytes, Stream), "cuMemcpyHtoDAsync_v2");
         // the host buffer may be reused as soon as this returns
@@ -127,6 +169,7 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     /// <inheritdoc />
     public void CopyToHost(void* dst, ulong src, long bytes)
     {
+        _capture.Forbid("CopyToHost (cuMemcpyDtoH)", Name);
         _binding.Ensure();
         Driver.Check(Driver.cuMemcpyDtoHAsync(dst, src, (nuint)bytes, Stream), "cuMemcpyDtoHAsync_v2");
         Driver.Check(Driver.cuStreamSynchronize(Stream), "cuStreamSynchronize");
@@ -158,7 +201,7 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
             fixed (byte* p = utf8) rc = Driver.cuModuleGetFunction(&f, m.Value, p);
             if (rc == Driver.Success) return new Kernel(name, f);
         }
-        throw new ArgumentException($"no kernel '{name}' in the embedded PTX modules.", nameof(name));
+        throw new ArgumentException($"no kernel '{name}' in the embedded kernel modules.", nameof(name));
     }
 
     /// <inheritdoc />
@@ -180,14 +223,76 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
     /// <inheritdoc />
     public void Synchronize()
     {
+        _capture.Forbid("Synchronize (cuStreamSynchronize)", Name);
         _binding.Ensure();
         Driver.Check(Driver.cuStreamSynchronize(Stream), "cuStreamSynchronize");
+    }
+
+    /// <inheritdoc />
+    public bool IsCapturing => _capture.Active;
+
+    /// <inheritdoc />
+    public void BeginCapture()
+    {
+        _capture.Begin(Name);
+        _binding.Ensure();
+        try
+        {
+            Driver.Check(Driver.cuStreamBeginCapture(Stream, Driver.CaptureModeThreadLocal), "cuStreamBeginCapture_v2");
+        }
+        catch
+        {
+            try { _capture.End(Name); } catch (InvalidOperationException) { }
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public DeviceGraph EndCapture()
+    {
+        _binding.Ensure();
+        nint graph = 0;
+        int rc = Driver.cuStreamEndCapture(Stream, &graph);
+        try
+        {
+            _capture.End(Name); // throws when a refused call invalidated the capture
+            Driver.Check(rc, "cuStreamEndCapture");
+            nuint nodes = 0;
+            Driver.Check(Driver.cuGraphGetNodes(graph, null, &nodes), "cuGraphGetNodes");
+            nint exec;
+            Driver.Check(Driver.cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiateWithFlags");
+            return new DriverGraph(new GraphExecHandle(exec, _binding), (int)nodes);
+        }
+        finally
+        {
+            if (graph != 0) Driver.cuGraphDestroy(graph); // the instantiated graph does not need it
+        }
+    }
+
+    /// <inheritdoc />
+    public void Launch(DeviceGraph graph)
+    {
+        _capture.Forbid("Launch(DeviceGraph)", Name);
+        if (graph is not DriverGraph g) throw new ArgumentException("the graph was not captured by a CUDA driver runtime.", nameof(graph));
+        _binding.Ensure();
+        int rc = Driver.cuGraphLaunch(g.Exec.Value, Stream);
+        if (rc != Driver.Success) Driver.Check(rc, "cuGraphLaunch");
+    }
+
+    private sealed class DriverGraph(GraphExecHandle exec, int nodes) : DeviceGraph
+    {
+        public GraphExecHandle Exec { get; } = exec;
+
+        public override int NodeCount { get; } = nodes;
+
+        public override void Dispose() => Exec.Dispose();
     }
 
     /// <inheritdoc />
     public void Dispose()
     {
         _cublas?.Dispose();
+        _cublasWorkspace?.Dispose();
         foreach (var m in _modules) m.Dispose();
         _stream?.Dispose();
         _context.Dispose();
@@ -198,6 +303,24 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
 public static class EmbeddedPtx
 {
     private const string Prefix = "HpBackprop.Cuda.Ptx.";
+
+    private const string FatbinPrefix = "HpBackprop.Cuda.Fatbin.";
+
+    /// <summary>
+    /// Each embedded fatbin (what the driver loads): resource name (<c>layer.fatbin</c>) and bytes, with sm_80 and sm_90
+    /// machine code and the module's PTX, in the order of <see cref="All"/>.
+    /// </summary>
+    public static IEnumerable<(string Name, byte[] Image)> Fatbins()
+    {
+        var asm = Assembly.GetExecutingAssembly();
+        foreach (string r in asm.GetManifestResourceNames().Where(n => n.StartsWith(FatbinPrefix, StringComparison.Ordinal)).Order(StringComparer.Ordinal))
+        {
+            using var s = asm.GetManifestResourceStream(r)!;
+            var bytes = new byte[s.Length];
+            s.ReadExactly(bytes);
+            yield return (r[FatbinPrefix.Length..], bytes);
+        }
+    }
 
     /// <summary>Each embedded PTX module: resource name and bytes with a terminating NUL (as cuModuleLoadData wants).</summary>
     public static IEnumerable<(string Name, byte[] Ptx)> All()

@@ -18,6 +18,10 @@ public sealed unsafe partial class EmulatorRuntime : IDeviceRuntime
     private readonly delegate* unmanaged<byte*, uint, uint, uint, uint, uint, uint, uint, void**, int> _launch;
     private readonly delegate* unmanaged<byte*> _lastError;
     private readonly List<nint> _names = [];
+    private readonly Dictionary<string, int[]> _argSizes = new(StringComparer.Ordinal);
+    private readonly Dictionary<nint, long> _pinned = [];
+    private readonly CaptureState _capture = new();
+    private List<EmulatedGraph.Node>? _recording;
     private bool _disposed;
 
     /// <summary>
@@ -36,8 +40,16 @@ public sealed unsafe partial class EmulatorRuntime : IDeviceRuntime
         _lastError = (delegate* unmanaged<byte*>)NativeLibrary.GetExport(_lib, "hpb_emu_last_error");
         var count = (delegate* unmanaged<int>)NativeLibrary.GetExport(_lib, "hpb_emu_kernel_count");
         var name = (delegate* unmanaged<int, byte*>)NativeLibrary.GetExport(_lib, "hpb_emu_kernel_name");
+        var argSizes = (delegate* unmanaged<int, int*, int, int>)NativeLibrary.GetExport(_lib, "hpb_emu_kernel_arg_sizes");
         var names = new List<string>();
-        for (int i = 0; i < count(); i++) names.Add(Marshal.PtrToStringUTF8((nint)name(i))!);
+        int* sizes = stackalloc int[64];
+        for (int i = 0; i < count(); i++)
+        {
+            string n = Marshal.PtrToStringUTF8((nint)name(i))!;
+            names.Add(n);
+            int arity = argSizes(i, sizes, 64);
+            _argSizes[n] = new ReadOnlySpan<int>(sizes, Math.Clamp(arity, 0, 64)).ToArray();
+        }
         KernelNames = names;
     }
 
@@ -53,19 +65,69 @@ public sealed unsafe partial class EmulatorRuntime : IDeviceRuntime
     public IReadOnlyList<string> KernelNames { get; }
 
     /// <inheritdoc />
-    public DeviceMemory Allocate(long bytes) => new HostMemory(bytes);
+    public DeviceMemory Allocate(long bytes)
+    {
+        _capture.Forbid("Allocate (cuMemAlloc)", Name);
+        return new HostMemory(bytes);
+    }
 
     /// <inheritdoc />
-    public void CopyToDevice(ulong dst, void* src, long bytes) => Buffer.MemoryCopy(src, (void*)dst, bytes, bytes);
+    public PinnedMemory AllocatePinned(long bytes)
+    {
+        _capture.Forbid("AllocatePinned (cuMemAllocHost)", Name);
+        var m = new HostPinnedMemory(bytes, p => { lock (_pinned) _pinned.Remove(p); });
+        lock (_pinned) _pinned[(nint)m.Pointer] = bytes;
+        return m;
+    }
 
     /// <inheritdoc />
-    public void CopyToHost(void* dst, ulong src, long bytes) => Buffer.MemoryCopy((void*)src, dst, bytes, bytes);
+    public void CopyToDevice(ulong dst, void* src, long bytes)
+    {
+        _capture.Forbid("CopyToDevice (a synchronous copy from pageable memory)", Name);
+        Buffer.MemoryCopy(src, (void*)dst, bytes, bytes);
+    }
 
     /// <inheritdoc />
-    public void CopyOnDevice(ulong dst, ulong src, long bytes) => Buffer.MemoryCopy((void*)src, (void*)dst, bytes, bytes);
+    public void CopyToDeviceAsync(ulong dst, void* pinnedSource, long bytes)
+    {
+        if (!IsPinned(pinnedSource, bytes))
+        {
+            _capture.Forbid("CopyToDeviceAsync from memory that is not pinned", Name);
+            throw new ArgumentException($"{Name}: CopyToDeviceAsync needs a source inside memory from AllocatePinned.", nameof(pinnedSource));
+        }
+        if (_recording != null) _recording.Add(new EmulatedGraph.Copy(dst, (ulong)pinnedSource, bytes));
+        else Buffer.MemoryCopy(pinnedSource, (void*)dst, bytes, bytes);
+    }
+
+    /// <summary>Whether [p, p + bytes) lies inside one block from <see cref="AllocatePinned"/> (a handful: a linear search).</summary>
+    private bool IsPinned(void* p, long bytes)
+    {
+        lock (_pinned)
+            foreach (var (start, size) in _pinned)
+                if ((long)p >= (long)start && (long)p + bytes <= (long)start + size) return true;
+        return false;
+    }
 
     /// <inheritdoc />
-    public void Zero(ulong dst, long bytes) => NativeMemory.Clear((void*)dst, (nuint)bytes);
+    public void CopyToHost(void* dst, ulong src, long bytes)
+    {
+        _capture.Forbid("CopyToHost (cuMemcpyDtoH)", Name);
+        Buffer.MemoryCopy((void*)src, dst, bytes, bytes);
+    }
+
+    /// <inheritdoc />
+    public void CopyOnDevice(ulong dst, ulong src, long bytes)
+    {
+        if (_recording != null) _recording.Add(new EmulatedGraph.Copy(dst, src, bytes));
+        else Buffer.MemoryCopy((void*)src, (void*)dst, bytes, bytes);
+    }
+
+    /// <inheritdoc />
+    public void Zero(ulong dst, long bytes)
+    {
+        if (_recording != null) _recording.Add(new EmulatedGraph.Memset(dst, bytes));
+        else NativeMemory.Clear((void*)dst, (nuint)bytes);
+    }
 
     /// <inheritdoc />
     public Kernel GetKernel(string name)
@@ -81,17 +143,71 @@ public sealed unsafe partial class EmulatorRuntime : IDeviceRuntime
     /// <inheritdoc />
     public void Launch(Kernel kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** args)
     {
+        if (_recording != null)
+        {
+            // as cuLaunchKernel does during a capture: the argument values are copied now
+            _recording.Add(new EmulatedGraph.KernelNode(this, kernel, grid, block, sharedBytes, args, _argSizes[kernel.Name]));
+            return;
+        }
+        RunKernel(kernel, grid, block, sharedBytes, args);
+    }
+
+    internal void RunKernel(Kernel kernel, Dim3 grid, Dim3 block, uint sharedBytes, void** args)
+    {
         int rc = _launch((byte*)kernel.Handle, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedBytes, args);
         if (rc != 0)
             throw new Native.CudaException($"hpb_emu_launch({kernel.Name})", rc, "HPB_EMU_ERROR", Marshal.PtrToStringUTF8((nint)_lastError()));
     }
 
     /// <inheritdoc />
-    public void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha, ulong a, int lda, ulong b, int ldb, float beta, ulong c, int ldc) =>
+    public void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha, ulong a, int lda, ulong b, int ldb, float beta, ulong c, int ldc)
+    {
+        if (_recording != null)
+        {
+            ReferenceSgemm.Check(transA, transB, m, n, k, lda, ldb, ldc); // cuBLAS checks its arguments at the call
+            _recording.Add(new EmulatedGraph.Gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc));
+            return;
+        }
         ReferenceSgemm.Run(transA, transB, m, n, k, alpha, (float*)a, lda, (float*)b, ldb, beta, (float*)c, ldc);
+    }
 
     /// <inheritdoc />
-    public void Synchronize() { }
+    public void Synchronize() => _capture.Forbid("Synchronize (cuStreamSynchronize)", Name);
+
+    /// <inheritdoc />
+    public bool IsCapturing => _capture.Active;
+
+    /// <inheritdoc />
+    public void BeginCapture()
+    {
+        _capture.Begin(Name);
+        _recording = [];
+    }
+
+    /// <inheritdoc />
+    public DeviceGraph EndCapture()
+    {
+        var nodes = _recording;
+        _recording = null;
+        try
+        {
+            _capture.End(Name);
+        }
+        catch
+        {
+            if (nodes != null) foreach (var node in nodes) node.Dispose();
+            throw;
+        }
+        return new EmulatedGraph(this, nodes ?? []);
+    }
+
+    /// <inheritdoc />
+    public void Launch(DeviceGraph graph)
+    {
+        _capture.Forbid("Launch(DeviceGraph)", Name);
+        if (graph is not EmulatedGraph g || g.Runtime != this) throw new ArgumentException("the graph was not captured by this emulator runtime.", nameof(graph));
+        g.Replay();
+    }
 
     /// <inheritdoc />
     public void Dispose()
@@ -114,10 +230,7 @@ public static unsafe class ReferenceSgemm
     /// <exception cref="ArgumentException">An argument cuBLAS would reject (CUBLAS_STATUS_INVALID_VALUE).</exception>
     public static void Run(bool transA, bool transB, int m, int n, int k, float alpha, float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)
     {
-        if (m < 0 || n < 0 || k < 0) throw new ArgumentException($"sgemm: negative dimension (m={m}, n={n}, k={k}).");
-        if (lda < Math.Max(1, transA ? k : m)) throw new ArgumentException($"sgemm: lda={lda} < {(transA ? k : m)}.");
-        if (ldb < Math.Max(1, transB ? n : k)) throw new ArgumentException($"sgemm: ldb={ldb} < {(transB ? n : k)}.");
-        if (ldc < Math.Max(1, m)) throw new ArgumentException($"sgemm: ldc={ldc} < {m}.");
+        Check(transA, transB, m, n, k, lda, ldb, ldc);
         for (int j = 0; j < n; j++)
         {
             for (int i = 0; i < m; i++)
@@ -133,5 +246,15 @@ public static unsafe class ReferenceSgemm
                 *cij = beta == 0 ? alpha * s : alpha * s + beta * *cij;
             }
         }
+    }
+
+    /// <summary>The argument checks of <see cref="Run"/> alone.</summary>
+    /// <exception cref="ArgumentException">An argument cuBLAS would reject (CUBLAS_STATUS_INVALID_VALUE).</exception>
+    public static void Check(bool transA, bool transB, int m, int n, int k, int lda, int ldb, int ldc)
+    {
+        if (m < 0 || n < 0 || k < 0) throw new ArgumentException($"sgemm: negative dimension (m={m}, n={n}, k={k}).");
+        if (lda < Math.Max(1, transA ? k : m)) throw new ArgumentException($"sgemm: lda={lda} < {(transA ? k : m)}.");
+        if (ldb < Math.Max(1, transB ? n : k)) throw new ArgumentException($"sgemm: ldb={ldb} < {(transB ? n : k)}.");
+        if (ldc < Math.Max(1, m)) throw new ArgumentException($"sgemm: ldc={ldc} < {m}.");
     }
 }

@@ -13,8 +13,8 @@ public readonly record struct Kernel(string Name, nint Handle);
 
 /// <summary>
 /// What the CUDA backend needs from a device: memory, copies, kernel launches by name with a
-/// <c>cuLaunchKernel</c>-style argument array, and column-major SGEMM with cuBLAS's exact
-/// argument semantics. Two implementations: <see cref="DriverRuntime"/> (libcuda + cuBLAS) and
+/// <c>cuLaunchKernel</c>-style argument array, column-major SGEMM with cuBLAS's exact
+/// argument semantics, and graphs captured from the stream and replayed. Two implementations: <see cref="DriverRuntime"/> (libcuda + cuBLAS) and
 /// <see cref="EmulatorRuntime"/> (the host emulator of the same kernels).
 /// </summary>
 public interface IDeviceRuntime : IDisposable
@@ -25,8 +25,18 @@ public interface IDeviceRuntime : IDisposable
     /// <summary>Allocates device memory (not initialised).</summary>
     DeviceMemory Allocate(long bytes);
 
-    /// <summary>Copies host memory to the device (ordered with the runtime's stream).</summary>
+    /// <summary>Allocates page-locked host memory (not initialised). Not allowed during a capture.</summary>
+    PinnedMemory AllocatePinned(long bytes);
+
+    /// <summary>Copies host memory to the device and waits for it (the host buffer may be reused at once). Not allowed during a capture.</summary>
     unsafe void CopyToDevice(ulong dst, void* src, long bytes);
+
+    /// <summary>
+    /// Queues a copy from pinned host memory (<see cref="AllocatePinned"/>) to the device on the runtime's stream and returns
+    /// at once: the host must not change the source until the stream has passed the copy. May be captured (a replay reads
+    /// the source as it is then).
+    /// </summary>
+    unsafe void CopyToDeviceAsync(ulong dst, void* pinnedSource, long bytes);
 
     /// <summary>Copies device memory to the host and waits for it.</summary>
     unsafe void CopyToHost(void* dst, ulong src, long bytes);
@@ -50,6 +60,23 @@ public interface IDeviceRuntime : IDisposable
     /// </summary>
     void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha, ulong a, int lda, ulong b, int ldb, float beta, ulong c, int ldc);
 
-    /// <summary>Waits until all queued work is done.</summary>
+    /// <summary>Waits until all queued work is done. Not allowed during a capture.</summary>
     void Synchronize();
+
+    /// <summary>Whether this runtime's stream is being captured.</summary>
+    bool IsCapturing { get; }
+
+    /// <summary>
+    /// Starts capturing what is queued on the runtime's stream (kernels, cuBLAS products, memsets, device copies, copies
+    /// from pinned memory) into a graph instead of running it. Until <see cref="EndCapture"/>, a call that would
+    /// synchronise, allocate or copy to the host throws and invalidates the capture.
+    /// </summary>
+    void BeginCapture();
+
+    /// <summary>Ends the capture and returns the graph, ready to launch.</summary>
+    /// <exception cref="InvalidOperationException">A refused call invalidated the capture (the message names it); nothing was captured.</exception>
+    DeviceGraph EndCapture();
+
+    /// <summary>Queues one replay of <paramref name="graph"/> on the runtime's stream. Not allowed during a capture.</summary>
+    void Launch(DeviceGraph graph);
 }

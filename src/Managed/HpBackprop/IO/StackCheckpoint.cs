@@ -189,8 +189,7 @@ public static class StackCheckpoint
                 Copy(f, path, $"{i}.running_var", [F], ps.Value($"{i}.running_var"));
                 string nbt = $"{i}.num_batches_tracked";
                 if (!f.Contains(nbt)) throw new SafeTensorsFormatException(path, $"tensor '{nbt}' is missing.");
-                if (f[nbt].DType != DType.I64 || f[nbt].Shape.Length != 0) throw new SafeTensorsFormatException(path, $"tensor '{nbt}' must be an I64 scalar (shape []).");
-                ps.BatchesTracked[j] = BitConverter.ToInt64(f[nbt].Data);
+                ps.BatchesTracked[j] = BatchCount(f[nbt], path);
                 expected.Add($"{i}.running_mean"); expected.Add($"{i}.running_var"); expected.Add(nbt);
             }
             foreach (var name in f.Tensors.Keys)
@@ -329,6 +328,25 @@ public static class StackCheckpoint
         if (!t.Shape.AsSpan().SequenceEqual(shape))
             throw new SafeTensorsFormatException(path, $"tensor '{name}' has shape {ShapeException.Format(t.Shape)}, the stack needs {ShapeException.Format(shape)}.");
         t.ToSingle().CopyTo(dst);
+    }
+
+    /// <summary>
+    /// A <c>num_batches_tracked</c>: an I64 scalar as PyTorch and <see cref="Save(string, Network, Vocabulary?, IReadOnlyDictionary{string, string}?, TrainingRun?)"/> write it, or a float scalar holding a
+    /// whole number, as TorchSharp 0.107 writes the counter of a <c>BatchNorm1d</c> built with a float dtype (PyTorch's
+    /// <c>load_state_dict</c> takes either, copying into its long buffer).
+    /// </summary>
+    private static long BatchCount(SafeTensor t, string path)
+    {
+        string name = t.Name;
+        if (t.Shape.Length != 0) throw new SafeTensorsFormatException(path, $"tensor '{name}' must be a scalar (shape []), an I64 count of batches.");
+        if (t.DType == DType.I64) return BitConverter.ToInt64(t.Data);
+        if (t.DType is DType.F32 or DType.F64)
+        {
+            double v = t.ToDouble()[0];
+            if (v >= 0 && v <= 1L << 53 && Math.Floor(v) == v) return (long)v;
+            throw new SafeTensorsFormatException(path, $"tensor '{name}' is {v.ToString("R", CultureInfo.InvariantCulture)}; a count of batches is a whole number of at least 0.");
+        }
+        throw new SafeTensorsFormatException(path, $"tensor '{name}' is {t.DType}; a count of batches is an I64 scalar (or a float scalar holding a whole number).");
     }
 
     private static string I(int v) => v.ToString(CultureInfo.InvariantCulture);

@@ -63,6 +63,9 @@ internal abstract unsafe class Backend : IDisposable
     /// <summary>Where it runs: "cpu", "cuda (name, …)" or "cuda-emulator".</summary>
     public abstract string Device { get; }
 
+    /// <summary>What the training steps asked of the device so far; null on the CPU.</summary>
+    public virtual DeviceTraffic? Traffic => null;
+
     /// <summary>Rows per inference chunk.</summary>
     public const int EvalChunk = 1024;
 

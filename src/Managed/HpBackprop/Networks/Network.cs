@@ -184,6 +184,12 @@ public sealed unsafe partial class Network : IDisposable
     /// <summary>Where it runs: <c>cpu</c>, <c>cuda (device name, …)</c> or <c>cuda-emulator</c>.</summary>
     public string Device => _backend.Device;
 
+    /// <summary>
+    /// What this network's training steps asked of its GPU so far (launches, host↔device copies and bytes, the captured
+    /// step's nodes), or <see langword="null"/> on the CPU. <c>train --json</c> reports it per step.
+    /// </summary>
+    public DeviceTraffic? Traffic => _backend.Traffic;
+
     /// <summary>The stack.</summary>
     public Sequential Stack => _plan.Stack;
 

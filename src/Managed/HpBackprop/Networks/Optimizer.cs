@@ -213,7 +213,8 @@ public sealed record CosineSchedule(long Warmup, long Total, float MinLr) : Sche
     {
         if (step < Warmup) return (float)(lr * (double)(step + 1) / Warmup);
         double p = Total > Warmup ? Math.Min(1.0, (double)(step - Warmup) / (Total - Warmup)) : 1.0;
-        return (float)(MinLr + (lr - MinLr) * 0.5 * (1 + Math.Cos(Math.PI * p)));
+        // in double throughout (lr − MinLr in float would lose up to an ulp of lr before the product)
+        return (float)(MinLr + ((double)lr - MinLr) * 0.5 * (1 + Math.Cos(Math.PI * p)));
     }
 
     /// <inheritdoc />

@@ -1,0 +1,209 @@
+using HpBackprop.Cuda;
+using HpBackprop.Cuda.Gpu;
+using HpBackprop.Cuda.Runtime;
+using HpBackprop.Networks;
+
+namespace HpBackprop.Tests;
+
+/// <summary>
+/// The training step as one captured graph (issue 21): a replay gives the bits of the same step launched kernel by kernel,
+/// reads the rate and the dropout step of its own step from the device's step state, and a capture refuses what capture
+/// cannot hold. On the emulator (<see cref="CudaNetworkTests"/>) and on a GPU (<see cref="CudaNetworkDriverTests"/>, not run
+/// without one).
+/// </summary>
+public abstract partial class CudaNetworkTestsBase
+{
+    public static IEnumerable<object[]> GraphCases =>
+    [
+        ["makemore, SGD, a step schedule at step 5", "embedding:27x4,flatten,linear:12x16,batchnorm:16,tanh,linear:16x27", "sgd", "ce", 5L],
+        ["dropout, layer norm, AdamW, L2, cosine", "embedding:27x4,flatten,linear:12x16,batchnorm:16,tanh,dropout:0.3,linear:16x16,layernorm:16,relu,linear:16x27", "adamw", "ce", 0L],
+        ["features, MSE, SGD with momentum and weight decay", "linear:6x8,relu,linear:8x3", "momentum", "mse", 0L],
+    ];
+
+    private static NetworkOptions GraphOptions(string optimizer, string loss, long stepAt) => new()
+    {
+        BatchSize = 8,
+        InputWidth = loss == "mse" ? 6 : 3,
+        Loss = loss == "mse" ? LossKind.Mse : LossKind.CrossEntropy,
+        Optimizer = optimizer switch
+        {
+            "adamw" => new AdamW { LearningRate = 0.01f, WeightDecay = 0.05f },
+            "momentum" => new Sgd { LearningRate = 0.05f, Momentum = 0.9f, WeightDecay = 0.01f },
+            _ => new Sgd { LearningRate = 0.2f },
+        },
+        L2 = optimizer == "adamw" ? 0.001f : 0f,
+        Schedule = stepAt > 0 ? new StepSchedule(stepAt, 0.1f) : optimizer == "adamw" ? new CosineSchedule(2, 12, 0.001f) : Schedule.Constant,
+        Seed = 5,
+    };
+
+    /// <summary>Steps <paramref name="net"/> <paramref name="steps"/> times on minibatches drawn from <paramref name="seed"/>; returns the losses.</summary>
+    private static float[] Train(Network net, int steps, int seed)
+    {
+        var rng = new Random(seed);
+        int n = net.BatchSize, w = net.InputWidth;
+        var losses = new float[steps];
+        for (int s = 0; s < steps; s++)
+        {
+            if (net.Stack.TakesIds)
+                losses[s] = net.Step(Enumerable.Range(0, n * w).Select(_ => rng.Next(27)).ToArray(), Enumerable.Range(0, n).Select(_ => rng.Next(27)).ToArray());
+            else
+                losses[s] = net.Step(Enumerable.Range(0, n * w).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(),
+                    Enumerable.Range(0, n * net.OutputWidth).Select(_ => (float)rng.NextDouble()).ToArray());
+        }
+        return losses;
+    }
+
+    [TestMethod]
+    [DynamicData(nameof(GraphCases))]
+    public void AReplayedStepIsBitwiseTheStepLaunchedKernelByKernel(string name, string stack, string optimizer, string loss, long stepAt)
+    {
+        var options = GraphOptions(optimizer, loss, stepAt);
+        using var graph = Gpu(Sequential.Parse(stack), options);
+        using var eager = Gpu(Sequential.Parse(stack), options);
+        CudaNetwork.Backend(eager)!.UseGraphs = false;
+        graph.Initialize(3);
+        eager.Initialize(3);
+        float[] a = Train(graph, 12, 7), b = Train(eager, 12, 7);
+        CollectionAssert.AreEqual(b, a, $"{name}: the losses of the replayed steps");
+        var gb = CudaNetwork.Backend(graph)!;
+        Assert.AreEqual(1, gb.LaunchesPerStep, $"{name}: a step after the first is one launch");
+        Assert.IsGreaterThan(1, CudaNetwork.Backend(eager)!.LaunchesPerStep);
+        Assert.IsGreaterThan(1, gb.GraphNodes);
+        graph.PullParameters();
+        eager.PullParameters();
+        CollectionAssert.AreEqual(eager.Parameters.Data.ToArray(), graph.Parameters.Data.ToArray(), $"{name}: parameters");
+        CollectionAssert.AreEqual(eager.Parameters.OptimizerState.ToArray(), graph.Parameters.OptimizerState.ToArray(), $"{name}: optimiser state");
+        CollectionAssert.AreEqual(eager.Parameters.Buffers.ToArray(), graph.Parameters.Buffers.ToArray(), $"{name}: running statistics");
+        Assert.AreEqual(0u, gb.State.ReadFault(), "every step found its schedule row");
+        Assert.AreEqual(1, gb.State.Uploads, $"{name}: one window of rows covers the 12 steps, the schedule's change included");
+    }
+
+    /// <summary>
+    /// Capture a step, then change the learning rate between replays (as a caller's own schedule would): each replay uses
+    /// the rate of its step (the eager backend given the same rates agrees bitwise; one that keeps the first rate does not),
+    /// and the step state is uploaded only for a step whose rate is not the one its rows hold.
+    /// </summary>
+    [TestMethod]
+    public unsafe void AReplayUsesTheRateGivenForItsStep()
+    {
+        var stack = Sequential.Parse("linear:6x8,tanh,linear:8x3");
+        var options = GraphOptions("sgd", "mse", 0) with { Optimizer = new Sgd { LearningRate = 0.1f } };
+        float[] rates = [0.1f, 0.1f, 0.1f, 0.05f, 0.05f, 0.3f, 0.3f];
+        using var graph = Gpu(stack, options);
+        using var eager = Gpu(stack, options);
+        using var fixedRate = Gpu(stack, options);
+        var nets = new[] { graph, eager, fixedRate };
+        CudaNetwork.Backend(eager)!.UseGraphs = false;
+        foreach (var net in nets) net.Initialize(1);
+        var rng = new Random(3);
+        var x = Enumerable.Range(0, 8 * 6).Select(_ => (float)rng.NextDouble()).ToArray();
+        var t = Enumerable.Range(0, 8 * 3).Select(_ => (float)rng.NextDouble()).ToArray();
+        fixed (float* px = x, pt = t)
+        {
+            var batch = new Batch(8, null, px, null, pt);
+            for (int s = 0; s < rates.Length; s++)
+                for (int i = 0; i < nets.Length; i++)
+                    CudaNetwork.Backend(nets[i])!.Step(batch, new StepArgs(true, i == 2 ? rates[0] : rates[s], s + 1, s));
+        }
+        Assert.AreEqual(1, CudaNetwork.Backend(graph)!.LaunchesPerStep);
+        Assert.AreEqual(5, CudaNetwork.Backend(graph)!.State.Uploads, "the state goes up at the first step and at each step whose rate is not the schedule's (3 to 6)");
+        foreach (var net in nets) net.PullParameters();
+        CollectionAssert.AreEqual(eager.Parameters.Data.ToArray(), graph.Parameters.Data.ToArray(), "the replays used the rates given");
+        CollectionAssert.AreNotEqual(fixedRate.Parameters.Data.ToArray(), graph.Parameters.Data.ToArray(), "a replay kept the captured rate");
+    }
+
+    /// <summary>The step state goes up once per window of rows: once for a constant rate, every 100 steps for AdamW, and again when the step count is set.</summary>
+    [TestMethod]
+    public void TheStepStateGoesUpOnlyWhenItsRowsRunOut()
+    {
+        var stack = Sequential.Parse("linear:6x4,tanh,linear:4x3");
+        foreach (var (optimizer, uploads) in new[] { ("sgd", 1), ("adamw-constant", 3) })
+        {
+            var options = GraphOptions(optimizer == "sgd" ? "sgd" : "adamw", "mse", 0) with { Schedule = Schedule.Constant, L2 = 0 };
+            using var net = Gpu(stack, options);
+            net.Initialize(2);
+            Train(net, 250, 1);
+            var state = CudaNetwork.Backend(net)!.State;
+            Assert.AreEqual(uploads, state.Uploads, optimizer);
+            net.StepCount = 17;
+            Train(net, 1, 2);
+            Assert.AreEqual(uploads + 1, state.Uploads, $"{optimizer}: a step count set by the caller");
+            Assert.AreEqual(0u, state.ReadFault(), optimizer);
+        }
+    }
+
+    /// <summary>What a capture may not hold (synchronisation, allocation, a copy to the host, a synchronous copy) throws naming the call, and the capture ends in an error naming it too.</summary>
+    [TestMethod]
+    public unsafe void ACallThatCaptureCannotHoldIsRefusedNamingIt()
+    {
+        using var rt = Devices.Open(OnDriver);
+        using var mem = rt.Allocate(64);
+        using var pinned = rt.AllocatePinned(64);
+        var host = new float[16];
+        var forbidden = new List<(string Name, Action Call)>
+        {
+            ("Synchronize", rt.Synchronize),
+            ("Allocate", () => rt.Allocate(16).Dispose()),
+            ("AllocatePinned", () => rt.AllocatePinned(16).Dispose()),
+            ("CopyToHost", () => { fixed (float* p = host) rt.CopyToHost(p, mem.Pointer, 64); }),
+            ("CopyToDevice", () => { fixed (float* p = host) rt.CopyToDevice(mem.Pointer, p, 64); }),
+        };
+        if (!OnDriver) forbidden.Add(("not pinned", () => { fixed (float* p = host) rt.CopyToDeviceAsync(mem.Pointer, p, 64); }));
+        foreach (var (name, call) in forbidden)
+        {
+            rt.BeginCapture();
+            Assert.IsTrue(rt.IsCapturing);
+            var e = Assert.ThrowsExactly<InvalidOperationException>(call, name);
+            StringAssert.Contains(e.Message, name);
+            StringAssert.Contains(e.Message, "captured");
+            rt.Zero(mem.Pointer, 64); // allowed: it is captured, not run
+            var end = Assert.ThrowsExactly<InvalidOperationException>(() => rt.EndCapture(), name);
+            StringAssert.Contains(end.Message, name);
+            Assert.IsFalse(rt.IsCapturing);
+        }
+        // and a capture without them works afterwards
+        rt.BeginCapture();
+        rt.CopyToDeviceAsync(mem.Pointer, pinned.Pointer, 64);
+        using var graph = rt.EndCapture();
+        rt.Launch(graph);
+        rt.Synchronize();
+    }
+
+    /// <summary>
+    /// A replay reads the pinned source and the device memory as they are at the replay, and the kernel arguments as they
+    /// were at the capture; nothing runs at capture time.
+    /// </summary>
+    [TestMethod]
+    public unsafe void AReplayReadsPinnedMemoryThenAndArgumentsAsCaptured()
+    {
+        using var rt = Devices.Open(OnDriver);
+        using var x = rt.Allocate(16);
+        using var y = rt.Allocate(16);
+        using var pinned = rt.AllocatePinned(16);
+        var src = new Span<float>(pinned.Pointer, 4);
+        var axpy = rt.GetKernel("axpy");
+        float[] zeros = new float[4], got = new float[4];
+        fixed (float* z = zeros) rt.CopyToDevice(y.Pointer, z, 16);
+        src.Fill(-100f);
+        rt.BeginCapture();
+        rt.CopyToDeviceAsync(x.Pointer, pinned.Pointer, 16);
+        ulong a0 = y.Pointer, a1 = x.Pointer; float a2 = 2f; int a3 = 4;
+        void** args = stackalloc void*[] { &a0, &a1, &a2, &a3 };
+        rt.Launch(axpy, new Dim3(1), new Dim3(32), 0, args);
+        using var graph = rt.EndCapture();
+        a2 = 1000f; // the captured value is 2
+        if (!OnDriver) Assert.AreEqual(2, graph.NodeCount);
+        fixed (float* g = got) rt.CopyToHost(g, y.Pointer, 16);
+        CollectionAssert.AreEqual(zeros, got, "nothing ran during the capture");
+        src[0] = 1; src[1] = 2; src[2] = 3; src[3] = 4;
+        rt.Launch(graph);
+        rt.Synchronize();
+        fixed (float* g = got) rt.CopyToHost(g, y.Pointer, 16);
+        CollectionAssert.AreEqual(new[] { 2f, 4f, 6f, 8f }, got, "the first replay: the pinned values of its time, times the captured 2");
+        src[0] = 10; src[1] = 20; src[2] = 30; src[3] = 40;
+        rt.Launch(graph);
+        rt.Synchronize();
+        fixed (float* g = got) rt.CopyToHost(g, y.Pointer, 16);
+        CollectionAssert.AreEqual(new[] { 22f, 44f, 66f, 88f }, got, "the second replay read the new pinned values and y as the first left it");
+    }
+}
