@@ -43,6 +43,7 @@ HPB_KERNEL(axpy, float* y, const float* x, float a, int count)
 
 // ---- optimizer.cu (the per-step scalars: step_state.h)
 HPB_KERNEL(step_begin, hpb_step* step)
+HPB_KERNEL(draw_minibatch, const hpb_step* step, const unsigned* set_x, const unsigned* set_y, int count, int xw, int yw, unsigned* x, unsigned* y, int n)
 HPB_KERNEL(sgd_update, float* params, const float* grads, const hpb_step* step, int count)
 HPB_KERNEL(sgd_momentum_update, float* p, const float* g, float* v, int count, const hpb_step* step, float momentum, float weight_decay)
 HPB_KERNEL(adamw_update, float* p, const float* g, float* m, float* v, int count, const hpb_step* step, float weight_decay, float beta1, float beta2, float a1, float a2, float eps)

@@ -11,6 +11,7 @@
 // __fdiv_rn/__fsqrt_rn (nvcc would otherwise fuse a*b+c into one FMA), and fmaf where the CPU fuses:
 // then the GPU computes the CPU's bits.  No reductions: any grid gives the same results.
 #include "hpb_common.cuh"
+#include "philox.cuh"
 
 // The training step's state (step_state.h), one thread: the step `next` becomes `current`, `next`
 // advances, the step's schedule row is copied into lr, step_size and bc2_sqrt, and its loss slot is
@@ -33,6 +34,27 @@ extern "C" __global__ void step_begin(hpb_step* step) {
     step->step_size = r[1];
     step->bc2_sqrt = r[2];
     step->slot = (unsigned)(t % (step->ring > 0 ? step->ring : 1));
+}
+
+// The minibatch of the step running now (step->current, after step_begin) from a training set that
+// stays on the device: row r of x [n, xw] and y [n, yw] is example e of set_x [count, xw] and
+// set_y [count, yw], e = floor(w * count / 2^32) with w = word r % 4 of
+// philox({r/4, 1, t_lo, t_hi}, {step->draw_seed, 0xFFFFFFFF}) — Model/Philox.cs MinibatchDraw, so the
+// CPU draws the same rows.  Elements are copied as 4-byte words (ids, class ids and floats alike);
+// yw may be 0 (no targets).  No reduction: any grid gives the same bits.
+// grid = any (grid-stride over n * (xw + yw)), block = any (256), shared = 0
+extern "C" __global__ void draw_minibatch(const hpb_step* step, const unsigned* set_x, const unsigned* set_y, int count, int xw,
+                                          int yw, unsigned* x, unsigned* y, int n) {
+    const unsigned long long t = step->current;
+    const unsigned seed = step->draw_seed;
+    const size_t w = (size_t)xw + (size_t)yw, total = (size_t)n * w;
+    for (size_t i = hpb_global_index(); i < total; i += hpb_global_stride()) {
+        const int r = (int)(i / w), c = (int)(i % w);
+        const HpbPhilox4 b = hpb_philox4x32_10((unsigned)(r >> 2), 1u, (unsigned)t, (unsigned)(t >> 32), seed, 0xFFFFFFFFu);
+        const size_t e = (size_t)(((unsigned long long)b.v[r & 3] * (unsigned)count) >> 32);
+        if (c < xw) x[(size_t)r * xw + c] = set_x[e * xw + c];
+        else y[(size_t)r * yw + (c - xw)] = set_y[e * yw + (c - xw)];
+    }
 }
 
 // params [count] -= lr * grads [count], lr = step->lr

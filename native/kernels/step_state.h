@@ -6,8 +6,8 @@
 // One allocation: this header, then `rows` schedule rows of 3 floats {lr, step_size, bc2_sqrt}
 // written by the host (computed in double as the CPU does).  step_begin, the first node of every
 // training step, takes the step number `next`, advances it, and copies the step's row into lr,
-// step_size and bc2_sqrt, where the optimisers read them; the dropout kernels read `current`; the
-// loss goes to slot `current % ring` of the loss ring, which the host reads every few steps.
+// step_size and bc2_sqrt, where the optimisers read them; the dropout kernels and draw_minibatch read
+// `current`; the loss goes to slot `current % ring` of the loss ring, which the host reads every few steps.
 #pragma once
 
 #ifdef __cplusplus
@@ -26,7 +26,8 @@ typedef struct hpb_step {
     float lr;                    // 44  this step's learning rate
     float step_size;             // 48  AdamW: (float)(lr / (1 - beta1^t))
     float bc2_sqrt;              // 52  AdamW: (float)sqrt(1 - beta2^t)
-    unsigned int pad[2];         // 56
+    unsigned int draw_seed;      // 56  the seed of the minibatches draw_minibatch draws (host-set)
+    unsigned int pad;            // 60
 } hpb_step;                      // 64 bytes, then the rows
 
 #define HPB_STEP_ROW_FLOATS 3

@@ -113,6 +113,97 @@ public abstract partial class CudaNetworkTestsBase
     }
 
     /// <summary>The step state goes up once per window of rows: once for a constant rate, every 100 steps for AdamW, and again when the step count is set.</summary>
+    /// <summary>A makemore-like set of 1,000 examples of 3 ids over 27 characters.</summary>
+    private static ExampleSet WordLikeSet(int seed, int rows = 1_000)
+    {
+        var rng = new Random(seed);
+        return ExampleSet.FromIds(Enumerable.Range(0, rows * 3).Select(_ => rng.Next(27)).ToArray(), 3, Enumerable.Range(0, rows).Select(_ => rng.Next(27)).ToArray());
+    }
+
+    /// <summary>
+    /// Fit keeps the set on the device: the device draws each minibatch (the rows the host draws: the same losses, bitwise, as
+    /// steps on <see cref="ExampleSet.DrawBatch"/>'s rows), one launch per step after the first, and nothing crosses per step
+    /// but the losses, read 100 at a time, and the step state's one upload; the set's upload is counted apart.
+    /// </summary>
+    [TestMethod]
+    public void FitDrawsItsMinibatchesOnTheDeviceAndReadsTheLossesEveryHundredSteps()
+    {
+        var stack = Sequential.Parse("embedding:27x4,flatten,linear:12x16,batchnorm:16,tanh,linear:16x27");
+        var options = new NetworkOptions { BatchSize = 8, Optimizer = new Sgd { LearningRate = 0.2f } };
+        var set = WordLikeSet(1);
+        const int steps = 250;
+        using var fit = Gpu(stack, options);
+        fit.Initialize(3);
+        float[] losses = fit.Fit(set, steps, seed: 11);
+        using var byHand = Gpu(stack, options);
+        byHand.Initialize(3);
+        var ids = new int[8 * 3];
+        var cls = new int[8];
+        for (int s = 0; s < steps; s++)
+        {
+            set.DrawBatch(11, byHand.StepCount, 8, ids, default, cls, default);
+            Assert.AreEqual(BitConverter.SingleToInt32Bits(losses[s]), BitConverter.SingleToInt32Bits(byHand.Step(ids, cls)), $"loss of step {s}");
+        }
+        fit.PullParameters(); byHand.PullParameters();
+        CollectionAssert.AreEqual(fit.Parameters.Data, byHand.Parameters.Data, "parameters");
+        var b = CudaNetwork.Backend(fit)!;
+        var t = fit.Traffic!.Value;
+        Assert.AreEqual(steps, t.Steps);
+        int first = (int)(t.Launches - (steps - 1));
+        Assert.IsGreaterThan(10, first, "the first step launches its kernels itself");
+        Assert.AreEqual(1, b.LaunchesPerStep, "every later step replays the capture");
+        // the losses in three reads (100, 100, 50) and the step state once (SGD at a constant rate: one row)
+        Assert.AreEqual(3 + 1, t.Copies, "copies");
+        Assert.AreEqual(steps * 4 + StepState.HeaderBytes + StepState.RowFloats * 4, t.Bytes, "bytes");
+        Assert.AreEqual(2, t.SetupCopies, "the set's ids and classes, once");
+        Assert.AreEqual(1_000 * (3 + 1) * 4, t.SetupBytes);
+        Assert.IsNotNull(b.DrawnGraph);
+        Assert.IsNull(b.Graph, "no step uploaded its minibatch");
+        if (b.DrawnGraph is EmulatedGraph eg)
+            Assert.AreEqual("kernel:draw_minibatch", eg.Describe().ElementAt(1), "the draw follows step_begin: " + string.Join(", ", eg.Describe()));
+    }
+
+    /// <summary>A loss that is not finite is reported at its own step although the losses are read 100 steps at a time: the step the CPU reports.</summary>
+    [TestMethod]
+    public void ADivergenceIsReportedAtItsStepBetweenTwoReads()
+    {
+        var stack = Sequential.Parse("embedding:27x4,flatten,linear:12x16,batchnorm:16,tanh,linear:16x27");
+        var options = new NetworkOptions { BatchSize = 8, Optimizer = new Sgd { LearningRate = 0.2f }, Schedule = new StepSchedule(150, 1e30f) };
+        var set = WordLikeSet(2);
+        int Diverge(Network net)
+        {
+            net.Initialize(3);
+            return Assert.ThrowsExactly<Training.TrainingDivergedException>(() => net.Fit(set, 300, seed: 4)).Step;
+        }
+        using var cpu = Network.Create(stack, options);
+        using var gpu = Gpu(stack, options);
+        int want = Diverge(cpu);
+        Assert.IsTrue(want > 150 && want % 100 != 0, $"the CPU diverges at step {want}, between two reads");
+        Assert.AreEqual(want, Diverge(gpu));
+    }
+
+    /// <summary>A run stopped at step 25 and continued (the set kept on the device again, a new capture) is bitwise the run never stopped.</summary>
+    [TestMethod]
+    public void ARunContinuedOnTheDeviceIsBitwiseTheRunNeverStopped()
+    {
+        var stack = Sequential.Parse("embedding:27x4,flatten,linear:12x16,batchnorm:16,tanh,linear:16x27");
+        var options = new NetworkOptions { BatchSize = 8, Optimizer = new AdamW { LearningRate = 0.01f }, Schedule = new StepSchedule(40, 0.1f) };
+        var set = WordLikeSet(3);
+        (float[] Losses, float[] Params) Run(params int[] untils)
+        {
+            using var net = Gpu(stack, options);
+            net.Initialize(9);
+            var run = new TrainingRun(21, 60);
+            foreach (int u in untils) net.Fit(set, run, untilStep: u);
+            net.PullParameters();
+            return (run.Losses, net.Parameters.Data.ToArray());
+        }
+        var whole = Run(60);
+        var cut = Run(25, 60);
+        CollectionAssert.AreEqual(whole.Losses, cut.Losses, "losses");
+        CollectionAssert.AreEqual(whole.Params, cut.Params, "parameters");
+    }
+
     [TestMethod]
     public void TheStepStateGoesUpOnlyWhenItsRowsRunOut()
     {

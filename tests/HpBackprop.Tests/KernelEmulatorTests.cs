@@ -67,7 +67,7 @@ public unsafe class KernelEmulatorTests
         "batchnorm_forward", "batchnorm_finish_mean", "batchnorm_finish_var", "batchnorm_normalize", "batchnorm_backward",
         "batchnorm_backward_partials", "batchnorm_backward_dx", "batchnorm_inference", "batchnorm_calib_accumulate",
         "cross_entropy_warp", "cross_entropy_block", "sum_partials", "sum_finish", "regression_loss",
-        "bias_add", "column_partial_sum", "column_finish_sum", "axpy", "step_begin", "sgd_update", "sgd_momentum_update", "adamw_update",
+        "bias_add", "column_partial_sum", "column_finish_sum", "axpy", "step_begin", "draw_minibatch", "sgd_update", "sgd_momentum_update", "adamw_update",
         "activation_forward", "activation_backward", "layernorm_forward", "layernorm_backward", "layernorm_param_partials",
         "dropout_forward", "dropout_backward",
         "chain_logit_maxes", "chain_norm_logits", "chain_counts", "chain_counts_sum", "chain_counts_sum_inv", "chain_probs", "chain_logprobs",
@@ -979,6 +979,53 @@ public unsafe class KernelEmulatorTests
         }
     }
 
+    /// <summary>
+    /// draw_minibatch: the rows of the step running now (current, with a high word) under the header's seed are the rows the
+    /// CPU draws (<see cref="Networks.ExampleSet.DrawBatch"/>), for ids with class ids and for features with float targets and with
+    /// none, at n not a multiple of 4 and any grid; another step or seed draws other rows.
+    /// </summary>
+    [TestMethod]
+    [DataRow(37, 3, 1, 1, 32)]
+    [DataRow(37, 3, 1, 5, 256)]
+    [DataRow(64, 5, 2, 3, 64)]
+    [DataRow(9, 4, 0, 2, 128)]
+    public void DrawMinibatchDrawsTheCpusRows(int n, int xw, int yw, int grid, int block)
+    {
+        using var emu = NewEmu();
+        var rng = new Random(n * 10 + xw);
+        const int count = 1_003;
+        ulong step = (1UL << 32) + 5;
+        const int seed = -7; // the header holds it as 32 bits
+        bool ids = yw == 1;
+        int[] setIds = Enumerable.Range(0, count * xw).Select(_ => rng.Next(1000)).ToArray(), setCls = Enumerable.Range(0, count).Select(_ => rng.Next(27)).ToArray();
+        float[] setF = Normals(rng, count * xw, 1f), setT = Normals(rng, count * Math.Max(1, yw), 1f);
+        var set = ids ? Networks.ExampleSet.FromIds(setIds, xw, setCls) : yw == 2 ? Networks.ExampleSet.FromFeatures(setF, xw, setT, yw) : Networks.ExampleSet.FromFeatures(setF, xw);
+        int[] wantIds = new int[n * xw], wantCls = new int[n];
+        float[] wantF = new float[n * xw], wantT = new float[n * Math.Max(1, yw)];
+        set.DrawBatch(seed, (long)step, n, ids ? wantIds : default, ids ? default : wantF, ids ? wantCls : default, yw == 2 ? wantT : default);
+        var st = emu.Step(step, drawSeed: unchecked((uint)seed));
+        var x = emu.Out(n * xw);
+        var y = emu.Out(n * Math.Max(1, yw));
+        Buf sx = ids ? emu.In(setIds) : emu.In(setF), sy = ids ? emu.In(setCls) : emu.In(setT);
+        emu.Launch("draw_minibatch", grid, block, 0, st, sx, yw > 0 ? sy : null, count, xw, yw, x, yw > 0 ? y : null, n);
+        if (ids)
+        {
+            CollectionAssert.AreEqual(wantIds, emu.ReadInts(x), "ids");
+            CollectionAssert.AreEqual(wantCls, emu.ReadInts(y), "class ids");
+        }
+        else
+        {
+            AssertBitwise("features", wantF, emu.Read(x));
+            if (yw > 0) AssertBitwise("targets", wantT, emu.Read(y));
+        }
+        // the step and the seed are the key: a step later, or another seed, draws other rows
+        var other = emu.Out(n * xw);
+        emu.Launch("draw_minibatch", grid, block, 0, emu.Step(step + 1, drawSeed: unchecked((uint)seed)), sx, yw > 0 ? sy : null, count, xw, yw, other, yw > 0 ? y : null, n);
+        CollectionAssert.AreNotEqual(emu.ReadInts(x), emu.ReadInts(other), "step + 1");
+        emu.Launch("draw_minibatch", grid, block, 0, emu.Step(step, drawSeed: 8), sx, yw > 0 ? sy : null, count, xw, yw, other, yw > 0 ? y : null, n);
+        CollectionAssert.AreNotEqual(emu.ReadInts(x), emu.ReadInts(other), "another seed");
+    }
+
     // =====================================================================================
     // activation.cu, layernorm.cu, dropout.cu
     // =====================================================================================
@@ -1478,7 +1525,7 @@ public unsafe class KernelEmulatorTests
         }
 
         /// <summary>A training step's state (native/kernels/step_state.h) as step_begin leaves it for step <paramref name="current"/>, then <paramref name="rows"/> (3 floats each).</summary>
-        public Buf Step(ulong current, float lr = 0, float stepSize = 0, float bc2Sqrt = 1, uint slot = 0, float[]? rows = null, ulong? next = null, ulong baseStep = 0, uint stride = 0, uint ring = 1)
+        public Buf Step(ulong current, float lr = 0, float stepSize = 0, float bc2Sqrt = 1, uint slot = 0, float[]? rows = null, ulong? next = null, ulong baseStep = 0, uint stride = 0, uint ring = 1, uint drawSeed = 0)
         {
             rows ??= [];
             var bytes = new byte[64 + rows.Length * 4];
@@ -1492,6 +1539,7 @@ public unsafe class KernelEmulatorTests
             BitConverter.TryWriteBytes(bytes.AsSpan(44), lr);
             BitConverter.TryWriteBytes(bytes.AsSpan(48), stepSize);
             BitConverter.TryWriteBytes(bytes.AsSpan(52), bc2Sqrt);
+            BitConverter.TryWriteBytes(bytes.AsSpan(56), drawSeed);
             for (int i = 0; i < rows.Length; i++) BitConverter.TryWriteBytes(bytes.AsSpan(64 + 4 * i), rows[i]);
             var b = Alloc(bytes.Length, 0);
             Upload(b.Pointer, bytes);

@@ -107,19 +107,19 @@ public sealed class TrainingTests
         Assert.AreEqual(25, cut.Net.StepCount);
         Assert.HasCount(25, part, "the losses of the steps done, and of those only");
         CollectionAssert.AreEqual(all[..25], part);
-        // resume: StepCount is the schedule's position, and the minibatches continue where the cancelled run stopped
-        // (Fit draws one minibatch per step from NormalRng(seed): the 25 taken are drawn again and skipped)
-        var rng = new NormalRng(42);
+        // resume: StepCount is the schedule's position and the minibatches' key (the minibatch of step t is a function of
+        // the seed and t): five steps by hand on DrawBatch's rows, then Fit again continues the uninterrupted run
         int n = p.Config.BatchSize;
         var ids = new int[n * p.Config.BlockSize];
         var cls = new int[n];
-        for (int s = 0; s < 60; s++)
+        for (int s = 25; s < 30; s++)
         {
-            train.DrawBatch(rng, n, ids, default, cls, default);
-            if (s < 25) continue;
-            Assert.AreEqual(s < 30 ? 0.1f : 0.1f * 0.1f, cut.Net.LearningRate, $"learning rate of step {s}");
+            train.DrawBatch(42, cut.Net.StepCount, n, ids, default, cls, default);
+            Assert.AreEqual(0.1f, cut.Net.LearningRate, $"learning rate of step {s}");
             Assert.AreEqual(all[s], cut.Step(ids, cls), $"loss of step {s}");
         }
+        float[] rest = cut.Net.Fit(train, 30, seed: 42);
+        CollectionAssert.AreEqual(all[30..], rest);
         Assert.AreEqual(60, cut.Net.StepCount);
         CollectionAssert.AreEqual(Bits(whole.Net.Parameters.Data), Bits(cut.Net.Parameters.Data));
         CollectionAssert.AreEqual(Bits(whole.Net.Parameters.Buffers), Bits(cut.Net.Parameters.Buffers));

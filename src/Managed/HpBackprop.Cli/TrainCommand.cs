@@ -405,6 +405,8 @@ internal static class TrainCommand
                                 w.WriteNumber("launches_per_step", Math.Round(t.LaunchesPerStep, 4));
                                 w.WriteNumber("graph_nodes", t.GraphNodes);
                                 w.WriteNumber("host_device_bytes_per_step", Math.Round(t.BytesPerStep, 2));
+                                // apart from the steps: the training set, uploaded once per Fit call and kept on the device
+                                w.WriteNumber("host_device_setup_bytes", t.SetupBytes);
                             }
                             w.WriteEndObject();
                         }

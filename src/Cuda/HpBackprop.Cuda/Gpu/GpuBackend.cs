@@ -1,3 +1,4 @@
+using HpBackprop.Cuda.Native;
 using HpBackprop.Cuda.Runtime;
 using HpBackprop.Networks;
 
@@ -50,7 +51,10 @@ internal sealed unsafe class GpuBackend : Backend
     private readonly StepState _state;
     private readonly PinnedMemory _staging;
     private readonly long _stageInput, _stageTargets;
-    private DeviceGraph? _graph;
+    private DeviceGraph? _graph, _drawnGraph;
+    private DeviceMemory? _setX, _setY;
+    private int _setCount, _setXWidth, _setYWidth;
+    private long _setupCopies, _setupBytes;
     private bool _warm;
     private readonly (ulong W, ulong G, int Count, int PartialOffset)[] _l2;
     private readonly int _n, _k;
@@ -140,10 +144,15 @@ internal sealed unsafe class GpuBackend : Backend
 
     private long _steps, _launches, _copies, _bytes;
 
-    public override DeviceTraffic? Traffic => new DeviceTraffic(_steps, _launches, _copies, _bytes, GraphNodes);
+    public override DeviceTraffic? Traffic => new DeviceTraffic(_steps, _launches, _copies, _bytes, GraphNodes) { SetupCopies = _setupCopies, SetupBytes = _setupBytes };
 
-    /// <summary>Nodes of the captured training step (0 before it is captured).</summary>
-    internal int GraphNodes => _graph?.NodeCount ?? 0;
+    /// <summary>Nodes of the captured training step (of the last one captured: with the minibatch drawn on the device or uploaded; 0 before).</summary>
+    internal int GraphNodes => _lastGraph?.NodeCount ?? 0;
+
+    private DeviceGraph? _lastGraph;
+
+    /// <summary>The captured step that draws its minibatch on the device (tests).</summary>
+    internal DeviceGraph? DrawnGraph => _drawnGraph;
 
     /// <summary>Host-device copies of the last training step (the minibatch, an upload of the step state, the loss read).</summary>
     internal int CopiesPerStep { get; private set; }
@@ -173,7 +182,8 @@ internal sealed unsafe class GpuBackend : Backend
         if (args.Update && UseGraphs && _warm)
         {
             // the first update step ran every launch itself (kernels loaded, cuBLAS warm); every later one replays its capture
-            _graph ??= Capture();
+            _graph ??= Capture(drawn: false);
+            _lastGraph = _graph;
             _g.Rt.Launch(_graph);
             _g.Launches++;
             _g.Copies += _stageTargets > 0 ? 2 : 1;
@@ -181,7 +191,7 @@ internal sealed unsafe class GpuBackend : Backend
         }
         else
         {
-            Enqueue(args.Update);
+            Enqueue(args.Update, drawn: false);
             _warm |= args.Update;
         }
         _state.Queued(args);
@@ -192,6 +202,89 @@ internal sealed unsafe class GpuBackend : Backend
         return loss;
     }
 
+    public override bool Reside(ExampleSet set, int seed)
+    {
+        int xw = set.InputWidth, yw = set.Classes != null ? 1 : set.Targets != null ? set.TargetWidth : 0;
+        long xBytes = (long)set.Count * xw * 4, yBytes = (long)set.Count * yw * 4;
+        // a set of the same shape reuses the buffers (and the captured step that reads them); its values are uploaded again
+        if (_setX == null || _setCount != set.Count || _setXWidth != xw || _setYWidth != yw)
+        {
+            FreeSet();
+            try
+            {
+                _setX = _g.Rt.Allocate(xBytes);
+                _setY = yw > 0 ? _g.Rt.Allocate(yBytes) : null;
+            }
+            catch (CudaException e) when (e.Code == 2) // CUDA_ERROR_OUT_OF_MEMORY: the minibatches are uploaded step by step instead
+            {
+                FreeSet();
+                return false;
+            }
+        }
+        int copies = _g.Copies;
+        long bytes = _g.CopiedBytes;
+        fixed (int* ids = set.Ids, cls = set.Classes)
+        fixed (float* f = set.Features, t = set.Targets)
+        {
+            _g.ToDevice(_setX!.Pointer, ids != null ? ids : f, xBytes);
+            if (_setY != null) _g.ToDevice(_setY.Pointer, cls != null ? cls : t, yBytes);
+        }
+        _setupCopies += _g.Copies - copies; _setupBytes += _g.CopiedBytes - bytes;
+        _g.Copies = copies; _g.CopiedBytes = bytes;
+        _setCount = set.Count; _setXWidth = xw; _setYWidth = yw;
+        _state.DrawSeed = unchecked((uint)seed);
+        return true;
+    }
+
+    private void FreeSet()
+    {
+        // the captured step reads the set at its addresses: a new set is a new capture
+        if (ReferenceEquals(_lastGraph, _drawnGraph)) _lastGraph = _graph;
+        _drawnGraph?.Dispose();
+        _drawnGraph = null;
+        _setX?.Dispose(); _setY?.Dispose();
+        _setX = _setY = null;
+    }
+
+    public override void StepDrawn(in StepArgs args)
+    {
+        if (_setX == null) throw new InvalidOperationException("no example set is resident on the device");
+        _g.Launches = 0; _g.Copies = 0; _g.CopiedBytes = 0;
+        _state.Prepare(args);
+        if (UseGraphs && _warm)
+        {
+            _drawnGraph ??= Capture(drawn: true);
+            _lastGraph = _drawnGraph;
+            _g.Rt.Launch(_drawnGraph);
+            _g.Launches++;
+        }
+        else
+        {
+            Enqueue(true, drawn: true);
+            _warm = true;
+        }
+        _state.Queued(args);
+        LaunchesPerStep = _g.Launches; CopiesPerStep = _g.Copies; BytesPerStep = _g.CopiedBytes;
+        _steps++; _launches += _g.Launches; _copies += _g.Copies; _bytes += _g.CopiedBytes;
+    }
+
+    public override int LossWindow => StepState.Rows;
+
+    public override void ReadLosses(long first, Span<float> destination)
+    {
+        // the ring's slots of the steps, in at most two pieces (it wraps); counted as the steps' traffic
+        int done = 0;
+        while (done < destination.Length)
+        {
+            int slot = StepState.Slot(first + done), count = Math.Min(destination.Length - done, StepState.Rows - slot);
+            int copies = _g.Copies;
+            long bytes = _g.CopiedBytes;
+            fixed (float* d = destination) _g.ToHost(d + done, _state.Ring + (ulong)(slot * 4L), count * 4L);
+            _copies += _g.Copies - copies; _bytes += _g.CopiedBytes - bytes;
+            done += count;
+        }
+    }
+
     /// <summary>Copies the minibatch into the pinned staging buffer (the step copies it to the device).</summary>
     private void Stage(in Batch batch)
     {
@@ -200,15 +293,15 @@ internal sealed unsafe class GpuBackend : Backend
         if (_stageTargets > 0) Buffer.MemoryCopy(_classes != 0 ? batch.Classes : batch.Targets, p + _stageInput, _stageTargets, _stageTargets);
     }
 
-    /// <summary>Captures the update step into a graph.</summary>
-    private DeviceGraph Capture()
+    /// <summary>Captures the update step into a graph (its minibatch drawn on the device, or copied from the staging buffer).</summary>
+    private DeviceGraph Capture(bool drawn)
     {
         int launches = _g.Launches, copies = _g.Copies;
         long bytes = _g.CopiedBytes;
         _g.Rt.BeginCapture();
         try
         {
-            Enqueue(true);
+            Enqueue(true, drawn);
         }
         catch
         {
@@ -221,18 +314,23 @@ internal sealed unsafe class GpuBackend : Backend
     }
 
     /// <summary>
-    /// Queues one training step: the minibatch from the staging buffer, step_begin, forward, the loss into the ring,
-    /// backward, the L2 gradient, and the optimiser when <paramref name="update"/>. Every per-step value comes from the
-    /// device's step state, so the same sequence is what the graph captures.
+    /// Queues one training step: the minibatch from the staging buffer (or, when <paramref name="drawn"/>, drawn from the
+    /// resident set after step_begin), step_begin, forward, the loss into the ring, backward, the L2 gradient, and the
+    /// optimiser when <paramref name="update"/>. Every per-step value comes from the device's step state, so the same
+    /// sequence is what the graph captures.
     /// </summary>
-    private void Enqueue(bool update)
+    private void Enqueue(bool update, bool drawn)
     {
         int n = _n;
         var o = _plan.Options;
-        byte* p = (byte*)_staging.Pointer;
-        _g.ToDeviceAsync(_ids != 0 ? _ids : _features, p, _stageInput);
-        if (_stageTargets > 0) _g.ToDeviceAsync(_classes != 0 ? _classes : _targets, p + _stageInput, _stageTargets);
+        if (!drawn)
+        {
+            byte* p = (byte*)_staging.Pointer;
+            _g.ToDeviceAsync(_ids != 0 ? _ids : _features, p, _stageInput);
+            if (_stageTargets > 0) _g.ToDeviceAsync(_classes != 0 ? _classes : _targets, p + _stageInput, _stageTargets);
+        }
         StepBegin();
+        if (drawn) Draw();
         ulong input = _ids != 0 ? 0 : _features;
         for (int k = 0; k < _ops.Length; k++) _ops[k].Forward(k == 0 ? input : _out[k - 1], _ids, _out[k], n, true);
         Loss(_out[^1], _classes, _targets, _dout[^1], _dTarget, n, _state.Ring, _state.Device);
@@ -248,6 +346,15 @@ internal sealed unsafe class GpuBackend : Backend
         ulong a0 = _state.Device;
         void** args = stackalloc void*[] { &a0 };
         _g.Launch(_g.K("step_begin"), new(1), new(1), 0, args);
+    }
+
+    /// <summary>The step's minibatch from the resident set (draw_minibatch, after step_begin).</summary>
+    private void Draw()
+    {
+        ulong a0 = _state.Device, a1 = _setX!.Pointer, a2 = _setY?.Pointer ?? 0; int a3 = _setCount, a4 = _setXWidth, a5 = _setYWidth;
+        ulong a6 = _ids != 0 ? _ids : _features, a7 = _classes != 0 ? _classes : _targets; int a8 = _n;
+        void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &a8 };
+        _g.Launch(_g.K("draw_minibatch"), new(Gpu.Blocks((long)_n * (_setXWidth + _setYWidth), 256)), new(256), 0, args);
     }
 
     /// <summary>
@@ -415,6 +522,7 @@ internal sealed unsafe class GpuBackend : Backend
         if (_disposed) return;
         _disposed = true;
         _graph?.Dispose();
+        FreeSet();
         _g.Dispose();
     }
 }

@@ -21,7 +21,7 @@ internal sealed unsafe class StepState
     /// <summary>Schedule rows of one window, and slots of the loss ring.</summary>
     public const int Rows = 100;
 
-    private const int OffsetNext = 0, OffsetBase = 16, OffsetRows = 24, OffsetStride = 28, OffsetRing = 32, OffsetFault = 40;
+    private const int OffsetNext = 0, OffsetBase = 16, OffsetRows = 24, OffsetStride = 28, OffsetRing = 32, OffsetFault = 40, OffsetSeed = 56;
 
     private readonly Gpu _g;
     private readonly NetworkOptions _o;
@@ -30,6 +30,10 @@ internal sealed unsafe class StepState
     private long _base = -1, _deviceNext = -1;
     private int _rowCount;
     private bool _constant;
+    private uint _deviceSeed;
+
+    /// <summary>The seed of the minibatches draw_minibatch draws (uploaded with the next step's header when it changed).</summary>
+    public uint DrawSeed { get; set; }
 
     public StepState(Gpu g, NetworkOptions options)
     {
@@ -56,7 +60,7 @@ internal sealed unsafe class StepState
     public void Prepare(in StepArgs args)
     {
         var (lr, size, bc2) = Scalars(args.LearningRate, args.AdamStep);
-        if (_deviceNext == args.Step && Covers(args.Step, lr, size, bc2)) return;
+        if (_deviceNext == args.Step && _deviceSeed == DrawSeed && Covers(args.Step, lr, size, bc2)) return;
         Upload(args, lr, size, bc2);
     }
 
@@ -107,8 +111,10 @@ internal sealed unsafe class StepState
         BitConverter.TryWriteBytes(u[OffsetRows..], (uint)_rowCount);
         BitConverter.TryWriteBytes(u[OffsetStride..], _constant ? 0u : 1u);
         BitConverter.TryWriteBytes(u[OffsetRing..], (uint)Rows);
+        BitConverter.TryWriteBytes(u[OffsetSeed..], DrawSeed);
         for (int i = 0; i < _rowCount * RowFloats; i++) BitConverter.TryWriteBytes(u[(HeaderBytes + 4 * i)..], _rows[i]);
         fixed (byte* p = _upload) _g.ToDevice(Device, p, HeaderBytes + _rowCount * RowFloats * 4L);
         Uploads++;
+        _deviceSeed = DrawSeed;
     }
 }

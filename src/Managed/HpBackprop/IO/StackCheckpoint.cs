@@ -105,10 +105,9 @@ public static class StackCheckpoint
         if (extra != null) foreach (var kv in extra) f.Metadata[kv.Key] = kv.Value;
         if (run != null)
         {
-            var (counter, spare, hasSpare) = run.Rng.State;
             f.Add(TrainingPrefix + "optimizer", (ReadOnlySpan<float>)ps.OptimizerState, ps.OptimizerState.Length);
             f.Add(TrainingPrefix + "losses", (ReadOnlySpan<float>)run.Losses, run.Losses.Length);
-            f.Add(TrainingPrefix + "rng", (ReadOnlySpan<long>)[unchecked((long)counter), BitConverter.DoubleToInt64Bits(spare), hasSpare ? 1 : 0], 3);
+            f.Metadata[TrainingPrefix + "seed"] = run.Seed.ToString(CultureInfo.InvariantCulture);
             f.Metadata[TrainingPrefix + "completed"] = I(run.Completed);
             f.Metadata[TrainingPrefix + "total"] = I(run.TotalSteps);
             f.Metadata[TrainingPrefix + "step_count"] = network.StepCount.ToString(CultureInfo.InvariantCulture);
@@ -239,16 +238,16 @@ public static class StackCheckpoint
         long stepCount = Num("step_count", long.MaxValue);
         var losses = T("losses", DType.F32).ToSingle();
         if (losses.Length != total) throw new SafeTensorsFormatException(path, $"tensor '{TrainingPrefix}losses' has {losses.Length} values for a run of {total} steps.");
-        var rng = T("rng", DType.I64);
-        if (rng.Length != 3) throw new SafeTensorsFormatException(path, $"tensor '{TrainingPrefix}rng' must hold 3 values.");
-        var r = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(rng.Data);
-        if (r[2] is not (0 or 1)) throw new SafeTensorsFormatException(path, $"tensor '{TrainingPrefix}rng' is not a generator state.");
-        var state = (unchecked((ulong)r[0]), BitConverter.Int64BitsToDouble(r[1]), r[2] == 1);
+        // the minibatches are a function of (seed, step); a run saved by an earlier version kept a generator's state instead
+        if (!f.Metadata.ContainsKey(TrainingPrefix + "seed") && f.Contains(TrainingPrefix + "rng"))
+            throw new SafeTensorsFormatException(path, "the run was saved by an earlier version, whose minibatches came from a sequential generator: it cannot be continued bitwise; start it again, or load the model without its run.");
+        int seed = f.Metadata.TryGetValue(TrainingPrefix + "seed", out var sv) && int.TryParse(sv, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int sd) ? sd
+            : throw new SafeTensorsFormatException(path, $"metadata '{TrainingPrefix}seed' is missing or not a 32-bit whole number.");
         var optimizer = T("optimizer", DType.F32).ToSingle();
         LoadChecks.Finite(optimizer, TrainingPrefix + "optimizer", path);
         for (int i = 0; i < completed; i++)
             if (!float.IsFinite(losses[i])) throw new SafeTensorsFormatException(path, $"tensor '{TrainingPrefix}losses' holds {losses[i]} at step {i + 1}, which the run completed; a completed step's loss is finite.");
-        return new SavedTraining(new TrainingRun(total, completed, state, losses), stepCount, optimizer);
+        return new SavedTraining(new TrainingRun(total, completed, seed, losses), stepCount, optimizer);
     }
 
     /// <summary>A makemore model of the earlier format as the equivalent stack (<see cref="Sequential.Makemore"/>).</summary>

@@ -58,3 +58,44 @@ internal static class DropoutMask
         }
     }
 }
+
+/// <summary>
+/// The minibatch of a training step, drawn uniformly with replacement as a function of (seed, step, row): row <c>r</c> of the
+/// minibatch of optimiser step <c>t</c> is example <c>⌊w·count / 2³²⌋</c> of the set, where <c>w</c> is word <c>r mod 4</c> of
+/// <c>Philox4x32-10(counter = (r/4, 1, t_lo, t_hi), key = (seed, 0xFFFFFFFF))</c> (the counter's second word and the key's
+/// second word keep it apart from every dropout mask). Being a function, not a stream, it gives the CPU and the GPU (the
+/// draw_minibatch kernel, native/kernels/optimizer.cu) the same rows, and a resumed run the rows it would have drawn. The bias of
+/// the multiply-shift is below <c>count / 2³²</c> per example.
+/// </summary>
+internal static class MinibatchDraw
+{
+    /// <summary>The key's second word.</summary>
+    public const uint KeyHigh = 0xFFFFFFFF;
+
+    /// <summary>The example of word <paramref name="w"/> among <paramref name="count"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Pick(uint w, int count) => (int)(((ulong)w * (uint)count) >> 32);
+
+    /// <summary>Calls <paramref name="take"/>(r, example) for each row r in [0, <paramref name="rows"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Rows<T>(ref T take, int rows, uint seed, long step, int count) where T : struct, IRowSink, allows ref struct
+    {
+        uint lo = (uint)step, hi = (uint)((ulong)step >> 32);
+        for (int g = 0; g * 4 < rows; g++)
+        {
+            var (a, b, c, d) = Philox.Block((uint)g, 1, lo, hi, seed, KeyHigh);
+            int r = g * 4;
+            take.Take(r, Pick(a, count));
+            if (r + 1 < rows) take.Take(r + 1, Pick(b, count));
+            if (r + 2 < rows) take.Take(r + 2, Pick(c, count));
+            if (r + 3 < rows) take.Take(r + 3, Pick(d, count));
+        }
+    }
+
+    /// <summary>What a draw does with each row.</summary>
+    public interface IRowSink
+    {
+        /// <summary>Minibatch row <paramref name="r"/> is example <paramref name="example"/>.</summary>
+        void Take(int r, int example);
+    }
+}

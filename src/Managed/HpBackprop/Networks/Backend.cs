@@ -77,6 +77,27 @@ internal abstract unsafe class Backend : IDisposable
     public abstract float Step(in Batch batch, in StepArgs args);
 
     /// <summary>
+    /// Keeps a copy of <paramref name="set"/> on the device (its values as they are now), replacing the one kept before, so that <see cref="StepDrawn"/>
+    /// draws its minibatches there under <paramref name="seed"/> (<see cref="Model.MinibatchDraw"/>) with no copy from the
+    /// host. False where the device has no use for it (the CPU, whose steps read the set where it is) or the set does not
+    /// fit in the device's memory: the caller then draws on the host and calls <see cref="Step"/>.
+    /// </summary>
+    public virtual bool Reside(ExampleSet set, int seed) => false;
+
+    /// <summary>
+    /// One training step (as <see cref="Step"/>, with the optimiser) on the minibatch of optimiser step
+    /// <see cref="StepArgs.Step"/> drawn on the device from the set of the last successful <see cref="Reside"/>. The loss
+    /// stays in the device's ring of <see cref="LossWindow"/> slots until <see cref="ReadLosses"/>.
+    /// </summary>
+    public virtual void StepDrawn(in StepArgs args) => throw new NotSupportedException("this device keeps no example set");
+
+    /// <summary>How many of the latest <see cref="StepDrawn"/> steps' losses the device holds (read them before queueing more).</summary>
+    public virtual int LossWindow => 0;
+
+    /// <summary>Copies the losses (with the L2 term) of the optimiser steps <c>[first, first + destination.Length)</c>, the latest steps queued and at most <see cref="LossWindow"/>.</summary>
+    public virtual void ReadLosses(long first, Span<float> destination) => throw new NotSupportedException("this device keeps no losses");
+
+    /// <summary>
     /// Inference (running statistics, no dropout) of <paramref name="batch"/> (at most <see cref="EvalChunk"/> rows) from
     /// step <paramref name="from"/> (its input: the batch's ids or features when 0, else the batch's features hold the
     /// output of step <paramref name="from"/> − 1) up to step <paramref name="to"/> (exclusive). The result stays on the device.

@@ -89,14 +89,26 @@ public sealed class ExampleSet
     }
 
     /// <summary>
-    /// Draws <paramref name="rows"/> examples uniformly with replacement into a batch's buffers (those that
+    /// Draws the minibatch of optimiser step <paramref name="step"/> under <paramref name="seed"/>: <paramref name="rows"/>
+    /// examples uniformly with replacement, as <see cref="Network.Fit(ExampleSet, FitOptions)"/> draws them on every
+    /// device (row r is a function of seed, step and r: Philox4x32-10, docs/stacks.md), into a batch's buffers (those that
     /// apply to this set; the others may be empty). Allocates nothing.
     /// </summary>
-    public void DrawBatch(NormalRng rng, int rows, Span<int> ids, Span<float> features, Span<int> classes, Span<float> targets)
+    public void DrawBatch(int seed, long step, int rows, Span<int> ids, Span<float> features, Span<int> classes, Span<float> targets)
     {
-        ArgumentNullException.ThrowIfNull(rng);
         if (Count == 0) throw new InvalidOperationException("cannot draw a minibatch from an empty example set.");
-        for (int r = 0; r < rows; r++) CopyRow(rng.NextInt(Count), r, ids, features, classes, targets);
+        ArgumentOutOfRangeException.ThrowIfNegative(rows);
+        var sink = new CopySink(this, ids, features, classes, targets);
+        MinibatchDraw.Rows(ref sink, rows, (uint)seed, step, Count);
+    }
+
+    private ref struct CopySink(ExampleSet set, Span<int> ids, Span<float> features, Span<int> classes, Span<float> targets) : MinibatchDraw.IRowSink
+    {
+        private readonly ExampleSet _set = set;
+        private readonly Span<int> _ids = ids, _classes = classes;
+        private readonly Span<float> _features = features, _targets = targets;
+
+        public readonly void Take(int r, int example) => _set.CopyRow(example, r, _ids, _features, _classes, _targets);
     }
 
     /// <summary>

@@ -62,17 +62,37 @@ public sealed unsafe partial class Network
             fixed (float* pf = feats, pt = tg)
             {
                 var batch = new Batch(n, train.Ids != null ? pi : null, train.Features != null ? pf : null, classes ? pc : null, floats ? pt : null);
+                // a device that keeps the set draws every minibatch itself and holds the losses until they are read
+                bool drawn = order == null && _backend.Reside(train, options.Seed);
+                int unread = 0; // steps done whose losses are still on the device: done - unread, …, done - 1
                 for (int s = 0; s < steps; s++)
                 {
                     if (token.IsCancellationRequested) { stop = FitStop.Cancelled; break; }
-                    if (order != null) train.CopyRows(order.Next(), ids, feats, cls, tg);
-                    else train.DrawBatch(rng, n, ids, feats, cls, tg);
-                    float lr = LearningRate;
-                    // the examples were checked once (CheckData): ids and classes are in range
-                    float loss = StepChecked(batch, true);
-                    if (!float.IsFinite(loss)) throw new TrainingDivergedException(s + 1, lr, loss);
-                    losses[s] = loss;
-                    done = s + 1;
+                    float loss;
+                    if (drawn)
+                    {
+                        _backend.StepDrawn(new StepArgs(true, LearningRate, StepCount + 1, StepCount));
+                        StepCount++;
+                        done = s + 1;
+                        unread++;
+                        if (unread < _backend.LossWindow && done < steps && !(validation != null && done % every == 0)
+                            && !(options.Progress != null && options.ReportEvery > 0 && done % options.ReportEvery == 0))
+                            continue;
+                        ReadLosses(losses, done - unread, unread);
+                        unread = 0;
+                        loss = losses[s];
+                    }
+                    else
+                    {
+                        if (order != null) train.CopyRows(order.Next(), ids, feats, cls, tg);
+                        else train.DrawBatch(options.Seed, StepCount, n, ids, feats, cls, tg);
+                        float lr = LearningRate;
+                        // the examples were checked once (CheckData): ids and classes are in range
+                        loss = StepChecked(batch, true);
+                        if (!float.IsFinite(loss)) throw new TrainingDivergedException(s + 1, lr, loss);
+                        losses[s] = loss;
+                        done = s + 1;
+                    }
                     if (validation != null && (done % every == 0 || done == steps) && Validate() && options.Patience > 0 && sinceBest >= options.Patience
                         && done < steps) // patience running out at the last step is a completed run
                         stop = FitStop.EarlyStopping;
@@ -80,6 +100,7 @@ public sealed unsafe partial class Network
                         options.Progress(new TrainingProgress(done, steps, loss, done / Math.Max(sw.Elapsed.TotalSeconds, 1e-9)) { Validation = points.Count > 0 ? points[^1] : null });
                     if (stop != FitStop.Completed) break;
                 }
+                if (unread > 0) ReadLosses(losses, done - unread, unread);
             }
             // a run cancelled between two evaluations: the parameters it ends with are evaluated too
             if (validation != null && done > 0 && (points.Count == 0 || points[^1].Step != done)) Validate();
@@ -124,6 +145,20 @@ public sealed unsafe partial class Network
             else sinceBest++;
             return true;
         }
+    }
+
+    /// <summary>
+    /// Reads the losses of the last <paramref name="count"/> steps, which were queued on the device and are entries
+    /// <paramref name="first"/>… of <paramref name="losses"/>, and refuses the first that is not finite by its step (1-based, as
+    /// progress counts) and the rate that step ran with.
+    /// </summary>
+    private void ReadLosses(float[] losses, int first, int count)
+    {
+        long firstStep = StepCount - count;
+        _backend.ReadLosses(firstStep, losses.AsSpan(first, count));
+        for (int i = 0; i < count; i++)
+            if (!float.IsFinite(losses[first + i]))
+                throw new TrainingDivergedException(first + i + 1, Options.Schedule.At(firstStep + i, Options.Optimizer.LearningRate), losses[first + i]);
     }
 
     /// <summary>Whether the network classifies: cross-entropy (the class of the largest output), or BCE-with-logits with one output (class 1 when the logit is positive).</summary>
