@@ -60,9 +60,23 @@ internal static class OnnxParity
     public sealed record NoiseLevel((double Error, double Ulp) Logits, (double Error, double Ulp) Probabilities, double Kappa);
 
     /// <summary>Measures <see cref="NoiseLevel"/> on 1,000 random rows.</summary>
-    public static NoiseLevel Noise(Network net, Random rng)
+    public static NoiseLevel Noise(Network net, Random rng) => Noise(Prepare(net, 1000, rng));
+
+    /// <summary>
+    /// <see cref="NoiseLevel"/> on 1,000 random rows and on <paramref name="rows"/> (rows of a table, standardised), whichever is
+    /// larger per output: the rows a table test compares need not look like N(0,1) draws.
+    /// </summary>
+    public static NoiseLevel Noise(Network net, Random rng, Rows rows)
     {
-        var r = Prepare(net, 1000, rng);
+        NoiseLevel a = Noise(net, rng), b = Noise(rows);
+        static (double, double) Max((double E, double U) x, (double E, double U) y) => (Math.Max(x.E, y.E), Math.Max(x.U, y.U));
+        return new NoiseLevel(Max(a.Logits, b.Logits), Max(a.Probabilities, b.Probabilities), Math.Max(a.Kappa, b.Kappa));
+    }
+
+    /// <summary>Measures <see cref="NoiseLevel"/> on the rows given.</summary>
+    public static NoiseLevel Noise(Rows r)
+    {
+        var net = r.Net;
         return new NoiseLevel(Level(r.Raw, r.Exact), Level(r.Probabilities, r.ExactProbabilities), LayerNormKappa(net, r));
 
         static (double, double) Level(float[] ours, double[] exact)
@@ -116,6 +130,12 @@ internal static class OnnxParity
     public static Rows Prepare(Network net, int rows, Random rng)
     {
         var (ids, features) = Input(net, rows, rng);
+        return Prepare(net, ids, features, rows);
+    }
+
+    /// <summary>Predict's outputs (raw and with the link) and the exact (double) ones on the rows given.</summary>
+    public static Rows Prepare(Network net, int[]? ids, float[]? features, int rows)
+    {
         int k = net.OutputWidth;
         var raw = new float[rows * k];
         var probs = new float[rows * k];
@@ -128,31 +148,38 @@ internal static class OnnxParity
     /// <summary>
     /// Runs the model in ONNX Runtime on the rows and compares its outputs with Predict's. Returns null when every output is
     /// within tolerance, otherwise what is wrong (ONNX Runtime's refusal of the model included); <paramref name="log"/> gets the measurements.
+    /// <paramref name="onnxFeatures"/>, when given, is what ONNX Runtime gets instead of the rows' features: the raw rows of a
+    /// table, which the model standardises itself, where Predict got them standardised.
     /// </summary>
-    public static string? Compare(Rows rows, NoiseLevel noise, byte[] model, string label, TextWriter? log = null)
+    public static string? Compare(Rows rows, NoiseLevel noise, byte[] model, string label, TextWriter? log = null, float[]? onnxFeatures = null) =>
+        Measure(rows, noise, model, label, log, onnxFeatures).Failure;
+
+    /// <summary><see cref="Compare"/>, with each output's measurement (none where ONNX Runtime refused the model).</summary>
+    public static (string? Failure, IReadOnlyList<Measured> Outputs) Measure(Rows rows, NoiseLevel noise, byte[] model, string label, TextWriter? log = null, float[]? onnxFeatures = null)
     {
         var net = rows.Net;
         Dictionary<string, float[]> onnx;
         try
         {
             using var session = Session(model);
-            onnx = RunOnnx(session, rows.Ids, rows.Features, rows.Count, net.InputWidth);
+            onnx = RunOnnx(session, rows.Ids, onnxFeatures ?? rows.Features, rows.Count, net.InputWidth);
         }
         catch (OnnxRuntimeException e)
         {
-            return $"{label}: ONNX Runtime refused the model: {e.Message}";
+            return ($"{label}: ONNX Runtime refused the model: {e.Message}", []);
         }
         catch (InvalidOperationException e)
         {
-            return $"{label}: {e.Message}";
+            return ($"{label}: {e.Message}", []);
         }
 
         var expectOutputs = net.Options.Loss is LossKind.CrossEntropy or LossKind.BceWithLogits
             ? new[] { OnnxExport.LogitsName, OnnxExport.ProbabilitiesName } : [OnnxExport.LogitsName];
         if (!onnx.Keys.Order(StringComparer.Ordinal).SequenceEqual(expectOutputs.Order(StringComparer.Ordinal)))
-            return $"{label}: the model's outputs are {string.Join(", ", onnx.Keys)}, not {string.Join(", ", expectOutputs)}";
+            return ($"{label}: the model's outputs are {string.Join(", ", onnx.Keys)}, not {string.Join(", ", expectOutputs)}", []);
 
         var failures = new List<string>();
+        var measured = new List<Measured>();
         foreach (var (name, ours, level) in new[] { (OnnxExport.LogitsName, rows.Raw, noise.Logits), (OnnxExport.ProbabilitiesName, rows.Probabilities, noise.Probabilities) })
         {
             if (!onnx.TryGetValue(name, out var theirs)) continue;
@@ -160,11 +187,12 @@ internal static class OnnxParity
             double d = 0;
             for (int i = 0; i < ours.Length; i++) d = Math.Max(d, double.IsNaN(theirs[i]) ? double.PositiveInfinity : Math.Abs((double)theirs[i] - ours[i]));
             var m = new Measured(name, level.Error, level.Ulp, noise.Kappa, d);
+            measured.Add(m);
             log?.WriteLine($"{label} {m}");
             lock (Gate) if (m.Ratio > Worst.Ratio) Worst = (m.Ratio, $"{label} {name}");
             if (!m.Within) failures.Add(m.ToString());
         }
-        return failures.Count == 0 ? null : $"{label}: {string.Join("; ", failures)}";
+        return (failures.Count == 0 ? null : $"{label}: {string.Join("; ", failures)}", measured);
     }
 
     /// <summary>

@@ -456,7 +456,11 @@ public sealed class TableTests
         Refused(["train", "--csv", csv, "--target", "species", "--data", csv, .. net], "--data and --csv");
         Refused(["train", "--target", "species"], "--target needs --csv");
         Refused(["train", "--csv", csv, "--target", "species", "--epochs", "2", "--steps", "9", .. net], "--epochs and --steps");
-        Refused(["train", "--csv", dir.File("none.csv"), "--target", "species", .. net], "none.csv: no such file");
+        // a missing file: the option and the whole path (issue 22)
+        string none = dir.File("none.csv");
+        Refused(["train", "--csv", none, "--target", "species", .. net], $"--csv {none}: no such file");
+        Refused(["eval", "--model", dir.File("m.safetensors"), "--csv", none], $"--csv {none}: no such file");
+        Refused(["predict", "--model", dir.File("m.safetensors"), "--csv", none], $"--csv {none}: no such file");
         Refused(["predict", "--model", dir.File("none.safetensors"), "--csv", csv], "none.safetensors");
         Refused(["predict", "--model", csv, "--csv", csv], "flowers.csv: not a valid safetensors file");
     }

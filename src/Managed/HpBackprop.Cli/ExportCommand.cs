@@ -5,7 +5,11 @@ using HpBackprop.Onnx;
 
 namespace HpBackprop.Cli;
 
-/// <summary><c>hpbackprop export</c>: a finished checkpoint as an ONNX inference model (<see cref="OnnxExport"/>).</summary>
+/// <summary>
+/// <c>hpbackprop export</c>: a finished checkpoint as an ONNX inference model (<see cref="OnnxExport"/>); the model of
+/// <c>train --csv</c> standardises its input with the checkpoint's scaler, so it takes the raw feature values as
+/// <c>predict --csv</c> does.
+/// </summary>
 internal static class ExportCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
@@ -41,8 +45,11 @@ internal static class ExportCommand
                 int i = Enumerable.Range(0, net.Stack.Layers.Count).First(j => OnnxExport.LayerOpset(net.Stack.Layers[j]) > want);
                 throw new UserErrorException($"--opset {want}: too low for layer {i} ({net.Stack.Layers[i]}) of --model: a linear layer without bias is a Gemm without its C input, which needs opset {OnnxExport.LayerOpset(net.Stack.Layers[i])}; give --opset {OnnxExport.LowestOpset(net.Stack)} or more, or leave it out.");
             }
-            var summary = OnnxExport.Save(net, o, new OnnxExportOptions { Opset = set, Vocabulary = loaded.Vocabulary });
+            var summary = OnnxExport.Save(net, o, new OnnxExportOptions { Opset = set, Vocabulary = loaded.Vocabulary, Table = loaded.Table });
             stdout.WriteLine($"wrote {o}: {summary}");
+            if (loaded.Table is { } table)
+                stdout.WriteLine((table.Scaler != null ? "the model standardises its input with the checkpoint's scaler: give it the raw values of " : "its input is ")
+                    + $"the columns {string.Join(",", table.Features.Select(PredictCommand.Cell))} in that order, as 'predict --csv' reads them (the columns, labels and scaler are in its metadata).");
             return Program.Ok;
         });
         return cmd;

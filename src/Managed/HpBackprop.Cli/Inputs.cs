@@ -132,6 +132,25 @@ internal static class Inputs
     }
 
     /// <summary>
+    /// Fails unless <paramref name="path"/> names an existing file: a directory is reported as such (<see cref="CheckInputFile"/>),
+    /// a missing file as <c>OPTION PATH: no such file</c>, naming the option and the whole path (its last 200 characters at most).
+    /// </summary>
+    public static void CheckExistingFile(string option, string? path)
+    {
+        CheckInputFile(option, path);
+        if (path != null && !File.Exists(path))
+            throw new UserErrorException($"{option} {ClipPath(path)}: no such file; give an existing file.");
+    }
+
+    /// <summary>A path for an error message: control characters escaped, and when longer than 200 characters its last 197 after "...", so that the file's name is kept.</summary>
+    public static string ClipPath(string path)
+    {
+        var sb = new System.Text.StringBuilder();
+        foreach (char c in path.Length > 200 ? path[^197..] : path) sb.Append(char.IsControl(c) ? $"\\u{(int)c:X4}" : c);
+        return path.Length > 200 ? "..." + sb : sb.ToString();
+    }
+
+    /// <summary>
     /// Refuses, before any of it is allocated, work whose parts (each named, in bytes counted in 64 bits) need more memory
     /// than this process can use; the message gives every part and the total.
     /// </summary>

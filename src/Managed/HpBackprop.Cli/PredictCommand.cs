@@ -25,7 +25,7 @@ internal static class PredictCommand
             string modelPath = pr.GetValue(model)!, csvPath = pr.GetValue(csv)!;
             string? outPath = pr.GetValue(outFile);
             Inputs.CheckInputFile("--model", modelPath);
-            Inputs.CheckInputFile("--csv", csvPath);
+            Inputs.CheckExistingFile("--csv", csvPath);
             Inputs.CheckDistinct(("--csv", csvPath), ("--out", outPath));
             Inputs.CheckDistinct(("--model", modelPath), ("--out", outPath));
             Inputs.CheckWritable("--out", outPath);

@@ -64,7 +64,7 @@ internal static class TableTrainCommand
             foreach (var given in new Option[] { t.Patience, t.EvalEvery })
                 if (Inputs.Given(pr, given)) throw new UserErrorException($"{given.Name} and --dev 0 cannot be given together: {given.Name} watches the dev split's loss.");
         int nThreads = pr.GetValue(o.Threads);
-        Inputs.CheckInputFile("--csv", csvPath);
+        Inputs.CheckExistingFile("--csv", csvPath);
         Inputs.CheckDistinct(("--csv", csvPath), ("--out", outPath), ("--plot", plotPath));
         Inputs.CheckWritable("--out", outPath);
         Inputs.CheckWritable("--plot", plotPath);

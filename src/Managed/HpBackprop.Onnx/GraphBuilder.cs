@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Globalization;
 using Google.Protobuf;
+using HpBackprop.Data;
 using HpBackprop.Networks;
 using HpBackprop.Onnx.Proto;
 
@@ -9,10 +10,18 @@ namespace HpBackprop.Onnx;
 /// <summary>
 /// Builds the ONNX graph of a network, one layer at a time (<see cref="OnnxExport"/> documents the mapping). Value names
 /// follow the compiled plan's buffers: layer <c>i</c> writes <c>out.{i}</c>, and the last layer writes <c>logits</c>.
-/// Node names are <c>{i}.{layer}</c> (<c>2.linear</c>); initialisers carry the state-dict names.
+/// Node names are <c>{i}.{layer}</c> (<c>2.linear</c>); initialisers carry the state-dict names. With a
+/// <c>scaler</c> (a model trained on a table), the graph begins with its standardisation of the raw input
+/// (<see cref="Standardise"/>), so the model takes the raw feature values as <c>predict --csv</c> reads them.
 /// </summary>
-internal sealed class GraphBuilder(Network network, int opset)
+internal sealed class GraphBuilder(Network network, int opset, Standardizer? scaler = null)
 {
+    /// <summary>The initialisers of the standardisation: the D means and the D scales (<see cref="Standardizer.Mean"/>, <see cref="Standardizer.Scale"/>).</summary>
+    internal const string ScalerMean = "scaler.mean", ScalerScale = "scaler.scale";
+
+    /// <summary>The values between the raw input and the first layer: <c>x − mean</c>, then <c>(x − mean) / scale</c>.</summary>
+    internal const string Centred = "input.centred", Standardised = "input.standardised";
+
     private readonly GraphProto _graph = new() { Name = "hpbackprop" };
     private readonly HashSet<string> _initializers = new(StringComparer.Ordinal);
 
@@ -23,6 +32,7 @@ internal sealed class GraphBuilder(Network network, int opset)
         int last = stack.Layers.Count - 1;
         _graph.Input.Add(Value(OnnxExport.InputName, stack.TakesIds ? TensorProto.Types.DataType.Int64 : TensorProto.Types.DataType.Float, network.InputWidth));
         string x = OnnxExport.InputName;
+        if (scaler != null) x = Standardise(x);
         for (int i = 0; i <= last; i++)
         {
             string y = i == last ? OnnxExport.LogitsName : Out(i);
@@ -48,6 +58,28 @@ internal sealed class GraphBuilder(Network network, int opset)
     }
 
     private static string Out(int i) => "out." + I(i);
+
+    /// <summary>
+    /// The scaler's standardisation of the raw features <c>[N,D]</c>: <c>x' = (x − scaler.mean) / scale</c>, a <c>Sub</c>
+    /// then a <c>Div</c> of the <c>[D]</c> initialisers (broadcast over the rows, as every opset from 7 on does). This is
+    /// <see cref="Standardizer.Transform"/>'s order of operations, the one <c>eval</c> and <c>predict</c> apply: two float32
+    /// operations, each correctly rounded, so ONNX Runtime's standardised input is bit for bit the library's (a <c>Mul</c> by
+    /// the reciprocal <c>1/scale</c> rounds twice, once in the reciprocal, and differs from it in the last bit on some values;
+    /// <c>OnnxTableTests</c> holds ONNX Runtime's standardised input to the library's bit for bit).
+    /// </summary>
+    private string Standardise(string x)
+    {
+        var s = scaler!;
+        int d = network.InputWidth;
+        if (s.Width != d) throw new ArgumentException($"the scaler has {s.Width} columns but the network takes {d} inputs.", nameof(network));
+        if (_initializers.Add(ScalerMean)) _graph.Initializer.Add(Tensor(ScalerMean, s.Mean, [d]));
+        if (_initializers.Add(ScalerScale)) _graph.Initializer.Add(Tensor(ScalerScale, s.Scale, [d]));
+        _graph.Node.Add(Node("Sub", "scaler.centre", [x, ScalerMean], [Centred]));
+        _graph.Node.Add(Node("Div", "scaler.standardise", [Centred, ScalerScale], [Standardised]));
+        _graph.ValueInfo.Add(Value(Centred, TensorProto.Types.DataType.Float, d));
+        _graph.ValueInfo.Add(Value(Standardised, TensorProto.Types.DataType.Float, d));
+        return Standardised;
+    }
 
     private static int[] Dims(TensorShape s) => s.Rows == 0 ? [s.Width] : [s.Rows, s.Width];
 

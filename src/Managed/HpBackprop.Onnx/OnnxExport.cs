@@ -22,6 +22,17 @@ public sealed record OnnxExportOptions
     /// characters into ids; its size must be the embedding's V. Null for none.
     /// </summary>
     public Vocabulary? Vocabulary { get; init; }
+
+    /// <summary>
+    /// The columns, labels and standardisation of a network trained on a table (<see cref="LoadedModel.Table"/>, or
+    /// <see cref="Data.Table.Schema(Standardizer?)"/> with the scaler the network was trained behind). With a
+    /// <see cref="TableSchema.Scaler"/>, the graph begins with its standardisation, <c>(input − scaler.mean) / scaler.scale</c>
+    /// (a <c>Sub</c> then a <c>Div</c>, as <see cref="Standardizer.Transform"/> computes it in float32, so bit for bit the same),
+    /// and the model takes the raw feature values, as <c>eval --csv</c> and <c>predict --csv</c> read them; the metadata gets
+    /// the checkpoint's table keys (<c>table_features</c>, <c>table_target</c>, <c>table_target_kind</c>, <c>table_classes</c>:
+    /// id i is label i, <c>input_mean</c>, <c>input_scale</c>). Null for none: the input is what the first layer takes.
+    /// </summary>
+    public TableSchema? Table { get; init; }
 }
 
 /// <summary>What <see cref="OnnxExport"/> wrote.</summary>
@@ -51,7 +62,10 @@ public sealed record OnnxExportSummary(int Opset, int IrVersion, string Input, I
 /// <c>probabilities</c>: a <c>Softmax</c> over axis 1 for cross-entropy, a <c>Sigmoid</c> for BCE-with-logits (MSE and the mean
 /// objective have none). The initialisers carry the state-dict names (<c>{i}.weight</c>, <c>{i}.bias</c>,
 /// <c>{i}.running_mean</c>, <c>{i}.running_var</c>), and the model's metadata the stack's text form (<c>layers</c>), the loss,
-/// the input width, the epsilon and, for a model trained on words, the vocabulary (<c>vocab</c>): the same keys as a checkpoint's.
+/// the input width, the epsilon and, for a model trained on words, the vocabulary (<c>vocab</c>), for one trained on a table its
+/// columns, labels and scaler (<see cref="OnnxExportOptions.Table"/>): the same keys as a checkpoint's. A model trained on a table
+/// with a scaler standardises its input first (initialisers <c>scaler.mean</c> and <c>scaler.scale</c>), so it takes the raw
+/// feature values.
 /// The outputs are <see cref="Network.Predict(ReadOnlySpan{float}, int, Span{float}, bool)"/>'s (<c>raw: true</c> for
 /// <c>logits</c>) up to float32 rounding.
 /// </summary>
@@ -104,7 +118,7 @@ public static class OnnxExport
 
     /// <summary>The ONNX model of <paramref name="network"/> (pulled from its device first), serialised.</summary>
     /// <exception cref="ArgumentOutOfRangeException"><see cref="OnnxExportOptions.Opset"/> is outside [<see cref="MinimumOpset"/>, <see cref="MaximumOpset"/>] or below what a layer needs; the message names the layer.</exception>
-    /// <exception cref="ArgumentException">The vocabulary does not fit the network, or the parameters pass protobuf's 2 GiB limit.</exception>
+    /// <exception cref="ArgumentException">The vocabulary or the table does not fit the network, or the parameters pass protobuf's 2 GiB limit.</exception>
     public static byte[] ToBytes(Network network, OnnxExportOptions? options = null) => Build(network, options ?? new()).ToByteArray();
 
     /// <summary>
@@ -112,7 +126,7 @@ public static class OnnxExport
     /// interrupted export never leaves half a model) and says what it wrote.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><see cref="OnnxExportOptions.Opset"/> is outside [<see cref="MinimumOpset"/>, <see cref="MaximumOpset"/>] or below what a layer needs; the message names the layer.</exception>
-    /// <exception cref="ArgumentException">The vocabulary does not fit the network, or the parameters pass protobuf's 2 GiB limit.</exception>
+    /// <exception cref="ArgumentException">The vocabulary or the table does not fit the network, or the parameters pass protobuf's 2 GiB limit.</exception>
     /// <exception cref="IOException">The file cannot be written.</exception>
     public static OnnxExportSummary Save(Network network, string path, OnnxExportOptions? options = null)
     {
@@ -125,7 +139,9 @@ public static class OnnxExport
 
     /// <summary>
     /// Reads the finished model of a checkpoint (<see cref="StackCheckpoint.Load"/>) and writes it as an ONNX model to
-    /// <paramref name="path"/>, its vocabulary in the metadata.
+    /// <paramref name="path"/>, its vocabulary in the metadata; for a model trained on a table (<see cref="LoadedModel.Table"/>),
+    /// its columns and labels in the metadata and its scaler as the graph's first nodes, so the model takes raw feature values
+    /// (<see cref="OnnxExportOptions.Table"/>).
     /// </summary>
     /// <param name="checkpointPath">A checkpoint saved at the end of a run (<see cref="StackCheckpoint.Save"/> without a run).</param>
     /// <param name="path">The ONNX file to write; it must not be <paramref name="checkpointPath"/>.</param>
@@ -147,7 +163,7 @@ public static class OnnxExport
             throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
                 $"'{checkpointPath}' was saved in the middle of a run (step {t.Run.Completed:N0} of {t.Run.TotalSteps:N0}): its parameters are not a finished model (batch norm is not calibrated); finish the run (train --resume) and export the model it saves."),
                 nameof(checkpointPath));
-        return Save(net, path, new OnnxExportOptions { Opset = opset, Vocabulary = loaded.Vocabulary });
+        return Save(net, path, new OnnxExportOptions { Opset = opset, Vocabulary = loaded.Vocabulary, Table = loaded.Table });
     }
 
     /// <summary>The ONNX IR version that goes with an operator set: the version of the ONNX release that introduced the opset (4 at least, so that initialisers need not be listed as graph inputs).</summary>
@@ -193,13 +209,16 @@ public static class OnnxExport
         }
         if (options.Vocabulary is { } vocab && (!stack.TakesIds || stack.Layers[0].In != vocab.Size))
             throw new ArgumentException($"the vocabulary has {vocab.Size} characters but layer 0 is {stack.Layers[0]}: a vocabulary goes with a stack on ids whose embedding has one row per character.", nameof(options));
+        if (options.Table is { } table && StackCheckpoint.TableMismatch(table, stack.TakesIds, network.InputWidth, network.OutputWidth, network.Options.Loss) is { } why)
+            throw new ArgumentException("the table does not fit the network: " + why, nameof(options));
         long bytes = network.Parameters.Data.LongLength * sizeof(float);
         if (bytes > MaxParameterBytes)
             throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
                 $"the network's parameters take {bytes:N0} bytes, more than an ONNX file (a protobuf message, at most 2 GiB) can hold with the graph; this exporter writes no external data."), nameof(network));
 
         network.PullParameters(); // on a GPU, the device's values
-        var graph = new GraphBuilder(network, opset).Build();
+        var scaler = options.Table?.Scaler;
+        var graph = new GraphBuilder(network, opset, scaler).Build();
         var model = new ModelProto
         {
             IrVersion = IrVersion(opset),
@@ -208,7 +227,8 @@ public static class OnnxExport
             Domain = "hpbackprop",
             ModelVersion = 1,
             DocString = $"{stack} closed by {network.Options.Loss.ToText()}, exported by HpBackprop for inference: '{LogitsName}' is the last layer's output"
-                + (network.Options.Loss is LossKind.CrossEntropy or LossKind.BceWithLogits ? $", '{ProbabilitiesName}' the loss's link ({(network.Options.Loss == LossKind.CrossEntropy ? "softmax" : "sigmoid")}) of it." : "."),
+                + (network.Options.Loss is LossKind.CrossEntropy or LossKind.BceWithLogits ? $", '{ProbabilitiesName}' the loss's link ({(network.Options.Loss == LossKind.CrossEntropy ? "softmax" : "sigmoid")}) of it." : ".")
+                + (scaler != null ? $" '{InputName}' is the raw feature columns (metadata table_features), standardised in the graph as (x − {GraphBuilder.ScalerMean}) / {GraphBuilder.ScalerScale}, the training rows' scaler." : ""),
             Graph = graph,
         };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = opset });
@@ -218,6 +238,12 @@ public static class OnnxExport
         Meta("input_width", network.InputWidth.ToString(CultureInfo.InvariantCulture));
         Meta("eps", network.Options.Eps.ToString("R", CultureInfo.InvariantCulture));
         if (options.Vocabulary is { } v) Meta("vocab", v.Characters);
+        if (options.Table is { } t)
+        {
+            var keys = new Dictionary<string, string>(StringComparer.Ordinal);
+            TableMetadata.Write(t, keys);
+            foreach (var kv in keys) Meta(kv.Key, kv.Value);
+        }
         return model;
     }
 

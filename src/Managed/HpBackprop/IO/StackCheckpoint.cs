@@ -303,7 +303,7 @@ public static class StackCheckpoint
     }
 
     /// <summary>Why <paramref name="table"/> cannot describe a network of these widths and loss, or null when it can.</summary>
-    private static string? TableMismatch(TableSchema table, bool takesIds, int inputWidth, int outputWidth, LossKind loss)
+    internal static string? TableMismatch(TableSchema table, bool takesIds, int inputWidth, int outputWidth, LossKind loss)
     {
         if (takesIds) return "the network takes ids, not the float features of a table.";
         if (table.Features.Count != inputWidth) return $"the table has {table.Features.Count} feature columns but the network takes {inputWidth} inputs.";
