@@ -66,6 +66,46 @@ extern "C" __global__ void cross_entropy_warp(const float* logits, const int* Yb
     }
 }
 
+// The training step's loss of a classifier in one kernel where the batch fits one block (n <= 1024,
+// V <= 2048): what bias_add, cross_entropy_warp, sum_partials, sum_finish and the last linear's
+// column_partial_sum do, with the same bits for the first four:
+//   logits [n,V] += bias [V] (in place, as bias_add);  barrier
+//   warp w takes rows w, w + 8, ... (as cross_entropy_warp: a row's bits do not depend on the grid)
+//     -> dlogits [n,V], losses [n];  barrier
+//   loss = (float)((1/n) * sum of (double)losses[r]) — thread t adds rows t, t + 256, ... then
+//     block_reduce_sum (sum_partials' one chunk, which sum_finish only scales) — into ring[step->slot]
+//   db [V] = sum over r = 0, 1, ..., n-1 of dlogits[r, j], in that order (float), one thread per column
+// grid = 1, block = 256 (exactly: the order of the loss's sum), shared = 0
+extern "C" __global__ void __launch_bounds__(256) cross_entropy_bias_loss(float* logits, const float* bias, const int* Yb,
+                                                                          float* dlogits, float* losses, float* db,
+                                                                          float* ring, const hpb_step* step, int n, int V) {
+    if (blockIdx.x != 0) return;  // uniform across the block
+    const int t = (int)threadIdx.x;
+    const size_t total = (size_t)n * V;
+    for (size_t i = (size_t)t; i < total; i += blockDim.x) logits[i] = logits[i] + bias[i % (size_t)V];
+    __syncthreads();
+    const int lane = t & 31;
+    for (int row = t >> 5; row < n; row += (int)(blockDim.x >> 5)) {  // uniform per warp
+        const float* x = logits + (size_t)row * V;
+        const int y = Yb[row];
+        const float target = (lane == y % 32) ? x[y] : 0.0f;
+        MaxSum ms = maxsum_empty();
+        for (int c = lane; c < V; c += 32) ms = maxsum_push(ms, x[c]);
+        ms = warp_reduce_maxsum(ms);
+        ce_finish_row(x, dlogits + (size_t)row * V, losses, row, y, target, ms, lane, 32, n, V);
+    }
+    __syncthreads();
+    double acc = 0.0;
+    for (int r = t; r < n; r += (int)blockDim.x) acc += (double)losses[r];
+    acc = block_reduce_sum(acc);
+    if (t == 0) ring[step->slot] = (float)((1.0 / (double)n) * acc);
+    for (int j = t; j < V; j += (int)blockDim.x) {
+        float sum = 0.0f;
+        for (int r = 0; r < n; ++r) sum += dlogits[(size_t)r * V + j];
+        db[j] = sum;
+    }
+}
+
 // Same contract as cross_entropy_warp; one block per row: for large V (tens of thousands).
 // grid = min(n, 65535) (grid-stride over rows), block = 32*k (1-D, <= 1024; recommended
 // 256 for V ≈ 1e3, 1024 for V ≈ 5e4), shared = 0 (static 256 bytes for the reduction)

@@ -31,6 +31,7 @@ HPB_KERNEL(batchnorm_calib_accumulate, const float* hprebn, int n, int H, const 
 // ---- cross_entropy.cu (losses; kind: 1 mse, 2 bce_with_logits, 3 mean)
 HPB_KERNEL(cross_entropy_warp, const float* logits, const int* Yb, float* dlogits, float* losses, int n, int V)
 HPB_KERNEL(cross_entropy_block, const float* logits, const int* Yb, float* dlogits, float* losses, int n, int V)
+HPB_KERNEL(cross_entropy_bias_loss, float* logits, const float* bias, const int* Yb, float* dlogits, float* losses, float* db, float* ring, const hpb_step* step, int n, int V)
 HPB_KERNEL(sum_partials, const float* x, int count, int chunk, int square, double* partial)
 HPB_KERNEL(sum_finish, const double* partial, int count, double scale, float* out, const hpb_step* step, int accumulate)
 HPB_KERNEL(regression_loss, const float* z, const float* t, float* dz, float* dt, int count, int kind, float scale, int chunk, double* partial)

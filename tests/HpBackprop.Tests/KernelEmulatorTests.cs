@@ -66,7 +66,7 @@ public unsafe class KernelEmulatorTests
         "embedding_sort_scatter", "embedding_backward_segments",
         "batchnorm_forward", "batchnorm_finish_mean", "batchnorm_finish_var", "batchnorm_normalize", "batchnorm_backward",
         "batchnorm_backward_partials", "batchnorm_backward_dx", "batchnorm_inference", "batchnorm_calib_accumulate",
-        "cross_entropy_warp", "cross_entropy_block", "sum_partials", "sum_finish", "regression_loss",
+        "cross_entropy_warp", "cross_entropy_block", "cross_entropy_bias_loss", "sum_partials", "sum_finish", "regression_loss",
         "bias_add", "column_partial_sum", "column_finish_sum", "axpy", "step_begin", "draw_minibatch", "sgd_update", "sgd_momentum_update", "adamw_update",
         "activation_forward", "activation_backward", "layernorm_forward", "layernorm_backward", "layernorm_param_partials",
         "dropout_forward", "dropout_backward",
@@ -666,6 +666,53 @@ public unsafe class KernelEmulatorTests
     }
 
     /// <summary>mean cross-entropy = sum_partials(losses, n, 256, 0) + sum_finish(scale = 1/n), as the backend launches it.</summary>
+    /// <summary>
+    /// cross_entropy_bias_loss (a classifier's training loss in one block) gives the bits of what it replaces, launched as the
+    /// backend launched them: bias_add, cross_entropy_warp, sum_partials (one chunk of 4,096) and sum_finish into the step's
+    /// ring slot — logits with the bias, dlogits, row losses and the mean loss bitwise — and the bias gradient as the float sum
+    /// over the rows in order (bitwise), within float rounding of the double sum.
+    /// </summary>
+    [TestMethod]
+    [DataRow(32, 27)]
+    [DataRow(1, 5)]
+    [DataRow(257, 33)]
+    [DataRow(1024, 300)]
+    [DataRow(5, 2048)]
+    public void CrossEntropyBiasLossIsTheFiveKernelsItReplaces(int n, int V)
+    {
+        var rng = new Random(n * 7 + V);
+        float[] logits = Logits(rng, n, V), bias = Normals(rng, V, 0.5f);
+        int[] yb = Enumerable.Range(0, n).Select(i => i % 3 == 0 ? 0 : i % 3 == 1 ? V - 1 : rng.Next(V)).ToArray();
+        using var emu = NewEmu();
+        var gY = emu.In(yb); var gB = emu.In(bias);
+        const uint slot = 3;
+        // the five kernels
+        var z1 = emu.In(logits); var d1 = emu.Out(n * V); var l1 = emu.Out(n); var ring1 = emu.Out(8);
+        var st = emu.Step(11, slot: slot, ring: 8);
+        emu.Launch("bias_add", (n * V + 255) / 256, 256, 0, z1, gB, n, V);
+        emu.Launch("cross_entropy_warp", (n + 7) / 8, 256, 0, z1, gY, d1, l1, n, V);
+        var partial = emu.OutDoubles(1);
+        emu.Launch("sum_partials", 1, 256, 0, l1, n, 4096, 0, partial);
+        emu.Launch("sum_finish", 1, 256, 0, partial, 1, 1.0 / n, ring1, st, 0);
+        // the one
+        var z2 = emu.In(logits); var d2 = emu.Out(n * V); var l2 = emu.Out(n); var ring2 = emu.Out(8); var db = emu.Out(V);
+        emu.Launch("cross_entropy_bias_loss", 1, 256, 0, z2, gB, gY, d2, l2, db, ring2, st, n, V);
+        AssertBitwise("logits with the bias", emu.Read(z1), emu.Read(z2));
+        float[] dl = emu.Read(d1);
+        AssertBitwise("dlogits", dl, emu.Read(d2));
+        AssertBitwise("row losses", emu.Read(l1), emu.Read(l2));
+        Assert.AreEqual(BitConverter.SingleToInt32Bits(emu.Read(ring1)[slot]), BitConverter.SingleToInt32Bits(emu.Read(ring2)[slot]), "the mean loss in the step's slot");
+        float[] want = new float[V];
+        double[] exact = new double[V];
+        for (int r = 0; r < n; r++)
+            for (int j = 0; j < V; j++) { want[j] += dl[r * V + j]; exact[j] += dl[r * V + j]; }
+        float[] got = emu.Read(db);
+        AssertBitwise("bias gradient: the float sum over the rows in order", want, got);
+        // n float additions whose partial sums stay within 1 (terms of size <= 1/n): within n half-ulps of 1 (2^-24) of the exact sum
+        double scale = exact.Max(Math.Abs);
+        AssertClose("bias gradient against the double sum", exact.Select(x => (float)x).ToArray(), got, n * 5.97e-8 / scale);
+    }
+
     private static void MeanOf(Emu emu, Buf losses, int n, Buf loss)
     {
         int chunks = (n + 255) / 256;

@@ -10,7 +10,7 @@ internal sealed class CudaDevice(Func<IDeviceRuntime> open, bool ownsRuntime, Sc
     /// <summary>The default rows of one reduction chunk.</summary>
     public const int DefaultRowsPerChunk = 256;
 
-    private static readonly HashSet<string> Runs = [Plan.FlattenView, Plan.BatchNormActivation, Plan.BiasGradientFromBatchNorm];
+    private static readonly HashSet<string> Runs = [Plan.FlattenView, Plan.BatchNormActivation, Plan.BiasGradientFromBatchNorm, Plan.BiasInLoss];
 
     /// <inheritdoc />
     public override IReadOnlySet<string> Fusions => Runs;
@@ -48,6 +48,7 @@ internal sealed unsafe class GpuBackend : Backend
     private readonly ulong _ids, _features, _classes, _targets, _dIn, _dTarget;
     private readonly ulong _evIds, _evIn, _evClasses, _evTargets;
     private readonly ulong _losses, _sumPartial, _lossOut;
+    private readonly ulong _lastBias, _lastBiasGrad; // the last linear's bias and its gradient, where the loss's kernel takes them
     private readonly StepState _state;
     private readonly PinnedMemory _staging;
     private readonly long _stageInput, _stageTargets;
@@ -107,6 +108,11 @@ internal sealed unsafe class GpuBackend : Backend
             }
             _sumPartial = gpu.AllocDoubles(partials);
             _lossOut = gpu.Alloc(1);
+            if (plan.Steps[^1].BiasInLoss)
+            {
+                string bias = LayerType.Name(plan.Steps[^1].Layer, "bias");
+                _lastBias = _dev.P(bias); _lastBiasGrad = _dev.G(bias);
+            }
             _state = new StepState(gpu, o);
             // the minibatch is staged in pinned memory and copied by the step itself (a node of its graph)
             _stageInput = (long)_n * B * 4;
@@ -364,6 +370,14 @@ internal sealed unsafe class GpuBackend : Backend
     private void Loss(ulong z, ulong classes, ulong targets, ulong dz, ulong dt, int rows, ulong output, ulong state)
     {
         var loss = _plan.Options.Loss;
+        if (loss == LossKind.CrossEntropy && state != 0 && dz != 0 && _plan.Steps[^1].BiasInLoss)
+        {
+            // a training step: the last bias, the loss into the ring and the bias gradient in one kernel
+            ulong a0 = z, a1 = _lastBias, a2 = classes, a3 = dz, a4 = _losses, a5 = _lastBiasGrad, a6 = output, a7 = state; int a8 = rows, a9 = _k;
+            void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &a8, &a9 };
+            _g.Launch(_g.K("cross_entropy_bias_loss"), new(1), new(256), 0, args);
+            return;
+        }
         if (loss == LossKind.CrossEntropy)
         {
             int V = _k;

@@ -158,7 +158,7 @@ internal sealed unsafe class LinearOp : GpuOp
     public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training)
     {
         _g.Forward(x, _w, y, rows, _in, _out);
-        if (_b == 0) return;
+        if (_b == 0 || (training && Step.BiasInLoss)) return; // the loss's kernel adds it
         ulong a0 = y, a1 = _b; int a2 = rows, a3 = _out;
         void** args = stackalloc void*[] { &a0, &a1, &a2, &a3 };
         _g.Launch(_g.K("bias_add"), new(Gpu.Blocks((long)rows * _out, 256)), new(256), 0, args);
@@ -168,7 +168,7 @@ internal sealed unsafe class LinearOp : GpuOp
     {
         if (dx != 0) _g.BackwardInput(dy, _w, dx, rows, _in, _out);
         _g.BackwardWeight(x, dy, _dw, rows, _in, _out);
-        if (_db != 0 && !Step.BiasGradientFromNext) _g.ColumnSum(dy, rows, _out, _db, _partial);
+        if (_db != 0 && !Step.BiasGradientFromNext && !Step.BiasInLoss) _g.ColumnSum(dy, rows, _out, _db, _partial);
     }
 }
 

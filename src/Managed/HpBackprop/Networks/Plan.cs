@@ -59,6 +59,9 @@ internal sealed class PlanStep
     /// <summary>Batch norm: also writes the bias gradient of the linear step before it, <c>sum0(dx)</c>.</summary>
     public bool WritesPreviousBiasGradient { get; set; }
 
+    /// <summary>Linear (the last step, before cross-entropy): the loss's kernel adds its bias to the logits and writes its bias gradient in training steps.</summary>
+    public bool BiasInLoss { get; set; }
+
     /// <summary>Linear: plain SGD is applied to its weight in the weight-gradient product's epilogue.</summary>
     public bool SgdInEpilogue { get; set; }
 
@@ -102,6 +105,18 @@ internal sealed class Plan
     public const string SgdInEpilogue = "SGD in the weight-gradient epilogue";
 
     /// <summary>
+    /// The last linear's bias added to the logits and its gradient summed by the cross-entropy's kernel, with the loss's
+    /// sum, in training steps whose batch fits one block (<see cref="BiasInLossMaxRows"/> rows, <see cref="BiasInLossMaxWidth"/> classes).
+    /// </summary>
+    public const string BiasInLoss = "last bias in the loss";
+
+    /// <summary>The largest batch of <see cref="BiasInLoss"/>.</summary>
+    public const int BiasInLossMaxRows = 1024;
+
+    /// <summary>The most classes of <see cref="BiasInLoss"/>.</summary>
+    public const int BiasInLossMaxWidth = 2048;
+
+    /// <summary>
     /// The whole training step of <c>embedding, flatten, linear, batchnorm(+act), linear</c> with cross-entropy as row
     /// blocks carried through every layer while they are in cache (the CPU's, at large n).
     /// </summary>
@@ -114,6 +129,7 @@ internal sealed class Plan
         (BatchNormActivation, "a batch norm and the tanh, relu or sigmoid after it in one step"),
         (BiasGradientFromBatchNorm, "the batch norm's backward writes sum0(dx) as the bias gradient of the linear before it"),
         (SgdInEpilogue, "plain SGD updates each linear weight in its gradient product's epilogue"),
+        (BiasInLoss, "cross-entropy adds the last linear's bias, sums the loss and the bias gradient in one kernel (n <= 1024, at most 2048 classes)"),
         (RowBlockPipeline, "embedding, flatten, linear, batchnorm(+act), linear with cross-entropy as one pass of row blocks"),
     ];
 
@@ -203,6 +219,13 @@ internal sealed class Plan
                 s.SgdInEpilogue = true;
                 Note(s, SgdInEpilogue);
             }
+
+        if (fusions.Contains(BiasInLoss) && options.Loss == LossKind.CrossEntropy && options.BatchSize <= BiasInLossMaxRows
+            && steps[^1] is { Kind: StepKind.Linear, Def.HasBias: true, Layers: 1, BiasGradientFromNext: false } last && last.OutWidth <= BiasInLossMaxWidth)
+        {
+            last.BiasInLoss = true;
+            Note(last, BiasInLoss);
+        }
 
         bool pipeline = fusions.Contains(RowBlockPipeline) && options.Loss == LossKind.CrossEntropy && layers.Count == 6 && steps.Count == 4
             && steps[0] is { Kind: StepKind.Gather, Layers: 2 } && steps[1].Kind == StepKind.Linear
