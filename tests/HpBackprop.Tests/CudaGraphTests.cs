@@ -161,6 +161,15 @@ public abstract partial class CudaNetworkTestsBase
         Assert.IsNull(b.Graph, "no step uploaded its minibatch");
         if (b.DrawnGraph is EmulatedGraph eg)
             Assert.AreEqual("kernel:draw_minibatch", eg.Describe().ElementAt(1), "the draw follows step_begin: " + string.Join(", ", eg.Describe()));
+        // Fit again on the same values (a run in chunks): nothing goes up again, the capture is kept; a changed value goes up
+        var graph = b.DrawnGraph;
+        fit.Fit(set, 3, seed: 11);
+        Assert.AreEqual(1_000 * (3 + 1) * 4, fit.Traffic!.Value.SetupBytes, "the same values are not uploaded again");
+        Assert.AreSame(graph, b.DrawnGraph, "the same capture");
+        set.Classes![17] = (set.Classes[17] + 1) % 27;
+        fit.Fit(set, 3, seed: 11);
+        Assert.AreEqual(2 * 1_000 * (3 + 1) * 4, fit.Traffic!.Value.SetupBytes, "a changed set is uploaded again");
+        Assert.AreSame(graph, b.DrawnGraph, "of the same shape: the same buffers and capture");
     }
 
     /// <summary>A loss that is not finite is reported at its own step although the losses are read 100 steps at a time: the step the CPU reports.</summary>

@@ -227,20 +227,32 @@ internal sealed unsafe class GpuBackend : Backend
                 return false;
             }
         }
+        _setCount = set.Count; _setXWidth = xw; _setYWidth = yw;
+        _state.DrawSeed = unchecked((uint)seed);
+        // the values kept on the device are compared with the set's (a Fit in chunks, as the CLI's, uploads the set once);
+        // sets above SnapshotLimit are uploaded by every call rather than kept twice on the host
+        var xs = set.Ids != null ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(set.Ids.AsSpan()) : System.Runtime.InteropServices.MemoryMarshal.AsBytes(set.Features.AsSpan());
+        var ys = set.Classes != null ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(set.Classes.AsSpan()) : System.Runtime.InteropServices.MemoryMarshal.AsBytes(set.Targets.AsSpan());
+        if (_snapshotX != null && xs.SequenceEqual(_snapshotX) && ys.SequenceEqual(_snapshotY)) return true;
+        _snapshotX = _snapshotY = null;
         int copies = _g.Copies;
         long bytes = _g.CopiedBytes;
-        fixed (int* ids = set.Ids, cls = set.Classes)
-        fixed (float* f = set.Features, t = set.Targets)
+        fixed (byte* x = xs, y = ys)
         {
-            _g.ToDevice(_setX!.Pointer, ids != null ? ids : f, xBytes);
-            if (_setY != null) _g.ToDevice(_setY.Pointer, cls != null ? cls : t, yBytes);
+            _g.ToDevice(_setX!.Pointer, x, xBytes);
+            if (_setY != null) _g.ToDevice(_setY.Pointer, y, yBytes);
         }
         _setupCopies += _g.Copies - copies; _setupBytes += _g.CopiedBytes - bytes;
         _g.Copies = copies; _g.CopiedBytes = bytes;
-        _setCount = set.Count; _setXWidth = xw; _setYWidth = yw;
-        _state.DrawSeed = unchecked((uint)seed);
+        if (xBytes + yBytes <= SnapshotLimit) { _snapshotX = xs.ToArray(); _snapshotY = ys.ToArray(); }
         return true;
     }
+
+    /// <summary>The largest set (bytes) whose values are kept on the host to tell whether the next Fit needs to upload it again.</summary>
+    internal const long SnapshotLimit = 64L << 20;
+
+    private byte[]? _snapshotX, _snapshotY;
+
 
     private void FreeSet()
     {
@@ -250,6 +262,7 @@ internal sealed unsafe class GpuBackend : Backend
         _drawnGraph = null;
         _setX?.Dispose(); _setY?.Dispose();
         _setX = _setY = null;
+        _snapshotX = _snapshotY = null;
     }
 
     public override void StepDrawn(in StepArgs args)
