@@ -12,6 +12,7 @@ internal static class Program
     /// (by default with its AVX-512 SkylakeX kernels, see <see cref="OpenBlas.SelectCore"/>).
     /// <c>fused</c>: fused vs atomic cross-entropy and batch-norm backward.
     /// <c>peak</c>: one core's FMA throughput (the roof for the GFLOP/s figures).
+    /// <c>small-gemm [--n 32]</c>: a linear layer's three products at a small batch, general vs small-batch kernels (<see cref="SmallProducts"/>).
     /// <c>infer [--shapes makemore,mlp] [--threads 1,2] [--batches 1,32,4096]</c>: a batch of predictions through Predict and
     /// through ONNX Runtime running the ONNX export, alternated (<see cref="InferBench"/>).
     /// <c>gpu [--emulator]</c>: the CUDA benchmarks (BenchmarkDotNet on a GPU; "no CUDA device" otherwise).
@@ -32,6 +33,7 @@ internal static class Program
             case "peak": return Peak.Run(args);
             case "stack": return StackBench.Run(args);
             case "stack-stages": return StackBench.Stages(args);
+            case "small-gemm": return SmallProducts.Run(args);
             case "infer": return InferBench.Run(args);
             case "gpu": return GpuBench.Run(args);
             default:

@@ -22,8 +22,12 @@ namespace HpBackprop.Cpu;
 /// <c>B</c>'s k-block is packed once so its panels stream from L1/L2. Work is split over
 /// output tiles only, never over <c>k</c>: every element is summed in the same order whatever
 /// the thread count, so results are bitwise independent of it.
+/// At a small batch (at most 32 rows of C, one thread, AVX-512) a linear layer's forward and input gradient run
+/// transposed instead (<c>Gemm.SmallN.cs</c>: the weight read in place, never packed), and a weight gradient's right edge of
+/// at most 4 columns is computed transposed too; both keep every element's chain of multiply-adds, so the results are
+/// bitwise those of the general kernel.
 /// </remarks>
-public static unsafe class Gemm
+public static unsafe partial class Gemm
 {
     internal const int MR = 8, NR = 32, KC = 256, MC = 64;
 
@@ -120,6 +124,7 @@ public static unsafe class Gemm
         int panels = (g.N + NR - 1) / NR;
         if (pool is null || pool.Threads == 1 || (long)g.M * g.N * g.K < ParallelThreshold)
         {
+            if (SmallNTApplies(in g)) { SmallNT(in g); return; }
             Rect(in g, 0, g.M, 0, panels);
             return;
         }
@@ -235,7 +240,9 @@ public static unsafe class Gemm
             if (rem > 0) Tile512(np, 1, rem, kc, aRem, ars, acs, aStep, bp, bstride, bstep, c + remRows + jc, g.Ldc, NR, mode, bias, addC,
                 u == null ? null : u + remRows, nlr);
         }
-        if (pFull < p1)
+        if (pFull < p1 && EdgeTApplies(in g, lastCols, mode, pre))
+            EdgeT(in g, ib, ie, (p1 - 1) * NR, lastCols, upd, nlr);
+        else if (pFull < p1)
         {
             int p = p1 - 1, jc = p * NR;
             float* bp;

@@ -195,7 +195,24 @@ internal sealed unsafe class BatchNormOp<TA, TB> : LayerOp, IBatchNormOp where T
         }
         // running statistics, with the unbiased variance
         float m = _momentum, keep = 1 - m, unbias = TB.OverN ? (float)rows / (rows - 1) : 1f;
-        for (int c = 0; c < F; c++)
+        int c = 0;
+        if (System.Numerics.Vector.IsHardwareAccelerated)
+        {
+            // the same multiplies and add per element as the scalar loop (no fusing), so bitwise the same
+            int w = System.Numerics.Vector<float>.Count;
+            var vm = new System.Numerics.Vector<float>(m); var vk = new System.Numerics.Vector<float>(keep); var vu = new System.Numerics.Vector<float>(unbias);
+            fixed (float* mean = _mean, bvar = _var)
+                for (; c + w <= F; c += w)
+                {
+                    var rm = System.Runtime.CompilerServices.Unsafe.ReadUnaligned<System.Numerics.Vector<float>>(_runMean + c);
+                    var rv = System.Runtime.CompilerServices.Unsafe.ReadUnaligned<System.Numerics.Vector<float>>(_runVar + c);
+                    var bm = System.Runtime.CompilerServices.Unsafe.ReadUnaligned<System.Numerics.Vector<float>>(mean + c);
+                    var bv = System.Runtime.CompilerServices.Unsafe.ReadUnaligned<System.Numerics.Vector<float>>(bvar + c);
+                    System.Runtime.CompilerServices.Unsafe.WriteUnaligned(_runMean + c, vk * rm + vm * bm);
+                    System.Runtime.CompilerServices.Unsafe.WriteUnaligned(_runVar + c, vk * rv + vm * (bv * vu));
+                }
+        }
+        for (; c < F; c++)
         {
             _runMean[c] = keep * _runMean[c] + m * _mean[c];
             _runVar[c] = keep * _runVar[c] + m * (_var[c] * unbias);
