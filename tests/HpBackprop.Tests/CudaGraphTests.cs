@@ -172,6 +172,22 @@ public abstract partial class CudaNetworkTestsBase
         Assert.AreSame(graph, b.DrawnGraph, "of the same shape: the same buffers and capture");
     }
 
+    /// <summary>A set that carries targets its loss does not take (class ids under <c>mean</c>) is kept on the device without them: the steps are the CPU's.</summary>
+    [TestMethod]
+    public void ASetsTargetsThatTheLossDoesNotTakeStayOnTheHost()
+    {
+        var stack = Sequential.Parse("linear:6x4,tanh,linear:4x1");
+        var options = new NetworkOptions { BatchSize = 8, Loss = LossKind.Mean, Optimizer = new Sgd { LearningRate = 0.05f } };
+        var rng = new Random(5);
+        var set = ExampleSet.FromFeatures(Enumerable.Range(0, 300 * 6).Select(_ => (float)rng.NextDouble()).ToArray(), 6, Enumerable.Range(0, 300).Select(_ => rng.Next(3)).ToArray());
+        using var cpu = Network.Create(stack, options);
+        using var gpu = Gpu(stack, options);
+        cpu.Initialize(1); gpu.Initialize(1);
+        float[] a = cpu.Fit(set, 20, seed: 2), b = gpu.Fit(set, 20, seed: 2);
+        Assert.AreEqual(300 * 6 * 4, gpu.Traffic!.Value.SetupBytes, "only the features went up");
+        for (int s = 0; s < 20; s++) Assert.AreEqual(a[s], b[s], 1e-5 * Math.Max(1, Math.Abs(a[s])), $"step {s}");
+    }
+
     /// <summary>A loss that is not finite is reported at its own step although the losses are read 100 steps at a time: the step the CPU reports.</summary>
     [TestMethod]
     public void ADivergenceIsReportedAtItsStepBetweenTwoReads()

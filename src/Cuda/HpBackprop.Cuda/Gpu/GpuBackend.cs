@@ -210,7 +210,8 @@ internal sealed unsafe class GpuBackend : Backend
 
     public override bool Reside(ExampleSet set, int seed)
     {
-        int xw = set.InputWidth, yw = set.Classes != null ? 1 : set.Targets != null ? set.TargetWidth : 0;
+        // the targets the loss takes (a set may carry targets the loss does not: they stay on the host)
+        int xw = set.InputWidth, yw = _classes != 0 ? 1 : _targets != 0 ? _k : 0;
         long xBytes = (long)set.Count * xw * 4, yBytes = (long)set.Count * yw * 4;
         // a set of the same shape reuses the buffers (and the captured step that reads them); its values are uploaded again
         if (_setX == null || _setCount != set.Count || _setXWidth != xw || _setYWidth != yw)
@@ -232,7 +233,7 @@ internal sealed unsafe class GpuBackend : Backend
         // the values kept on the device are compared with the set's (a Fit in chunks, as the CLI's, uploads the set once);
         // sets above SnapshotLimit are uploaded by every call rather than kept twice on the host
         var xs = set.Ids != null ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(set.Ids.AsSpan()) : System.Runtime.InteropServices.MemoryMarshal.AsBytes(set.Features.AsSpan());
-        var ys = set.Classes != null ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(set.Classes.AsSpan()) : System.Runtime.InteropServices.MemoryMarshal.AsBytes(set.Targets.AsSpan());
+        var ys = yw == 0 ? default : _classes != 0 ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(set.Classes.AsSpan()) : System.Runtime.InteropServices.MemoryMarshal.AsBytes(set.Targets.AsSpan());
         if (_snapshotX != null && xs.SequenceEqual(_snapshotX) && ys.SequenceEqual(_snapshotY)) return true;
         _snapshotX = _snapshotY = null;
         int copies = _g.Copies;
