@@ -68,14 +68,16 @@ __device__ __forceinline__ float bn_dx(float d, float raw, float coef, float nf,
 
 // x [n,F], gain [1,F], bias [1,F]  ->  mean, var (the one used to normalise), var_inv [1,F], raw [n,F]
 // (may be NULL: not written), y [n,F]; running_mean/running_var [1,F] updated when running_mean != NULL.
+// in_bias [1,F] (NULL: none): the bias of the linear before, added to x in place as x is first read
+// (x = x + in_bias, bias_add's bits), so the batch norm of x W^T + b needs no bias_add of its own.
 // grid = ceil(F / bx) (any: grid-stride over column tiles), block = (bx, by) with bx*by <= 1024
 // (recommended (32, 8)), shared = bx*by*sizeof(float)
-extern "C" __global__ void __launch_bounds__(1024, 1) batchnorm_forward(const float* x, const float* gain,
+extern "C" __global__ void __launch_bounds__(1024, 1) batchnorm_forward(float* x, const float* gain,
                                                                         const float* bias, float* mean, float* var,
                                                                         float* var_inv, float* raw, float* y,
                                                                         float* running_mean, float* running_var, int n,
                                                                         int F, float eps, float momentum, int act,
-                                                                        int biased) {
+                                                                        int biased, const float* in_bias) {
     HPB_DYNAMIC_SHARED(float, scratch);
     const int by = (int)blockDim.y;
     // grid-stride over tiles of blockDim.x columns: a grid capped below ceil(F/bx) still covers
@@ -86,7 +88,15 @@ extern "C" __global__ void __launch_bounds__(1024, 1) batchnorm_forward(const fl
 
         float acc = 0.0f;
         if (active)
-            for (int r = (int)threadIdx.y; r < n; r += by) acc += x[(size_t)r * F + col];
+            for (int r = (int)threadIdx.y; r < n; r += by) {
+                const size_t i = (size_t)r * F + col;
+                float v = x[i];
+                if (in_bias) {
+                    v = v + in_bias[col];  // bias_add's sum, kept: the linear's output is x W^T + b
+                    x[i] = v;              // this thread reads element i again below, nobody else does
+                }
+                acc += v;
+            }
         const float m = block_column_sum(acc, scratch) / (float)n;
 
         float acc2 = 0.0f;

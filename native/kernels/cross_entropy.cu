@@ -75,10 +75,11 @@ extern "C" __global__ void cross_entropy_warp(const float* logits, const int* Yb
 //   loss = (float)((1/n) * sum of (double)losses[r]) — thread t adds rows t, t + 256, ... then
 //     block_reduce_sum (sum_partials' one chunk, which sum_finish only scales) — into ring[step->slot]
 //   db [V] = sum over r = 0, 1, ..., n-1 of dlogits[r, j], in that order (float), one thread per column
+//   step->next = step->current + 1 (the loss kernel of a training step advances the step: step_begin)
 // grid = 1, block = 256 (exactly: the order of the loss's sum), shared = 0
 extern "C" __global__ void __launch_bounds__(256) cross_entropy_bias_loss(float* logits, const float* bias, const int* Yb,
                                                                           float* dlogits, float* losses, float* db,
-                                                                          float* ring, const hpb_step* step, int n, int V) {
+                                                                          float* ring, hpb_step* step, int n, int V) {
     if (blockIdx.x != 0) return;  // uniform across the block
     const int t = (int)threadIdx.x;
     const size_t total = (size_t)n * V;
@@ -98,7 +99,10 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_bias_loss(float*
     double acc = 0.0;
     for (int r = t; r < n; r += (int)blockDim.x) acc += (double)losses[r];
     acc = block_reduce_sum(acc);
-    if (t == 0) ring[step->slot] = (float)((1.0 / (double)n) * acc);
+    if (t == 0) {
+        ring[step->slot] = (float)((1.0 / (double)n) * acc);
+        step->next = step->current + 1;  // the step is done with `next` (step_begin read it)
+    }
     for (int j = t; j < V; j += (int)blockDim.x) {
         float sum = 0.0f;
         for (int r = 0; r < n; ++r) sum += dlogits[(size_t)r * V + j];
@@ -146,12 +150,14 @@ extern "C" __global__ void __launch_bounds__(1024) sum_partials(const float* x, 
 }
 
 // partial [count] (count small: the number of chunks)  ->  v = (float)(scale * sum(partial)) into
-// out[0] (step NULL) or into the training step's loss slot out[step->slot] (the loss ring); accumulate
-// != 0 adds v to what is there in float (the L2 penalty onto the loss, as the host's loss + l2).
+// out[0] (step NULL) or into the training step's loss slot out[step->slot] (the loss ring), and then
+// step->next = step->current + 1 (the loss kernel of a training step advances the step: step_begin
+// reads `next` in every thread and so cannot); accumulate != 0 adds v to what is there in float (the
+// L2 penalty onto the loss, as the host's loss + l2).
 // thread t adds partial[t], partial[t + blockDim], ... in order, then block_reduce_sum (double).
 // grid = 1 (further blocks do nothing), block = 32*k <= 1024 (256), shared = 0
 extern "C" __global__ void __launch_bounds__(1024) sum_finish(const double* partial, int count, double scale,
-                                                              float* out, const hpb_step* step, int accumulate) {
+                                                              float* out, hpb_step* step, int accumulate) {
     if (blockIdx.x != 0) return;  // uniform across the block
     double acc = 0.0;
     for (int i = (int)threadIdx.x; i < count; i += (int)blockDim.x) acc += partial[i];
@@ -160,6 +166,7 @@ extern "C" __global__ void __launch_bounds__(1024) sum_finish(const double* part
         float* dst = step ? out + step->slot : out;
         const float v = (float)(scale * acc);
         dst[0] = accumulate ? __fadd_rn(dst[0], v) : v;
+        if (step) step->next = step->current + 1;  // the step's loss is in: it advances (step_begin)
     }
 }
 

@@ -18,7 +18,7 @@ HPB_KERNEL(embedding_sort_scatter, int* keys_out, int* vals_out, const int* keys
 HPB_KERNEL(embedding_backward_segments, float* dC, const float* dembcat, const int* sorted_ids, const int* sorted_rows, int M, int E)
 
 // ---- batchnorm.cu (act: 0 identity, 1 tanh, 2 relu, 3 sigmoid; biased: 0 Bessel, 1 over n)
-HPB_KERNEL(batchnorm_forward, const float* x, const float* gain, const float* bias, float* mean, float* var, float* var_inv, float* raw, float* y, float* running_mean, float* running_var, int n, int F, float eps, float momentum, int act, int biased)
+HPB_KERNEL(batchnorm_forward, float* x, const float* gain, const float* bias, float* mean, float* var, float* var_inv, float* raw, float* y, float* running_mean, float* running_var, int n, int F, float eps, float momentum, int act, int biased, const float* in_bias)
 HPB_KERNEL(batchnorm_finish_mean, const float* partial, int chunks, int n, int F, float* mean)
 HPB_KERNEL(batchnorm_finish_var, const float* partial, int chunks, int n, int F, float eps, float momentum, int biased, const float* mean, float* var, float* var_inv, float* running_mean, float* running_var)
 HPB_KERNEL(batchnorm_normalize, const float* x, const float* mean, const float* var_inv, const float* gain, const float* bias, float* raw, float* y, int n, int F, int act)
@@ -31,9 +31,9 @@ HPB_KERNEL(batchnorm_calib_accumulate, const float* hprebn, int n, int H, const 
 // ---- cross_entropy.cu (losses; kind: 1 mse, 2 bce_with_logits, 3 mean)
 HPB_KERNEL(cross_entropy_warp, const float* logits, const int* Yb, float* dlogits, float* losses, int n, int V)
 HPB_KERNEL(cross_entropy_block, const float* logits, const int* Yb, float* dlogits, float* losses, int n, int V)
-HPB_KERNEL(cross_entropy_bias_loss, float* logits, const float* bias, const int* Yb, float* dlogits, float* losses, float* db, float* ring, const hpb_step* step, int n, int V)
+HPB_KERNEL(cross_entropy_bias_loss, float* logits, const float* bias, const int* Yb, float* dlogits, float* losses, float* db, float* ring, hpb_step* step, int n, int V)
 HPB_KERNEL(sum_partials, const float* x, int count, int chunk, int square, double* partial)
-HPB_KERNEL(sum_finish, const double* partial, int count, double scale, float* out, const hpb_step* step, int accumulate)
+HPB_KERNEL(sum_finish, const double* partial, int count, double scale, float* out, hpb_step* step, int accumulate)
 HPB_KERNEL(regression_loss, const float* z, const float* t, float* dz, float* dt, int count, int kind, float scale, int chunk, double* partial)
 
 // ---- linear.cu
@@ -43,8 +43,7 @@ HPB_KERNEL(column_finish_sum, const float* partial, int chunks, int cols, float*
 HPB_KERNEL(axpy, float* y, const float* x, float a, int count)
 
 // ---- optimizer.cu (the per-step scalars: step_state.h)
-HPB_KERNEL(step_begin, hpb_step* step)
-HPB_KERNEL(draw_minibatch, const hpb_step* step, const unsigned* set_x, const unsigned* set_y, int count, int xw, int yw, unsigned* x, unsigned* y, int n)
+HPB_KERNEL(step_begin, hpb_step* step, const unsigned* set_x, const unsigned* set_y, int count, int xw, int yw, unsigned* x, unsigned* y, int n, const float* table, int e, float* gathered)
 HPB_KERNEL(sgd_update, float* params, const float* grads, const hpb_step* step, int count)
 HPB_KERNEL(sgd_momentum_update, float* p, const float* g, float* v, int count, const hpb_step* step, float momentum, float weight_decay)
 HPB_KERNEL(adamw_update, float* p, const float* g, float* m, float* v, int count, const hpb_step* step, float weight_decay, float beta1, float beta2, float a1, float a2, float eps)

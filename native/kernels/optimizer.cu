@@ -13,47 +13,65 @@
 #include "hpb_common.cuh"
 #include "philox.cuh"
 
-// The training step's state (step_state.h), one thread: the step `next` becomes `current`, `next`
-// advances, the step's schedule row is copied into lr, step_size and bc2_sqrt, and its loss slot is
-// current % ring.  A step without a row of its own (t < base, or t - base >= rows with stride 1) sets
-// fault and takes the last row: the host never lets that happen and checks the flag in its tests.
-// The first node of every training step, so every later kernel of the step reads fixed addresses.
-// grid = 1, block = 1 (more threads do nothing), shared = 0
-extern "C" __global__ void step_begin(hpb_step* step) {
-    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+// The first node of every training step: the step's state (step_state.h) and, when n > 0, its
+// minibatch from a training set that stays on the device, and, when table != NULL, the embedding
+// rows of the drawn ids.  So every later kernel of the step reads fixed addresses.
+//   state (thread 0 of block 0): t = next becomes current, the step's schedule row (t - base, or row 0
+//     with stride 0) is copied into lr, step_size and bc2_sqrt, and its loss slot is t % ring.  A
+//     step without a row of its own (t < base, or t - base >= rows with stride 1) sets fault and
+//     takes the last row: the host never lets that happen and checks the flag in its tests.  `next`
+//     is not written here (every thread reads it): the step's loss kernel (sum_finish or
+//     cross_entropy_bias_loss with a step) advances it to current + 1.
+//   draw (n > 0): row r of x [n, xw] and y [n, yw] is example e of set_x [count, xw] and set_y
+//     [count, yw], e = floor(w * count / 2^32) with w = word r % 4 of
+//     philox({r/4, 1, t_lo, t_hi}, {step->draw_seed, 0xFFFFFFFF}) — Model/Philox.cs MinibatchDraw,
+//     so the CPU draws the same rows.  Elements are copied as 4-byte words (ids, class ids and floats
+//     alike); yw may be 0 (no targets).
+//   gather (table != NULL, x holds ids in [0, rows of table): the set was checked on the host):
+//     gathered [n, xw*e], gathered[r, c*e + k] = table[x[r, c] * e + k] — embedding_forward's rows,
+//     from the drawn example directly.
+// No reduction: any grid gives the same bits.
+// grid = any (grid-stride over n*(xw + yw) + n*xw*e elements; 1 with n = 0), block = any (256), shared = 0
+extern "C" __global__ void step_begin(hpb_step* step, const unsigned* set_x, const unsigned* set_y, int count, int xw,
+                                      int yw, unsigned* x, unsigned* y, int n, const float* table, int e,
+                                      float* gathered) {
     const unsigned long long t = step->next;
-    step->current = t;
-    step->next = t + 1;
-    unsigned long long row = step->stride ? t - step->base : 0;
-    if (t < step->base || row >= step->rows) {
-        step->fault = 1;
-        row = step->rows > 0 ? step->rows - 1 : 0;
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        step->current = t;
+        unsigned long long row = step->stride ? t - step->base : 0;
+        if (t < step->base || row >= step->rows) {
+            step->fault = 1;
+            row = step->rows > 0 ? step->rows - 1 : 0;
+        }
+        const float* r = reinterpret_cast<const float*>(step + 1) + HPB_STEP_ROW_FLOATS * row;
+        step->lr = r[0];
+        step->step_size = r[1];
+        step->bc2_sqrt = r[2];
+        step->slot = (unsigned)(t % (step->ring > 0 ? step->ring : 1));
     }
-    const float* r = reinterpret_cast<const float*>(step + 1) + HPB_STEP_ROW_FLOATS * row;
-    step->lr = r[0];
-    step->step_size = r[1];
-    step->bc2_sqrt = r[2];
-    step->slot = (unsigned)(t % (step->ring > 0 ? step->ring : 1));
-}
-
-// The minibatch of the step running now (step->current, after step_begin) from a training set that
-// stays on the device: row r of x [n, xw] and y [n, yw] is example e of set_x [count, xw] and
-// set_y [count, yw], e = floor(w * count / 2^32) with w = word r % 4 of
-// philox({r/4, 1, t_lo, t_hi}, {step->draw_seed, 0xFFFFFFFF}) — Model/Philox.cs MinibatchDraw, so the
-// CPU draws the same rows.  Elements are copied as 4-byte words (ids, class ids and floats alike);
-// yw may be 0 (no targets).  No reduction: any grid gives the same bits.
-// grid = any (grid-stride over n * (xw + yw)), block = any (256), shared = 0
-extern "C" __global__ void draw_minibatch(const hpb_step* step, const unsigned* set_x, const unsigned* set_y, int count, int xw,
-                                          int yw, unsigned* x, unsigned* y, int n) {
-    const unsigned long long t = step->current;
+    if (n <= 0) return;
     const unsigned seed = step->draw_seed;
-    const size_t w = (size_t)xw + (size_t)yw, total = (size_t)n * w;
+    const size_t w = (size_t)xw + (size_t)yw, drawn = (size_t)n * w;
+    const size_t total = drawn + (table ? (size_t)n * xw * e : 0);
     for (size_t i = hpb_global_index(); i < total; i += hpb_global_stride()) {
-        const int r = (int)(i / w), c = (int)(i % w);
+        int r, c;
+        if (i < drawn) {
+            r = (int)(i / w);
+            c = (int)(i % w);
+        } else {
+            r = (int)((i - drawn) / ((size_t)xw * e));
+            c = (int)((i - drawn) / (size_t)e % (size_t)xw);
+        }
         const HpbPhilox4 b = hpb_philox4x32_10((unsigned)(r >> 2), 1u, (unsigned)t, (unsigned)(t >> 32), seed, 0xFFFFFFFFu);
-        const size_t e = (size_t)(((unsigned long long)b.v[r & 3] * (unsigned)count) >> 32);
-        if (c < xw) x[(size_t)r * xw + c] = set_x[e * xw + c];
-        else y[(size_t)r * yw + (c - xw)] = set_y[e * yw + (c - xw)];
+        const size_t ex = (size_t)(((unsigned long long)b.v[r & 3] * (unsigned)count) >> 32);
+        if (i >= drawn) {
+            const size_t k = (i - drawn) % (size_t)e;
+            gathered[i - drawn] = table[(size_t)set_x[ex * xw + c] * e + k];
+        } else if (c < xw) {
+            x[(size_t)r * xw + c] = set_x[ex * xw + c];
+        } else {
+            y[(size_t)r * yw + (c - xw)] = set_y[ex * yw + (c - xw)];
+        }
     }
 }
 

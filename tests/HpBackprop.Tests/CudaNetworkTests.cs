@@ -412,7 +412,7 @@ public abstract partial class CudaNetworkTestsBase
     [TestMethod]
     public void TheMakemoreStepIsItsKernelsAndTwoUploadsAndOneReadThenOneGraph()
     {
-        // step_begin; forward: gather, GEMM + bias, batch norm + tanh (running statistics inside), GEMM; cross-entropy with
+        // step_begin; forward: gather, GEMM, batch norm + tanh (the first linear's bias and the running statistics inside), GEMM; cross-entropy with
         // the last bias, the loss's sum into the ring and db2 (one kernel); backward: 2 GEMMs, batch-norm backward (db1
         // inside), 2 GEMMs, scatter; SGD
         using var gpu = Gpu(Sequential.Makemore(27, 3, 10, 24), new NetworkOptions { BatchSize = 32 });
@@ -422,18 +422,18 @@ public abstract partial class CudaNetworkTestsBase
         var y = Enumerable.Range(0, 32).Select(_ => rng.Next(27)).ToArray();
         gpu.Step(x, y);
         var b = CudaNetwork.Backend(gpu)!;
-        Assert.AreEqual(14, b.LaunchesPerStep, "the first step launches every kernel itself");
+        Assert.AreEqual(13, b.LaunchesPerStep, "the first step launches every kernel itself");
         Assert.AreEqual(4, b.CopiesPerStep, "the step state up, ids and classes up, the loss down");
         Assert.AreEqual(StepState.HeaderBytes + StepState.RowFloats * 4 + 96 * 4 + 32 * 4 + 4, b.BytesPerStep);
         gpu.Step(x, y);
         Assert.AreEqual(1, b.LaunchesPerStep, "the second replays the captured step");
         Assert.AreEqual(3, b.CopiesPerStep, "ids and classes up (nodes of the graph), the loss down");
         Assert.AreEqual(96 * 4 + 32 * 4 + 4, b.BytesPerStep);
-        if (b.Graph is EmulatedGraph eg) Assert.AreEqual(16, eg.NodeCount, string.Join(", ", eg.Describe()));
-        else Assert.IsGreaterThanOrEqualTo(16, b.GraphNodes, "cuBLAS may add nodes of its own");
+        if (b.Graph is EmulatedGraph eg) Assert.AreEqual(15, eg.NodeCount, string.Join(", ", eg.Describe()));
+        else Assert.IsGreaterThanOrEqualTo(15, b.GraphNodes, "cuBLAS may add nodes of its own");
         // the network's traffic adds the two steps up (what train --json reports per step)
         long first = StepState.HeaderBytes + StepState.RowFloats * 4 + 96 * 4 + 32 * 4 + 4, second = 96 * 4 + 32 * 4 + 4;
-        Assert.AreEqual(new DeviceTraffic(2, 14 + 1, 4 + 3, first + second, b.GraphNodes), gpu.Traffic);
+        Assert.AreEqual(new DeviceTraffic(2, 13 + 1, 4 + 3, first + second, b.GraphNodes), gpu.Traffic);
         Assert.AreEqual((first + second) / 2.0, gpu.Traffic!.Value.BytesPerStep);
         using var cpu = Network.Create(Sequential.Makemore(27, 3, 10, 24), new NetworkOptions { BatchSize = 32 });
         Assert.IsNull(cpu.Traffic, "a CPU network has no device traffic");
@@ -583,6 +583,7 @@ public sealed class CudaNetworkTests : CudaNetworkTestsBase
         StringAssert.Contains(plan, Plan.BatchNormActivation);
         StringAssert.Contains(plan, Plan.BiasGradientFromBatchNorm);
         StringAssert.Contains(plan, Plan.BiasInLoss);
+        StringAssert.Contains(plan, Plan.BiasInBatchNorm);
         using (var large = CudaNetwork.OnEmulator(Sequential.Makemore(27, 3, 10, 16), new NetworkOptions { BatchSize = Plan.BiasInLossMaxRows + 1 }))
             Assert.IsFalse(string.Join("\n", large.Plan).Contains(Plan.BiasInLoss, StringComparison.Ordinal), "a batch larger than one block keeps the five kernels");
         Assert.IsFalse(plan.Contains(Plan.SgdInEpilogue, StringComparison.Ordinal) || plan.Contains(Plan.RowBlockPipeline, StringComparison.Ordinal), plan);

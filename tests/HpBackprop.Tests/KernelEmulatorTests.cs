@@ -67,7 +67,7 @@ public unsafe class KernelEmulatorTests
         "batchnorm_forward", "batchnorm_finish_mean", "batchnorm_finish_var", "batchnorm_normalize", "batchnorm_backward",
         "batchnorm_backward_partials", "batchnorm_backward_dx", "batchnorm_inference", "batchnorm_calib_accumulate",
         "cross_entropy_warp", "cross_entropy_block", "cross_entropy_bias_loss", "sum_partials", "sum_finish", "regression_loss",
-        "bias_add", "column_partial_sum", "column_finish_sum", "axpy", "step_begin", "draw_minibatch", "sgd_update", "sgd_momentum_update", "adamw_update",
+        "bias_add", "column_partial_sum", "column_finish_sum", "axpy", "step_begin", "sgd_update", "sgd_momentum_update", "adamw_update",
         "activation_forward", "activation_backward", "layernorm_forward", "layernorm_backward", "layernorm_param_partials",
         "dropout_forward", "dropout_backward",
         "chain_logit_maxes", "chain_norm_logits", "chain_counts", "chain_counts_sum", "chain_counts_sum_inv", "chain_probs", "chain_logprobs",
@@ -350,7 +350,7 @@ public unsafe class KernelEmulatorTests
             var gRm = emu.In(runMean0); var gRv = emu.In(runVar0);
             if (chunked) BatchNormForwardChunked(emu, gHpre, gGain, gBias, gMean, gVar, gVinv, gRaw, gH, gRm, gRv, n, H, momentum, act, biased, chunkRows, bx, by);
             else emu.Launch("batchnorm_forward", new Dim3((uint)((H + bx - 1) / bx)), new Dim3((uint)bx, (uint)by), (uint)(bx * by * 4),
-                gHpre, gGain, gBias, gMean, gVar, gVinv, gRaw, gH, gRm, gRv, n, H, Eps, momentum, act, biased);
+                gHpre, gGain, gBias, gMean, gVar, gVinv, gRaw, gH, gRm, gRv, n, H, Eps, momentum, act, biased, null);
             AssertClose($"{path} mean", mean, emu.Read(gMean), SumTol);
             AssertClose($"{path} var", vr, emu.Read(gVar), SumTol);
             AssertClose($"{path} var_inv", vinv, emu.Read(gVinv), SumTol);
@@ -811,7 +811,7 @@ public unsafe class KernelEmulatorTests
             r["column_partial_sum"] = emu.Read(partial); r["column_finish_sum"] = emu.Read(sum);
             var mean = emu.Out(H); var vr = emu.Out(H); var vinv = emu.Out(H); var raw = emu.Out(n * H); var h = emu.Out(n * H);
             var rm = emu.In(rm0); var rv = emu.In(rv0);
-            emu.Launch("batchnorm_forward", grid, block, shared, gx, gGain, gBias, mean, vr, vinv, raw, h, rm, rv, n, H, Eps, 0.01f, 1, 0);
+            emu.Launch("batchnorm_forward", grid, block, shared, gx, gGain, gBias, mean, vr, vinv, raw, h, rm, rv, n, H, Eps, 0.01f, 1, 0, null);
             r["mean"] = emu.Read(mean); r["var_inv"] = emu.Read(vinv); r["raw"] = emu.Read(raw); r["y"] = emu.Read(h); r["running_var"] = emu.Read(rv);
             var dpre = emu.Out(n * H); var dgain = emu.Out(H); var dbias = emu.Out(H); var dprev = emu.Out(H);
             emu.Launch("batchnorm_backward", grid, block, shared, gDh, h, raw, gGain, vinv, dpre, dgain, dbias, dprev, n, H, 1, 0);
@@ -994,9 +994,9 @@ public unsafe class KernelEmulatorTests
     }
 
     /// <summary>
-    /// step_begin: step <c>next</c> becomes <c>current</c>, <c>next</c> advances, the step's schedule row (t − base) is
-    /// copied where the optimisers read it, the loss slot is t mod ring; past the rows the fault flag is set. And the loss
-    /// finish writes into that slot and adds the L2 term there in float.
+    /// step_begin: step <c>next</c> becomes <c>current</c> (<c>next</c> stays: every thread reads it), the step's schedule
+    /// row (t − base) is copied where the optimisers read it, the loss slot is t mod ring; past the rows the fault flag is
+    /// set. And the loss finish writes into that slot, adds the L2 term there in float, and advances <c>next</c>.
     /// </summary>
     [TestMethod]
     public void StepBeginTakesTheRowOfItsStepAndTheLossGoesToItsSlot()
@@ -1009,10 +1009,10 @@ public unsafe class KernelEmulatorTests
         var partial = emu.InDoubles([1.0, 2.0]);
         for (int k = 0; k < 3; k++)
         {
-            emu.Launch("step_begin", 1, 1, 0, st);
+            emu.Launch("step_begin", 1, 256, 0, st, null, null, 0, 0, 0, null, null, 0, null, 0, null);
             var b = emu.ReadBytes(st);
             ulong t = start + (ulong)k;
-            Assert.AreEqual(t + 1, BitConverter.ToUInt64(b, 0), "next");
+            Assert.AreEqual(t, BitConverter.ToUInt64(b, 0), "next is the loss kernel's to advance");
             Assert.AreEqual(t, BitConverter.ToUInt64(b, 8), "current");
             int row = Math.Min(k, 1);
             Assert.AreEqual(rows[3 * row], BitConverter.ToSingle(b, 44), $"lr of step {k}");
@@ -1021,44 +1021,53 @@ public unsafe class KernelEmulatorTests
             Assert.AreEqual((uint)(t % 5), BitConverter.ToUInt32(b, 36), "slot");
             Assert.AreEqual(k >= 2 ? 1u : 0u, BitConverter.ToUInt32(b, 40), $"fault after step {k}");
             emu.Launch("sum_finish", 1, 32, 0, partial, 2, 0.25, ring, st, 0);
+            Assert.AreEqual(t + 1, BitConverter.ToUInt64(emu.ReadBytes(st), 0), "the loss advanced next");
             emu.Launch("sum_finish", 1, 32, 0, partial, 1, 0.5, ring, st, 1);
+            Assert.AreEqual(t + 1, BitConverter.ToUInt64(emu.ReadBytes(st), 0), "the L2 term's finish leaves next at current + 1");
             Assert.AreEqual(0.75f + 0.5f, emu.Read(ring)[t % 5], $"the loss of step {k} in its slot");
         }
     }
 
     /// <summary>
-    /// draw_minibatch: the rows of the step running now (current, with a high word) under the header's seed are the rows the
-    /// CPU draws (<see cref="Networks.ExampleSet.DrawBatch"/>), for ids with class ids and for features with float targets and with
-    /// none, at n not a multiple of 4 and any grid; another step or seed draws other rows.
+    /// step_begin's draw: the rows of step <c>next</c> (with a high word) under the header's seed are the rows the CPU
+    /// draws (<see cref="Networks.ExampleSet.DrawBatch"/>), for ids with class ids and for features with float targets and
+    /// with none, at n not a multiple of 4 and any grid; another step or seed draws other rows. With ids and a table, the
+    /// gathered rows are bitwise embedding_forward's of the drawn ids.
     /// </summary>
     [TestMethod]
     [DataRow(37, 3, 1, 1, 32)]
     [DataRow(37, 3, 1, 5, 256)]
     [DataRow(64, 5, 2, 3, 64)]
     [DataRow(9, 4, 0, 2, 128)]
-    public void DrawMinibatchDrawsTheCpusRows(int n, int xw, int yw, int grid, int block)
+    public void StepBeginDrawsTheCpusRowsAndGathersTheirEmbeddings(int n, int xw, int yw, int grid, int block)
     {
         using var emu = NewEmu();
         var rng = new Random(n * 10 + xw);
-        const int count = 1_003;
+        const int count = 1_003, V = 1000, E = 3;
         ulong step = (1UL << 32) + 5;
         const int seed = -7; // the header holds it as 32 bits
         bool ids = yw == 1;
-        int[] setIds = Enumerable.Range(0, count * xw).Select(_ => rng.Next(1000)).ToArray(), setCls = Enumerable.Range(0, count).Select(_ => rng.Next(27)).ToArray();
-        float[] setF = Normals(rng, count * xw, 1f), setT = Normals(rng, count * Math.Max(1, yw), 1f);
+        int[] setIds = Enumerable.Range(0, count * xw).Select(_ => rng.Next(V)).ToArray(), setCls = Enumerable.Range(0, count).Select(_ => rng.Next(27)).ToArray();
+        float[] setF = Normals(rng, count * xw, 1f), setT = Normals(rng, count * Math.Max(1, yw), 1f), table = Normals(rng, V * E, 1f);
         var set = ids ? Networks.ExampleSet.FromIds(setIds, xw, setCls) : yw == 2 ? Networks.ExampleSet.FromFeatures(setF, xw, setT, yw) : Networks.ExampleSet.FromFeatures(setF, xw);
         int[] wantIds = new int[n * xw], wantCls = new int[n];
         float[] wantF = new float[n * xw], wantT = new float[n * Math.Max(1, yw)];
         set.DrawBatch(seed, (long)step, n, ids ? wantIds : default, ids ? default : wantF, ids ? wantCls : default, yw == 2 ? wantT : default);
-        var st = emu.Step(step, drawSeed: unchecked((uint)seed));
+        var st = emu.Step(0, next: step, drawSeed: unchecked((uint)seed));
         var x = emu.Out(n * xw);
         var y = emu.Out(n * Math.Max(1, yw));
         Buf sx = ids ? emu.In(setIds) : emu.In(setF), sy = ids ? emu.In(setCls) : emu.In(setT);
-        emu.Launch("draw_minibatch", grid, block, 0, st, sx, yw > 0 ? sy : null, count, xw, yw, x, yw > 0 ? y : null, n);
+        var gTable = emu.In(table);
+        var gathered = emu.Out(n * xw * E);
+        emu.Launch("step_begin", grid, block, 0, st, sx, yw > 0 ? sy : null, count, xw, yw, x, yw > 0 ? y : null, n, ids ? gTable : null, ids ? E : 0, ids ? gathered : null);
+        Assert.AreEqual(step, BitConverter.ToUInt64(emu.ReadBytes(st), 8), "current");
         if (ids)
         {
             CollectionAssert.AreEqual(wantIds, emu.ReadInts(x), "ids");
             CollectionAssert.AreEqual(wantCls, emu.ReadInts(y), "class ids");
+            var embedded = emu.Out(n * xw * E);
+            emu.Launch("embedding_forward", 4, 256, 0, embedded, gTable, x, n, xw, E);
+            AssertBitwise("the gathered rows", emu.Read(embedded), emu.Read(gathered));
         }
         else
         {
@@ -1067,10 +1076,43 @@ public unsafe class KernelEmulatorTests
         }
         // the step and the seed are the key: a step later, or another seed, draws other rows
         var other = emu.Out(n * xw);
-        emu.Launch("draw_minibatch", grid, block, 0, emu.Step(step + 1, drawSeed: unchecked((uint)seed)), sx, yw > 0 ? sy : null, count, xw, yw, other, yw > 0 ? y : null, n);
+        emu.Launch("step_begin", grid, block, 0, emu.Step(0, next: step + 1, drawSeed: unchecked((uint)seed)), sx, yw > 0 ? sy : null, count, xw, yw, other, yw > 0 ? y : null, n, null, 0, null);
         CollectionAssert.AreNotEqual(emu.ReadInts(x), emu.ReadInts(other), "step + 1");
-        emu.Launch("draw_minibatch", grid, block, 0, emu.Step(step, drawSeed: 8), sx, yw > 0 ? sy : null, count, xw, yw, other, yw > 0 ? y : null, n);
+        emu.Launch("step_begin", grid, block, 0, emu.Step(0, next: step, drawSeed: 8), sx, yw > 0 ? sy : null, count, xw, yw, other, yw > 0 ? y : null, n, null, 0, null);
         CollectionAssert.AreNotEqual(emu.ReadInts(x), emu.ReadInts(other), "another seed");
+    }
+
+    /// <summary>
+    /// batchnorm_forward with the linear's bias (in_bias) is bias_add then batchnorm_forward, bitwise: every output, the
+    /// running statistics, and x left holding x + b, at one and several column tiles and with a capped grid.
+    /// </summary>
+    [TestMethod]
+    [DataRow(32, 200, 32, 8, 65535)]
+    [DataRow(7, 33, 16, 4, 1)]
+    [DataRow(256, 64, 32, 8, 65535)]
+    public void BatchNormForwardAddsTheLinearsBiasAsBiasAddDoes(int n, int H, int bx, int by, int capX)
+    {
+        using var emu = NewEmu();
+        var rng = new Random(n + H);
+        float[] x = Normals(rng, n * H, 2f), b = Normals(rng, H, 3f), gain = Normals(rng, H, 0.1f, 1f), bias = Normals(rng, H, 0.3f);
+        float[] rm0 = Normals(rng, H, 1f), rv0 = Normals(rng, H, 0.2f, 2f);
+        var grid = new Dim3((uint)Math.Min((H + bx - 1) / bx, capX));
+        var block = new Dim3((uint)bx, (uint)by);
+        uint shared = (uint)(bx * by * 4);
+        var runs = new Dictionary<string, float[]>[2];
+        for (int run = 0; run < 2; run++)
+        {
+            var gx = emu.In(x); var gb = emu.In(b);
+            var mean = emu.Out(H); var vr = emu.Out(H); var vinv = emu.Out(H); var raw = emu.Out(n * H); var h = emu.Out(n * H);
+            var rm = emu.In(rm0); var rv = emu.In(rv0);
+            if (run == 0) emu.Launch("bias_add", 3, 256, 0, gx, gb, n, H);
+            emu.Launch("batchnorm_forward", grid, block, shared, gx, emu.In(gain), emu.In(bias), mean, vr, vinv, raw, h, rm, rv, n, H, Eps, 0.1f, 1, 0, run == 0 ? null : gb);
+            runs[run] = new() { ["x"] = emu.Read(gx), ["mean"] = emu.Read(mean), ["var"] = emu.Read(vr), ["var_inv"] = emu.Read(vinv), ["raw"] = emu.Read(raw), ["y"] = emu.Read(h), ["running_mean"] = emu.Read(rm), ["running_var"] = emu.Read(rv) };
+        }
+        foreach (var (name, want) in runs[0]) AssertBitwise(name, want, runs[1][name]);
+        var sum = new float[n * H];
+        for (int i = 0; i < sum.Length; i++) sum[i] = x[i] + b[i % H];
+        AssertBitwise("x + b", sum, runs[1]["x"]);
     }
 
     // =====================================================================================
@@ -1363,7 +1405,7 @@ public unsafe class KernelEmulatorTests
         var fMean = emu.Out(H); var fVar = emu.Out(H); var fVinv = emu.Out(H); var fRaw = emu.Out(nh); var fH = emu.Out(nh);
         var bnGrid = (uint)Blocks(H, 32, 65535);
         // the makemore configuration: tanh (act 1), Bessel (biased 0), no running statistics, no dprev_bias
-        emu.Launch("batchnorm_forward", new Dim3(bnGrid), new Dim3(32, 8), 32 * 8 * 4, hprebn, bngain, bnbias, fMean, fVar, fVinv, fRaw, fH, null, null, n, H, Eps, 0f, 1, 0);
+        emu.Launch("batchnorm_forward", new Dim3(bnGrid), new Dim3(32, 8), 32 * 8 * 4, hprebn, bngain, bnbias, fMean, fVar, fVinv, fRaw, fH, null, null, n, H, Eps, 0f, 1, 0, null);
         var fDpre = emu.Out(nh); var fDgain = emu.Out(H); var fDbias = emu.Out(H);
         emu.Launch("batchnorm_backward", new Dim3(bnGrid), new Dim3(32, 8), 32 * 8 * 4, dh, fH, fRaw, bngain, fVinv, fDpre, fDgain, fDbias, null, n, H, 1, 0);
         var fused = new Dictionary<string, float[]>(StringComparer.Ordinal)
@@ -1576,7 +1618,7 @@ public unsafe class KernelEmulatorTests
         {
             rows ??= [];
             var bytes = new byte[64 + rows.Length * 4];
-            BitConverter.TryWriteBytes(bytes.AsSpan(0), next ?? current + 1);
+            BitConverter.TryWriteBytes(bytes.AsSpan(0), next ?? current); // the loss kernel advances it
             BitConverter.TryWriteBytes(bytes.AsSpan(8), current);
             BitConverter.TryWriteBytes(bytes.AsSpan(16), baseStep);
             BitConverter.TryWriteBytes(bytes.AsSpan(24), (uint)Math.Max(1, rows.Length / 3));

@@ -129,10 +129,12 @@ Dim col_grid(const Shape& s, int F, int chunks) {
 
 void forward_single(const BnInputs& in, Fwd& o, int n, int F, int act, int biased, const Shape& s, bool running = true,
                     bool raw = true) {
-    launch<K::batchnorm_forward>(col_grid(s, F, 1), s.blk, smem(s), in.x.data(), in.gain.data(), in.bias.data(),
+    // x is written only with in_bias (NULL here)
+    launch<K::batchnorm_forward>(col_grid(s, F, 1), s.blk, smem(s), const_cast<float*>(in.x.data()), in.gain.data(),
+                                 in.bias.data(),
                                  o.mean.data(), o.var.data(), o.var_inv.data(), raw ? o.raw.data() : nullptr,
                                  o.y.data(), running ? o.rmean.data() : nullptr, running ? o.rvar.data() : nullptr, n,
-                                 F, kEps, kMomentum, act, biased);
+                                 F, kEps, kMomentum, act, biased, (const float*)nullptr);
 }
 
 void forward_chunked(const BnInputs& in, Fwd& o, int n, int F, int act, int biased, int chunk_rows, const Shape& s,

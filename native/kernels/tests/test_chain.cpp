@@ -30,7 +30,7 @@ void mean_loss(const Vec& losses, Vec& loss) {
     const int n = (int)losses.size(), chunks = (int)ceil_div(n, 256);
     std::vector<double> partial(chunks);
     launch<K::sum_partials>(Dim(chunks), kBlock, 0, losses.data(), n, 256, 0, partial.data());
-    launch<K::sum_finish>(Dim(1), kBlock, 0, partial.data(), chunks, 1.0 / n, loss.data(), (const hpb_step*)nullptr, 0);
+    launch<K::sum_finish>(Dim(1), kBlock, 0, partial.data(), chunks, 1.0 / n, loss.data(), (hpb_step*)nullptr, 0);
 }
 
 }  // namespace
@@ -189,7 +189,8 @@ TEST(chain, batchnorm_chain_vs_fused) {
         // the makemore configuration: tanh (act 1), Bessel (biased 0), no running statistics, no dprev_bias
         launch<K::batchnorm_forward>(Dim(ceil_div(H, 32)), Dim(32, 8), smem, hprebn.data(), bngain.data(),
                                      bnbias.data(), f_mean.data(), f_var.data(), f_var_inv.data(), f_raw.data(),
-                                     f_h.data(), (float*)nullptr, (float*)nullptr, n, H, kEps, 0.0f, 1, 0);
+                                     f_h.data(), (float*)nullptr, (float*)nullptr, n, H, kEps, 0.0f, 1, 0,
+                                     (const float*)nullptr);
         launch<K::batchnorm_backward>(Dim(ceil_div(H, 32)), Dim(32, 8), smem, dh.data(), f_h.data(), f_raw.data(),
                                       bngain.data(), f_var_inv.data(), f_dhprebn.data(), f_dbngain.data(),
                                       f_dbnbias.data(), (float*)nullptr, n, H, 1, 0);

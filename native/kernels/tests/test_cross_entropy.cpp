@@ -108,7 +108,7 @@ void check_case(Rng& rng, const Case& cs) {
         Guarded<double> partial(chunks);
         Guarded<float> loss(1);
         launch<K::sum_partials>(Dim(chunks), Dim(256), 0, losses.data(), n, 256, 0, partial.data());
-        launch<K::sum_finish>(Dim(1), Dim(256), 0, partial.data(), chunks, 1.0 / n, loss.data(), (const hpb_step*)nullptr, 0);
+        launch<K::sum_finish>(Dim(1), Dim(256), 0, partial.data(), chunks, 1.0 / n, loss.data(), (hpb_step*)nullptr, 0);
         partial.values("partial");
         close((w + " loss").c_str(), loss.values("loss"), std::vector<double>{ref.loss}, 2e-5, 2e-5);
 

@@ -246,9 +246,10 @@ TEST(linear_optimizer, adamw_update) {
     }
 }
 
-// step_begin: the step `next` becomes `current` and `next` advances; the row of step t (t - base with
-// stride 1, row 0 with stride 0) is copied into lr, step_size, bc2_sqrt; the loss slot is t % ring; a
-// step with no row of its own sets fault.  Ten steps through a 4-row schedule: rows, then faults.
+// step_begin: the step `next` becomes `current` (next stays: the loss kernel advances it); the row of
+// step t (t - base with stride 1, row 0 with stride 0) is copied into lr, step_size, bc2_sqrt; the
+// loss slot is t % ring; a step with no row of its own sets fault.  Ten steps through a 4-row
+// schedule: rows, then faults; sum_finish with the step advances next between them, as in a step.
 TEST(linear_optimizer, step_begin) {
     for (unsigned stride : {0u, 1u}) {
         const unsigned rows = 4, ring = 3;
@@ -262,22 +263,28 @@ TEST(linear_optimizer, step_begin) {
         s->ring = ring;
         float* r = reinterpret_cast<float*>(s + 1);
         for (unsigned i = 0; i < rows * 3; ++i) r[i] = 0.5f + (float)i;
+        const double partial = 1.0;
+        float losses[3] = {0, 0, 0};
         for (int k = 0; k < 6; ++k) {
-            launch<K::step_begin>(Dim(1), Dim(1), 0, s);
+            launch<K::step_begin>(Dim(1), Dim(1), 0, s, (const unsigned*)nullptr, (const unsigned*)nullptr, 0, 0, 0,
+                                  (unsigned*)nullptr, (unsigned*)nullptr, 0, (const float*)nullptr, 0, (float*)nullptr);
             const unsigned long long t = base + k;
             const unsigned row = stride ? std::min<unsigned>(k, rows - 1) : 0;
-            CHECK(s->current == t && s->next == t + 1, "stride %u step %d: current %llu next %llu", stride, k,
-                  s->current, s->next);
+            CHECK(s->current == t && s->next == t, "stride %u step %d: current %llu next %llu", stride, k, s->current,
+                  s->next);
             CHECK(s->lr == r[3 * row] && s->step_size == r[3 * row + 1] && s->bc2_sqrt == r[3 * row + 2],
                   "stride %u step %d: row %u not copied (lr %g)", stride, k, row, s->lr);
             CHECK(s->slot == t % ring, "stride %u step %d: slot %u, want %llu", stride, k, s->slot, t % ring);
             const bool fault = stride && k >= (int)rows;
             CHECK(s->fault == (fault ? 1u : 0u), "stride %u step %d: fault %u", stride, k, s->fault);
+            launch<K::sum_finish>(Dim(1), Dim(32), 0, &partial, 1, 1.0, losses, s, 0);
+            CHECK(s->next == t + 1, "stride %u step %d: the loss left next at %llu", stride, k, s->next);
         }
         // a step before the schedule's base has no row either
         s->fault = 0;
         s->next = base - 1;
-        launch<K::step_begin>(Dim(1), Dim(1), 0, s);
+        launch<K::step_begin>(Dim(1), Dim(1), 0, s, (const unsigned*)nullptr, (const unsigned*)nullptr, 0, 0, 0,
+                              (unsigned*)nullptr, (unsigned*)nullptr, 0, (const float*)nullptr, 0, (float*)nullptr);
         CHECK(s->fault == 1u, "stride %u: a step before base did not fault", stride);
     }
 }

@@ -19,7 +19,7 @@ SumRun sum_run(const std::vector<float>& x, int chunk, int square, double scale,
     Guarded<float> out(1);
     launch<K::sum_partials>(Dim(std::min((unsigned)chunks, grid_cap)), Dim(threads), 0, x.data(), count, chunk, square,
                             partial.data());
-    launch<K::sum_finish>(Dim(1), Dim(finish_threads), 0, partial.data(), chunks, scale, out.data(), (const hpb_step*)nullptr, 0);
+    launch<K::sum_finish>(Dim(1), Dim(finish_threads), 0, partial.data(), chunks, scale, out.data(), (hpb_step*)nullptr, 0);
     return {partial.values("partial"), out.values("out")[0]};
 }
 
@@ -77,22 +77,26 @@ TEST(losses, sum_finish_alone) {
             double s = 0;
             for (double v : p) s += v;
             Guarded<float> out(1);
-            launch<K::sum_finish>(Dim(3), Dim(threads), 0, p.data(), count, 0.5, out.data(), (const hpb_step*)nullptr, 0);
+            launch<K::sum_finish>(Dim(3), Dim(threads), 0, p.data(), count, 0.5, out.data(), (hpb_step*)nullptr, 0);
             char what[64];
             snprintf(what, sizeof what, "sum_finish count=%d threads=%u", count, threads);
             close(what, out.values(what), std::vector<double>{0.5 * s}, 1e-9, 2.5e-7);
         }
 }
 
-// The training step's loss goes to slot step->slot of the ring and nowhere else; accumulate adds the
-// second sum (the L2 penalty) to it in float, the host's loss + l2.
+// The training step's loss goes to slot step->slot of the ring and nowhere else, and the step advances
+// (next = current + 1); accumulate adds the second sum (the L2 penalty) to it in float, the host's
+// loss + l2.
 TEST(losses, sum_finish_into_the_ring) {
     const std::vector<double> loss = {1.25, 2.5, -0.125}, l2 = {0.0625, 0.03125};
     for (unsigned slot : {0u, 3u, 4u}) {
         Guarded<float> ring(5, -7.0f);
-        const hpb_step st = step_at(1000 + slot, 0.1f, 0.0f, 1.0f, slot);
+        hpb_step st = step_at(1000 + slot, 0.1f, 0.0f, 1.0f, slot);
+        st.next = 0;  // the loss kernel advances the step: next = current + 1, once or twice alike
         launch<K::sum_finish>(Dim(1), Dim(32), 0, loss.data(), 3, 1.0 / 3, ring.data(), &st, 0);
+        CHECK(st.next == 1001ull + slot, "slot %u: next %llu after the loss (want current + 1)", slot, st.next);
         launch<K::sum_finish>(Dim(1), Dim(32), 0, l2.data(), 2, 0.5, ring.data(), &st, 1);
+        CHECK(st.next == 1001ull + slot && st.current == 1000ull + slot, "slot %u: the second sum moved the step", slot);
         const float want = (float)((1.25 + 2.5 - 0.125) / 3) + (float)(0.5 * (0.0625 + 0.03125));
         const std::vector<float> got = ring.values("ring");
         for (unsigned i = 0; i < 5; ++i)
@@ -159,7 +163,7 @@ LossRun loss_run(const std::vector<float>& z, const std::vector<float>* t, int k
     launch<K::regression_loss>(Dim(std::min((unsigned)chunks, grid_cap)), Dim(threads), 0, z.data(),
                                t ? t->data() : nullptr, want_dz ? dz.data() : nullptr, want_dt ? dt.data() : nullptr,
                                count, kind, scale, chunk, partial.data());
-    launch<K::sum_finish>(Dim(1), Dim(256), 0, partial.data(), chunks, 1.0 / count, loss.data(), (const hpb_step*)nullptr, 0);
+    launch<K::sum_finish>(Dim(1), Dim(256), 0, partial.data(), chunks, 1.0 / count, loss.data(), (hpb_step*)nullptr, 0);
     return {dz.values("dz"), dt.values("dt"), partial.values("partial"), loss.values("loss")[0]};
 }
 

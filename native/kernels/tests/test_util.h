@@ -244,12 +244,13 @@ T act_backward(T y, T dy, int act) {
     }
 }
 
-// The training step's state (step_state.h) as kernels read it after step_begin: step `current`,
-// its learning rate and AdamW terms, loss slot `slot`.
+// The training step's state (step_state.h) as kernels read it after step_begin: step `current`
+// (`next` still equal to it: the step's loss kernel advances it), its learning rate and AdamW terms,
+// loss slot `slot`.
 inline hpb_step step_at(unsigned long long current, float lr = 0.0f, float step_size = 0.0f, float bc2_sqrt = 1.0f,
                         unsigned slot = 0) {
     hpb_step s{};
-    s.next = current + 1;
+    s.next = current;
     s.current = current;
     s.rows = 1;
     s.ring = 1;

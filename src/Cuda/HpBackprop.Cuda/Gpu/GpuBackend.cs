@@ -10,7 +10,7 @@ internal sealed class CudaDevice(Func<IDeviceRuntime> open, bool ownsRuntime, Sc
     /// <summary>The default rows of one reduction chunk.</summary>
     public const int DefaultRowsPerChunk = 256;
 
-    private static readonly HashSet<string> Runs = [Plan.FlattenView, Plan.BatchNormActivation, Plan.BiasGradientFromBatchNorm, Plan.BiasInLoss];
+    private static readonly HashSet<string> Runs = [Plan.FlattenView, Plan.BatchNormActivation, Plan.BiasGradientFromBatchNorm, Plan.BiasInBatchNorm, Plan.BiasInLoss];
 
     /// <inheritdoc />
     public override IReadOnlySet<string> Fusions => Runs;
@@ -128,7 +128,7 @@ internal sealed unsafe class GpuBackend : Backend
                     StepKind.Gather => new GatherOp(gpu, _dev, s, B, rows, scatter),
                     StepKind.Linear => new LinearOp(gpu, _dev, s, _n),
                     StepKind.BatchNorm => new BatchNormOp(gpu, _dev, s, s.WritesPreviousBiasGradient ? _dev.G(LayerType.Name(plan.Steps[k - 1].Layer, "bias")) : 0,
-                        _n, o.Eps, o.BatchNormMomentum, bnLayers.IndexOf(s.Layer)),
+                        s.AddsPreviousBias ? _dev.P(LayerType.Name(plan.Steps[k - 1].Layer, "bias")) : 0, _n, o.Eps, o.BatchNormMomentum, bnLayers.IndexOf(s.Layer)),
                     StepKind.LayerNorm => new GpuLayerNormOp(gpu, _dev, s, rows, o.Eps),
                     StepKind.Dropout => new GpuDropoutOp(gpu, s, (uint)o.Seed, _state.Device),
                     _ => new ActivationOp(gpu, s),
@@ -335,7 +335,7 @@ internal sealed unsafe class GpuBackend : Backend
 
     /// <summary>
     /// Queues one training step: the minibatch from the staging buffer (or, when <paramref name="drawn"/>, drawn from the
-    /// resident set after step_begin), step_begin, forward, the loss into the ring, backward, the L2 gradient, and the
+    /// resident set by step_begin, which also gathers the embedding rows of a first embedding), step_begin, forward, the loss into the ring, backward, the L2 gradient, and the
     /// optimiser when <paramref name="update"/>. Every per-step value comes from the device's step state, so the same
     /// sequence is what the graph captures.
     /// </summary>
@@ -349,10 +349,9 @@ internal sealed unsafe class GpuBackend : Backend
             _g.ToDeviceAsync(_ids != 0 ? _ids : _features, p, _stageInput);
             if (_stageTargets > 0) _g.ToDeviceAsync(_classes != 0 ? _classes : _targets, p + _stageInput, _stageTargets);
         }
-        StepBegin();
-        if (drawn) Draw();
+        bool gathered = StepBegin(drawn);
         ulong input = _ids != 0 ? 0 : _features;
-        for (int k = 0; k < _ops.Length; k++) _ops[k].Forward(k == 0 ? input : _out[k - 1], _ids, _out[k], n, true);
+        for (int k = gathered ? 1 : 0; k < _ops.Length; k++) _ops[k].Forward(k == 0 ? input : _out[k - 1], _ids, _out[k], n, true);
         Loss(_out[^1], _classes, _targets, _dout[^1], _dTarget, n, _state.Ring, _state.Device);
         if (_l2.Length > 0) L2Penalty();
         for (int k = _ops.Length - 1; k >= 0; k--)
@@ -361,20 +360,31 @@ internal sealed unsafe class GpuBackend : Backend
         if (update) Optimize();
     }
 
-    private void StepBegin()
+    /// <summary>
+    /// step_begin, the step's first node: the step's state; with <paramref name="drawn"/>, also the minibatch drawn from the
+    /// resident set and, when the first op is an embedding, its rows gathered (true: that op's forward is done).
+    /// </summary>
+    private bool StepBegin(bool drawn)
     {
-        ulong a0 = _state.Device;
-        void** args = stackalloc void*[] { &a0 };
-        _g.Launch(_g.K("step_begin"), new(1), new(1), 0, args);
-    }
-
-    /// <summary>The step's minibatch from the resident set (draw_minibatch, after step_begin).</summary>
-    private void Draw()
-    {
-        ulong a0 = _state.Device, a1 = _setX!.Pointer, a2 = _setY?.Pointer ?? 0; int a3 = _setCount, a4 = _setXWidth, a5 = _setYWidth;
-        ulong a6 = _ids != 0 ? _ids : _features, a7 = _classes != 0 ? _classes : _targets; int a8 = _n;
-        void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &a8 };
-        _g.Launch(_g.K("draw_minibatch"), new(Gpu.Blocks((long)_n * (_setXWidth + _setYWidth), 256)), new(256), 0, args);
+        ulong a0 = _state.Device, a1 = 0, a2 = 0, a6 = 0, a7 = 0, a9 = 0, a11 = 0; int a3 = 0, a4 = 0, a5 = 0, a8 = 0, a10 = 0;
+        long work = 1;
+        bool gather = false;
+        if (drawn)
+        {
+            a1 = _setX!.Pointer; a2 = _setY?.Pointer ?? 0; a3 = _setCount; a4 = _setXWidth; a5 = _setYWidth;
+            a6 = _ids != 0 ? _ids : _features; a7 = _classes != 0 ? _classes : _targets; a8 = _n;
+            work = (long)_n * (_setXWidth + _setYWidth);
+            if (_ops[0] is GatherOp g)
+            {
+                (a9, a10) = g.Table;
+                a11 = _out[0];
+                work += (long)_n * _setXWidth * a10;
+                gather = true;
+            }
+        }
+        void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &a8, &a9, &a10, &a11 };
+        _g.Launch(_g.K("step_begin"), new(Gpu.Blocks(work, 256)), new(256), 0, args);
+        return gather;
     }
 
     /// <summary>

@@ -73,6 +73,9 @@ internal sealed unsafe class GatherOp : GpuOp
         }
     }
 
+    /// <summary>The embedding table (device address) and the width of its rows, E.</summary>
+    public (ulong Table, int Width) Table => (_w, _e);
+
     public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training)
     {
         ulong a0 = y, a1 = _w, a2 = ids; int a3 = rows, a4 = _b, a5 = _e;
@@ -158,7 +161,7 @@ internal sealed unsafe class LinearOp : GpuOp
     public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training)
     {
         _g.Forward(x, _w, y, rows, _in, _out);
-        if (_b == 0 || (training && Step.BiasInLoss)) return; // the loss's kernel adds it
+        if (_b == 0 || (training && (Step.BiasInLoss || Step.BiasInNext))) return; // the loss's kernel, or the batch norm's, adds it
         ulong a0 = y, a1 = _b; int a2 = rows, a3 = _out;
         void** args = stackalloc void*[] { &a0, &a1, &a2, &a3 };
         _g.Launch(_g.K("bias_add"), new(Gpu.Blocks((long)rows * _out, 256)), new(256), 0, args);
@@ -179,14 +182,17 @@ internal sealed unsafe class LinearOp : GpuOp
 internal sealed unsafe class BatchNormOp : GpuOp
 {
     private readonly Gpu _g;
-    private readonly ulong _gain, _bias, _dgain, _dbias, _rm, _rv, _prevBias;
+    private readonly ulong _gain, _bias, _dgain, _dbias, _rm, _rv, _prevBias, _inBias;
     private readonly ulong _mean, _var, _varInv, _raw, _p1, _p2;
     private readonly int _f, _act, _biased, _tracked;
     private readonly float _eps, _momentum;
     private readonly ParameterStore _host;
 
-    public BatchNormOp(Gpu g, DeviceStore s, PlanStep step, ulong previousBias, int rows, float eps, float momentum, int trackedIndex) : base(step)
+    // previousBias: the gradient of the previous linear's bias this op writes (PlanStep.WritesPreviousBiasGradient), or 0;
+    // inputBias: the previous linear's bias this op adds to its input in training steps (PlanStep.AddsPreviousBias), or 0
+    public BatchNormOp(Gpu g, DeviceStore s, PlanStep step, ulong previousBias, ulong inputBias, int rows, float eps, float momentum, int trackedIndex) : base(step)
     {
+        _inBias = inputBias;
         _g = g;
         int i = step.Layer;
         _f = step.Def.In;
@@ -219,10 +225,17 @@ internal sealed unsafe class BatchNormOp : GpuOp
         if (chunks == 1)
         {
             ulong a0 = x, a1 = _gain, a2 = _bias, a3 = _mean, a4 = _var, a5 = _varInv, a6 = _raw, a7 = y, a8 = _rm, a9 = _rv;
-            int a10 = rows, a11 = F; float a12 = _eps, a13 = _momentum; int a14 = _act, a15 = _biased;
-            void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &a8, &a9, &a10, &a11, &a12, &a13, &a14, &a15 };
+            int a10 = rows, a11 = F; float a12 = _eps, a13 = _momentum; int a14 = _act, a15 = _biased; ulong a16 = _inBias;
+            void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &a8, &a9, &a10, &a11, &a12, &a13, &a14, &a15, &a16 };
             _g.Launch(_g.K("batchnorm_forward"), new(Gpu.Blocks(F, 32)), new(32, 8), 32 * 8 * 4, args);
             return;
+        }
+        if (_inBias != 0)
+        {
+            // the chunked path reads x in several kernels: the linear's bias is added once, first
+            ulong b0 = x, b1 = _inBias; int b2 = rows, b3 = F;
+            void** bargs = stackalloc void*[] { &b0, &b1, &b2, &b3 };
+            _g.Launch(_g.K("bias_add"), new(Gpu.Blocks((long)rows * F, 256)), new(256), 0, bargs);
         }
         _g.ColumnPartials(x, 0, 0, rows, F, _p1);
         {

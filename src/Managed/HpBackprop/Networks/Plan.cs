@@ -62,6 +62,12 @@ internal sealed class PlanStep
     /// <summary>Linear (the last step, before cross-entropy): the loss's kernel adds its bias to the logits and writes its bias gradient in training steps.</summary>
     public bool BiasInLoss { get; set; }
 
+    /// <summary>Linear with bias, before a batch norm: the batch norm adds the bias to its input in training steps (the step's output still holds <c>x·Wᵀ + b</c>).</summary>
+    public bool BiasInNext { get; set; }
+
+    /// <summary>Batch norm: adds the bias of the linear step before it to its input as it reads it, in training steps.</summary>
+    public bool AddsPreviousBias { get; set; }
+
     /// <summary>Linear: plain SGD is applied to its weight in the weight-gradient product's epilogue.</summary>
     public bool SgdInEpilogue { get; set; }
 
@@ -101,6 +107,12 @@ internal sealed class Plan
     /// <summary>The bias gradient of a linear right before a batch norm is written by the batch norm's backward, which sums its input gradient anyway.</summary>
     public const string BiasGradientFromBatchNorm = "linear bias gradient from the batch norm";
 
+    /// <summary>
+    /// The bias of a linear right before a batch norm is added by the batch norm's training forward as it first reads its
+    /// input (in place: the linear's output still holds <c>x·Wᵀ + b</c>, with the bits of a separate bias add).
+    /// </summary>
+    public const string BiasInBatchNorm = "linear bias in the batch norm";
+
     /// <summary>Plain SGD (no momentum, weight decay or L2) on a linear weight in the epilogue of its gradient's product.</summary>
     public const string SgdInEpilogue = "SGD in the weight-gradient epilogue";
 
@@ -128,6 +140,7 @@ internal sealed class Plan
         (FlattenView, "flatten joins the step before it: the gather of an embedding writes the flattened rows"),
         (BatchNormActivation, "a batch norm and the tanh, relu or sigmoid after it in one step"),
         (BiasGradientFromBatchNorm, "the batch norm's backward writes sum0(dx) as the bias gradient of the linear before it"),
+        (BiasInBatchNorm, "the batch norm's training forward adds the bias of the linear before it as it reads its input"),
         (SgdInEpilogue, "plain SGD updates each linear weight in its gradient product's epilogue"),
         (BiasInLoss, "cross-entropy adds the last linear's bias, sums the loss and the bias gradient in one kernel (n <= 1024, at most 2048 classes)"),
         (RowBlockPipeline, "embedding, flatten, linear, batchnorm(+act), linear with cross-entropy as one pass of row blocks"),
@@ -211,6 +224,16 @@ internal sealed class Plan
                     steps[k + 1].WritesPreviousBiasGradient = true;
                     Note(steps[k], BiasGradientFromBatchNorm);
                     Note(steps[k + 1], BiasGradientFromBatchNorm);
+                }
+
+        if (fusions.Contains(BiasInBatchNorm))
+            for (int k = 0; k + 1 < steps.Count; k++)
+                if (steps[k] is { Kind: StepKind.Linear, Def.HasBias: true, Layers: 1 } && steps[k + 1].Kind == StepKind.BatchNorm)
+                {
+                    steps[k].BiasInNext = true;
+                    steps[k + 1].AddsPreviousBias = true;
+                    Note(steps[k], BiasInBatchNorm);
+                    Note(steps[k + 1], BiasInBatchNorm);
                 }
 
         if (fusions.Contains(SgdInEpilogue) && options.Optimizer is Sgd { Momentum: 0, WeightDecay: 0 } && options.L2 == 0)
