@@ -33,7 +33,9 @@ internal static class GpuBench
             // In process: BenchmarkDotNet's default toolchain builds a child project with the .NET SDK,
             // which a GPU machine may not have (the published bench runs without it).
             var config = DefaultConfig.Instance.AddJob(Job.Default.WithToolchain(InProcessEmitToolchain.Instance));
-            BenchmarkRunner.Run<GpuBenchmarks>(config, args.Where(a => a != "gpu").ToArray());
+            var rest = args.Where(a => a != "gpu").ToArray();
+            BenchmarkRunner.Run<GpuBenchmarks>(config, rest);
+            BenchmarkRunner.Run<GpuStepBenchmarks>(config, rest);
             return 0;
         }
         Console.WriteLine("| piece (emulator, n=32 H=64 V=27) | µs per call (host emulation; not a GPU figure) |");
@@ -57,6 +59,54 @@ internal static class GpuBench
         finally { b.Cleanup(); }
         return 0;
     }
+}
+
+/// <summary>
+/// A training step on a CUDA device at every bench shape (S, M, L makemore; the deep stack; the float-feature MLP), as
+/// <c>Fit</c> runs it with the set on the device, replayed as one captured graph or with every kernel launched on the
+/// stream: µs per step over 100 steps (the losses read once, at the end, which waits for the device).
+/// </summary>
+public class GpuStepBenchmarks
+{
+    /// <summary>The shape (<see cref="StackBench.Get"/>).</summary>
+    [Params("S", "M", "L", "deep", "mlp")]
+    public string Shape { get; set; } = "S";
+
+    /// <summary>graph: one cuGraphLaunch per step; stream: every kernel and product queued by the host.</summary>
+    [Params("graph", "stream")]
+    public string Launch { get; set; } = "graph";
+
+    private const int StepsPerInvoke = 100;
+    private HpBackprop.Networks.Network _net = null!;
+    private HpBackprop.Networks.ExampleSet _set = null!;
+    private HpBackprop.Networks.TrainingRun _run = null!;
+
+    /// <summary>The network on the first CUDA device and a set of 4,096 random examples.</summary>
+    [GlobalSetup]
+    public void Setup()
+    {
+        var (layers, n) = StackBench.Get(Shape);
+        var stack = HpBackprop.Networks.Sequential.Parse(layers);
+        _net = CudaNetwork.OnDevice(stack, new HpBackprop.Networks.NetworkOptions { BatchSize = n, Optimizer = new HpBackprop.Networks.Sgd { LearningRate = 0.01f } });
+        CudaNetwork.Backend(_net)!.UseGraphs = Launch == "graph";
+        var rng = new Random(1);
+        const int count = 4096;
+        int w = _net.InputWidth, k = _net.OutputWidth;
+        var classes = Enumerable.Range(0, count).Select(_ => rng.Next(k)).ToArray();
+        _set = stack.TakesIds
+            ? HpBackprop.Networks.ExampleSet.FromIds(Enumerable.Range(0, count * w).Select(_ => rng.Next(stack.Layers[0].In)).ToArray(), w, classes)
+            : HpBackprop.Networks.ExampleSet.FromFeatures(Enumerable.Range(0, count * w).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), w, classes);
+        _run = new HpBackprop.Networks.TrainingRun(1, int.MaxValue / 2);
+        _net.Fit(_set, _run, untilStep: 2); // the first step launches its kernels, the second is captured
+    }
+
+    /// <summary>Frees the device memory.</summary>
+    [GlobalCleanup]
+    public void Cleanup() => _net.Dispose();
+
+    /// <summary>100 training steps with the set on the device.</summary>
+    [Benchmark(OperationsPerInvoke = StepsPerInvoke)]
+    public void Steps() => _net.Fit(_set, _run, untilStep: _run.Completed + StepsPerInvoke);
 }
 
 /// <summary>BenchmarkDotNet suite for a CUDA device (see <see cref="GpuBench"/>).</summary>

@@ -409,6 +409,43 @@ public abstract partial class CudaNetworkTestsBase
         Assert.AreEqual(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 
+    /// <summary>
+    /// The lecture's deep stack (six linear + batch-norm blocks, n = 32) with its set on the device: the first step launches
+    /// its 36 kernels and GEMMs, every later one replays them as one graph of 36 nodes, and per step only the loss crosses
+    /// (read with the others at the end), after the step state's one upload. Over a 1,000-step run that is (36 + 999) / 1000
+    /// = 1.035 launches and 4.076 bytes per step, inside the 1.05 and 16.
+    /// </summary>
+    [TestMethod]
+    public void TheDeepStackIsOneLaunchAndItsLossAStepAfterTheFirst()
+    {
+        const string deep = "embedding:27x10,flatten,linear:30x100:nobias,batchnorm:100,tanh,linear:100x100:nobias,batchnorm:100,tanh,"
+            + "linear:100x100:nobias,batchnorm:100,tanh,linear:100x100:nobias,batchnorm:100,tanh,linear:100x100:nobias,batchnorm:100,tanh,"
+            + "linear:100x27:nobias,batchnorm:27";
+        using var gpu = Gpu(Sequential.Parse(deep), new NetworkOptions { BatchSize = 32 });
+        var rng = new Random(6);
+        var set = ExampleSet.FromIds(Enumerable.Range(0, 500 * 3).Select(_ => rng.Next(27)).ToArray(), 3, Enumerable.Range(0, 500).Select(_ => rng.Next(27)).ToArray());
+        const int steps = 4;
+        gpu.Fit(set, steps, seed: 3);
+        var b = CudaNetwork.Backend(gpu)!;
+        var t = gpu.Traffic!.Value;
+        long first = t.Launches - (steps - 1);
+        // step_begin (draw + gather); six GEMM + batch norm pairs; cross-entropy, its two sums; six batch-norm backwards and
+        // twelve GEMMs; the scatter; SGD
+        Assert.AreEqual(1 + 12 + 3 + 18 + 1 + 1, first, "the first step's launches");
+        Assert.AreEqual(1, b.LaunchesPerStep, "the later steps replay the capture");
+        if (b.DrawnGraph is EmulatedGraph eg)
+        {
+            var nodes = eg.Describe().ToArray();
+            Assert.AreEqual(first, nodes.Length, string.Join(", ", nodes));
+            Assert.AreEqual(18, nodes.Count(n => n == "gemm"), "GEMMs");
+            Assert.AreEqual("kernel:step_begin", nodes[0]);
+            Assert.IsFalse(nodes.Any(n => n is "kernel:embedding_forward" or "kernel:bias_add"), "the gather is step_begin's; no linear has a bias");
+        }
+        Assert.AreEqual(2, t.Copies, "the step state up once, the losses down once");
+        Assert.AreEqual(StepState.HeaderBytes + StepState.RowFloats * 4 + steps * 4, t.Bytes);
+        Assert.IsLessThanOrEqualTo(1.05, (first + 999) / 1000.0, "launches per step over a 1,000-step run");
+    }
+
     [TestMethod]
     public void TheMakemoreStepIsItsKernelsAndTwoUploadsAndOneReadThenOneGraph()
     {

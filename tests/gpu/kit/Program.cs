@@ -174,9 +174,10 @@ internal static class Program
     }
 
     /// <summary>
-    /// µs per training step on the GPU (Network.Step: the minibatch staged and copied, the step, the 4-byte loss read),
-    /// median and best of 10 windows after warm-up, with the step replayed as one captured graph and with every kernel
-    /// launched on the stream.
+    /// µs per training step on the GPU, median and best of 10 windows after warm-up, three ways: <c>Fit</c> with the set on
+    /// the device (the minibatch drawn by the step's first kernel, the losses read once per window) replayed as one captured
+    /// graph and with every kernel launched on the stream, and <c>Network.Step</c> with the minibatch staged, copied and
+    /// its 4-byte loss read back every step (graph). PyTorch's side (torch_gpu_steps.py) keeps its batches on the device too.
     /// </summary>
     private static int Steps(string shapes, double seconds)
     {
@@ -186,38 +187,54 @@ internal static class Program
         foreach (string s in shapes.Split(','))
         {
             var (name, layers, n, _) = Shapes.First(x => x.Name == s);
-            foreach (bool graphs in new[] { true, false })
+            foreach (string mode in new[] { "graph-resident", "stream-resident", "graph-staged" })
             {
                 using var net = CudaNetwork.OnDevice(Sequential.Parse(layers), Options(n, "sgd:lr=0.01"));
                 net.Initialize(42);
                 var b = CudaNetwork.Backend(net)!;
-                b.UseGraphs = graphs;
+                b.UseGraphs = mode != "stream-resident";
                 var batches = Batches(net, 16, 42);
+                var set = Set(batches, net);
+                var run = new TrainingRun(7, int.MaxValue / 2);
                 int k = 0;
-                void One() => Step(net, batches[k++ & 15]);
+                // one call: `count` steps (Fit reads the losses at its end, which waits for the device)
+                void Many(int count)
+                {
+                    if (mode == "graph-staged") for (int i = 0; i < count; i++) Step(net, batches[k++ & 15]);
+                    else net.Fit(set, run, untilStep: run.Completed + count);
+                }
                 var t0 = Stopwatch.StartNew();
                 int calls = 0;
-                while (calls < 200 && (calls < 20 || t0.Elapsed.TotalSeconds < seconds / 8)) { One(); calls++; }
+                while (calls < 200 && (calls < 20 || t0.Elapsed.TotalSeconds < seconds / 8)) { Many(1); calls++; }
                 double per = t0.Elapsed.TotalSeconds / calls;
                 int reps = Math.Max(5, (int)(seconds / 20 / per));
                 var windows = new List<double>();
+                var start = net.Traffic!.Value;
                 for (int w = 0; w < 10; w++)
                 {
                     var t = Stopwatch.StartNew();
-                    for (int r = 0; r < reps; r++) One();
+                    Many(reps);
                     windows.Add(t.Elapsed.TotalMilliseconds * 1000 / reps);
                 }
+                var end = net.Traffic!.Value;
+                double steps = end.Steps - start.Steps;
                 windows.Sort();
                 double median = (windows[4] + windows[5]) / 2, best = windows[0];
-                string mode = graphs ? "graph" : "stream";
-                Console.WriteLine($"| {name} (n={n}) | {mode} | {median:F1} ({best:F1}) | {b.LaunchesPerStep} | {b.GraphNodes} | {b.CopiesPerStep} | {b.BytesPerStep:N0} | {10 * reps:N0} |");
-                json.Add($"{{\"side\": \"hpbackprop-cuda-{mode}\", \"shape\": \"{name}\", \"us_median\": {median:F2}, \"us_min\": {best:F2}, \"launches\": {b.LaunchesPerStep}, \"graph_nodes\": {b.GraphNodes}}}");
+                double launches = (end.Launches - start.Launches) / steps, copies = (end.Copies - start.Copies) / steps, bytes = (end.Bytes - start.Bytes) / steps;
+                Console.WriteLine($"| {name} (n={n}) | {mode} | {median:F1} ({best:F1}) | {launches:F3} | {end.GraphNodes} | {copies:F3} | {bytes:F2} | {10 * reps:N0} |");
+                json.Add($"{{\"side\": \"hpbackprop-cuda-{mode}\", \"shape\": \"{name}\", \"us_median\": {median:F2}, \"us_min\": {best:F2}, \"launches\": {launches:F3}, \"graph_nodes\": {end.GraphNodes}}}");
             }
         }
         Console.WriteLine();
         foreach (string j in json) Console.WriteLine(j);
         return Ok;
     }
+
+    /// <summary>The 16 minibatches as one example set (the set <c>Fit</c> keeps on the device).</summary>
+    private static ExampleSet Set((int[] Ids, float[] Features, int[] Classes)[] batches, Network net) =>
+        net.Stack.TakesIds
+            ? ExampleSet.FromIds(batches.SelectMany(b => b.Ids).ToArray(), net.InputWidth, batches.SelectMany(b => b.Classes).ToArray())
+            : ExampleSet.FromFeatures(batches.SelectMany(b => b.Features).ToArray(), net.InputWidth, batches.SelectMany(b => b.Classes).ToArray());
 
     /// <summary>A few steps over every device path (both scatters, dense and sorted; warp and block cross-entropy; one and several row chunks; every layer), calibration, evaluation and inference.</summary>
     private static int Sanitize()
