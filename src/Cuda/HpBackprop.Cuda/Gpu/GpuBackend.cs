@@ -182,30 +182,57 @@ internal sealed unsafe class GpuBackend : Backend
 
     public override float Step(in Batch batch, in StepArgs args)
     {
+        Stage(batch);
+        Run(args, drawn: false);
+        float loss;
+        _g.ToHost(&loss, _state.Ring + (ulong)(StepState.Slot(args.Step) * 4L), 4);
+        Count();
+        return loss;
+    }
+
+    public override void StepDrawn(in StepArgs args)
+    {
+        if (_setX == null) throw new InvalidOperationException("no example set is resident on the device");
+        Run(args, drawn: true);
+        Count();
+    }
+
+    /// <summary>
+    /// Queues a training step (its minibatch staged already, or drawn on the device from the resident set): the first update
+    /// step launches everything itself (kernels loaded, cuBLAS warm), every later one replays its capture, one per way the
+    /// minibatch comes in. Starts the step's counts (<see cref="Count"/> ends them).
+    /// </summary>
+    private void Run(in StepArgs args, bool drawn)
+    {
         _g.Launches = 0; _g.Copies = 0; _g.CopiedBytes = 0;
         _state.Prepare(args);
-        Stage(batch);
         if (args.Update && UseGraphs && _warm)
         {
-            // the first update step ran every launch itself (kernels loaded, cuBLAS warm); every later one replays its capture
-            _graph ??= Capture(drawn: false);
-            _lastGraph = _graph;
-            _g.Rt.Launch(_graph);
+            ref var graph = ref drawn ? ref _drawnGraph : ref _graph;
+            graph ??= Capture(drawn);
+            _lastGraph = graph;
+            _g.Rt.Launch(graph);
             _g.Launches++;
-            _g.Copies += _stageTargets > 0 ? 2 : 1;
-            _g.CopiedBytes += _stageInput + _stageTargets;
+            if (!drawn)
+            {
+                // the staged minibatch's copies are nodes of the graph
+                _g.Copies += _stageTargets > 0 ? 2 : 1;
+                _g.CopiedBytes += _stageInput + _stageTargets;
+            }
         }
         else
         {
-            Enqueue(args.Update, drawn: false);
+            Enqueue(args.Update, drawn);
             _warm |= args.Update;
         }
         _state.Queued(args);
-        float loss;
-        _g.ToHost(&loss, _state.Ring + (ulong)(StepState.Slot(args.Step) * 4L), 4);
+    }
+
+    /// <summary>The step's counts, as the last step's and into the run's totals (<see cref="Traffic"/>).</summary>
+    private void Count()
+    {
         LaunchesPerStep = _g.Launches; CopiesPerStep = _g.Copies; BytesPerStep = _g.CopiedBytes;
         _steps++; _launches += _g.Launches; _copies += _g.Copies; _bytes += _g.CopiedBytes;
-        return loss;
     }
 
     public override bool Reside(ExampleSet set, int seed)
@@ -264,28 +291,6 @@ internal sealed unsafe class GpuBackend : Backend
         _setX?.Dispose(); _setY?.Dispose();
         _setX = _setY = null;
         _snapshotX = _snapshotY = null;
-    }
-
-    public override void StepDrawn(in StepArgs args)
-    {
-        if (_setX == null) throw new InvalidOperationException("no example set is resident on the device");
-        _g.Launches = 0; _g.Copies = 0; _g.CopiedBytes = 0;
-        _state.Prepare(args);
-        if (UseGraphs && _warm)
-        {
-            _drawnGraph ??= Capture(drawn: true);
-            _lastGraph = _drawnGraph;
-            _g.Rt.Launch(_drawnGraph);
-            _g.Launches++;
-        }
-        else
-        {
-            Enqueue(true, drawn: true);
-            _warm = true;
-        }
-        _state.Queued(args);
-        LaunchesPerStep = _g.Launches; CopiesPerStep = _g.Copies; BytesPerStep = _g.CopiedBytes;
-        _steps++; _launches += _g.Launches; _copies += _g.Copies; _bytes += _g.CopiedBytes;
     }
 
     public override int LossWindow => StepState.Rows;
