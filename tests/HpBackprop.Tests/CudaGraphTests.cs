@@ -213,6 +213,53 @@ public abstract partial class CudaNetworkTestsBase
         Assert.AreEqual(want, Diverge(gpu));
     }
 
+    /// <summary>
+    /// Fit's loop allocates nothing per step: with the set on the device (the device draws, the losses read 100 at a time)
+    /// and on the CPU (the host draws, uniformly or in epochs), a call of 300 steps allocates what a call of 100 does, and
+    /// a <see cref="FitOptions"/> call of 250 steps only its history's 800 bytes more than one of 50.
+    /// </summary>
+    [TestMethod]
+    public void FitsLoopAllocatesNothingPerStepOnTheDeviceAndOnTheCpu()
+    {
+        var stack = Sequential.Parse("embedding:27x4,flatten,linear:12x8,batchnorm:8,tanh,linear:8x27");
+        var options = new NetworkOptions { BatchSize = 8, Optimizer = new Sgd { LearningRate = 0.1f } };
+        var set = WordLikeSet(4, rows: 200);
+        using var gpu = Gpu(stack, options);
+        using var cpu = Network.Create(stack, options);
+        foreach (var net in new[] { gpu, cpu })
+        {
+            net.Initialize(1);
+            var run = new TrainingRun(6, 5 + 100 + 300);
+            net.Fit(set, run, untilStep: 5); // warm up (JIT, kernel handles, the set's upload, the capture)
+            long Allocated(int until)
+            {
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                int done = net.Fit(set, run, untilStep: until);
+                long bytes = GC.GetAllocatedBytesForCurrentThread() - before;
+                Assert.AreEqual(until, run.Completed, $"{net.Device}: steps done");
+                Assert.IsGreaterThan(0, done);
+                return bytes;
+            }
+            long shorter = Allocated(5 + 100), longer = Allocated(5 + 100 + 300);
+            Assert.AreEqual(shorter, longer, $"{net.Device}: a run of 300 steps allocates {longer:N0} bytes, one of 100 {shorter:N0}");
+        }
+        Assert.IsNotNull(CudaNetwork.Backend(gpu)!.DrawnGraph, "the device drew the minibatches");
+        Assert.IsNull(CudaNetwork.Backend(gpu)!.Graph, "no step uploaded its minibatch");
+        // the host's epochs (through the FitOptions overload): the history's floats and nothing else grow with the steps
+        var fit = new FitOptions { Steps = 50, Seed = 3, Order = BatchOrder.Epochs };
+        cpu.Fit(set, fit);
+        long FitAllocated(int steps)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            var h = cpu.Fit(set, fit with { Steps = steps });
+            long bytes = GC.GetAllocatedBytesForCurrentThread() - before;
+            Assert.AreEqual(steps, h.Losses.Length);
+            return bytes;
+        }
+        long fifty = FitAllocated(50), twoHundredFifty = FitAllocated(250);
+        Assert.AreEqual(4L * (250 - 50), twoHundredFifty - fifty, $"epochs: 250 steps allocate {twoHundredFifty:N0} bytes, 50 {fifty:N0}");
+    }
+
     /// <summary>A run stopped at step 25 and continued (the set kept on the device again, a new capture) is bitwise the run never stopped.</summary>
     [TestMethod]
     public void ARunContinuedOnTheDeviceIsBitwiseTheRunNeverStopped()

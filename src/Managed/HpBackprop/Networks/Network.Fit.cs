@@ -3,8 +3,8 @@ using HpBackprop.Training;
 
 namespace HpBackprop.Networks;
 
-// The training loop with a validation set, early stopping and epochs, and the class predictions: written once above the
-// backends, like the rest of Network.
+// The training loop (one, RunSteps, under both Fit overloads) with a validation set, early stopping and epochs, and the
+// class predictions: written once above the backends, like the rest of Network.
 public sealed unsafe partial class Network
 {
     /// <summary>
@@ -37,88 +37,46 @@ public sealed unsafe partial class Network
             try { CheckData(validation); }
             catch (ArgumentException e) when (e is not ShapeException) { throw new ArgumentException("FitOptions.Validation: " + e.Message, nameof(options), e); }
         }
-        int n = BatchSize, w = InputWidth, steps = options.Steps;
-        var rng = new NormalRng(options.Seed);
-        var order = options.Order == BatchOrder.Epochs ? new EpochOrder(train.Count, n, rng) : null;
-        int every = options.ValidateEvery > 0 ? options.ValidateEvery : Math.Max(1, train.Count / n);
-        var ids = train.Ids != null ? new int[n * w] : [];
-        var feats = train.Features != null ? new float[n * w] : [];
-        var cls = train.Classes != null ? new int[n] : [];
-        var tg = train.Targets != null ? new float[n * train.TargetWidth] : [];
-        bool classes = Options.Loss.Targets() == TargetKind.Classes, floats = Options.Loss.Targets() == TargetKind.Floats;
-        var losses = new float[steps];
+        int steps = options.Steps;
+        var order = options.Order == BatchOrder.Epochs ? new EpochOrder(train.Count, BatchSize, new NormalRng(options.Seed)) : null;
+        int every = options.ValidateEvery > 0 ? options.ValidateEvery : Math.Max(1, train.Count / BatchSize);
+        var run = new TrainingRun(steps, 0, options.Seed, new float[steps]);
         var points = new List<ValidationPoint>(validation == null ? 0 : steps / every + 2);
         float[]? outputs = validation != null && IsClassifier ? new float[(long)EvalChunk * _k] : null;
         float[]? bestData = null, bestBuffers = null;
         long[]? bestTracked = null;
         ValidationPoint? best = null;
-        int done = 0, sinceBest = 0;
-        var stop = FitStop.Completed;
-        var token = options.CancellationToken;
-        var sw = System.Diagnostics.Stopwatch.StartNew();
+        int sinceBest = 0;
+        bool stoppedEarly = false;
         using var use = _use.Enter();
+        int done = RunSteps(train, run, steps, order, options.Progress, options.ReportEvery, options.CancellationToken,
+            validation != null ? ValidateAndCheckPatience : null, every, points);
+        var stop = stoppedEarly ? FitStop.EarlyStopping : done < steps ? FitStop.Cancelled : FitStop.Completed;
+        // a run cancelled between two evaluations: the parameters it ends with are evaluated too
+        if (validation != null && done > 0 && (points.Count == 0 || points[^1].Step != done)) Validate(done);
+        bool restored = false;
+        if (options.RestoreBest && best is { } b && b.Step != done)
         {
-            fixed (int* pi = ids, pc = cls)
-            fixed (float* pf = feats, pt = tg)
-            {
-                var batch = new Batch(n, train.Ids != null ? pi : null, train.Features != null ? pf : null, classes ? pc : null, floats ? pt : null);
-                // a device that keeps the set draws every minibatch itself and holds the losses until they are read
-                bool drawn = order == null && _backend.Reside(train, options.Seed);
-                int unread = 0; // steps done whose losses are still on the device: done - unread, …, done - 1
-                for (int s = 0; s < steps; s++)
-                {
-                    if (token.IsCancellationRequested) { stop = FitStop.Cancelled; break; }
-                    float loss;
-                    if (drawn)
-                    {
-                        _backend.StepDrawn(new StepArgs(true, LearningRate, StepCount + 1, StepCount));
-                        StepCount++;
-                        done = s + 1;
-                        unread++;
-                        if (unread < _backend.LossWindow && done < steps && !(validation != null && done % every == 0)
-                            && !(options.Progress != null && options.ReportEvery > 0 && done % options.ReportEvery == 0))
-                            continue;
-                        ReadLosses(losses, done - unread, unread);
-                        unread = 0;
-                        loss = losses[s];
-                    }
-                    else
-                    {
-                        if (order != null) train.CopyRows(order.Next(), ids, feats, cls, tg);
-                        else train.DrawBatch(options.Seed, StepCount, n, ids, feats, cls, tg);
-                        float lr = LearningRate;
-                        // the examples were checked once (CheckData): ids and classes are in range
-                        loss = StepChecked(batch, true);
-                        if (!float.IsFinite(loss)) throw new TrainingDivergedException(s + 1, lr, loss);
-                        losses[s] = loss;
-                        done = s + 1;
-                    }
-                    if (validation != null && (done % every == 0 || done == steps) && Validate() && options.Patience > 0 && sinceBest >= options.Patience
-                        && done < steps) // patience running out at the last step is a completed run
-                        stop = FitStop.EarlyStopping;
-                    if (options.Progress != null && options.ReportEvery > 0 && (done % options.ReportEvery == 0 || done == steps || stop != FitStop.Completed))
-                        options.Progress(new TrainingProgress(done, steps, loss, done / Math.Max(sw.Elapsed.TotalSeconds, 1e-9)) { Validation = points.Count > 0 ? points[^1] : null });
-                    if (stop != FitStop.Completed) break;
-                }
-                if (unread > 0) ReadLosses(losses, done - unread, unread);
-            }
-            // a run cancelled between two evaluations: the parameters it ends with are evaluated too
-            if (validation != null && done > 0 && (points.Count == 0 || points[^1].Step != done)) Validate();
-            bool restored = false;
-            if (options.RestoreBest && best is { } b && b.Step != done)
-            {
-                _backend.Pull(); // the device's optimiser state and gradients, kept as they are
-                bestData!.CopyTo(Parameters.Data, 0);
-                bestBuffers!.CopyTo(Parameters.Buffers, 0);
-                bestTracked!.CopyTo(Parameters.BatchesTracked, 0);
-                _backend.Push();
-                restored = true;
-            }
-            return new TrainingHistory(done == steps ? losses : losses[..done], points, best, stop, restored);
+            _backend.Pull(); // the device's optimiser state and gradients, kept as they are
+            bestData!.CopyTo(Parameters.Data, 0);
+            bestBuffers!.CopyTo(Parameters.Buffers, 0);
+            bestTracked!.CopyTo(Parameters.BatchesTracked, 0);
+            _backend.Push();
+            restored = true;
+        }
+        return new TrainingHistory(done == steps ? run.Losses : run.Losses[..done], points, best, stop, restored);
+
+        // the loop's validation hook: evaluates after `done` steps; true (stop early) when the patience has run out
+        bool ValidateAndCheckPatience(int done)
+        {
+            Validate(done);
+            // patience running out at the last step is a completed run
+            stoppedEarly = options.Patience > 0 && sinceBest >= options.Patience && done < steps;
+            return stoppedEarly;
         }
 
-        // evaluates the validation set after `done` steps, keeps the parameters when they are the best so far; true when evaluated
-        bool Validate()
+        // evaluates the validation set after `done` steps, keeps the parameters when they are the best so far
+        void Validate(int done)
         {
             if (options.CalibrateBeforeValidation && train.Count >= 2 && Stack.BatchNormLayers().Count > 0)
                 fixed (int* ti = train.Ids)
@@ -143,8 +101,83 @@ public sealed unsafe partial class Network
                 }
             }
             else sinceBest++;
-            return true;
         }
+    }
+
+    /// <summary>
+    /// The training loop of both <c>Fit</c> overloads (the caller holds the network and has checked the set): steps
+    /// <paramref name="run"/> from <see cref="TrainingRun.Completed"/> up to <paramref name="until"/> (of its
+    /// <see cref="TrainingRun.TotalSteps"/>) on minibatches drawn under its seed (by the device that keeps the set, else by the
+    /// host), or in the order of <paramref name="order"/> (epochs: drawn by the host), recording each loss in
+    /// <see cref="TrainingRun.Losses"/> and moving <see cref="TrainingRun.Completed"/> with every step whose loss has been read
+    /// and found finite. Progress every <paramref name="reportEvery"/> steps of the run, at its last step and at an early
+    /// stop, its rate over the steps of this call, with the last of <paramref name="points"/>. At every
+    /// <paramref name="validateEvery"/>-th step and at <paramref name="until"/>, once the losses so far are read, it calls
+    /// <paramref name="validate"/> with the steps done, which says whether to stop early. A cancellation stops it at the end
+    /// of a step; the steps still queued on the device count once their losses are read and checked. Returns the number of
+    /// steps done by this call; allocates nothing per step.
+    /// </summary>
+    /// <exception cref="TrainingDivergedException">A loss was NaN or infinite; the message names the 1-based step and the rate.</exception>
+    private int RunSteps(ExampleSet train, TrainingRun run, int until, EpochOrder? order, Action<TrainingProgress>? progress, int reportEvery,
+        CancellationToken cancellationToken, Func<int, bool>? validate, int validateEvery, List<ValidationPoint>? points)
+    {
+        int n = BatchSize, w = InputWidth, first = run.Completed, total = run.TotalSteps;
+        var losses = run.Losses;
+        var ids = train.Ids != null ? new int[n * w] : [];
+        var feats = train.Features != null ? new float[n * w] : [];
+        var cls = train.Classes != null ? new int[n] : [];
+        var tg = train.Targets != null ? new float[n * train.TargetWidth] : [];
+        bool classes = Options.Loss.Targets() == TargetKind.Classes, floats = Options.Loss.Targets() == TargetKind.Floats;
+        bool reports = progress != null && reportEvery > 0;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        // a device that keeps the set draws every minibatch itself and holds the losses until they are read
+        bool drawn = order == null && until > first && _backend.Reside(train, run.Seed);
+        int unread = 0; // steps queued whose losses are still on the device: the `unread` steps after run.Completed
+        fixed (int* pi = ids, pc = cls)
+        fixed (float* pf = feats, pt = tg)
+        {
+            var batch = new Batch(n, train.Ids != null ? pi : null, train.Features != null ? pf : null, classes ? pc : null, floats ? pt : null);
+            for (int s = first; s < until; s++)
+            {
+                if (cancellationToken.IsCancellationRequested) break;
+                int done = s + 1;
+                bool report = reports && (done % reportEvery == 0 || done == total);
+                bool validation = validate != null && (done % validateEvery == 0 || done == until);
+                float loss;
+                if (drawn)
+                {
+                    _backend.StepDrawn(new StepArgs(true, LearningRate, StepCount + 1, StepCount));
+                    StepCount++;
+                    unread++;
+                    if (unread < _backend.LossWindow && done < until && !report && !validation) continue;
+                    ReadLosses(losses, done - unread, unread);
+                    unread = 0;
+                    loss = losses[s];
+                }
+                else
+                {
+                    if (order != null) train.CopyRows(order.Next(), ids, feats, cls, tg);
+                    else train.DrawBatch(run.Seed, StepCount, n, ids, feats, cls, tg);
+                    float lr = LearningRate;
+                    // the examples were checked once (CheckData): ids and classes are in range
+                    loss = StepChecked(batch, true);
+                    if (!float.IsFinite(loss)) throw new TrainingDivergedException(done, lr, loss);
+                    losses[s] = loss;
+                }
+                run.Completed = done;
+                bool stop = validation && validate!(done);
+                if (report || (reports && stop))
+                    progress!(new TrainingProgress(done, total, loss, (done - first) / Math.Max(sw.Elapsed.TotalSeconds, 1e-9)) { Validation = points is { Count: > 0 } ? points[^1] : null });
+                if (stop) break;
+            }
+        }
+        if (unread > 0)
+        {
+            // cancelled with steps queued: their losses are read and checked before they count as done
+            ReadLosses(losses, run.Completed, unread);
+            run.Completed += unread;
+        }
+        return run.Completed - first;
     }
 
     /// <summary>

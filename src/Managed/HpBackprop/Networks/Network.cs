@@ -540,7 +540,7 @@ public sealed unsafe partial class Network : IDisposable
         InputChecks.Contents(data, Stack, Options.Loss, _k);
     }
 
-    // ---- a training loop ------------------------------------------------------------------------------------
+    // ---- a training loop (its body: RunSteps, in Network.Fit.cs) --------------------------------------------
 
     /// <summary>
     /// Trains for <paramref name="steps"/> steps on minibatches drawn uniformly with replacement from
@@ -574,58 +574,8 @@ public sealed unsafe partial class Network : IDisposable
         if (until < run.Completed || until > run.TotalSteps)
             throw new ArgumentOutOfRangeException(nameof(untilStep), until, $"untilStep must be in [{run.Completed}, {run.TotalSteps}].");
         CheckData(train);
-        int n = BatchSize, w = InputWidth;
-        var ids = train.Ids != null ? new int[n * w] : [];
-        var feats = train.Features != null ? new float[n * w] : [];
-        var cls = train.Classes != null ? new int[n] : [];
-        var tg = train.Targets != null ? new float[n * train.TargetWidth] : [];
-        var losses = run.Losses;
-        int steps = run.TotalSteps, first = run.Completed;
-        bool classes = Options.Loss.Targets() == TargetKind.Classes, floats = Options.Loss.Targets() == TargetKind.Floats;
-        var sw = System.Diagnostics.Stopwatch.StartNew();
         using var use = _use.Enter();
-        {
-            // a device that keeps the set draws every minibatch itself and holds the losses until they are read
-            bool drawn = until > first && _backend.Reside(train, run.Seed);
-            int unread = 0; // steps queued whose losses are still on the device: the last `unread` before run.Completed + unread
-            fixed (int* pi = ids, pc = cls)
-            fixed (float* pf = feats, pt = tg)
-                for (int s = first; s < until; s++)
-                {
-                    if (cancellationToken.IsCancellationRequested) break;
-                    float loss;
-                    bool report = progress != null && reportEvery > 0 && ((s + 1) % reportEvery == 0 || s + 1 == steps);
-                    if (drawn)
-                    {
-                        _backend.StepDrawn(new StepArgs(true, LearningRate, StepCount + 1, StepCount));
-                        StepCount++;
-                        unread++;
-                        if (unread < _backend.LossWindow && s + 1 < until && !report) continue;
-                        ReadLosses(losses, s + 1 - unread, unread);
-                        unread = 0;
-                        loss = losses[s];
-                    }
-                    else
-                    {
-                        train.DrawBatch(run.Seed, StepCount, n, ids, feats, cls, tg);
-                        float lr = LearningRate;
-                        // the examples were checked once (CheckData): ids and classes are in range
-                        loss = StepChecked(new Batch(n, train.Ids != null ? pi : null, train.Features != null ? pf : null, classes ? pc : null, floats ? pt : null), true);
-                        if (!float.IsFinite(loss)) throw new TrainingDivergedException(s + 1, lr, loss);
-                        losses[s] = loss;
-                    }
-                    run.Completed = s + 1;
-                    if (report)
-                        progress!(new TrainingProgress(s + 1, steps, loss, (s + 1 - first) / Math.Max(sw.Elapsed.TotalSeconds, 1e-9)));
-                }
-            if (unread > 0)
-            {
-                // cancelled with steps queued: their losses are read and checked before they count as done
-                ReadLosses(losses, run.Completed, unread);
-                run.Completed += unread;
-            }
-        }
-        return run.Completed - first;
+        return RunSteps(train, run, until, null, progress, reportEvery, cancellationToken, null, 0, null);
     }
 
     // ---- device copies --------------------------------------------------------------------------------------
