@@ -178,6 +178,49 @@ public abstract partial class CudaNetworkTestsBase
         Assert.AreSame(graph, b.DrawnGraph, "of the same shape: the same buffers and capture");
     }
 
+    /// <summary>
+    /// Epochs (the host's minibatches) queue their steps: each minibatch goes into one of two pinned staging buffers in turn,
+    /// after waiting for the event of the step that last copied from it, the step's copies are nodes of that buffer's
+    /// capture, and no loss is read per step (the ring, every 100 steps). The losses and parameters are bitwise those of
+    /// <c>Step</c> on the same rows; only the minibatches, the step state's one upload and the ring's reads cross.
+    /// </summary>
+    [TestMethod]
+    public void EpochsQueueTheirStepsThroughTwoStagingBuffersWithoutALossReadEach()
+    {
+        var stack = Sequential.Parse("embedding:27x4,flatten,linear:12x16,batchnorm:16,tanh,linear:16x27");
+        var options = new NetworkOptions { BatchSize = 8, Optimizer = new Sgd { LearningRate = 0.2f } };
+        var set = WordLikeSet(4, rows: 120);
+        const int steps = 150;
+        using var fit = Gpu(stack, options);
+        fit.Initialize(3);
+        var history = fit.Fit(set, new FitOptions { Steps = steps, Order = BatchOrder.Epochs, Seed = 6 });
+        using var byHand = Gpu(stack, options);
+        byHand.Initialize(3);
+        var order = new EpochOrder(set.Count, 8, new Model.NormalRng(6));
+        var ids = new int[8 * 3];
+        var cls = new int[8];
+        for (int s = 0; s < steps; s++)
+        {
+            set.CopyRows(order.Next(), ids, default, cls, default);
+            Assert.AreEqual(BitConverter.SingleToInt32Bits(byHand.Step(ids, cls)), BitConverter.SingleToInt32Bits(history.Losses[s]), $"loss of step {s}");
+        }
+        fit.PullParameters(); byHand.PullParameters();
+        CollectionAssert.AreEqual(byHand.Parameters.Data, fit.Parameters.Data, "parameters");
+        var b = CudaNetwork.Backend(fit)!;
+        var t = fit.Traffic!.Value;
+        Assert.AreEqual(steps, t.Steps);
+        Assert.AreEqual(1, b.LaunchesPerStep, "the later steps replay a capture");
+        Assert.IsNotNull(b.StagedGraph(0), "buffer 0's capture");
+        Assert.IsNotNull(b.StagedGraph(1), "buffer 1's capture");
+        Assert.AreNotSame(b.StagedGraph(0), b.StagedGraph(1));
+        Assert.IsNull(b.DrawnGraph, "epochs are the host's minibatches");
+        // per step the ids and the classes (nodes of the capture); the step state once (a constant rate); the ring at 100 and 150
+        Assert.AreEqual(2 * steps + 1 + 2, t.Copies, "copies");
+        Assert.AreEqual(steps * (8 * 3 * 4 + 8 * 4) + StepState.HeaderBytes + StepState.RowFloats * 4 + steps * 4, t.Bytes, "bytes");
+        if (b.Runtime is EmulatorRuntime emu)
+            Assert.AreEqual((steps, steps), emu.EventCalls, "one record after each step, one wait before each staging");
+    }
+
     /// <summary>A set that carries targets its loss does not take (class ids under <c>mean</c>) is kept on the device without them: the steps are the CPU's.</summary>
     [TestMethod]
     public void ASetsTargetsThatTheLossDoesNotTakeStayOnTheHost()

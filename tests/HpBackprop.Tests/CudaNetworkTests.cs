@@ -633,6 +633,7 @@ public sealed class CudaNetworkTests : CudaNetworkTestsBase
         private static InvalidOperationException Touched() => new("the runtime was used before the checks finished");
         public string Name => throw Touched();
         public DeviceMemory Allocate(long bytes) => throw Touched();
+        public DeviceEvent CreateEvent() => throw Touched();
         public void CopyToDevice(ulong dst, void* src, long bytes) => throw Touched();
         public void CopyToHost(void* dst, ulong src, long bytes) => throw Touched();
         public void CopyOnDevice(ulong dst, ulong src, long bytes) => throw Touched();

@@ -50,9 +50,14 @@ internal sealed unsafe class GpuBackend : Backend
     private readonly ulong _losses, _sumPartial, _lossOut;
     private readonly ulong _lastBias, _lastBiasGrad; // the last linear's bias and its gradient, where the loss's kernel takes them
     private readonly StepState _state;
-    private readonly PinnedMemory _staging;
+    // two pinned staging buffers, taken in turn by queued steps (StepQueued); each with the event recorded after the step
+    // that copies from it, waited for before the host writes it again, and the captured step that copies from it
+    private readonly PinnedMemory[] _staging = new PinnedMemory[2];
+    private readonly DeviceEvent[] _stagedRead = new DeviceEvent[2];
+    private readonly DeviceGraph?[] _graphs = new DeviceGraph?[2];
+    private int _stage;
     private readonly long _stageInput, _stageTargets;
-    private DeviceGraph? _graph, _drawnGraph;
+    private DeviceGraph? _drawnGraph;
     private DeviceMemory? _setX, _setY;
     private int _setCount, _setXWidth, _setYWidth;
     private long _setupCopies, _setupBytes;
@@ -117,7 +122,11 @@ internal sealed unsafe class GpuBackend : Backend
             // the minibatch is staged in pinned memory and copied by the step itself (a node of its graph)
             _stageInput = (long)_n * B * 4;
             _stageTargets = targets == TargetKind.Classes ? _n * 4L : targets == TargetKind.Floats ? (long)_n * _k * 4 : 0;
-            _staging = gpu.Pinned(_stageInput + _stageTargets);
+            for (int j = 0; j < 2; j++)
+            {
+                _staging[j] = gpu.Pinned(_stageInput + _stageTargets);
+                _stagedRead[j] = gpu.Rt.CreateEvent();
+            }
             var bnLayers = plan.Stack.BatchNormLayers().ToList();
             _ops = new GpuOp[steps];
             for (int k = 0; k < steps; k++)
@@ -170,7 +179,10 @@ internal sealed unsafe class GpuBackend : Backend
     internal bool UseGraphs { get; set; } = true;
 
     /// <summary>The captured graph (tests).</summary>
-    internal DeviceGraph? Graph => _graph;
+    internal DeviceGraph? Graph => _graphs[0] ?? _graphs[1];
+
+    /// <summary>The captured step that copies its minibatch from staging buffer <paramref name="buffer"/> (tests).</summary>
+    internal DeviceGraph? StagedGraph(int buffer) => _graphs[buffer];
 
     /// <summary>The step state (tests).</summary>
     internal StepState State => _state;
@@ -188,6 +200,17 @@ internal sealed unsafe class GpuBackend : Backend
         _g.ToHost(&loss, _state.Ring + (ulong)(StepState.Slot(args.Step) * 4L), 4);
         Count();
         return loss;
+    }
+
+    public override bool QueuesSteps => true;
+
+    public override void StepQueued(in Batch batch, in StepArgs args)
+    {
+        // the host writes one staging buffer while the device may still copy from the other (the step before)
+        Stage(batch);
+        Run(args, drawn: false);
+        _stage ^= 1;
+        Count();
     }
 
     public override void StepDrawn(in StepArgs args)
@@ -208,7 +231,7 @@ internal sealed unsafe class GpuBackend : Backend
         _state.Prepare(args);
         if (args.Update && UseGraphs && _warm)
         {
-            ref var graph = ref drawn ? ref _drawnGraph : ref _graph;
+            ref var graph = ref drawn ? ref _drawnGraph : ref _graphs[_stage];
             graph ??= Capture(drawn);
             _lastGraph = graph;
             _g.Rt.Launch(graph);
@@ -225,6 +248,7 @@ internal sealed unsafe class GpuBackend : Backend
             Enqueue(args.Update, drawn);
             _warm |= args.Update;
         }
+        if (!drawn) _stagedRead[_stage].Record();
         _state.Queued(args);
     }
 
@@ -285,7 +309,7 @@ internal sealed unsafe class GpuBackend : Backend
     private void FreeSet()
     {
         // the captured step reads the set at its addresses: a new set is a new capture
-        if (ReferenceEquals(_lastGraph, _drawnGraph)) _lastGraph = _graph;
+        if (ReferenceEquals(_lastGraph, _drawnGraph)) _lastGraph = Graph;
         _drawnGraph?.Dispose();
         _drawnGraph = null;
         _setX?.Dispose(); _setY?.Dispose();
@@ -313,7 +337,8 @@ internal sealed unsafe class GpuBackend : Backend
     /// <summary>Copies the minibatch into the pinned staging buffer (the step copies it to the device).</summary>
     private void Stage(in Batch batch)
     {
-        byte* p = (byte*)_staging.Pointer;
+        _stagedRead[_stage].Wait(); // the step that last copied from this buffer has run
+        byte* p = (byte*)_staging[_stage].Pointer;
         Buffer.MemoryCopy(_ids != 0 ? batch.Ids : batch.Features, p, _stageInput, _stageInput);
         if (_stageTargets > 0) Buffer.MemoryCopy(_classes != 0 ? batch.Classes : batch.Targets, p + _stageInput, _stageTargets, _stageTargets);
     }
@@ -350,7 +375,7 @@ internal sealed unsafe class GpuBackend : Backend
         var o = _plan.Options;
         if (!drawn)
         {
-            byte* p = (byte*)_staging.Pointer;
+            byte* p = (byte*)_staging[_stage].Pointer;
             _g.ToDeviceAsync(_ids != 0 ? _ids : _features, p, _stageInput);
             if (_stageTargets > 0) _g.ToDeviceAsync(_classes != 0 ? _classes : _targets, p + _stageInput, _stageTargets);
         }
@@ -564,7 +589,8 @@ internal sealed unsafe class GpuBackend : Backend
     {
         if (_disposed) return;
         _disposed = true;
-        _graph?.Dispose();
+        foreach (var g in _graphs) g?.Dispose();
+        foreach (var e in _stagedRead) e?.Dispose();
         FreeSet();
         _g.Dispose();
     }

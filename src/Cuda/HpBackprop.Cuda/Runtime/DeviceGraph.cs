@@ -99,3 +99,21 @@ internal sealed class CaptureState
             $"{runtime}: {call} is not allowed while a graph is being captured (a capture may not synchronise, allocate, copy to the host, or copy from memory that is not pinned); the capture is invalidated.");
     }
 }
+
+/// <summary>
+/// A mark on a runtime's stream that the host can wait for (a CUevent): <see cref="Record"/> marks the point the stream
+/// has reached in what is queued so far, <see cref="Wait"/> blocks until the stream has passed the last mark. So the
+/// host reuses a pinned buffer only once the copies that read it have run, without waiting for everything queued after.
+/// </summary>
+public abstract class DeviceEvent : IDisposable
+{
+    /// <summary>Marks the stream's current end (replaces the previous mark). Not allowed during a capture.</summary>
+    public abstract void Record();
+
+    /// <summary>Waits until the stream has passed the last mark (at once when none was recorded). Not allowed during a capture.</summary>
+    public abstract void Wait();
+
+    /// <summary>Frees the event.</summary>
+    public abstract void Dispose();
+}
+

@@ -279,6 +279,39 @@ public sealed unsafe class DriverRuntime : IDeviceRuntime
         if (rc != Driver.Success) Driver.Check(rc, "cuGraphLaunch");
     }
 
+    /// <inheritdoc />
+    public DeviceEvent CreateEvent()
+    {
+        _capture.Forbid("CreateEvent (cuEventCreate)", Name);
+        _binding.Ensure();
+        nint e;
+        Driver.Check(Driver.cuEventCreate(&e, 2 /* CU_EVENT_DISABLE_TIMING */), "cuEventCreate");
+        return new DriverEvent(this, new EventHandle(e, _binding));
+    }
+
+    private sealed class DriverEvent(DriverRuntime rt, EventHandle handle) : DeviceEvent
+    {
+        private bool _recorded;
+
+        public override void Record()
+        {
+            rt._capture.Forbid("DeviceEvent.Record (cuEventRecord)", rt.Name);
+            rt._binding.Ensure();
+            Driver.Check(Driver.cuEventRecord(handle.Value, rt.Stream), "cuEventRecord");
+            _recorded = true;
+        }
+
+        public override void Wait()
+        {
+            rt._capture.Forbid("DeviceEvent.Wait (cuEventSynchronize)", rt.Name);
+            if (!_recorded) return;
+            rt._binding.Ensure();
+            Driver.Check(Driver.cuEventSynchronize(handle.Value), "cuEventSynchronize");
+        }
+
+        public override void Dispose() => handle.Dispose();
+    }
+
     private sealed class DriverGraph(GraphExecHandle exec, int nodes) : DeviceGraph
     {
         public GraphExecHandle Exec { get; } = exec;

@@ -175,6 +175,39 @@ public sealed unsafe partial class EmulatorRuntime : IDeviceRuntime
     public void Synchronize() => _capture.Forbid("Synchronize (cuStreamSynchronize)", Name);
 
     /// <inheritdoc />
+    public DeviceEvent CreateEvent()
+    {
+        _capture.Forbid("CreateEvent (cuEventCreate)", Name);
+        return new EmulatedEvent(this);
+    }
+
+    /// <summary>Events recorded and waited for (tests: the order of a staged step's uploads).</summary>
+    internal (long Records, long Waits) EventCalls => (_records, _waits);
+
+    private long _records, _waits;
+
+    /// <summary>
+    /// An event of the emulator: every call runs when it is queued, so the stream is always past the last mark and a wait
+    /// returns at once; the calls are counted, and refused during a capture as the driver's are.
+    /// </summary>
+    private sealed class EmulatedEvent(EmulatorRuntime rt) : DeviceEvent
+    {
+        public override void Record()
+        {
+            rt._capture.Forbid("DeviceEvent.Record (cuEventRecord)", rt.Name);
+            rt._records++;
+        }
+
+        public override void Wait()
+        {
+            rt._capture.Forbid("DeviceEvent.Wait (cuEventSynchronize)", rt.Name);
+            rt._waits++;
+        }
+
+        public override void Dispose() { }
+    }
+
+    /// <inheritdoc />
     public bool IsCapturing => _capture.Active;
 
     /// <inheritdoc />

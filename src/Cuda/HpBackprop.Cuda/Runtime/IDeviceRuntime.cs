@@ -79,4 +79,7 @@ public interface IDeviceRuntime : IDisposable
 
     /// <summary>Queues one replay of <paramref name="graph"/> on the runtime's stream. Not allowed during a capture.</summary>
     void Launch(DeviceGraph graph);
+
+    /// <summary>Creates an event on the runtime's stream (<see cref="DeviceEvent"/>). Not allowed during a capture.</summary>
+    DeviceEvent CreateEvent();
 }

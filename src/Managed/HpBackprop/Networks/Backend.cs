@@ -91,7 +91,16 @@ internal abstract unsafe class Backend : IDisposable
     /// </summary>
     public virtual void StepDrawn(in StepArgs args) => throw new NotSupportedException("this device keeps no example set");
 
-    /// <summary>How many of the latest <see cref="StepDrawn"/> steps' losses the device holds (read them before queueing more).</summary>
+    /// <summary>Whether the device queues training steps on the host's minibatches without reading each loss (<see cref="StepQueued"/>).</summary>
+    public virtual bool QueuesSteps => false;
+
+    /// <summary>
+    /// Queues a training step on <paramref name="batch"/> (copied before this returns: the caller may reuse it) without
+    /// waiting for it; its loss stays on the device with <see cref="StepDrawn"/>'s and is read by <see cref="ReadLosses"/>.
+    /// </summary>
+    public virtual void StepQueued(in Batch batch, in StepArgs args) => throw new NotSupportedException("this device runs each step when it is asked");
+
+    /// <summary>How many of the latest <see cref="StepDrawn"/> and <see cref="StepQueued"/> steps' losses the device holds (read them before queueing more).</summary>
     public virtual int LossWindow => 0;
 
     /// <summary>Copies the losses (with the L2 term) of the optimiser steps <c>[first, first + destination.Length)</c>, the latest steps queued and at most <see cref="LossWindow"/>.</summary>

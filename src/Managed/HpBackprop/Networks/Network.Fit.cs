@@ -132,6 +132,8 @@ public sealed unsafe partial class Network
         var sw = System.Diagnostics.Stopwatch.StartNew();
         // a device that keeps the set draws every minibatch itself and holds the losses until they are read
         bool drawn = order == null && until > first && _backend.Reside(train, run.Seed);
+        // else a device that queues steps takes the host's minibatches (in two staging buffers) without a loss read each
+        bool queued = !drawn && until > first && _backend.QueuesSteps;
         int unread = 0; // steps queued whose losses are still on the device: the `unread` steps after run.Completed
         fixed (int* pi = ids, pc = cls)
         fixed (float* pf = feats, pt = tg)
@@ -144,9 +146,17 @@ public sealed unsafe partial class Network
                 bool report = reports && (done % reportEvery == 0 || done == total);
                 bool validation = validate != null && (done % validateEvery == 0 || done == until);
                 float loss;
-                if (drawn)
+                if (drawn || queued)
                 {
-                    _backend.StepDrawn(new StepArgs(true, LearningRate, StepCount + 1, StepCount));
+                    var args = new StepArgs(true, LearningRate, StepCount + 1, StepCount);
+                    if (drawn) _backend.StepDrawn(args);
+                    else
+                    {
+                        // the examples were checked once (CheckData): ids and classes are in range
+                        if (order != null) train.CopyRows(order.Next(), ids, feats, cls, tg);
+                        else train.DrawBatch(run.Seed, StepCount, n, ids, feats, cls, tg);
+                        _backend.StepQueued(batch, args);
+                    }
                     StepCount++;
                     unread++;
                     if (unread < _backend.LossWindow && done < until && !report && !validation) continue;
