@@ -69,12 +69,14 @@ extern "C" __global__ void cross_entropy_warp(const float* logits, const int* Yb
 // The training step's loss of a classifier in one kernel where the batch fits one block (n <= 1024,
 // V <= 2048): what bias_add, cross_entropy_warp, sum_partials, sum_finish and the last linear's
 // column_partial_sum do, with the same bits for the first four:
-//   logits [n,V] += bias [V] (in place, as bias_add);  barrier
+//   logits [n,V] += bias [V] (in place, as bias_add; bias NULL: nothing added);  barrier
 //   warp w takes rows w, w + 8, ... (as cross_entropy_warp: a row's bits do not depend on the grid)
 //     -> dlogits [n,V], losses [n];  barrier
 //   loss = (float)((1/n) * sum of (double)losses[r]) — thread t adds rows t, t + 256, ... then
 //     block_reduce_sum (sum_partials' one chunk, which sum_finish only scales) — into ring[step->slot]
 //   db [V] = sum over r = 0, 1, ..., n-1 of dlogits[r, j], in that order (float), one thread per column
+//     (db NULL: not written; with bias and db NULL it is the training loss of a stack whose last step has no bias:
+//     cross_entropy_warp, sum_partials and sum_finish in one kernel)
 //   step->next = step->current + 1 (the loss kernel of a training step advances the step: step_begin)
 // grid = 1, block = 256 (exactly: the order of the loss's sum), shared = 0
 extern "C" __global__ void __launch_bounds__(256) cross_entropy_bias_loss(float* logits, const float* bias, const int* Yb,
@@ -83,7 +85,8 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_bias_loss(float*
     if (blockIdx.x != 0) return;  // uniform across the block
     const int t = (int)threadIdx.x;
     const size_t total = (size_t)n * V;
-    for (size_t i = (size_t)t; i < total; i += blockDim.x) logits[i] = logits[i] + bias[i % (size_t)V];
+    if (bias)
+        for (size_t i = (size_t)t; i < total; i += blockDim.x) logits[i] = logits[i] + bias[i % (size_t)V];
     __syncthreads();
     const int lane = t & 31;
     for (int row = t >> 5; row < n; row += (int)(blockDim.x >> 5)) {  // uniform per warp
@@ -103,11 +106,12 @@ extern "C" __global__ void __launch_bounds__(256) cross_entropy_bias_loss(float*
         ring[step->slot] = (float)((1.0 / (double)n) * acc);
         step->next = step->current + 1;  // the step is done with `next` (step_begin read it)
     }
-    for (int j = t; j < V; j += (int)blockDim.x) {
-        float sum = 0.0f;
-        for (int r = 0; r < n; ++r) sum += dlogits[(size_t)r * V + j];
-        db[j] = sum;
-    }
+    if (db)
+        for (int j = t; j < V; j += (int)blockDim.x) {
+            float sum = 0.0f;
+            for (int r = 0; r < n; ++r) sum += dlogits[(size_t)r * V + j];
+            db[j] = sum;
+        }
 }
 
 // Same contract as cross_entropy_warp; one block per row: for large V (tens of thousands).

@@ -411,9 +411,9 @@ public abstract partial class CudaNetworkTestsBase
 
     /// <summary>
     /// The lecture's deep stack (six linear + batch-norm blocks, n = 32) with its set on the device: the first step launches
-    /// its 36 kernels and GEMMs, every later one replays them as one graph of 36 nodes, and per step only the loss crosses
-    /// (read with the others at the end), after the step state's one upload. Over a 1,000-step run that is (36 + 999) / 1000
-    /// = 1.035 launches and 4.076 bytes per step, inside the 1.05 and 16.
+    /// its 34 kernels and GEMMs, every later one replays them as one graph of 34 nodes, and per step only the loss crosses
+    /// (read with the others at the end), after the step state's one upload. Over a 1,000-step run that is (34 + 999) / 1000
+    /// = 1.033 launches and 4.076 bytes per step, inside the 1.05 and 16.
     /// </summary>
     [TestMethod]
     public void TheDeepStackIsOneLaunchAndItsLossAStepAfterTheFirst()
@@ -429,9 +429,9 @@ public abstract partial class CudaNetworkTestsBase
         var b = CudaNetwork.Backend(gpu)!;
         var t = gpu.Traffic!.Value;
         long first = t.Launches - (steps - 1);
-        // step_begin (draw + gather); six GEMM + batch norm pairs; cross-entropy, its two sums; six batch-norm backwards and
-        // twelve GEMMs; the scatter; SGD
-        Assert.AreEqual(1 + 12 + 3 + 18 + 1 + 1, first, "the first step's launches");
+        // step_begin (draw + gather); six GEMM + batch norm pairs; the loss (cross-entropy and its mean into the ring, one
+        // kernel: the batch fits one block); six batch-norm backwards and twelve GEMMs; the scatter; SGD
+        Assert.AreEqual(1 + 12 + 1 + 18 + 1 + 1, first, "the first step's launches");
         Assert.AreEqual(1, b.LaunchesPerStep, "the later steps replay the capture");
         if (b.DrawnGraph is EmulatedGraph eg)
         {
@@ -440,6 +440,7 @@ public abstract partial class CudaNetworkTestsBase
             Assert.AreEqual(18, nodes.Count(n => n == "gemm"), "GEMMs");
             Assert.AreEqual("kernel:step_begin", nodes[0]);
             Assert.IsFalse(nodes.Any(n => n is "kernel:embedding_forward" or "kernel:bias_add"), "the gather is step_begin's; no linear has a bias");
+            Assert.AreEqual(1, nodes.Count(n => n == "kernel:cross_entropy_bias_loss"), "the loss in one kernel: " + string.Join(", ", nodes));
         }
         Assert.AreEqual(2, t.Copies, "the step state up once, the losses down once");
         Assert.AreEqual(StepState.HeaderBytes + StepState.RowFloats * 4 + steps * 4, t.Bytes);

@@ -711,6 +711,17 @@ public unsafe class KernelEmulatorTests
         // n float additions whose partial sums stay within 1 (terms of size <= 1/n): within n half-ulps of 1 (2^-24) of the exact sum
         double scale = exact.Max(Math.Abs);
         AssertClose("bias gradient against the double sum", exact.Select(x => (float)x).ToArray(), got, n * 5.97e-8 / scale);
+        // without a bias (a stack whose last step is a batch norm): the three kernels of the loss, bitwise, logits untouched
+        var z3 = emu.In(logits); var d3 = emu.Out(n * V); var l3 = emu.Out(n); var ring3 = emu.Out(8);
+        emu.Launch("cross_entropy_warp", (n + 7) / 8, 256, 0, z3, gY, d3, l3, n, V);
+        var partial3 = emu.OutDoubles(1);
+        emu.Launch("sum_partials", 1, 256, 0, l3, n, 4096, 0, partial3);
+        emu.Launch("sum_finish", 1, 256, 0, partial3, 1, 1.0 / n, ring3, st, 0);
+        var z4 = emu.In(logits); var d4 = emu.Out(n * V); var l4 = emu.Out(n); var ring4 = emu.Out(8);
+        emu.Launch("cross_entropy_bias_loss", 1, 256, 0, z4, null, gY, d4, l4, null, ring4, st, n, V);
+        AssertBitwise("logits without a bias", logits, emu.Read(z4));
+        AssertBitwise("dlogits without a bias", emu.Read(d3), emu.Read(d4));
+        Assert.AreEqual(BitConverter.SingleToInt32Bits(emu.Read(ring3)[slot]), BitConverter.SingleToInt32Bits(emu.Read(ring4)[slot]), "the mean loss without a bias");
     }
 
     private static void MeanOf(Emu emu, Buf losses, int n, Buf loss)

@@ -424,9 +424,11 @@ internal sealed unsafe class GpuBackend : Backend
     private void Loss(ulong z, ulong classes, ulong targets, ulong dz, ulong dt, int rows, ulong output, ulong state)
     {
         var loss = _plan.Options.Loss;
-        if (loss == LossKind.CrossEntropy && state != 0 && dz != 0 && _plan.Steps[^1].BiasInLoss)
+        if (loss == LossKind.CrossEntropy && state != 0 && dz != 0
+            && (_plan.Steps[^1].BiasInLoss || (rows <= Plan.BiasInLossMaxRows && _k <= Plan.BiasInLossMaxWidth)))
         {
-            // a training step: the last bias, the loss into the ring and the bias gradient in one kernel
+            // a training step whose batch fits one block: the loss into the ring in one kernel, with the last bias and its
+            // gradient where the plan put them there (_lastBias, _lastBiasGrad; else 0: nothing added, no gradient)
             ulong a0 = z, a1 = _lastBias, a2 = classes, a3 = dz, a4 = _losses, a5 = _lastBiasGrad, a6 = output, a7 = state; int a8 = rows, a9 = _k;
             void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &a8, &a9 };
             _g.Launch(_g.K("cross_entropy_bias_loss"), new(1), new(256), 0, args);

@@ -32,7 +32,7 @@ internal sealed unsafe class StepState
     private bool _constant;
     private uint _deviceSeed;
 
-    /// <summary>The seed of the minibatches draw_minibatch draws (uploaded with the next step's header when it changed).</summary>
+    /// <summary>The seed of the minibatches step_begin draws (uploaded with the next step's header when it changed).</summary>
     public uint DrawSeed { get; set; }
 
     public StepState(Gpu g, NetworkOptions options)

@@ -64,7 +64,7 @@ internal static class DropoutMask
 /// minibatch of optimiser step <c>t</c> is example <c>⌊w·count / 2³²⌋</c> of the set, where <c>w</c> is word <c>r mod 4</c> of
 /// <c>Philox4x32-10(counter = (r/4, 1, t_lo, t_hi), key = (seed, 0xFFFFFFFF))</c> (the counter's second word and the key's
 /// second word keep it apart from every dropout mask). Being a function, not a stream, it gives the CPU and the GPU (the
-/// draw_minibatch kernel, native/kernels/optimizer.cu) the same rows, and a resumed run the rows it would have drawn. The bias of
+/// step_begin kernel, native/kernels/optimizer.cu) the same rows, and a resumed run the rows it would have drawn. The bias of
 /// the multiply-shift is below <c>count / 2³²</c> per example.
 /// </summary>
 internal static class MinibatchDraw
