@@ -459,9 +459,14 @@ public sealed class TableTests
         // a missing file: the option and the whole path (issue 22)
         string none = dir.File("none.csv");
         Refused(["train", "--csv", none, "--target", "species", .. net], $"--csv {none}: no such file");
-        Refused(["eval", "--model", dir.File("m.safetensors"), "--csv", none], $"--csv {none}: no such file");
-        Refused(["predict", "--model", dir.File("m.safetensors"), "--csv", none], $"--csv {none}: no such file");
-        Refused(["predict", "--model", dir.File("none.safetensors"), "--csv", csv], "none.safetensors");
+        // (the model's file exists; its contents are read after the table's file is found)
+        Refused(["eval", "--model", csv, "--csv", none], $"--csv {none}: no such file");
+        Refused(["predict", "--model", csv, "--csv", none], $"--csv {none}: no such file");
+        string noModel = dir.File("none.safetensors");
+        Refused(["predict", "--model", noModel, "--csv", csv], $"--model {noModel}: no such file");
+        Refused(["eval", "--model", noModel, "--csv", csv], $"--model {noModel}: no such file");
+        Refused(["sample", "--model", noModel], $"--model {noModel}: no such file");
+        Refused(["export", "--model", noModel, "--out", dir.File("m.onnx")], $"--model {noModel}: no such file");
         Refused(["predict", "--model", csv, "--csv", csv], "flowers.csv: not a valid safetensors file");
     }
 }

@@ -30,7 +30,7 @@ internal static class EvalCommand
             string modelPath = pr.GetValue(model)!;
             string? path = pr.GetValue(data), csvPath = pr.GetValue(csv);
             if (path != null && csvPath != null) throw new UserErrorException("--data and --csv cannot be given together: --data is a word list or an examples file, --csv a table; give one.");
-            Inputs.CheckInputFile("--model", modelPath);
+            Inputs.CheckExistingFile("--model", modelPath);
             Inputs.CheckExistingFile("--csv", csvPath);
             var loaded = StackCheckpoint.Load(modelPath);
             if (csvPath != null)

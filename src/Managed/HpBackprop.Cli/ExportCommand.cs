@@ -27,7 +27,7 @@ internal static class ExportCommand
             int? set = pr.GetValue(opset);
             if (set is int s && (s < OnnxExport.MinimumOpset || s > OnnxExport.MaximumOpset))
                 throw new UserErrorException($"--opset {s}: the exporter writes opsets {OnnxExport.MinimumOpset} to {OnnxExport.MaximumOpset} ({OnnxExport.MinimumOpset} is the oldest ONNX Runtime reads).");
-            Inputs.CheckInputFile("--model", m);
+            Inputs.CheckExistingFile("--model", m);
             Inputs.CheckDistinct(("--model", m), ("--out", o));
             Inputs.CheckWritable("--out", o);
             LoadedModel loaded;

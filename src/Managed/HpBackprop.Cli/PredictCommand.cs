@@ -24,7 +24,7 @@ internal static class PredictCommand
         {
             string modelPath = pr.GetValue(model)!, csvPath = pr.GetValue(csv)!;
             string? outPath = pr.GetValue(outFile);
-            Inputs.CheckInputFile("--model", modelPath);
+            Inputs.CheckExistingFile("--model", modelPath);
             Inputs.CheckExistingFile("--csv", csvPath);
             Inputs.CheckDistinct(("--csv", csvPath), ("--out", outPath));
             Inputs.CheckDistinct(("--model", modelPath), ("--out", outPath));

@@ -27,7 +27,7 @@ internal static class SampleCommand
             if (n < 0) throw new UserErrorException("-n must not be negative.");
             if (!(t > 0) || !double.IsFinite(t)) throw new UserErrorException($"--temperature {t}: must be a positive number.");
             if (max < 1 || max > MaxLength) throw new UserErrorException($"--max-length {max}: must be between 1 and {MaxLength:N0} (a word is built in memory before it is printed).");
-            Inputs.CheckInputFile("--model", pr.GetValue(model));
+            Inputs.CheckExistingFile("--model", pr.GetValue(model));
             var loaded = StackCheckpoint.Load(pr.GetValue(model)!);
             if (loaded.Vocabulary == null)
             {
