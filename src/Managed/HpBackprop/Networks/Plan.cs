@@ -216,25 +216,25 @@ internal sealed class Plan
                     steps.RemoveAt(k + 1);
                 }
 
-        if (fusions.Contains(BiasGradientFromBatchNorm))
-            for (int k = 0; k + 1 < steps.Count; k++)
-                if (steps[k] is { Kind: StepKind.Linear, Def.HasBias: true, Layers: 1 } && steps[k + 1].Kind == StepKind.BatchNorm)
+        // a linear with bias right before a batch norm: the batch norm may write its bias gradient and add its bias
+        for (int k = 0; k + 1 < steps.Count; k++)
+            if (steps[k] is { Kind: StepKind.Linear, Def.HasBias: true, Layers: 1 } && steps[k + 1].Kind == StepKind.BatchNorm)
+            {
+                if (fusions.Contains(BiasGradientFromBatchNorm))
                 {
                     steps[k].BiasGradientFromNext = true;
                     steps[k + 1].WritesPreviousBiasGradient = true;
                     Note(steps[k], BiasGradientFromBatchNorm);
                     Note(steps[k + 1], BiasGradientFromBatchNorm);
                 }
-
-        if (fusions.Contains(BiasInBatchNorm))
-            for (int k = 0; k + 1 < steps.Count; k++)
-                if (steps[k] is { Kind: StepKind.Linear, Def.HasBias: true, Layers: 1 } && steps[k + 1].Kind == StepKind.BatchNorm)
+                if (fusions.Contains(BiasInBatchNorm))
                 {
                     steps[k].BiasInNext = true;
                     steps[k + 1].AddsPreviousBias = true;
                     Note(steps[k], BiasInBatchNorm);
                     Note(steps[k + 1], BiasInBatchNorm);
                 }
+            }
 
         if (fusions.Contains(SgdInEpilogue) && options.Optimizer is Sgd { Momentum: 0, WeightDecay: 0 } && options.L2 == 0)
             foreach (var s in steps.Where(s => s.Kind == StepKind.Linear))
