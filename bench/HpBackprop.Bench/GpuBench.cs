@@ -76,7 +76,7 @@ public class GpuStepBenchmarks
     [Params("graph", "stream")]
     public string Launch { get; set; } = "graph";
 
-    private const int StepsPerInvoke = 100;
+    private const int StepsPerInvoke = 100, RunSteps = 1_000_000;
     private HpBackprop.Networks.Network _net = null!;
     private HpBackprop.Networks.ExampleSet _set = null!;
     private HpBackprop.Networks.TrainingRun _run = null!;
@@ -96,7 +96,7 @@ public class GpuStepBenchmarks
         _set = stack.TakesIds
             ? HpBackprop.Networks.ExampleSet.FromIds(Enumerable.Range(0, count * w).Select(_ => rng.Next(stack.Layers[0].In)).ToArray(), w, classes)
             : HpBackprop.Networks.ExampleSet.FromFeatures(Enumerable.Range(0, count * w).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), w, classes);
-        _run = new HpBackprop.Networks.TrainingRun(1, int.MaxValue / 2);
+        _run = new HpBackprop.Networks.TrainingRun(1, RunSteps);
         _net.Fit(_set, _run, untilStep: 2); // the first step launches its kernels, the second is captured
     }
 
@@ -106,7 +106,12 @@ public class GpuStepBenchmarks
 
     /// <summary>100 training steps with the set on the device.</summary>
     [Benchmark(OperationsPerInvoke = StepsPerInvoke)]
-    public void Steps() => _net.Fit(_set, _run, untilStep: _run.Completed + StepsPerInvoke);
+    public void Steps()
+    {
+        // a run keeps a float per step: a new one (the network's step count goes on) when this one is full
+        if (_run.Completed + StepsPerInvoke > _run.TotalSteps) _run = new HpBackprop.Networks.TrainingRun(1, RunSteps);
+        _net.Fit(_set, _run, untilStep: _run.Completed + StepsPerInvoke);
+    }
 }
 
 /// <summary>BenchmarkDotNet suite for a CUDA device (see <see cref="GpuBench"/>).</summary>

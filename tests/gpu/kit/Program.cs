@@ -195,13 +195,18 @@ internal static class Program
                 b.UseGraphs = mode != "stream-resident";
                 var batches = Batches(net, 16, 42);
                 var set = Set(batches, net);
-                var run = new TrainingRun(7, int.MaxValue / 2);
+                // room for every step timed (the run keeps a float per step: 4 MB)
+                var run = new TrainingRun(7, 1_000_000);
                 int k = 0;
                 // one call: `count` steps (Fit reads the losses at its end, which waits for the device)
                 void Many(int count)
                 {
                     if (mode == "graph-staged") for (int i = 0; i < count; i++) Step(net, batches[k++ & 15]);
-                    else net.Fit(set, run, untilStep: run.Completed + count);
+                    else
+                    {
+                        if (run.Completed + count > run.TotalSteps) run = new TrainingRun(7, run.TotalSteps);
+                        net.Fit(set, run, untilStep: run.Completed + count);
+                    }
                 }
                 var t0 = Stopwatch.StartNew();
                 int calls = 0;
