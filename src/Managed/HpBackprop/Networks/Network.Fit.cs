@@ -146,17 +146,17 @@ public sealed unsafe partial class Network
                 bool report = reports && (done % reportEvery == 0 || done == total);
                 bool validation = validate != null && (done % validateEvery == 0 || done == until);
                 float loss;
+                // the host draws unless the device does; the examples were checked once (CheckData): ids and classes are in range
+                if (!drawn)
+                {
+                    if (order != null) train.CopyRows(order.Next(), ids, feats, cls, tg);
+                    else train.DrawBatch(run.Seed, StepCount, n, ids, feats, cls, tg);
+                }
                 if (drawn || queued)
                 {
                     var args = new StepArgs(true, LearningRate, StepCount + 1, StepCount);
                     if (drawn) _backend.StepDrawn(args);
-                    else
-                    {
-                        // the examples were checked once (CheckData): ids and classes are in range
-                        if (order != null) train.CopyRows(order.Next(), ids, feats, cls, tg);
-                        else train.DrawBatch(run.Seed, StepCount, n, ids, feats, cls, tg);
-                        _backend.StepQueued(batch, args);
-                    }
+                    else _backend.StepQueued(batch, args);
                     StepCount++;
                     unread++;
                     if (unread < _backend.LossWindow && done < until && !report && !validation) continue;
@@ -166,10 +166,7 @@ public sealed unsafe partial class Network
                 }
                 else
                 {
-                    if (order != null) train.CopyRows(order.Next(), ids, feats, cls, tg);
-                    else train.DrawBatch(run.Seed, StepCount, n, ids, feats, cls, tg);
                     float lr = LearningRate;
-                    // the examples were checked once (CheckData): ids and classes are in range
                     loss = StepChecked(batch, true);
                     if (!float.IsFinite(loss)) throw new TrainingDivergedException(done, lr, loss);
                     losses[s] = loss;
