@@ -49,8 +49,9 @@ HPB_KERNEL(sgd_momentum_update, float* p, const float* g, float* v, int count, c
 HPB_KERNEL(adamw_update, float* p, const float* g, float* m, float* v, int count, const hpb_step* step, float weight_decay, float beta1, float beta2, float a1, float a2, float eps)
 
 // ---- activation.cu
-HPB_KERNEL(activation_forward, const float* x, float* y, int count, int act)
+HPB_KERNEL(activation_forward, float* x, float* y, int count, int act, const float* bias, int cols)
 HPB_KERNEL(activation_backward, const float* y, const float* dy, float* dx, int count, int act)
+HPB_KERNEL(activation_backward_column_sum, const float* y, const float* dy, float* dx, int act, int rows, int cols, int chunk_rows, float* partial)
 
 // ---- layernorm.cu
 HPB_KERNEL(layernorm_forward, const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int n, int F, float eps)

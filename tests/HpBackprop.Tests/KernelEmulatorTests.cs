@@ -68,7 +68,7 @@ public unsafe class KernelEmulatorTests
         "batchnorm_backward_partials", "batchnorm_backward_dx", "batchnorm_inference", "batchnorm_calib_accumulate",
         "cross_entropy_warp", "cross_entropy_block", "cross_entropy_bias_loss", "sum_partials", "sum_finish", "regression_loss",
         "bias_add", "column_partial_sum", "column_finish_sum", "axpy", "step_begin", "sgd_update", "sgd_momentum_update", "adamw_update",
-        "activation_forward", "activation_backward", "layernorm_forward", "layernorm_backward", "layernorm_param_partials",
+        "activation_forward", "activation_backward", "activation_backward_column_sum", "layernorm_forward", "layernorm_backward", "layernorm_param_partials",
         "dropout_forward", "dropout_backward",
         "chain_logit_maxes", "chain_norm_logits", "chain_counts", "chain_counts_sum", "chain_counts_sum_inv", "chain_probs", "chain_logprobs",
         "chain_losses", "chain_dlogprobs", "chain_dprobs", "chain_dcounts_sum_inv", "chain_dcounts_sum", "chain_dcounts", "chain_dnorm_logits",
@@ -1153,10 +1153,10 @@ public unsafe class KernelEmulatorTests
             }
         using var emu = NewEmu();
         var gx = emu.In(x); var gy = emu.Out(count);
-        emu.Launch("activation_forward", Blocks(count, 256, 65535), 256, 0, gx, gy, count, act);
+        emu.Launch("activation_forward", Blocks(count, 256, 65535), 256, 0, gx, gy, count, act, null, 0);
         AssertClose($"activation {act} y", y, emu.Read(gy), ElementwiseTol);
         var inPlace = emu.In(x);
-        emu.Launch("activation_forward", 2, 64, 0, inPlace, inPlace, count, act);
+        emu.Launch("activation_forward", 2, 64, 0, inPlace, inPlace, count, act, null, 0);
         AssertBitwise($"activation {act} y in place, grid 2", emu.Read(gy), emu.Read(inPlace));
         // backward from the CPU's y, so both see the same input
         var cy = emu.In(y); var gdx = emu.Out(count); var dIn = emu.In(dy);
@@ -1164,6 +1164,62 @@ public unsafe class KernelEmulatorTests
         AssertClose($"activation {act} dx", dx, emu.Read(gdx), ElementwiseTol);
         emu.Launch("activation_backward", 3, 32, 0, cy, dIn, dIn, count, act);
         AssertBitwise($"activation {act} dx in place, grid 3", emu.Read(gdx), emu.Read(dIn));
+    }
+
+    /// <summary>
+    /// A linear's bias in a standalone activation and its gradient from it (the GPU's fusion rows): activation_forward with
+    /// the bias is bitwise bias_add then activation_forward, x left holding x + b; activation_backward_column_sum is bitwise
+    /// activation_backward then column_partial_sum (each chunk's partial sum, then column_finish_sum), with dx in place too.
+    /// </summary>
+    [TestMethod]
+    [DataRow(2, 32, 256, 256)]
+    [DataRow(1, 7, 33, 256)]
+    [DataRow(3, 300, 10, 256)]
+    [DataRow(1, 100, 65, 9)]
+    [DataRow(0, 5, 3, 2)]
+    public void ActivationAddsTheLinearsBiasAndSumsItsGradientAsTheSeparateKernelsDo(int act, int rows, int cols, int chunkRows)
+    {
+        using var emu = NewEmu();
+        var rng = new Random(act * 1000 + rows + cols);
+        int count = rows * cols, chunks = (rows + chunkRows - 1) / chunkRows;
+        float[] x = Normals(rng, count, 2f), b = Normals(rng, cols, 1f), dy = Normals(rng, count, 1f);
+        var block = new Dim3(32, 8);
+        var grid = new Dim3((uint)((cols + 31) / 32), (uint)chunks);
+        // the separate kernels
+        var x0 = emu.In(x); var y0 = emu.Out(count);
+        emu.Launch("bias_add", 3, 256, 0, x0, emu.In(b), rows, cols);
+        emu.Launch("activation_forward", Blocks(count, 256, 65535), 256, 0, x0, y0, count, act, null, 0);
+        float[] y = emu.Read(y0);
+        var cy = emu.In(y); var dx0 = emu.Out(count); var p0 = emu.Out(chunks * cols); var db0 = emu.Out(cols);
+        emu.Launch("activation_backward", Blocks(count, 256, 65535), 256, 0, cy, emu.In(dy), dx0, count, act);
+        emu.Launch("column_partial_sum", grid, block, 32 * 8 * 4, dx0, null, 0, rows, cols, chunkRows, p0);
+        emu.Launch("column_finish_sum", 1, 256, 0, p0, chunks, cols, db0);
+        // the fused ones (forward out of place; backward out of place and in place, with a capped grid)
+        var x1 = emu.In(x); var y1 = emu.Out(count);
+        emu.Launch("activation_forward", 2, 64, 0, x1, y1, count, act, emu.In(b), cols);
+        AssertBitwise($"act {act}: y", y, emu.Read(y1));
+        AssertBitwise($"act {act}: x + b", emu.Read(x0), emu.Read(x1));
+        var dx1 = emu.Out(count); var p1 = emu.Out(chunks * cols); var db1 = emu.Out(cols);
+        emu.Launch("activation_backward_column_sum", grid, block, 32 * 8 * 4, cy, emu.In(dy), dx1, act, rows, cols, chunkRows, p1);
+        emu.Launch("column_finish_sum", 1, 256, 0, p1, chunks, cols, db1);
+        AssertBitwise($"act {act}: dx", emu.Read(dx0), emu.Read(dx1));
+        AssertBitwise($"act {act}: partial sums", emu.Read(p0), emu.Read(p1));
+        AssertBitwise($"act {act}: bias gradient", emu.Read(db0), emu.Read(db1));
+        var dIn = emu.In(dy); var p2 = emu.Out(chunks * cols);
+        emu.Launch("activation_backward_column_sum", new Dim3(1, (uint)Math.Min(chunks, 2)), new Dim3(16, 4), 16 * 4 * 4, cy, dIn, dIn, act, rows, cols, chunkRows, p2);
+        AssertBitwise($"act {act}: dx in place", emu.Read(dx0), emu.Read(dIn));
+        // another block shape adds in another order: only the sums' values are compared
+        var want = new double[cols];
+        float[] dxs = emu.Read(dx0);
+        for (int i = 0; i < count; i++) want[i % cols] += dxs[i];
+        AssertClose($"act {act}: bias gradient vs double", want.Select(v => (float)v).ToArray(), emu.Read(db1), SumTol);
+        if (chunks > 1)
+        {
+            var db2 = emu.Out(cols);
+            emu.Launch("column_finish_sum", 1, 256, 0, p2, chunks, cols, db2);
+            AssertClose($"act {act}: in place, capped grid", emu.Read(db1), emu.Read(db2), SumTol);
+        }
+        else AssertClose($"act {act}: in place, capped grid", emu.Read(db1), emu.Read(p2), SumTol);
     }
 
     /// <summary>

@@ -53,6 +53,32 @@ public sealed class PlanTests
     }
 
     /// <summary>
+    /// The GPU's rows for a linear's bias before a standalone activation: they rewrite a linear with bias and the tanh, relu
+    /// or sigmoid right after it, and nothing else (no bias, a dropout or layer norm between, a batch norm's own rows).
+    /// </summary>
+    [TestMethod]
+    public void ALinearsBiasRidesOnlyOnTheActivationRightAfterIt()
+    {
+        var stack = Sequential.Parse("linear:4x8,relu,linear:8x8,tanh,linear:8x8:nobias,sigmoid,linear:8x8,dropout:0.1,relu,linear:8x8,layernorm:8,relu,linear:8x8,batchnorm:8,sigmoid,linear:8x3");
+        var options = new NetworkOptions { BatchSize = 8, Loss = LossKind.Mse };
+        var rows = new HashSet<string> { Plan.BatchNormActivation, Plan.BiasInActivation, Plan.BiasGradientFromActivation, Plan.BiasInBatchNorm, Plan.BiasGradientFromBatchNorm };
+        var plan = Plan.Compile(stack, options, stack.Resolve(), 4, rows);
+        var linears = plan.Steps.Where(s => s.Kind == StepKind.Linear).ToArray();
+        CollectionAssert.AreEqual(new[] { true, true, false, false, false, true, false }, linears.Select(s => s.BiasInNext).ToArray(), string.Join("\n", plan.Steps));
+        CollectionAssert.AreEqual(new[] { true, true, false, false, false, true, false }, linears.Select(s => s.BiasGradientFromNext).ToArray());
+        var activations = plan.Steps.Where(s => s.Kind == StepKind.Activation).ToArray();
+        CollectionAssert.AreEqual(new[] { true, true, false, false, false }, activations.Select(s => s.AddsPreviousBias && s.WritesPreviousBiasGradient).ToArray());
+        StringAssert.Contains(activations[0].ToString(), Plan.BiasInActivation);
+        StringAssert.Contains(linears[1].ToString(), Plan.BiasGradientFromActivation);
+        Assert.IsTrue(plan.Steps.Single(s => s.Kind == StepKind.BatchNorm).AddsPreviousBias, "the batch norm keeps its own row");
+        // one row without the other
+        var biasOnly = Plan.Compile(stack, options, stack.Resolve(), 4, new HashSet<string> { Plan.BiasInActivation });
+        Assert.IsTrue(biasOnly.Steps[0].BiasInNext && !biasOnly.Steps[0].BiasGradientFromNext && !biasOnly.Steps[1].WritesPreviousBiasGradient);
+        // the CPU runs neither
+        Assert.IsFalse(CpuDevice.Instance.Fusions.Contains(Plan.BiasInActivation) || CpuDevice.Instance.Fusions.Contains(Plan.BiasGradientFromActivation));
+    }
+
+    /// <summary>
     /// The same minibatch through a CPU that runs every fusion and one that runs none (batch norm and tanh as two steps,
     /// the bias gradient as its own column sum, SGD as a pass over the flat buffer): the same loss and gradients up to
     /// float rounding (the orders of the sums differ), and the same parameters after a step.

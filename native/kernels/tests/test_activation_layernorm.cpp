@@ -43,9 +43,12 @@ TEST(activation, forward_backward) {
             }
             const unsigned full = ceil_div(count, 256);
             Guarded<float> y(count), y2(count), inplace(x);
-            launch<K::activation_forward>(Dim(full), Dim(256), 0, x.data(), y.data(), count, act);
-            launch<K::activation_forward>(Dim(1), Dim(64), 0, x.data(), y2.data(), count, act);
-            launch<K::activation_forward>(Dim(2), Dim(256), 0, inplace.data(), inplace.data(), count, act);
+            Guarded<float> xs(x);
+            launch<K::activation_forward>(Dim(full), Dim(256), 0, xs.data(), y.data(), count, act, (const float*)nullptr, 0);
+            launch<K::activation_forward>(Dim(1), Dim(64), 0, xs.data(), y2.data(), count, act, (const float*)nullptr, 0);
+            launch<K::activation_forward>(Dim(2), Dim(256), 0, inplace.data(), inplace.data(), count, act,
+                                          (const float*)nullptr, 0);
+            CHECK(bitwise_equal(xs.values(), x), "%s: x changed without a bias", what);
             const std::vector<float> yv = y.values(what);
             close((w + " y").c_str(), yv, want, 1e-7, 4e-7);
             CHECK(bitwise_equal(yv, y2.values()) && bitwise_equal(yv, inplace.values()),
@@ -60,6 +63,66 @@ TEST(activation, forward_backward) {
             CHECK(bitwise_equal(dxv, want_bits), "%s: dx differs from the float formula", what);
             CHECK(bitwise_equal(dxv, dx_in.values()), "%s: dx aliasing dy differs", what);
             close((w + " dx vs the derivative in double").c_str(), dxv, want_dx, 1e-6, 1e-5);
+        }
+}
+
+// The fusion rows of a linear's bias (GPU): activation_forward with a bias is bitwise bias_add then activation_forward
+// (x keeps x + b, y in place too); activation_backward_column_sum is bitwise activation_backward then column_partial_sum
+// (every chunk's partial, dx in place too), at one chunk and several, with capped grids and odd block shapes.
+TEST(activation, bias_and_bias_gradient_fused) {
+    Rng rng(61);
+    struct Case {
+        int rows, cols, chunk_rows;
+        Dim blk;
+    };
+    const Case cases[] = {{1, 1, 256, Dim(32, 8)},  {7, 33, 256, Dim(32, 8)}, {64, 256, 256, Dim(32, 8)},
+                          {300, 10, 256, Dim(32, 8)}, {33, 7, 4, Dim(8, 4)},  {100, 65, 9, Dim(16, 2)}};
+    for (int act : {0, 1, 2, 3})
+        for (const Case& cs : cases) {
+            const int rows = cs.rows, cols = cs.cols, count = rows * cols, chunks = (int)ceil_div(rows, cs.chunk_rows);
+            char what[128];
+            snprintf(what, sizeof what, "activation %s rows=%d cols=%d chunk_rows=%d", kActName[act], rows, cols,
+                     cs.chunk_rows);
+            const std::vector<float> x = rng.normal(count, 2.0f), b = rng.normal(cols), dy = rng.normal(count);
+            // forward: the two kernels, then the fused one out of place and in place
+            Guarded<float> x2(x), y2(count);
+            launch<K::bias_add>(Dim(3), Dim(256), 0, x2.data(), b.data(), rows, cols);
+            launch<K::activation_forward>(Dim(ceil_div(count, 256)), Dim(256), 0, x2.data(), y2.data(), count, act,
+                                          (const float*)nullptr, 0);
+            Guarded<float> x1(x), y1(count), inplace(x);
+            launch<K::activation_forward>(Dim(2), Dim(64), 0, x1.data(), y1.data(), count, act, b.data(), cols);
+            launch<K::activation_forward>(Dim(ceil_div(count, 256)), Dim(256), 0, inplace.data(), inplace.data(), count,
+                                          act, b.data(), cols);
+            const std::vector<float> yv = y2.values(what);
+            CHECK(bitwise_equal(y1.values(what), yv), "%s: y differs from bias_add + activation_forward", what);
+            CHECK(bitwise_equal(x1.values(what), x2.values(what)), "%s: x does not hold x + b", what);
+            CHECK(bitwise_equal(inplace.values(what), yv), "%s: y in place differs", what);
+            // backward: the two kernels, then the fused one out of place and dx aliasing dy
+            Guarded<float> dx2(count), p2((size_t)chunks * cols);
+            launch<K::activation_backward>(Dim(2), Dim(256), 0, yv.data(), dy.data(), dx2.data(), count, act);
+            launch<K::column_partial_sum>(Dim(ceil_div(cols, cs.blk.x), chunks), cs.blk, cs.blk.x * cs.blk.y * 4,
+                                          (const float*)dx2.data(), (const float*)nullptr, 0, rows, cols, cs.chunk_rows,
+                                          p2.data());
+            Guarded<float> dx1(count), p1((size_t)chunks * cols), dxi(dy), pi((size_t)chunks * cols);
+            launch<K::activation_backward_column_sum>(Dim(ceil_div(cols, cs.blk.x), chunks), cs.blk,
+                                                      cs.blk.x * cs.blk.y * 4, yv.data(), dy.data(), dx1.data(), act,
+                                                      rows, cols, cs.chunk_rows, p1.data());
+            launch<K::activation_backward_column_sum>(Dim(1, std::min(chunks, 2)), cs.blk, cs.blk.x * cs.blk.y * 4,
+                                                      yv.data(), (const float*)dxi.data(), dxi.data(), act, rows, cols,
+                                                      cs.chunk_rows, pi.data());
+            const std::vector<float> dxv = dx2.values(what), pv = p2.values(what);
+            CHECK(bitwise_equal(dx1.values(what), dxv), "%s: dx differs from activation_backward", what);
+            CHECK(bitwise_equal(p1.values(what), pv), "%s: the partial sums differ from column_partial_sum", what);
+            CHECK(bitwise_equal(dxi.values(what), dxv), "%s: dx aliasing dy differs", what);
+            CHECK(bitwise_equal(pi.values(what), pv), "%s: a capped grid's partial sums differ", what);
+            // and the sums are the sums (in double, within float rounding)
+            std::vector<double> want((size_t)chunks * cols, 0), scale((size_t)chunks * cols, 0);
+            for (int r = 0; r < rows; ++r)
+                for (int c = 0; c < cols; ++c) {
+                    const size_t p = (size_t)(r / cs.chunk_rows) * cols + c;
+                    want[p] += dxv[(size_t)r * cols + c], scale[p] += fabs(dxv[(size_t)r * cols + c]);
+                }
+            close_scaled(what, pv, want, scale, 2e-6);
         }
 }
 

@@ -10,7 +10,7 @@ internal sealed class CudaDevice(Func<IDeviceRuntime> open, bool ownsRuntime, Sc
     /// <summary>The default rows of one reduction chunk.</summary>
     public const int DefaultRowsPerChunk = 256;
 
-    private static readonly HashSet<string> Runs = [Plan.FlattenView, Plan.BatchNormActivation, Plan.BiasGradientFromBatchNorm, Plan.BiasInBatchNorm, Plan.BiasInLoss];
+    private static readonly HashSet<string> Runs = [Plan.FlattenView, Plan.BatchNormActivation, Plan.BiasGradientFromBatchNorm, Plan.BiasInBatchNorm, Plan.BiasInActivation, Plan.BiasGradientFromActivation, Plan.BiasInLoss];
 
     /// <inheritdoc />
     public override IReadOnlySet<string> Fusions => Runs;
@@ -140,7 +140,8 @@ internal sealed unsafe class GpuBackend : Backend
                         s.AddsPreviousBias ? _dev.P(LayerType.Name(plan.Steps[k - 1].Layer, "bias")) : 0, _n, o.Eps, o.BatchNormMomentum, bnLayers.IndexOf(s.Layer)),
                     StepKind.LayerNorm => new GpuLayerNormOp(gpu, _dev, s, rows, o.Eps),
                     StepKind.Dropout => new GpuDropoutOp(gpu, s, (uint)o.Seed, _state.Device),
-                    _ => new ActivationOp(gpu, s),
+                    _ => new ActivationOp(gpu, s, s.AddsPreviousBias ? _dev.P(LayerType.Name(plan.Steps[k - 1].Layer, "bias")) : 0,
+                        s.WritesPreviousBiasGradient ? _dev.G(LayerType.Name(plan.Steps[k - 1].Layer, "bias")) : 0, _n),
                 };
             }
             Push();

@@ -286,23 +286,51 @@ internal sealed unsafe class BatchNormOp : GpuOp
     }
 }
 
-/// <summary>A standalone <c>tanh</c>, <c>relu</c> or <c>sigmoid</c>: <c>activation_forward</c>, <c>activation_backward</c> (from the output).</summary>
-internal sealed unsafe class ActivationOp(Gpu g, PlanStep step) : GpuOp(step)
+/// <summary>
+/// A standalone <c>tanh</c>, <c>relu</c> or <c>sigmoid</c>: <c>activation_forward</c>, <c>activation_backward</c> (from the
+/// output). After a linear with bias, in training steps, the forward adds that bias (<see cref="Plan.BiasInActivation"/>)
+/// and the backward, <c>activation_backward_column_sum</c>, writes its gradient (<see cref="Plan.BiasGradientFromActivation"/>).
+/// </summary>
+internal sealed unsafe class ActivationOp : GpuOp
 {
-    private readonly int _act = ActivationCode.Of(step.Def.Kind);
+    private readonly Gpu _g;
+    private readonly int _act;
+    private readonly ulong _inBias, _prevBias, _partial;
+
+    // inputBias: the previous linear's bias added to the input in training steps (PlanStep.AddsPreviousBias), or 0;
+    // previousBias: the gradient of that bias this op writes (PlanStep.WritesPreviousBiasGradient), or 0
+    public ActivationOp(Gpu g, PlanStep step, ulong inputBias, ulong previousBias, int rows) : base(step)
+    {
+        _g = g;
+        _act = ActivationCode.Of(step.Def.Kind);
+        _inBias = inputBias; _prevBias = previousBias;
+        if (previousBias != 0 && g.Chunks(rows) > 1) _partial = g.Alloc((long)g.Chunks(rows) * step.OutWidth);
+    }
 
     public override void Forward(ulong x, ulong ids, ulong y, int rows, bool training)
     {
-        ulong a0 = x, a1 = y; int a2 = checked(rows * Step.OutWidth), a3 = _act;
-        void** args = stackalloc void*[] { &a0, &a1, &a2, &a3 };
-        g.Launch(g.K("activation_forward"), new(Gpu.Blocks(a2, 256)), new(256), 0, args);
+        ulong a0 = x, a1 = y; int a2 = checked(rows * Step.OutWidth), a3 = _act; ulong a4 = training ? _inBias : 0; int a5 = Step.OutWidth;
+        void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5 };
+        _g.Launch(_g.K("activation_forward"), new(Gpu.Blocks(a2, 256)), new(256), 0, args);
     }
 
     public override void Backward(ulong x, ulong ids, ulong y, ulong dy, ulong dx, int rows)
     {
         if (dx == 0) return;
-        ulong a0 = y, a1 = dy, a2 = dx; int a3 = checked(rows * Step.OutWidth), a4 = _act;
-        void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4 };
-        g.Launch(g.K("activation_backward"), new(Gpu.Blocks(a3, 256)), new(256), 0, args);
+        int cols = Step.OutWidth;
+        if (_prevBias == 0)
+        {
+            ulong a0 = y, a1 = dy, a2 = dx; int a3 = checked(rows * cols), a4 = _act;
+            void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4 };
+            _g.Launch(_g.K("activation_backward"), new(Gpu.Blocks(a3, 256)), new(256), 0, args);
+            return;
+        }
+        int chunks = _g.Chunks(rows);
+        {
+            ulong a0 = y, a1 = dy, a2 = dx; int a3 = _act, a4 = rows, a5 = cols, a6 = _g.RowsPerChunk; ulong a7 = chunks == 1 ? _prevBias : _partial;
+            void** args = stackalloc void*[] { &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7 };
+            _g.Launch(_g.K("activation_backward_column_sum"), new(Gpu.Blocks(cols, 32), (uint)chunks), new(32, 8), 32 * 8 * 4, args);
+        }
+        if (chunks > 1) _g.FinishColumns(_partial, chunks, cols, _prevBias);
     }
 }

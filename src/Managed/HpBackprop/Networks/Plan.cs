@@ -53,19 +53,19 @@ internal sealed class PlanStep
     /// <summary>Batch norm: the activation fused after it (Tanh, Relu, Sigmoid), or null for none.</summary>
     public LayerKind? Activation { get; set; }
 
-    /// <summary>Linear with bias: its bias gradient is written by the step after it (a batch norm, which sums its input gradient anyway).</summary>
+    /// <summary>Linear with bias: its bias gradient is written by the step after it (a batch norm, which sums its input gradient anyway, or an activation, which writes it).</summary>
     public bool BiasGradientFromNext { get; set; }
 
-    /// <summary>Batch norm: also writes the bias gradient of the linear step before it, <c>sum0(dx)</c>.</summary>
+    /// <summary>Batch norm or activation: also writes the bias gradient of the linear step before it, <c>sum0(dx)</c>.</summary>
     public bool WritesPreviousBiasGradient { get; set; }
 
     /// <summary>Linear (the last step, before cross-entropy): the loss's kernel adds its bias to the logits and writes its bias gradient in training steps.</summary>
     public bool BiasInLoss { get; set; }
 
-    /// <summary>Linear with bias, before a batch norm: the batch norm adds the bias to its input in training steps (the step's output still holds <c>x·Wᵀ + b</c>).</summary>
+    /// <summary>Linear with bias, before a batch norm or an activation: that step adds the bias to its input in training steps (the linear's output still holds <c>x·Wᵀ + b</c>).</summary>
     public bool BiasInNext { get; set; }
 
-    /// <summary>Batch norm: adds the bias of the linear step before it to its input as it reads it, in training steps.</summary>
+    /// <summary>Batch norm or activation: adds the bias of the linear step before it to its input as it reads it (and writes the sum back), in training steps.</summary>
     public bool AddsPreviousBias { get; set; }
 
     /// <summary>Linear: plain SGD is applied to its weight in the weight-gradient product's epilogue.</summary>
@@ -113,6 +113,19 @@ internal sealed class Plan
     /// </summary>
     public const string BiasInBatchNorm = "linear bias in the batch norm";
 
+    /// <summary>
+    /// The bias of a linear right before a standalone <c>tanh</c>, <c>relu</c> or <c>sigmoid</c> is added by the activation's
+    /// training forward as it reads its input (written back: the linear's output still holds <c>x·Wᵀ + b</c>, with the bits
+    /// of a separate bias add). The GPU's counterpart of a GEMM epilogue's bias and activation.
+    /// </summary>
+    public const string BiasInActivation = "linear bias in the activation";
+
+    /// <summary>
+    /// The bias gradient of a linear right before a standalone <c>tanh</c>, <c>relu</c> or <c>sigmoid</c> is summed by the
+    /// activation's backward as it writes its input gradient, in the order of the separate column sum (the same bits).
+    /// </summary>
+    public const string BiasGradientFromActivation = "linear bias gradient from the activation";
+
     /// <summary>Plain SGD (no momentum, weight decay or L2) on a linear weight in the epilogue of its gradient's product.</summary>
     public const string SgdInEpilogue = "SGD in the weight-gradient epilogue";
 
@@ -141,6 +154,8 @@ internal sealed class Plan
         (BatchNormActivation, "a batch norm and the tanh, relu or sigmoid after it in one step"),
         (BiasGradientFromBatchNorm, "the batch norm's backward writes sum0(dx) as the bias gradient of the linear before it"),
         (BiasInBatchNorm, "the batch norm's training forward adds the bias of the linear before it as it reads its input"),
+        (BiasInActivation, "a tanh, relu or sigmoid's training forward adds the bias of the linear before it as it reads its input"),
+        (BiasGradientFromActivation, "a tanh, relu or sigmoid's backward sums its input gradient as the bias gradient of the linear before it"),
         (SgdInEpilogue, "plain SGD updates each linear weight in its gradient product's epilogue"),
         (BiasInLoss, "cross-entropy adds the last linear's bias, sums the loss and the bias gradient in one kernel (n <= 1024, at most 2048 classes)"),
         (RowBlockPipeline, "embedding, flatten, linear, batchnorm(+act), linear with cross-entropy as one pass of row blocks"),
@@ -216,25 +231,30 @@ internal sealed class Plan
                     steps.RemoveAt(k + 1);
                 }
 
-        // a linear with bias right before a batch norm: the batch norm may write its bias gradient and add its bias
+        // a linear with bias right before a batch norm or a standalone tanh, relu or sigmoid: that step may write the
+        // linear's bias gradient and add its bias
         for (int k = 0; k + 1 < steps.Count; k++)
-            if (steps[k] is { Kind: StepKind.Linear, Def.HasBias: true, Layers: 1 } && steps[k + 1].Kind == StepKind.BatchNorm)
+        {
+            if (steps[k] is not { Kind: StepKind.Linear, Def.HasBias: true, Layers: 1 }) continue;
+            var next = steps[k + 1];
+            bool norm = next.Kind == StepKind.BatchNorm;
+            if (!norm && !(next.Kind == StepKind.Activation && next.Def.Kind is LayerKind.Tanh or LayerKind.Relu or LayerKind.Sigmoid)) continue;
+            string gradient = norm ? BiasGradientFromBatchNorm : BiasGradientFromActivation, bias = norm ? BiasInBatchNorm : BiasInActivation;
+            if (fusions.Contains(gradient))
             {
-                if (fusions.Contains(BiasGradientFromBatchNorm))
-                {
-                    steps[k].BiasGradientFromNext = true;
-                    steps[k + 1].WritesPreviousBiasGradient = true;
-                    Note(steps[k], BiasGradientFromBatchNorm);
-                    Note(steps[k + 1], BiasGradientFromBatchNorm);
-                }
-                if (fusions.Contains(BiasInBatchNorm))
-                {
-                    steps[k].BiasInNext = true;
-                    steps[k + 1].AddsPreviousBias = true;
-                    Note(steps[k], BiasInBatchNorm);
-                    Note(steps[k + 1], BiasInBatchNorm);
-                }
+                steps[k].BiasGradientFromNext = true;
+                next.WritesPreviousBiasGradient = true;
+                Note(steps[k], gradient);
+                Note(next, gradient);
             }
+            if (fusions.Contains(bias))
+            {
+                steps[k].BiasInNext = true;
+                next.AddsPreviousBias = true;
+                Note(steps[k], bias);
+                Note(next, bias);
+            }
+        }
 
         if (fusions.Contains(SgdInEpilogue) && options.Optimizer is Sgd { Momentum: 0, WeightDecay: 0 } && options.L2 == 0)
             foreach (var s in steps.Where(s => s.Kind == StepKind.Linear))
