@@ -3,6 +3,11 @@
 // * A launch runs its blocks one after another (so `static` is a correct __shared__).
 // * A block of T threads runs on T pool threads at once; worker r always plays thread rank r.
 //   The pool grows to the largest block seen and is reused by every later launch.
+// * A kernel the registry lists as barrier-free (no __syncthreads, warp intrinsic or shared
+//   memory: the elementwise and grid-stride kernels) runs each block's threads one after another
+//   on the launching thread instead: no thread can wait for another there, so the order is
+//   unobservable, and a launch costs no wake-ups. Such a kernel that reaches a barrier, a warp
+//   intrinsic or dynamic shared memory fails the launch with a message naming what it called.
 // * __syncthreads is a real barrier over the block's live threads (threads that returned from
 //   the kernel no longer count, as on Volta+ hardware); warp-synchronous intrinsics are real
 //   barriers over the lanes of their mask with an exchange of values.
@@ -186,6 +191,7 @@ struct ThreadCtx {
     ThreadSlot* slot = nullptr;
     void* dynamic_shared = nullptr;
     unsigned rank = 0, lane = 0, warp = 0;
+    bool sequential = false;  // a barrier-free kernel run on the launching thread
 };
 thread_local ThreadCtx tl_ctx;
 
@@ -435,7 +441,14 @@ void run_thread(const Job& job, unsigned rank) {
 // ---------------------------------------------------------------------------------------
 // Hooks used by cuda_emu.h
 // ---------------------------------------------------------------------------------------
+// A barrier-free launch (run on one thread) that reaches a synchronisation point fails.
+static void refuse_in_sequential(const char* what) {
+    if (tl_ctx.sequential)
+        fail(*tl_ctx.block, format("%s in a kernel the registry lists as barrier-free (registry.cpp: kBarrierFree)", what));
+}
+
 void syncthreads() {
+    refuse_in_sequential("__syncthreads");
     BlockState& b = *tl_ctx.block;
     std::unique_lock<std::mutex> lk(b.bar_m);
     if (b.aborted.load(std::memory_order_acquire)) throw EmuAbort{};
@@ -448,20 +461,89 @@ void syncthreads() {
     block_and_park(b, lk);
 }
 
-void syncwarp(unsigned mask) { warp_op(mask, kSyncwarp, 0, -1); }
+void syncwarp(unsigned mask) {
+    refuse_in_sequential("__syncwarp");
+    warp_op(mask, kSyncwarp, 0, -1);
+}
 
-uint64_t warp_shuffle(unsigned mask, uint64_t bits, int src_lane) { return warp_op(mask, kShuffle, bits, src_lane); }
+uint64_t warp_shuffle(unsigned mask, uint64_t bits, int src_lane) {
+    refuse_in_sequential("__shfl_*_sync");
+    return warp_op(mask, kShuffle, bits, src_lane);
+}
 
-unsigned warp_ballot(unsigned mask, bool pred) { return (unsigned)warp_op(mask, kBallot, pred ? 1u : 0u, -1); }
+unsigned warp_ballot(unsigned mask, bool pred) {
+    refuse_in_sequential("__ballot/__any/__all_sync");
+    return (unsigned)warp_op(mask, kBallot, pred ? 1u : 0u, -1);
+}
 
 unsigned lane_id() { return tl_ctx.lane; }
 
-void* dynamic_shared_memory() { return tl_ctx.dynamic_shared; }
+void* dynamic_shared_memory() {
+    refuse_in_sequential("dynamic shared memory");
+    return tl_ctx.dynamic_shared;
+}
 
 // ---------------------------------------------------------------------------------------
 // Launch
 // ---------------------------------------------------------------------------------------
-int launch(Thunk thunk, dim3 grid, dim3 block, unsigned shared_bytes, void** args, std::string* error) {
+namespace {
+
+// A barrier-free kernel: every block's threads, rank by rank, on the calling thread.
+int launch_sequential(Thunk thunk, dim3 grid, dim3 block, unsigned shared_bytes, void** args, std::string* error,
+                      unsigned T) {
+    std::unique_ptr<unsigned char, void (*)(unsigned char*)> dyn(
+        static_cast<unsigned char*>(::operator new(shared_bytes, std::align_val_t(16))),
+        [](unsigned char* q) { ::operator delete(q, std::align_val_t(16)); });
+    auto state = std::make_unique<BlockState>(T);
+    ThreadCtx& c = tl_ctx;
+    const ThreadCtx saved = c;
+    const uint3 saved_thread = threadIdx, saved_block = blockIdx;
+    const dim3 saved_block_dim = blockDim, saved_grid_dim = gridDim;
+    blockDim = block;
+    gridDim = grid;
+    int rc = HPB_EMU_OK;
+    for (unsigned z = 0; z < grid.z && rc == HPB_EMU_OK; ++z)
+        for (unsigned y = 0; y < grid.y && rc == HPB_EMU_OK; ++y)
+            for (unsigned x = 0; x < grid.x && rc == HPB_EMU_OK; ++x) {
+                state->reset();
+                blockIdx = uint3{x, y, z};
+                for (unsigned r = 0; r < T && !state->aborted.load(std::memory_order_relaxed); ++r) {
+                    threadIdx = uint3{r % block.x, (r / block.x) % block.y, r / (block.x * block.y)};
+                    c.block = state.get();
+                    c.slot = &state->slots[r];
+                    c.dynamic_shared = dyn.get();
+                    c.rank = r;
+                    c.lane = r & 31u;
+                    c.warp = r >> 5;
+                    c.sequential = true;
+                    try {
+                        thunk(args);
+                    } catch (const EmuAbort&) {
+                    } catch (const std::exception& e) {
+                        state->abort(std::string("exception in kernel thread: ") + e.what());
+                    } catch (...) {
+                        state->abort("unknown exception in kernel thread");
+                    }
+                }
+                if (state->aborted.load(std::memory_order_acquire)) {
+                    *error = format("kernel fault in block (%u,%u,%u) of grid (%u,%u,%u), block (%u,%u,%u): ", x, y, z,
+                                    grid.x, grid.y, grid.z, block.x, block.y, block.z) +
+                             state->error;
+                    rc = HPB_EMU_ERROR_KERNEL_FAULT;
+                }
+            }
+    c = saved;
+    threadIdx = saved_thread;
+    blockIdx = saved_block;
+    blockDim = saved_block_dim;
+    gridDim = saved_grid_dim;
+    return rc;
+}
+
+}  // namespace
+
+int launch(Thunk thunk, dim3 grid, dim3 block, unsigned shared_bytes, void** args, std::string* error,
+           bool sequential) {
     static std::mutex launch_mutex;
     std::lock_guard<std::mutex> launch_lock(launch_mutex);
 
@@ -487,6 +569,7 @@ int launch(Thunk thunk, dim3 grid, dim3 block, unsigned shared_bytes, void** arg
         return HPB_EMU_ERROR_BAD_CONFIG;
     }
     const unsigned T = (unsigned)threads;
+    if (sequential) return launch_sequential(thunk, grid, block, shared_bytes, args, error, T);
     Pool& p = pool();
     if (!p.ensure(T)) {
         *error = format("the host refused to create %u threads for one block", T);

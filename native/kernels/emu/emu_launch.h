@@ -11,7 +11,10 @@ namespace hpb_emu {
 using Thunk = void (*)(void** args);
 
 // Runs `thunk` over the grid; returns HPB_EMU_OK or an HPB_EMU_ERROR_* code (hpb_emu.h) and
-// then sets *error.  Thread-safe: launches are serialised.
-int launch(Thunk thunk, dim3 grid, dim3 block, unsigned shared_bytes, void** args, std::string* error);
+// then sets *error.  Thread-safe: launches are serialised.  `sequential`: the kernel has no
+// barrier, warp intrinsic or shared memory, so each block's threads run one after another on the
+// calling thread (a kernel that calls one of them anyway fails the launch, naming it).
+int launch(Thunk thunk, dim3 grid, dim3 block, unsigned shared_bytes, void** args, std::string* error,
+           bool sequential = false);
 
 }  // namespace hpb_emu

@@ -55,8 +55,38 @@ const KernelEntry kKernels[] = {
 #include "../kernel_list.h"
 };
 #undef HPB_KERNEL
-
 constexpr int kKernelCount = (int)(sizeof kKernels / sizeof kKernels[0]);
+
+// The kernels with no __syncthreads, warp intrinsic or shared memory (elementwise and grid-stride):
+// the runtime runs each block's threads one after another on the launching thread (emu_launch.h),
+// which costs no thread wake-ups. A kernel listed here that reaches a barrier fails its launch, so a
+// wrong entry cannot go unnoticed; a kernel left out only runs slower.
+constexpr const char* kBarrierFree[] = {
+    "embedding_forward", "embedding_backward_atomic", "embedding_backward_dense", "embedding_backward_segments",
+    "batchnorm_finish_mean", "batchnorm_finish_var", "batchnorm_normalize", "batchnorm_backward_dx",
+    "batchnorm_inference", "bias_add", "column_finish_sum", "axpy", "step_begin", "sgd_update",
+    "sgd_momentum_update", "adamw_update", "activation_forward", "activation_backward", "dropout_forward",
+    "dropout_backward", "chain_norm_logits", "chain_counts", "chain_counts_sum_inv", "chain_probs",
+    "chain_logprobs", "chain_losses", "chain_dlogprobs", "chain_dprobs", "chain_dcounts_sum", "chain_dcounts",
+    "chain_dnorm_logits", "chain_bnmeani", "chain_bndiff", "chain_bndiff2", "chain_bnvar", "chain_bnvar_inv",
+    "chain_bnraw", "chain_hpreact", "chain_h", "chain_dhpreact", "chain_dbngain", "chain_dbnraw", "chain_dbnbias",
+    "chain_dbnvar_inv", "chain_dbnvar", "chain_dbndiff2", "chain_dbndiff", "chain_dbnmeani", "chain_dhprebn",
+};
+
+struct BarrierFree {
+    bool of[kKernelCount] = {};
+    std::string error;  // a listed name that is no kernel: every launch fails with it
+    BarrierFree() {
+        for (const char* name : kBarrierFree) {
+            int found = -1;
+            for (int i = 0; i < kKernelCount; ++i)
+                if (strcmp(kKernels[i].name, name) == 0) found = i;
+            if (found < 0) error = std::string("registry.cpp: kBarrierFree names '") + name + "', which is no kernel";
+            else of[found] = true;
+        }
+    }
+};
+const BarrierFree kSequential;
 
 thread_local std::string tl_last_error;
 
@@ -84,8 +114,10 @@ HPB_EMU_API int hpb_emu_launch(const char* kernel, unsigned gx, unsigned gy, uns
         if (!args[i])
             return fail(HPB_EMU_ERROR_BAD_ARGS, std::string(kernel) + ": args[" + std::to_string(i) +
                                                     "] is NULL (each entry must point to an argument value)");
+    if (!kSequential.error.empty()) return fail(HPB_EMU_ERROR_UNKNOWN_KERNEL, kSequential.error);
     std::string error;
-    const int rc = hpb_emu::launch(entry->thunk, dim3(gx, gy, gz), dim3(bx, by, bz), shared_bytes, args, &error);
+    const int rc = hpb_emu::launch(entry->thunk, dim3(gx, gy, gz), dim3(bx, by, bz), shared_bytes, args, &error,
+                                   kSequential.of[entry - kKernels]);
     if (rc != HPB_EMU_OK) return fail(rc, std::string(kernel) + ": " + error);
     return HPB_EMU_OK;
 }

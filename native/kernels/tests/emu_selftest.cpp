@@ -198,6 +198,52 @@ TEST(selftest, indices_in_3d) {
     CHECK(bad == 0, "%d wrong indices", bad);
 }
 
+// Barrier-free launches (the registry's kBarrierFree kernels run each block's threads on the calling thread): every
+// thread of every block runs once with its own indices, and a barrier, a warp intrinsic or dynamic shared memory there
+// fails the launch naming it (the emulator stays usable).
+template <Probe P>
+static int run_sequential(dim3 g, dim3 b, unsigned shared, void* data, std::string* error) {
+    void* args[] = {&data};
+    return hpb_emu::launch([](void** p) { P(*static_cast<void**>(p[0])); }, g, b, shared, args, error, true);
+}
+
+static void probe_syncwarp(void* p) {
+    (void)p;
+    __syncwarp(0xffffffffu);
+}
+
+static void probe_shuffle_one(void* p) {
+    static_cast<int*>(p)[threadIdx.x] = __shfl_xor_sync(0xffffffffu, (int)threadIdx.x, 1);
+}
+
+TEST(selftest, barrier_free_kernels_run_on_the_calling_thread) {
+    std::vector<unsigned> out(2 * 3 * 2 * 4 * 3 * 2, 0u);
+    std::string err;
+    CHECK(run_sequential<probe_indices>(dim3(2, 3, 2), dim3(4, 3, 2), 0, out.data(), &err) == HPB_EMU_OK, "%s",
+          err.c_str());
+    int bad = 0;
+    for (unsigned b = 0; b < 12; ++b)
+        for (unsigned r = 0; r < 24; ++r) bad += out[b * 24 + r] != b * 1000 + r;
+    CHECK(bad == 0, "%d wrong indices", bad);
+    int data[2] = {0, 0};
+    CHECK(run_sequential<probe_atomics>(dim3(2), dim3(1024), 0, data, &err) == HPB_EMU_OK, "%s", err.c_str());
+    CHECK(data[0] == 2 * 1024 * 100, "counter %d", data[0]);
+    std::vector<int> ints(3 * 64, 0);
+    int rc = run_sequential<probe_exit_then_barrier>(dim3(1), dim3(64), 0, ints.data(), &err);
+    CHECK(rc == HPB_EMU_ERROR_KERNEL_FAULT && err.find("__syncthreads") != std::string::npos &&
+              err.find("kBarrierFree") != std::string::npos,
+          "rc %d: %s", rc, err.c_str());
+    rc = run_sequential<probe_syncwarp>(dim3(1), dim3(32), 0, nullptr, &err);
+    CHECK(rc == HPB_EMU_ERROR_KERNEL_FAULT && err.find("__syncwarp") != std::string::npos, "rc %d: %s", rc, err.c_str());
+    rc = run_sequential<probe_shuffle_one>(dim3(1), dim3(32), 0, ints.data(), &err);
+    CHECK(rc == HPB_EMU_ERROR_KERNEL_FAULT && err.find("__shfl") != std::string::npos, "rc %d: %s", rc, err.c_str());
+    rc = run_sequential<probe_dynamic_shared>(dim3(1), dim3(64), 64 * sizeof(int), ints.data(), &err);
+    CHECK(rc == HPB_EMU_ERROR_KERNEL_FAULT && err.find("dynamic shared memory") != std::string::npos, "rc %d: %s", rc,
+          err.c_str());
+    // and the threaded launches still work, indices and all
+    CHECK(run_probe<probe_indices>(dim3(2, 3, 2), dim3(4, 3, 2), 0, out.data(), &err) == HPB_EMU_OK, "%s", err.c_str());
+}
+
 TEST(large_blocks, emu_atomics_1024_threads) {
     int data[2] = {0, 0};
     std::string err;
