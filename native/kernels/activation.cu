@@ -47,24 +47,10 @@ extern "C" __global__ void __launch_bounds__(1024) activation_backward_column_su
                                                                                   int act, int rows, int cols,
                                                                                   int chunk_rows, float* partial) {
     HPB_DYNAMIC_SHARED(float, scratch);
-    const int chunks = hpb_chunk_count(rows, chunk_rows);
-    const int by = (int)blockDim.y;
-    // chunk and col0 are uniform across the block, so every thread takes part in every barrier
-    for (int chunk = (int)blockIdx.y; chunk < chunks; chunk += (int)gridDim.y) {
-        const int r0 = chunk * chunk_rows, r1 = hpb_chunk_end(rows, r0, chunk_rows);
-        for (int col0 = (int)(blockIdx.x * blockDim.x); col0 < cols; col0 += (int)(gridDim.x * blockDim.x)) {
-            const int col = col0 + (int)threadIdx.x;
-            float acc = 0.0f;
-            if (col < cols) {
-                for (int r = r0 + (int)threadIdx.y; r < r1; r += by) {
-                    const size_t i = (size_t)r * cols + col;
-                    const float d = hpb_act_backward(y[i], dy[i], act);
-                    dx[i] = d;
-                    acc = __fadd_rn(acc, d);
-                }
-            }
-            acc = block_column_sum(acc, scratch);
-            if (col < cols && threadIdx.y == 0) partial[(size_t)chunk * cols + col] = acc;
-        }
-    }
+    column_partials(rows, cols, chunk_rows, partial, scratch, [=](float acc, int r, int col) {
+        const size_t i = (size_t)r * cols + col;
+        const float d = hpb_act_backward(y[i], dy[i], act);
+        dx[i] = d;
+        return __fadd_rn(acc, d);
+    });
 }

@@ -220,6 +220,31 @@ __device__ __forceinline__ T block_column_sum(T partial, T* scratch) {
     return total;
 }
 
+// The chunked column reduction's sweep (linear.cu's column_partial_sum, activation.cu's
+// activation_backward_column_sum): for each chunk c of chunk_rows rows and each column, thread
+// (tx, ty) folds rows r0+ty, r0+ty+by, ... in that order with acc = add(acc, row, col) from 0, then
+// block_column_sum, and thread (tx, 0) writes partial[c*cols + col]. Grid-stride over column tiles
+// in x and chunks in y, so the order never depends on the grid. `scratch`: bx*by floats of dynamic
+// shared memory. Every thread of the block must call it.
+template <class Add>
+__device__ __forceinline__ void column_partials(int rows, int cols, int chunk_rows, float* partial, float* scratch,
+                                                Add add) {
+    const int chunks = hpb_chunk_count(rows, chunk_rows);
+    const int by = (int)blockDim.y;
+    // chunk and col0 are uniform across the block, so every thread takes part in every barrier
+    for (int chunk = (int)blockIdx.y; chunk < chunks; chunk += (int)gridDim.y) {
+        const int r0 = chunk * chunk_rows, r1 = hpb_chunk_end(rows, r0, chunk_rows);
+        for (int col0 = (int)(blockIdx.x * blockDim.x); col0 < cols; col0 += (int)(gridDim.x * blockDim.x)) {
+            const int col = col0 + (int)threadIdx.x;
+            float acc = 0.0f;
+            if (col < cols)
+                for (int r = r0 + (int)threadIdx.y; r < r1; r += by) acc = add(acc, r, col);
+            acc = block_column_sum(acc, scratch);
+            if (col < cols && threadIdx.y == 0) partial[(size_t)chunk * cols + col] = acc;
+        }
+    }
+}
+
 // Finishing a chunked column reduction: partial[0*cols+col] + partial[1*cols+col] + ... in chunk
 // order, in one float accumulator that starts at partial[col] (chunks >= 1).  One thread per column:
 // no shuffles, no barriers, the same order on any grid.
