@@ -433,6 +433,43 @@ public sealed class TableTests
         StringAssert.Contains(stdout, "ROC AUC");
     }
 
+    /// <summary>
+    /// A table run on the emulator reports in its --json line what its steps asked of the device, as a word run does: its
+    /// epochs are queued through the two staging buffers, so after the first step each is one graph launch, and the bytes
+    /// a step are the minibatch's features and targets plus the losses' reads, 100 at a time. (The table path wrote its own
+    /// JSON and left these out before.)
+    /// </summary>
+    [TestMethod]
+    public void ATableRunOnTheEmulatorReportsWhatItsStepsAskedOfTheDevice()
+    {
+        Devices.RequireEmulator();
+        using var dir = new TempDir();
+        string csv = dir.File("house.csv");
+        var rng = new NormalRng(5);
+        var sb = new StringBuilder("rooms,age,price\n");
+        for (int i = 0; i < 200; i++)
+        {
+            double rooms = 1 + 5 * rng.NextDouble(), age = 80 * rng.NextDouble();
+            sb.Append(CultureInfo.InvariantCulture, $"{rooms:R},{age:R},{(50 * rooms - age) / 20:R}\n");
+        }
+        File.WriteAllText(csv, sb.ToString());
+        var (code, stdout, stderr) = CliRunner.Run("train", "--csv", csv, "--target", "price", "--features", "rooms,age", "--loss", "mse",
+            "--layers", "linear:2x8,relu,linear:8x1", "--batch", "16", "--epochs", "15", "--json", "--device", "emulator");
+        Assert.AreEqual(0, code, stderr);
+        using var json = JsonDocument.Parse(stdout);
+        var r = json.RootElement;
+        StringAssert.StartsWith(r.GetProperty("device").GetString(), "cuda-emulator");
+        int steps = r.GetProperty("steps").GetInt32();
+        Assert.IsGreaterThan(100, steps, stdout);
+        Assert.IsGreaterThan(3, r.GetProperty("graph_nodes").GetInt32(), stdout);
+        Assert.IsLessThan(1.1, r.GetProperty("launches_per_step").GetDouble(), stdout);
+        Assert.AreEqual(0, r.GetProperty("host_device_setup_bytes").GetInt64(), "epochs stay on the host: no set uploaded apart");
+        // 16 rows of 2 features and 1 target (192 bytes) and the loss (4) every step; the step state's uploads spread over
+        // the steps stay under the 16 bytes a step
+        double bytes = r.GetProperty("host_device_bytes_per_step").GetDouble();
+        Assert.IsTrue(bytes >= 196 && bytes < 196 + 16, stdout);
+    }
+
     [TestMethod]
     public void BadTableInputIsExitTwoNamingTheOptionFileLineAndColumn()
     {

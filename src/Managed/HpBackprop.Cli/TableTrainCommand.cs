@@ -199,12 +199,10 @@ internal static class TableTrainCommand
                 j.WriteString("table", csvPath); j.WriteNumber("rows", table.Count); j.WriteNumber("features", d); j.WriteString("target", target);
                 if (table.ClassNames != null) { j.WriteStartArray("classes"); foreach (var c in table.ClassNames) j.WriteStringValue(c); j.WriteEndArray(); }
                 j.WriteNumber("train_rows", split.Train.Count); j.WriteNumber("dev_rows", split.Dev.Count); j.WriteNumber("test_rows", split.Test.Count);
-                j.WriteString("layers", stack.ToString()); j.WriteNumber("parameters", net.Parameters.Count); j.WriteString("device", net.Device); j.WriteNumber("threads", nThreads);
                 j.WriteNumber("steps", history.Steps); j.WriteNumber("steps_planned", nSteps);
                 j.WriteString("stopped", history.Stop switch { FitStop.EarlyStopping => "early_stopping", _ => "completed" });
                 if (history.Best is { } b) j.WriteNumber("best_step", b.Step);
-                j.WriteNumber("train_seconds", Math.Round(seconds, 4)); j.WriteNumber("steps_per_second", Math.Round(history.Steps / seconds, 1));
-                j.WriteNumber("us_per_step", Math.Round(seconds * 1e6 / Math.Max(1, history.Steps), 2));
+                TrainCommand.WriteRun(j, net, stack, net.Device, nThreads, seconds, history.Steps);
                 if (devReport != null) { j.WritePropertyName("dev"); TableReport.Json(j, devReport); }
                 if (testReport != null) { j.WritePropertyName("test"); TableReport.Json(j, testReport); }
                 j.WriteEndObject();

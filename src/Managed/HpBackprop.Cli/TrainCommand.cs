@@ -394,20 +394,9 @@ internal static class TrainCommand
                         using (var w = new Utf8JsonWriter(buffer))
                         {
                             w.WriteStartObject();
-                            w.WriteNumber("steps", nSteps); w.WriteNumber("batch", net.BatchSize); w.WriteNumber("block", blockSize);
-                            w.WriteString("layers", stack.ToString()); w.WriteNumber("parameters", net.Parameters.Count); w.WriteNumber("vocab", V);
-                            w.WriteString("device", deviceName); w.WriteNumber("threads", nThreads);
-                            w.WriteNumber("train_seconds", Math.Round(seconds, 4)); w.WriteNumber("steps_per_second", Math.Round(stepsThisProcess / seconds, 1));
+                            w.WriteNumber("steps", nSteps); w.WriteNumber("batch", net.BatchSize); w.WriteNumber("block", blockSize); w.WriteNumber("vocab", V);
+                            WriteRun(w, net, stack, deviceName, nThreads, seconds, stepsThisProcess);
                             w.WriteNumber("train_loss", trainLoss); w.WriteNumber("dev_loss", devLoss);
-                            if (net.Traffic is DeviceTraffic t)
-                            {
-                                // what this process's training steps asked of the GPU, averaged per step (every copy counted, loss reads included)
-                                w.WriteNumber("launches_per_step", Math.Round(t.LaunchesPerStep, 4));
-                                w.WriteNumber("graph_nodes", t.GraphNodes);
-                                w.WriteNumber("host_device_bytes_per_step", Math.Round(t.BytesPerStep, 2));
-                                // apart from the steps: the training set, uploaded once per Fit call and kept on the device
-                                w.WriteNumber("host_device_setup_bytes", t.SetupBytes);
-                            }
                             w.WriteEndObject();
                         }
                         stdout.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
@@ -420,6 +409,26 @@ internal static class TrainCommand
             }
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// The fields every <c>train --json</c> line has, word and table runs alike: the stack, the device, the training time and
+    /// rate of this process's steps, and on a GPU what those steps asked of it, averaged per step (every copy counted, the
+    /// loss reads included), with the training set's upload apart.
+    /// </summary>
+    internal static void WriteRun(Utf8JsonWriter w, Network net, Sequential stack, string device, int threads, double seconds, long steps)
+    {
+        w.WriteString("layers", stack.ToString()); w.WriteNumber("parameters", net.Parameters.Count);
+        w.WriteString("device", device); w.WriteNumber("threads", threads);
+        w.WriteNumber("train_seconds", Math.Round(seconds, 4)); w.WriteNumber("steps_per_second", Math.Round(steps / seconds, 1));
+        w.WriteNumber("us_per_step", Math.Round(seconds * 1e6 / Math.Max(1, steps), 2));
+        if (net.Traffic is DeviceTraffic t)
+        {
+            w.WriteNumber("launches_per_step", Math.Round(t.LaunchesPerStep, 4));
+            w.WriteNumber("graph_nodes", t.GraphNodes);
+            w.WriteNumber("host_device_bytes_per_step", Math.Round(t.BytesPerStep, 2));
+            w.WriteNumber("host_device_setup_bytes", t.SetupBytes);
+        }
     }
 
     /// <summary>The optimiser and schedule of the options (a table run; a word run reads them the same way, or from its checkpoint).</summary>
